@@ -1,0 +1,46 @@
+//! # subtrack
+//!
+//! SubTrack-Grad, SubTrack++ and GaLore for [Burn](https://burn.dev): each large weight
+//! matrix's gradient is projected onto a rank-r subspace and Adam runs there, so the
+//! optimizer state of an m×n matrix shrinks from 2·m·n to m·r + 2·n·r floats. GaLore
+//! refreshes the subspace with an SVD every T steps; SubTrack tracks it with a rank-1 step
+//! along a Grassmannian geodesic, O(m·n·r). The math is `algorithm.md` of this project.
+//!
+//! ```no_run
+//! use subtrack::SubTrackConfig;
+//! // In place of `AdamWConfig::new().init()`:
+//! let optim = SubTrackConfig::subtrack_plus_plus().with_rank(128).init().unwrap();
+//! ```
+//!
+//! The paper projects only attention and MLP weights; route the rest to AdamW with
+//! [`burn::optim::ModuleOptimizer::with_group`]:
+//!
+//! ```no_run
+//! use burn::module::ParamGroup;
+//! use burn::optim::ModuleOptimizer;
+//! use subtrack::SubTrackConfig;
+//!
+//! let config = SubTrackConfig::subtrack_plus_plus();
+//! let projected = ParamGroup::from_regex(r"^layers\.\d+\.(attention|mlp)\..*weight$").unwrap();
+//! let optim = ModuleOptimizer::from(config.adamw().unwrap())
+//!     .with_group(projected, config.build().unwrap(), None);
+//! ```
+#![warn(missing_docs)]
+
+pub mod basis;
+pub mod checkpoint;
+mod config;
+mod error;
+pub mod geodesic;
+mod host;
+pub mod linalg;
+pub mod moments;
+mod optimizer;
+pub mod recovery;
+mod state;
+
+pub use checkpoint::{StateBytes, load_checked, save_atomic, state_bytes};
+pub use config::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdate};
+pub use error::SubTrackError;
+pub use optimizer::{SubTrack, SubTrackReport};
+pub use state::{DenseState, ProjectedState, SubTrackState};

@@ -1,0 +1,172 @@
+//! Bad input: non-finite gradients, zero gradients, awkward shapes, bad learning rates.
+
+use burn::optim::Optimizer;
+use burn::tensor::{Device, Tensor, TensorData};
+use subtrack::{SubTrackConfig, SubTrackState, SubspaceUpdate};
+
+use crate::reference::{DenseRef, Hyper, Rng, Update, Variant, dense_step};
+use crate::{devices, download, upload};
+
+fn tensor<const D: usize>(values: Vec<f64>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape).convert::<f32>(), device)
+}
+
+fn values<const D: usize>(t: &Tensor<D>) -> Vec<f64> {
+    t.to_data().convert::<f64>().into_vec::<f64>().unwrap()
+}
+
+#[test]
+fn non_finite_gradients_change_nothing_and_are_counted() {
+    for device in devices() {
+        let optim = SubTrackConfig::subtrack_plus_plus().with_rank(2).with_update_interval(2).build().unwrap();
+        let report = optim.report();
+        let mut rng = Rng(11);
+        for (rows, cols) in [(6, 9), (2, 3)] {
+            // (6, 9) is projected at rank 2; (2, 3) is dense.
+            let mut w = upload(&rng.mat(rows, cols), &device);
+            let mut state = None;
+            for _ in 0..3 {
+                let (nw, ns) = optim.step(0.01, w, upload(&rng.mat(rows, cols), &device), state);
+                (w, state) = (nw, ns);
+            }
+            for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                let before_skips = report.nonfinite_skips();
+                let mut g = rng.mat(rows, cols);
+                g.data[4] = bad;
+                let w_before = download(w.clone());
+                let s_before = state.clone().unwrap();
+                let (nw, ns) = optim.step(0.01, w, upload(&g, &device), state);
+                assert_eq!(download(nw.clone()), w_before, "weights changed on {bad}");
+                let ns = ns.unwrap();
+                assert_eq!(ns.step(), s_before.step());
+                match (&ns, &s_before) {
+                    (SubTrackState::Projected(a), SubTrackState::Projected(b)) => {
+                        assert_eq!(values(&a.basis), values(&b.basis));
+                        assert_eq!(values(&a.moment_1), values(&b.moment_1));
+                        assert_eq!(values(&a.moment_2), values(&b.moment_2));
+                    }
+                    (SubTrackState::Dense(a), SubTrackState::Dense(b)) => {
+                        assert_eq!(values(&a.moment_1), values(&b.moment_1));
+                        assert_eq!(values(&a.moment_2), values(&b.moment_2));
+                    }
+                    _ => panic!("state kind changed"),
+                }
+                assert_eq!(report.nonfinite_skips(), before_skips + 1);
+                (w, state) = (nw, Some(ns));
+            }
+            // Training continues normally afterwards, through a subspace update.
+            for _ in 0..3 {
+                let (nw, ns) = optim.step(0.01, w, upload(&rng.mat(rows, cols), &device), state);
+                (w, state) = (nw, ns);
+            }
+            assert!(download(w).data.iter().all(|x| x.is_finite()));
+        }
+        // A non-finite gradient at the very first step leaves no state behind.
+        let w = upload(&rng.mat(6, 9), &device);
+        let mut g = rng.mat(6, 9);
+        g.data[0] = f64::NAN;
+        let (_, state) = optim.step(0.01, w, upload(&g, &device), None);
+        assert!(state.is_none());
+    }
+}
+
+#[test]
+fn zero_gradients_produce_no_nan() {
+    for device in devices() {
+        for update in [SubspaceUpdate::Geodesic, SubspaceUpdate::Svd] {
+            let optim = SubTrackConfig::subtrack_plus_plus()
+                .with_subspace_update(update)
+                .with_rank(2)
+                .with_update_interval(2)
+                .build()
+                .unwrap();
+            let w0 = Rng(12).mat(5, 8);
+            let mut w = upload(&w0, &device);
+            let mut state = None;
+            for _ in 0..5 {
+                let (nw, ns) = optim.step(0.01, w, Tensor::zeros([5, 8], &device), state);
+                (w, state) = (nw, ns);
+            }
+            assert_eq!(download(w), w0, "a zero gradient must not move the weights");
+            let Some(SubTrackState::Projected(p)) = state else { panic!() };
+            let basis = download(p.basis);
+            assert!(basis.data.iter().all(|x| x.is_finite()));
+            assert!(values(&p.moment_2).iter().all(|x| x.is_finite()));
+        }
+    }
+}
+
+/// Parameters that are not projected get exactly the dense AdamW of the reference.
+#[test]
+fn other_shapes_fall_back_to_adamw() {
+    let config = SubTrackConfig::subtrack_plus_plus().with_rank(4).with_weight_decay(0.1);
+    let h = Hyper {
+        rank: 4,
+        interval: 200,
+        eta: 10.0,
+        max_theta: None,
+        scale: 0.25,
+        beta_1: config.beta_1,
+        beta_2: config.beta_2,
+        eps: config.epsilon,
+        wd: config.weight_decay,
+        update: Update::Geodesic,
+        aware: Variant::Paper,
+        recovery: Variant::Paper,
+        zeta: 1.01,
+    };
+    let optim = config.build().unwrap();
+    let device = Device::flex();
+    fn check<const D: usize>(optim: &subtrack::SubTrack, h: &Hyper, shape: [usize; D], device: &Device) {
+        let n: usize = shape.iter().product();
+        let mut rng = Rng(n as u64);
+        let w0: Vec<f64> = (0..n).map(|_| rng.next()).collect();
+        let mut w = tensor(w0.clone(), shape, device);
+        let mut w_ref = w0;
+        let mut reference = DenseRef { m: vec![0.0; n], v: vec![0.0; n], k: 0 };
+        let mut state = None;
+        for _ in 0..5 {
+            let g: Vec<f64> = (0..n).map(|_| rng.next()).collect();
+            let (nw, ns) = optim.step(0.01, w, tensor(g.clone(), shape, device), state);
+            (w, state) = (nw, ns);
+            w_ref = dense_step(h, &w_ref, &g, &mut reference, 0.01);
+        }
+        assert!(matches!(state, Some(SubTrackState::Dense(_))), "{shape:?} should be dense");
+        let got = values(&w);
+        let err = got.iter().zip(&w_ref).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err < 1e-6, "{shape:?}: max error {err:e}");
+    }
+    check(&optim, &h, [7], &device);
+    check(&optim, &h, [1, 9], &device);
+    check(&optim, &h, [9, 1], &device);
+    check(&optim, &h, [4, 10], &device); // r = min(m, n)
+    check(&optim, &h, [3, 10], &device); // r > min(m, n)
+    check(&optim, &h, [2, 3, 4], &device);
+    check(&optim, &h, [2, 3, 2, 2], &device);
+}
+
+#[test]
+#[should_panic(expected = "learning rate must be finite")]
+fn negative_learning_rate_is_refused() {
+    let optim = SubTrackConfig::new().build().unwrap();
+    let device = Device::flex();
+    let _ = optim.step(-1.0, Tensor::<1>::zeros([3], &device), Tensor::<1>::ones([3], &device), None);
+}
+
+#[test]
+#[should_panic(expected = "learning rate must be finite")]
+fn nan_learning_rate_is_refused() {
+    let optim = SubTrackConfig::new().build().unwrap();
+    let device = Device::flex();
+    let _ = optim.step(f64::NAN, Tensor::<1>::zeros([3], &device), Tensor::<1>::ones([3], &device), None);
+}
+
+#[test]
+fn invalid_configs_fail_at_init_naming_the_field() {
+    let err = SubTrackConfig::new().with_rank(0).init().err().unwrap();
+    assert!(err.to_string().contains("`rank`"), "{err}");
+    let err = SubTrackConfig::new().with_beta_2(1.0).build().err().unwrap();
+    assert!(err.to_string().contains("`beta_2`"), "{err}");
+    let err = SubTrackConfig::new().with_epsilon(f64::NAN).adamw().err().unwrap();
+    assert!(err.to_string().contains("`epsilon`"), "{err}");
+}

@@ -1,0 +1,60 @@
+//! Integration tests, one binary (each test binary links all of Burn).
+//!
+//! Every test runs on Burn's `flex` CPU backend and, where a wgpu adapter exists, on wgpu.
+//! With `SUBTRACK_REQUIRE_WGPU=1` (set by `.ci/run`) a missing adapter fails the run.
+
+mod bad_input;
+mod checkpoint;
+mod learner;
+mod reference;
+mod subspace;
+mod trajectories;
+
+use std::sync::OnceLock;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use reference::Mat;
+
+/// The devices to test on: flex, plus wgpu when an adapter exists.
+pub fn devices() -> Vec<Device> {
+    let mut out = vec![Device::flex()];
+    if let Some(wgpu) = wgpu_device() {
+        out.push(wgpu);
+    }
+    out
+}
+
+/// The wgpu device, or `None` (with a note saying why) when this machine has no adapter.
+pub fn wgpu_device() -> Option<Device> {
+    static WGPU: OnceLock<Option<Device>> = OnceLock::new();
+    WGPU.get_or_init(|| match Device::wgpu_options().init() {
+        Ok(device) => {
+            // Touch the device so a broken adapter fails here, not inside a test.
+            let probe = Tensor::<1>::from_floats([1.0, 2.0], &device).sum().into_scalar::<f32>();
+            assert_eq!(probe, 3.0, "wgpu adapter computes 1 + 2 wrongly");
+            Some(device)
+        }
+        Err(err) => {
+            let required = std::env::var("SUBTRACK_REQUIRE_WGPU").is_ok_and(|v| v == "1");
+            assert!(!required, "SUBTRACK_REQUIRE_WGPU=1 but no wgpu adapter: {err}");
+            eprintln!("note: wgpu tests skipped, no adapter on this machine: {err}");
+            None
+        }
+    })
+    .clone()
+}
+
+pub fn upload(m: &Mat, device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(m.data.clone(), [m.rows, m.cols]).convert::<f32>(), device)
+}
+
+pub fn download(t: Tensor<2>) -> Mat {
+    let [rows, cols] = t.dims();
+    let data = t.into_data().convert::<f64>().into_vec::<f64>().unwrap();
+    Mat { rows, cols, data }
+}
+
+/// ‖x − y‖ / ‖y‖.
+pub fn rel_err(x: &Mat, y: &Mat) -> f64 {
+    x.sub(y).norm() / y.norm().max(1e-300)
+}
