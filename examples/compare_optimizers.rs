@@ -75,34 +75,51 @@ fn main() {
     println!("device: {device:?}, {steps} steps, batch 64");
 
     // A fixed random teacher network provides the targets.
-    Tensor::<1>::seed(&device, 7);
+    device.seed(7);
     let teacher = Mlp::new(&device);
     let x_all = Tensor::<2>::random([64 * 16, 64], Distribution::Normal(0.0, 1.0), &device);
     let y_all = teacher.forward(x_all.clone()).detach();
 
-    let base = SubTrackConfig::new().with_rank(32).with_update_interval(50).with_step_size(0.1);
+    let base = SubTrackConfig::new()
+        .with_rank(32)
+        .with_update_interval(50)
+        .with_step_size(0.1);
     // The paper's routing: only the square hidden matrix is projected; the input and
     // output layers and all biases use AdamW.
     let projected = ParamGroup::from_regex(r"^hidden\.weight$").expect("valid regex");
     let route = |config: SubTrackConfig| {
-        ModuleOptimizer::from(config.adamw().expect("valid config"))
-            .with_group(projected.clone(), config.build().expect("valid config"), None)
+        ModuleOptimizer::from(config.adamw().expect("valid config")).with_group(
+            projected.clone(),
+            config.build().expect("valid config"),
+            None,
+        )
     };
     let runs: Vec<(&str, ModuleOptimizer)> = vec![
         ("AdamW", AdamWConfig::new().with_weight_decay(0.0).init()),
-        ("GaLore", route(base.clone().with_subspace_update(subtrack::SubspaceUpdate::Svd)
-            .with_projection_aware(subtrack::ProjectionAware::Off)
-            .with_recovery_scaling(subtrack::RecoveryScaling::Off))),
-        ("SubTrack-Grad", route(base.clone()
-            .with_projection_aware(subtrack::ProjectionAware::Off)
-            .with_recovery_scaling(subtrack::RecoveryScaling::Off))),
+        (
+            "GaLore",
+            route(
+                base.clone()
+                    .with_subspace_update(subtrack::SubspaceUpdate::Svd)
+                    .with_projection_aware(subtrack::ProjectionAware::Off)
+                    .with_recovery_scaling(subtrack::RecoveryScaling::Off),
+            ),
+        ),
+        (
+            "SubTrack-Grad",
+            route(
+                base.clone()
+                    .with_projection_aware(subtrack::ProjectionAware::Off)
+                    .with_recovery_scaling(subtrack::RecoveryScaling::Off),
+            ),
+        ),
         ("SubTrack++", route(base.clone())),
     ];
 
     println!("| optimizer | final loss | wall time (s) | state bytes (projected / dense) |");
     println!("|---|---|---|---|");
     for (name, mut optim) in runs {
-        Tensor::<1>::seed(&device, 1);
+        device.seed(1);
         let mut model = Mlp::new(&device);
         let start = Instant::now();
         let mut loss_value = f32::NAN;

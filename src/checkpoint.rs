@@ -52,14 +52,18 @@ impl Entry {
 
 /// Parse a record's bytes into per-parameter entries.
 fn entries(bytes: Bytes) -> Result<BTreeMap<u64, Entry>, SubTrackError> {
-    let corrupt = |e: burn_pack::Error| SubTrackError::RecordMismatch(format!("unreadable record: {e}"));
+    let corrupt =
+        |e: burn_pack::Error| SubTrackError::RecordMismatch(format!("unreadable record: {e}"));
     let reader = Reader::from_bytes(bytes).map_err(corrupt)?;
     let mut out: BTreeMap<u64, Entry> = BTreeMap::new();
     for (name, value) in reader.scalars() {
         if let Some((id, leaf)) = name.split_once('.')
             && let Ok(id) = id.parse::<u64>()
         {
-            out.entry(id).or_default().scalars.insert(leaf.to_string(), *value);
+            out.entry(id)
+                .or_default()
+                .scalars
+                .insert(leaf.to_string(), *value);
         }
     }
     for tensor in reader.into_tensors().map_err(corrupt)? {
@@ -73,7 +77,10 @@ fn entries(bytes: Bytes) -> Result<BTreeMap<u64, Entry>, SubTrackError> {
             .to_string();
         let shape = tensor.shape.to_vec();
         let bytes = tensor.byte_len();
-        out.entry(id).or_default().tensors.insert(leaf, (shape, bytes));
+        out.entry(id)
+            .or_default()
+            .tensors
+            .insert(leaf, (shape, bytes));
     }
     Ok(out)
 }
@@ -111,14 +118,24 @@ pub fn save_atomic(optim: &ModuleOptimizer, path: impl AsRef<Path>) -> Result<()
 
 /// Write `data` to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), SubTrackError> {
-    let io = |what: &str, e: std::io::Error| SubTrackError::Io(format!("{what} {}: {e}", path.display()));
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let io = |what: &str, e: std::io::Error| {
+        SubTrackError::Io(format!("{what} {}: {e}", path.display()))
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .ok_or_else(|| SubTrackError::Io(format!("{} names no file", path.display())))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp).map_err(|e| io("creating a temporary for", e))?;
+        let mut file =
+            std::fs::File::create(&tmp).map_err(|e| io("creating a temporary for", e))?;
         file.write_all(data).map_err(|e| io("writing", e))?;
         file.sync_all().map_err(|e| io("syncing", e))?;
         std::fs::rename(&tmp, path).map_err(|e| io("renaming into", e))?;
@@ -162,8 +179,8 @@ pub fn load_checked<M: Module>(
             .0
             .get(id)
             .ok_or_else(|| mismatch(format!("parameter {id} is not in the module")))?;
-        let is_subtrack = entry.scalars.contains_key(leaf::STEP)
-            && entry.tensors.contains_key(leaf::MOMENT_1);
+        let is_subtrack =
+            entry.scalars.contains_key(leaf::STEP) && entry.tensors.contains_key(leaf::MOMENT_1);
         if !is_subtrack {
             continue; // another optimizer's state (e.g. a routed AdamW group)
         }
@@ -171,7 +188,9 @@ pub fn load_checked<M: Module>(
             .map_err(|e| mismatch(format!("parameter {id}: {e}")))?;
         let fits = match layout {
             Layout::Dense => entry.tensors[leaf::MOMENT_1].0 == *shape,
-            Layout::Projected { a, b, transposed, .. } => {
+            Layout::Projected {
+                a, b, transposed, ..
+            } => {
                 let (m, n) = (shape[0], shape[1]);
                 a == m.min(n) && b == m.max(n) && transposed == (m >= n)
             }

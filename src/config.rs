@@ -138,7 +138,10 @@ impl SubTrackConfig {
                 Ok(())
             } else {
                 let cmp = if strict { ">" } else { ">=" };
-                bad(field, format!("must be finite and {cmp} {min}, got {value}"))
+                bad(
+                    field,
+                    format!("must be finite and {cmp} {min}, got {value}"),
+                )
             }
         };
         finite_at_least("step_size", self.step_size, 0.0, false)?;
@@ -164,7 +167,10 @@ impl SubTrackConfig {
             Some(GradientClippingConfig::Value(v)) | Some(GradientClippingConfig::Norm(v))
                 if !(v.is_finite() && v > 0.0) =>
             {
-                bad("grad_clipping", format!("threshold must be finite and > 0, got {v}"))
+                bad(
+                    "grad_clipping",
+                    format!("threshold must be finite and > 0, got {v}"),
+                )
             }
             _ => Ok(()),
         }
@@ -222,7 +228,10 @@ mod tests {
         let galore = SubTrackConfig::galore();
         assert_eq!(galore.subspace_update, SubspaceUpdate::Svd);
         assert_eq!(galore.projection_aware, ProjectionAware::Off);
-        assert_eq!((galore.rank, galore.update_interval, galore.scale), (128, 200, 0.25));
+        assert_eq!(
+            (galore.rank, galore.update_interval, galore.scale),
+            (128, 200, 0.25)
+        );
     }
 
     #[test]
@@ -240,7 +249,10 @@ mod tests {
     fn each_bad_field_is_named() {
         let cases: Vec<(SubTrackConfig, &str)> = vec![
             (SubTrackConfig::new().with_rank(0), "rank"),
-            (SubTrackConfig::new().with_update_interval(0), "update_interval"),
+            (
+                SubTrackConfig::new().with_update_interval(0),
+                "update_interval",
+            ),
             (SubTrackConfig::new().with_step_size(-1.0), "step_size"),
             (SubTrackConfig::new().with_step_size(f64::NAN), "step_size"),
             (SubTrackConfig::new().with_max_theta(Some(0.0)), "max_theta"),
@@ -250,8 +262,14 @@ mod tests {
             (SubTrackConfig::new().with_beta_2(f64::NAN), "beta_2"),
             (SubTrackConfig::new().with_epsilon(-1e-8), "epsilon"),
             (SubTrackConfig::new().with_epsilon(f64::INFINITY), "epsilon"),
-            (SubTrackConfig::new().with_weight_decay(-0.1), "weight_decay"),
-            (SubTrackConfig::new().with_norm_growth_limit(0.0), "norm_growth_limit"),
+            (
+                SubTrackConfig::new().with_weight_decay(-0.1),
+                "weight_decay",
+            ),
+            (
+                SubTrackConfig::new().with_norm_growth_limit(0.0),
+                "norm_growth_limit",
+            ),
             (
                 SubTrackConfig::new().with_grad_clipping(Some(GradientClippingConfig::Norm(-1.0))),
                 "grad_clipping",

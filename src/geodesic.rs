@@ -64,7 +64,10 @@ pub fn geodesic_step(
     let v_tensor = host::upload(v.clone(), r, 1, dtype, &device);
     // σ = ‖∇F·v‖ rather than sqrt(λ): exact for the vector actually used, so u is unit.
     let grad_f_v = grad_f.matmul(v_tensor.clone());
-    let sigma = host::read(grad_f_v.clone().square().sum()).iter().sum::<f64>().sqrt();
+    let sigma = host::read(grad_f_v.clone().square().sum())
+        .iter()
+        .sum::<f64>()
+        .sqrt();
     let g_norm2 = host::read_scalar(g.clone().square().sum());
     if !sigma.is_finite() || sigma <= SIGMA_FLOOR * g_norm2 {
         return unchanged(if sigma.is_finite() { sigma } else { 0.0 });
@@ -78,7 +81,8 @@ pub fn geodesic_step(
     }
     let (sin, cos) = theta.sin_cos();
     let u = grad_f_v.div_scalar(sigma);
-    let direction = basis.clone().matmul(v_tensor.clone()).mul_scalar(cos - 1.0) - u.mul_scalar(sin);
+    let direction =
+        basis.clone().matmul(v_tensor.clone()).mul_scalar(cos - 1.0) - u.mul_scalar(sin);
     let mut new_basis = basis.clone() + direction.matmul(v_tensor.transpose());
 
     // C = S'ᵀS = I − (1 − cos θ)·v·vᵀ, because Sᵀu = 0.

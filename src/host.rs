@@ -7,7 +7,7 @@ pub(crate) fn read<const D: usize>(tensor: Tensor<D>) -> Vec<f64> {
     tensor
         .into_data()
         .convert::<f64>()
-        .into_vec::<f64>()
+        .try_into_vec::<f64>()
         .expect("a float tensor converts to f64")
 }
 

@@ -288,7 +288,9 @@ mod tests {
     fn sym(n: usize, seed: u64) -> Vec<f64> {
         let mut s = seed;
         let mut next = || {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5
         };
         let b: Vec<f64> = (0..n * n).map(|_| next()).collect();

@@ -37,7 +37,11 @@ impl AdamParams {
     }
 
     /// N = M ⊘ (sqrt(V) + ε).
-    pub fn normalize<const D: usize>(&self, moment_1: &Tensor<D>, moment_2: &Tensor<D>) -> Tensor<D> {
+    pub fn normalize<const D: usize>(
+        &self,
+        moment_1: &Tensor<D>,
+        moment_2: &Tensor<D>,
+    ) -> Tensor<D> {
         moment_1.clone() / (moment_2.clone().sqrt().add_scalar(self.epsilon))
     }
 }

@@ -160,7 +160,9 @@ impl SubTrack {
 
         let g_low = project(&state.basis, &g);
         state.step += 1;
-        let (moment_1, moment_2) = self.adam.update_moments(state.moment_1, state.moment_2, &g_low);
+        let (moment_1, moment_2) = self
+            .adam
+            .update_moments(state.moment_1, state.moment_2, &g_low);
         let normalized = self.adam.normalize(&moment_1, &moment_2);
         let mut update = project_back(&state.basis, normalized.clone()).mul_scalar(cfg.scale);
         if cfg.recovery_scaling != RecoveryScaling::Off {
@@ -180,7 +182,11 @@ impl SubTrack {
         state.moment_1 = moment_1;
         state.moment_2 = moment_2;
 
-        let update = if transposed { update.transpose() } else { update };
+        let update = if transposed {
+            update.transpose()
+        } else {
+            update
+        };
         let c = self.adam.bias_correction(state.step);
         let tensor = self.apply(tensor, update, lr * c);
         (tensor, state)
@@ -190,7 +196,10 @@ impl SubTrack {
     fn update_subspace(&self, basis: &mut Tensor<2>, g: &Tensor<2>) -> Option<Tensor<2>> {
         let cfg = &self.config;
         let r = cfg.rank;
-        self.report.inner.subspace_updates.fetch_add(1, Ordering::Relaxed);
+        self.report
+            .inner
+            .subspace_updates
+            .fetch_add(1, Ordering::Relaxed);
         match cfg.subspace_update {
             SubspaceUpdate::Geodesic => {
                 let step = geodesic_step(
@@ -201,7 +210,10 @@ impl SubTrack {
                     cfg.orthonormality_tolerance,
                 );
                 if step.reorthonormalized {
-                    self.report.inner.reorthonormalizations.fetch_add(1, Ordering::Relaxed);
+                    self.report
+                        .inner
+                        .reorthonormalizations
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 *basis = step.basis;
                 step.change_of_basis
@@ -252,7 +264,10 @@ impl Optimizer for SubTrack {
         );
         let finite = grad.clone().is_finite().all().into_scalar::<bool>();
         if !finite {
-            self.report.inner.nonfinite_skips.fetch_add(1, Ordering::Relaxed);
+            self.report
+                .inner
+                .nonfinite_skips
+                .fetch_add(1, Ordering::Relaxed);
             log::warn!(
                 "SubTrack: non-finite gradient for a {:?} parameter at step {}; step skipped",
                 tensor.dims(),
@@ -273,12 +288,8 @@ impl Optimizer for SubTrack {
                 ),
                 None => None,
             };
-            let (w, s) = self.projected_step(
-                lr,
-                tensor.reshape([m, n]),
-                grad.reshape([m, n]),
-                state,
-            );
+            let (w, s) =
+                self.projected_step(lr, tensor.reshape([m, n]), grad.reshape([m, n]), state);
             (w.reshape(dims), SubTrackState::Projected(s))
         } else {
             let state = match state {

@@ -42,8 +42,9 @@ pub fn recovery_term(
         None => Recovery { term, norm },
         Some(previous) => {
             // factor = min(1, ζ·Λ_prev/‖Λ‖): the limiter of §7 without a branch.
-            let factor = (previous.clone().mul_scalar(growth_limit) / norm.clone().clamp_min(1e-30))
-                .clamp_max(1.0);
+            let factor = (previous.clone().mul_scalar(growth_limit)
+                / norm.clone().clamp_min(1e-30))
+            .clamp_max(1.0);
             Recovery {
                 term: term * factor.clone().unsqueeze::<2>(),
                 norm: norm * factor,

@@ -127,7 +127,9 @@ impl<const D: usize> RecordState for SubTrackState<D> {
     fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
         match decode::<D>(prefix, src, device) {
             Ok(state) => Some(state),
-            Err(reason) => panic!("corrupt SubTrack optimizer record for parameter {prefix}: {reason}"),
+            Err(reason) => {
+                panic!("corrupt SubTrack optimizer record for parameter {prefix}: {reason}")
+            }
         }
     }
 }
@@ -166,7 +168,9 @@ pub(crate) fn check_layout(leaves: &Leaves, rank: usize) -> Result<Layout, Strin
     let m1 = leaves.moment_1.ok_or("missing tensor `moment_1`")?;
     let m2 = leaves.moment_2.ok_or("missing tensor `moment_2`")?;
     if m1 != m2 {
-        return Err(format!("`moment_1` {m1:?} and `moment_2` {m2:?} differ in shape"));
+        return Err(format!(
+            "`moment_1` {m1:?} and `moment_2` {m2:?} differ in shape"
+        ));
     }
     let Some(basis) = leaves.basis else {
         if m1.len() != rank {
@@ -237,4 +241,3 @@ fn decode<const D: usize>(
         }),
     })
 }
-

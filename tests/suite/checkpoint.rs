@@ -34,7 +34,12 @@ impl Net {
     }
 }
 
-fn train(mut net: Net, optim: &mut ModuleOptimizer, steps: std::ops::Range<usize>, device: &Device) -> Net {
+fn train(
+    mut net: Net,
+    optim: &mut ModuleOptimizer,
+    steps: std::ops::Range<usize>,
+    device: &Device,
+) -> Net {
     for step in steps {
         let grads = GradientsParams::from_grads(net.loss(step, device).backward(), &net);
         net = optim.step(0.01, net, grads);
@@ -45,13 +50,21 @@ fn train(mut net: Net, optim: &mut ModuleOptimizer, steps: std::ops::Range<usize
 fn weights(net: &Net) -> Vec<f64> {
     let mut out = Vec::new();
     for t in [net.hidden.weight.val(), net.out.weight.val()] {
-        out.extend(t.into_data().convert::<f64>().into_vec::<f64>().unwrap());
+        out.extend(
+            t.into_data()
+                .convert::<f64>()
+                .try_into_vec::<f64>()
+                .unwrap(),
+        );
     }
     out
 }
 
 fn config() -> SubTrackConfig {
-    SubTrackConfig::subtrack_plus_plus().with_rank(4).with_update_interval(5).with_step_size(0.05)
+    SubTrackConfig::subtrack_plus_plus()
+        .with_rank(4)
+        .with_update_interval(5)
+        .with_step_size(0.05)
 }
 
 #[test]
@@ -59,7 +72,12 @@ fn resume_across_a_subspace_update_is_exact() {
     let device = Device::flex().autodiff();
     let dir = std::env::temp_dir().join(format!("subtrack-resume-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for preset in [config(), SubTrackConfig::galore().with_rank(4).with_update_interval(5)] {
+    for preset in [
+        config(),
+        SubTrackConfig::galore()
+            .with_rank(4)
+            .with_update_interval(5),
+    ] {
         let net0 = Net::new(&device);
         let mut straight = preset.init().unwrap();
         let expected = weights(&train(net0.clone(), &mut straight, 0..13, &device));
@@ -72,7 +90,11 @@ fn resume_across_a_subspace_update_is_exact() {
         let mut resumed = load_checked_file(preset.init().unwrap(), &path, &half).unwrap();
         let got = weights(&train(half.clone(), &mut resumed, 7..13, &device));
 
-        let num: f64 = got.iter().zip(&expected).map(|(a, b)| (a - b).powi(2)).sum();
+        let num: f64 = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum();
         let den: f64 = expected.iter().map(|b| b * b).sum();
         let rel = (num / den).sqrt();
         assert!(rel <= 1e-6, "resumed run differs by {rel:e} (relative)");
@@ -128,19 +150,62 @@ fn mismatched_records_are_errors() {
     let device = Device::flex().autodiff();
     let net = Net::new(&device);
     let id = net.hidden.weight.id.val();
-    let scalars = [("step", Scalar::from(3u64)), ("transposed", Scalar::from(true))];
-    let good = [("basis", vec![16, 4]), ("moment_1", vec![4, 24]), ("moment_2", vec![4, 24])];
+    let scalars = [
+        ("step", Scalar::from(3u64)),
+        ("transposed", Scalar::from(true)),
+    ];
+    let good = [
+        ("basis", vec![16, 4]),
+        ("moment_1", vec![4, 24]),
+        ("moment_2", vec![4, 24]),
+    ];
     // The well-formed record loads.
     load_checked(config().init().unwrap(), record(id, &good, &scalars), &net).unwrap();
 
     let cases: Vec<(&str, Bytes)> = vec![
-        ("wrong basis rows", record(id, &[("basis", vec![20, 4]), ("moment_1", vec![4, 24]), ("moment_2", vec![4, 24])], &scalars)),
-        ("wrong moment shape", record(id, &[("basis", vec![16, 4]), ("moment_1", vec![4, 30]), ("moment_2", vec![4, 30])], &scalars)),
+        (
+            "wrong basis rows",
+            record(
+                id,
+                &[
+                    ("basis", vec![20, 4]),
+                    ("moment_1", vec![4, 24]),
+                    ("moment_2", vec![4, 24]),
+                ],
+                &scalars,
+            ),
+        ),
+        (
+            "wrong moment shape",
+            record(
+                id,
+                &[
+                    ("basis", vec![16, 4]),
+                    ("moment_1", vec![4, 30]),
+                    ("moment_2", vec![4, 30]),
+                ],
+                &scalars,
+            ),
+        ),
         ("missing moment_2", record(id, &good[..2], &scalars)),
         ("missing transposed", record(id, &good, &scalars[..1])),
-        ("wrong side", record(id, &good, &[scalars[0], ("transposed", Scalar::from(false))])),
+        (
+            "wrong side",
+            record(
+                id,
+                &good,
+                &[scalars[0], ("transposed", Scalar::from(false))],
+            ),
+        ),
         ("unknown parameter", record(12345, &good, &scalars)),
-        ("dense moments of the wrong shape", record(id, &[("moment_1", vec![24, 15]), ("moment_2", vec![24, 15])], &scalars[..1])),
+        (
+            "dense moments of the wrong shape",
+            record(
+                id,
+                &[("moment_1", vec![24, 15]), ("moment_2", vec![24, 15])],
+                &scalars[..1],
+            ),
+        ),
     ];
     for (what, bytes) in cases {
         match load_checked(config().init().unwrap(), bytes, &net) {
@@ -160,7 +225,14 @@ fn burn_load_record_does_not_silently_reinitialise() {
     let device = Device::flex().autodiff();
     let net = Net::new(&device);
     let id = net.hidden.weight.id.val();
-    let bytes = record(id, &[("basis", vec![16, 4]), ("moment_1", vec![4, 24])], &[("step", Scalar::from(3u64)), ("transposed", Scalar::from(true))]);
+    let bytes = record(
+        id,
+        &[("basis", vec![16, 4]), ("moment_1", vec![4, 24])],
+        &[
+            ("step", Scalar::from(3u64)),
+            ("transposed", Scalar::from(true)),
+        ],
+    );
     let _ = config().init().unwrap().from_bytes(bytes);
 }
 
@@ -176,7 +248,10 @@ fn save_is_atomic_and_keeps_the_old_file_on_failure() {
     assert_eq!(std::fs::read(&path).unwrap(), b"good");
     subtrack::checkpoint::write_atomic(&path, b"better").unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"better");
-    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(leftovers.len(), 1, "temporary files left: {leftovers:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

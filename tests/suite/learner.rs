@@ -12,7 +12,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::logger::InMemoryMetricLogger;
 use burn::train::metric::LossMetric;
-use burn::train::{InferenceStep, Learner, RegressionOutput, SupervisedTraining, TrainOutput, TrainStep};
+use burn::train::{
+    InferenceStep, Learner, RegressionOutput, SupervisedTraining, TrainOutput, TrainStep,
+};
 use subtrack::SubTrackConfig;
 
 use crate::reference::Rng;
@@ -28,7 +30,10 @@ impl Regressor {
         let mut rng = Rng(21);
         let w: Vec<f64> = (0..96).map(|_| 0.3 * rng.next()).collect();
         Self {
-            weight: Param::from_tensor(Tensor::from_data(TensorData::new(w, [12, 8]).convert::<f32>(), device)),
+            weight: Param::from_tensor(Tensor::from_data(
+                TensorData::new(w, [12, 8]).convert::<f32>(),
+                device,
+            )),
             bias: Param::from_tensor(Tensor::zeros([8], device)),
         }
     }
@@ -85,8 +90,12 @@ impl InferenceStep for Regressor {
 type Loader = Arc<dyn DataLoader<Batch>>;
 
 fn loaders() -> (Loader, Loader) {
-    let train = DataLoaderBuilder::new(MakeBatch).batch_size(2).build(InMemDataset::new((0..8).collect()));
-    let valid = DataLoaderBuilder::new(MakeBatch).batch_size(4).build(InMemDataset::new((8..12).collect()));
+    let train = DataLoaderBuilder::new(MakeBatch)
+        .batch_size(2)
+        .build(InMemDataset::new((0..8).collect()));
+    let valid = DataLoaderBuilder::new(MakeBatch)
+        .batch_size(4)
+        .build(InMemDataset::new((8..12).collect()));
     (train, valid)
 }
 
@@ -97,11 +106,18 @@ fn learner(device: &Device) -> Learner<Regressor> {
         .with_step_size(0.05)
         .init()
         .unwrap();
-    let scheduler = CosineAnnealingLrSchedulerConfig::new(0.05, 8).init().unwrap();
+    let scheduler = CosineAnnealingLrSchedulerConfig::new(0.05, 8)
+        .init()
+        .unwrap();
     Learner::new(Regressor::new(device), optim, scheduler)
 }
 
-fn run(dir: &std::path::Path, epochs: usize, resume_from: Option<usize>, device: &Device) -> (Regressor, Vec<f64>) {
+fn run(
+    dir: &std::path::Path,
+    epochs: usize,
+    resume_from: Option<usize>,
+    device: &Device,
+) -> (Regressor, Vec<f64>) {
     let (train, valid) = loaders();
     let mut training = SupervisedTraining::new(dir, train, valid)
         .num_epochs(epochs)
@@ -116,7 +132,13 @@ fn run(dir: &std::path::Path, epochs: usize, resume_from: Option<usize>, device:
         training = training.checkpoint(epoch);
     }
     let model = training.launch(learner(device)).model;
-    let w = model.weight.val().into_data().convert::<f64>().into_vec::<f64>().unwrap();
+    let w = model
+        .weight
+        .val()
+        .into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .unwrap();
     (model, w)
 }
 
@@ -128,7 +150,13 @@ fn learner_trains_checkpoints_and_resumes() {
 
     let initial = Regressor::new(&device);
     let (_, w0) = {
-        let w = initial.weight.val().into_data().convert::<f64>().into_vec::<f64>().unwrap();
+        let w = initial
+            .weight
+            .val()
+            .into_data()
+            .convert::<f64>()
+            .try_into_vec::<f64>()
+            .unwrap();
         (initial, w)
     };
     let (model, straight) = run(&root.join("straight"), 4, None, &device);
@@ -136,17 +164,32 @@ fn learner_trains_checkpoints_and_resumes() {
     let (train, _) = loaders();
     let loss_of = |m: &Regressor| -> f64 {
         let m = m.clone().train();
-        train.iter().map(|b| m.loss(&b).0.into_scalar::<f32>() as f64).sum()
+        train
+            .iter()
+            .map(|b| m.loss(&b.unwrap()).0.into_scalar::<f32>() as f64)
+            .sum()
     };
     let trained_loss = loss_of(&model);
     let start_loss = loss_of(&Regressor::new(&device));
-    assert!(trained_loss < start_loss, "loss {start_loss} -> {trained_loss} did not fall");
+    assert!(
+        trained_loss < start_loss,
+        "loss {start_loss} -> {trained_loss} did not fall"
+    );
 
     let dir = root.join("resumed");
     let _ = run(&dir, 2, None, &device);
-    assert!(dir.join("checkpoint").join("optim-2.bpk").exists(), "no optimizer checkpoint written");
+    assert!(
+        dir.join("checkpoint").join("optim-2.bpk").exists(),
+        "no optimizer checkpoint written"
+    );
     let (_, resumed) = run(&dir, 4, Some(2), &device);
-    let diff = resumed.iter().zip(&straight).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-    assert!(diff <= 1e-6, "resumed weights differ from the uninterrupted run by {diff:e}");
+    let diff = resumed
+        .iter()
+        .zip(&straight)
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff <= 1e-6,
+        "resumed weights differ from the uninterrupted run by {diff:e}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }

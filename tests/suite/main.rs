@@ -30,13 +30,18 @@ pub fn wgpu_device() -> Option<Device> {
     WGPU.get_or_init(|| match Device::wgpu_options().init() {
         Ok(device) => {
             // Touch the device so a broken adapter fails here, not inside a test.
-            let probe = Tensor::<1>::from_floats([1.0, 2.0], &device).sum().into_scalar::<f32>();
+            let probe = Tensor::<1>::from_floats([1.0, 2.0], &device)
+                .sum()
+                .into_scalar::<f32>();
             assert_eq!(probe, 3.0, "wgpu adapter computes 1 + 2 wrongly");
             Some(device)
         }
         Err(err) => {
             let required = std::env::var("SUBTRACK_REQUIRE_WGPU").is_ok_and(|v| v == "1");
-            assert!(!required, "SUBTRACK_REQUIRE_WGPU=1 but no wgpu adapter: {err}");
+            assert!(
+                !required,
+                "SUBTRACK_REQUIRE_WGPU=1 but no wgpu adapter: {err}"
+            );
             eprintln!("note: wgpu tests skipped, no adapter on this machine: {err}");
             None
         }
@@ -45,12 +50,19 @@ pub fn wgpu_device() -> Option<Device> {
 }
 
 pub fn upload(m: &Mat, device: &Device) -> Tensor<2> {
-    Tensor::from_data(TensorData::new(m.data.clone(), [m.rows, m.cols]).convert::<f32>(), device)
+    Tensor::from_data(
+        TensorData::new(m.data.clone(), [m.rows, m.cols]).convert::<f32>(),
+        device,
+    )
 }
 
 pub fn download(t: Tensor<2>) -> Mat {
     let [rows, cols] = t.dims();
-    let data = t.into_data().convert::<f64>().into_vec::<f64>().unwrap();
+    let data = t
+        .into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .unwrap();
     Mat { rows, cols, data }
 }
 

@@ -13,7 +13,11 @@ pub struct Mat {
 
 impl Mat {
     pub fn zeros(rows: usize, cols: usize) -> Self {
-        Self { rows, cols, data: vec![0.0; rows * cols] }
+        Self {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
     }
     pub fn from_fn(rows: usize, cols: usize, f: impl Fn(usize, usize) -> f64) -> Self {
         let mut m = Self::zeros(rows, cols);
@@ -47,12 +51,25 @@ impl Mat {
         out
     }
     pub fn map(&self, f: impl Fn(f64) -> f64) -> Self {
-        Self { rows: self.rows, cols: self.cols, data: self.data.iter().map(|&x| f(x)).collect() }
+        Self {
+            rows: self.rows,
+            cols: self.cols,
+            data: self.data.iter().map(|&x| f(x)).collect(),
+        }
     }
     pub fn zip(&self, o: &Self, f: impl Fn(f64, f64) -> f64) -> Self {
         assert_eq!((self.rows, self.cols), (o.rows, o.cols));
-        let data = self.data.iter().zip(&o.data).map(|(&a, &b)| f(a, b)).collect();
-        Self { rows: self.rows, cols: self.cols, data }
+        let data = self
+            .data
+            .iter()
+            .zip(&o.data)
+            .map(|(&a, &b)| f(a, b))
+            .collect();
+        Self {
+            rows: self.rows,
+            cols: self.cols,
+            data,
+        }
     }
     pub fn add(&self, o: &Self) -> Self {
         self.zip(o, |a, b| a + b)
@@ -126,7 +143,10 @@ pub fn top_eigvecs(gram: &Mat, r: usize) -> Mat {
     let mut out = Mat::zeros(gram.rows, r);
     for j in 0..r {
         let col = v.col(j);
-        let pivot = col.iter().copied().fold(0.0f64, |p, x| if x.abs() > p.abs() { x } else { p });
+        let pivot = col
+            .iter()
+            .copied()
+            .fold(0.0f64, |p, x| if x.abs() > p.abs() { x } else { p });
         let s = if pivot < 0.0 { -1.0 } else { 1.0 };
         for i in 0..gram.rows {
             out.data[i * r + j] = s * col[i];
@@ -204,8 +224,18 @@ pub fn step(h: &Hyper, w: &Mat, g: &Mat, state: &mut Option<RefState>, lr: f64) 
     let gl = if left { g.clone() } else { g.t() }; // only to find/update the basis
     let st = state.get_or_insert_with(|| {
         let s = top_eigvecs(&gl.mul(&gl.t()), h.rank);
-        let (mr, mc) = if left { (h.rank, w.cols) } else { (w.rows, h.rank) };
-        RefState { s, m: Mat::zeros(mr, mc), v: Mat::zeros(mr, mc), k: 0, lambda_prev: None }
+        let (mr, mc) = if left {
+            (h.rank, w.cols)
+        } else {
+            (w.rows, h.rank)
+        };
+        RefState {
+            s,
+            m: Mat::zeros(mr, mc),
+            v: Mat::zeros(mr, mc),
+            k: 0,
+            lambda_prev: None,
+        }
     });
     if st.k > 0 && st.k % h.interval == 0 {
         let change = match h.update {
@@ -240,14 +270,20 @@ pub fn step(h: &Hyper, w: &Mat, g: &Mat, state: &mut Option<RefState>, lr: f64) 
     let gt = if left { s.t().mul(g) } else { g.mul(s) };
     st.k += 1;
     st.m = st.m.scale(h.beta_1).add(&gt.scale(1.0 - h.beta_1));
-    st.v = st.v.scale(h.beta_2).add(&gt.zip(&gt, |a, b| a * b).scale(1.0 - h.beta_2));
+    st.v =
+        st.v.scale(h.beta_2)
+            .add(&gt.zip(&gt, |a, b| a * b).scale(1.0 - h.beta_2));
     let k = st.k as i32;
     let c = (1.0 - h.beta_2.powi(k)).sqrt() / (1.0 - h.beta_1.powi(k));
     let n = st.m.zip(&st.v, |m, v| m / (v.sqrt() + h.eps));
     let mut u = if left { s.mul(&n) } else { n.mul(&s.t()) }.scale(h.scale);
     if h.recovery != Variant::Off {
         let kept = if left { s.mul(&gt) } else { gt.mul(&s.t()) };
-        let kept = if h.recovery == Variant::Code { kept.scale(h.scale) } else { kept };
+        let kept = if h.recovery == Variant::Code {
+            kept.scale(h.scale)
+        } else {
+            kept
+        };
         let resid = g.sub(&kept);
         // φ per column (left) or per row (right) of the full matrix.
         let mut lam = resid.clone();

@@ -58,10 +58,19 @@ fn orthonormal_after_every_update_and_closed_form_change_of_basis() {
             let step = geodesic_step(&s, &upload(&g, &device), 0.05, None, 1e-5);
             let new = download(step.basis.clone());
             let drift = max_abs_diff(&new.t().mul(&new), &Mat::identity(5));
-            assert!(drift < 1e-5, "drift {drift:e} after one update on {device:?}");
+            assert!(
+                drift < 1e-5,
+                "drift {drift:e} after one update on {device:?}"
+            );
             // C = S'ᵀS = I − (1 − cos θ)·v·vᵀ, returned in closed form.
-            let c = step.change_of_basis.expect("a random gradient moves the basis");
-            let c = Mat { rows: 5, cols: 5, data: c };
+            let c = step
+                .change_of_basis
+                .expect("a random gradient moves the basis");
+            let c = Mat {
+                rows: 5,
+                cols: 5,
+                data: c,
+            };
             let err = max_abs_diff(&c, &new.t().mul(&old));
             assert!(err < 1e-5, "closed-form C off by {err:e}");
             assert!(step.theta > 0.0 && step.sigma > 0.0);
@@ -86,7 +95,10 @@ fn drift_stays_bounded_over_10000_updates() {
         s = step.basis;
         let (drift, _) = orthonormality_drift(&s);
         worst = worst.max(drift);
-        assert!(drift <= tolerance, "update {i}: drift {drift:e} > {tolerance:e}");
+        assert!(
+            drift <= tolerance,
+            "update {i}: drift {drift:e} > {tolerance:e}"
+        );
     }
     eprintln!("10,000 geodesic updates: worst drift {worst:e}, {reorth} re-orthonormalisations");
 }
@@ -114,7 +126,10 @@ fn small_theta_descends_and_the_opposite_sign_ascends() {
         let wrong = s
             .add(&s.mul(&v).mul(&v.t()).scale(th.cos() - 1.0))
             .add(&u.mul(&v.t()).scale(th.sin()));
-        assert!(residual(&wrong, &g) > f0, "the +sin θ direction should ascend");
+        assert!(
+            residual(&wrong, &g) > f0,
+            "the +sin θ direction should ascend"
+        );
     }
 }
 
@@ -128,7 +143,10 @@ fn tangent_is_orthogonal_to_the_basis() {
     let sg = s.t().mul(&grad);
     assert!(sg.norm() < 1e-4 * grad.norm(), "Sᵀ∇F = {:e}", sg.norm());
     // ∇F = −2·R·Aᵀ with the residual R = G − S·SᵀG, computed here in f64.
-    let want = g.sub(&s.mul(&s.t().mul(&g))).mul(&s.t().mul(&g).t()).scale(-2.0);
+    let want = g
+        .sub(&s.mul(&s.t().mul(&g)))
+        .mul(&s.t().mul(&g).t())
+        .scale(-2.0);
     assert!(grad.sub(&want).norm() < 1e-5 * want.norm());
 }
 
@@ -173,13 +191,21 @@ fn svd_refresh_spans_the_top_singular_subspace() {
             let got = download(top_singular_basis(&upload(&g, &device), r));
             let want = top_eigvecs(&g.mul(&g.t()), r);
             let cos = principal_cosines(&got, &want);
-            assert!(cos[0] > 1.0 - 1e-5, "smallest principal cosine {} on {device:?}", cos[0]);
+            assert!(
+                cos[0] > 1.0 - 1e-5,
+                "smallest principal cosine {} on {device:?}",
+                cos[0]
+            );
         }
     }
     // Inside the optimizer: after the refresh at step T, S spans the top-r subspace of that
     // step's gradient (right-projected here: the basis is of Gᵀ).
     let device = Device::flex();
-    let optim = SubTrackConfig::galore().with_rank(3).with_update_interval(5).build().unwrap();
+    let optim = SubTrackConfig::galore()
+        .with_rank(3)
+        .with_update_interval(5)
+        .build()
+        .unwrap();
     let mut rng = Rng(9);
     let mut w = upload(&rng.mat(20, 11), &device);
     let mut state = None;
@@ -189,9 +215,14 @@ fn svd_refresh_spans_the_top_singular_subspace() {
         let (nw, ns) = optim.step(0.01, w, upload(&last, &device), state);
         (w, state) = (nw, ns);
     }
-    let Some(SubTrackState::Projected(p)) = state else { panic!("not projected") };
+    let Some(SubTrackState::Projected(p)) = state else {
+        panic!("not projected")
+    };
     assert_eq!(p.step, 6);
     let gt = last.t();
     let cos = principal_cosines(&download(p.basis), &top_eigvecs(&gt.mul(&gt.t()), 3));
-    assert!(cos[0] > 1.0 - 1e-5, "refreshed basis off the SVD subspace: {cos:?}");
+    assert!(
+        cos[0] > 1.0 - 1e-5,
+        "refreshed basis off the SVD subspace: {cos:?}"
+    );
 }

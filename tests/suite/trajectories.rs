@@ -40,7 +40,13 @@ fn hyper(c: &SubTrackConfig) -> Hyper {
 }
 
 /// Run `steps` steps of G = (W − T) + 0.5·E_t on both sides; returns (ΔW crate, ΔW ref).
-pub fn run(config: &SubTrackConfig, rows: usize, cols: usize, steps: usize, device: &Device) -> (Mat, Mat) {
+pub fn run(
+    config: &SubTrackConfig,
+    rows: usize,
+    cols: usize,
+    steps: usize,
+    device: &Device,
+) -> (Mat, Mat) {
     let optim = config.build().unwrap();
     let h = hyper(config);
     let mut rng = Rng(rows as u64 * 1000 + cols as u64);
@@ -69,7 +75,12 @@ pub fn run(config: &SubTrackConfig, rows: usize, cols: usize, steps: usize, devi
 }
 
 fn presets() -> Vec<(&'static str, SubTrackConfig)> {
-    let base = |c: SubTrackConfig| c.with_rank(4).with_update_interval(10).with_step_size(0.01).with_weight_decay(0.01);
+    let base = |c: SubTrackConfig| {
+        c.with_rank(4)
+            .with_update_interval(10)
+            .with_step_size(0.01)
+            .with_weight_decay(0.01)
+    };
     vec![
         ("subtrack-grad", base(SubTrackConfig::subtrack_grad())),
         ("subtrack++", base(SubTrackConfig::subtrack_plus_plus())),
