@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use crate::basis::project_back;
 use crate::config::RecoveryScaling;
 
-/// The recovery term Λ (a×b) after limiting, and ‖Λ‖_F after limiting ([1], on the device).
+/// The recovery term Λ (a×b) after limiting, and ‖Λ‖_F after limiting (shape `[1]`, on the device).
 pub struct Recovery {
     /// Λ, a×b.
     pub term: Tensor<2>,

@@ -13,6 +13,8 @@ use burn::tensor::{Device, Tensor};
 use burn_pack::Scalar;
 
 /// State of one parameter: low-rank for projected matrices, AdamW's moments otherwise.
+// Moved once per parameter step; boxing the larger variant would add an allocation there.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum SubTrackState<const D: usize> {
     /// AdamW state of a parameter that is not projected.
@@ -43,7 +45,7 @@ pub struct ProjectedState {
     pub moment_2: Tensor<2>,
     /// Completed steps k of this parameter.
     pub step: usize,
-    /// ‖Λ‖ after limiting at the previous step ([1]); `None` before the first recovery step.
+    /// ‖Λ‖ after limiting at the previous step (shape `[1]`); `None` before the first recovery step.
     pub limiter_norm: Option<Tensor<1>>,
     /// Whether the parameter is m×n with m ≥ n, stored transposed (right projection).
     pub transposed: bool,

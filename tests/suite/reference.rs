@@ -148,8 +148,8 @@ pub fn top_eigvecs(gram: &Mat, r: usize) -> Mat {
             .copied()
             .fold(0.0f64, |p, x| if x.abs() > p.abs() { x } else { p });
         let s = if pivot < 0.0 { -1.0 } else { 1.0 };
-        for i in 0..gram.rows {
-            out.data[i * r + j] = s * col[i];
+        for (i, x) in col.iter().enumerate() {
+            out.data[i * r + j] = s * x;
         }
     }
     out
@@ -237,7 +237,7 @@ pub fn step(h: &Hyper, w: &Mat, g: &Mat, state: &mut Option<RefState>, lr: f64) 
             lambda_prev: None,
         }
     });
-    if st.k > 0 && st.k % h.interval == 0 {
+    if st.k > 0 && st.k.is_multiple_of(h.interval) {
         let change = match h.update {
             Update::Geodesic => geodesic(&st.s, &gl, h.eta, h.max_theta).map(|(s, c)| {
                 st.s = s;

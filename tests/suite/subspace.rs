@@ -22,8 +22,8 @@ fn random_basis(rng: &mut Rng, a: usize, r: usize) -> Mat {
             v.iter_mut().zip(&qk).for_each(|(x, q)| *x -= d * q);
         }
         let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        for i in 0..a {
-            q.data[i * r + j] = v[i] / n;
+        for (i, x) in v.iter().enumerate() {
+            q.data[i * r + j] = x / n;
         }
     }
     q
