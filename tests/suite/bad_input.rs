@@ -124,7 +124,6 @@ fn other_shapes_fall_back_to_adamw() {
         zeta: 1.01,
     };
     let optim = config.build().unwrap();
-    let device = Device::flex();
     fn check<const D: usize>(
         optim: &subtrack::SubTrack,
         h: &Hyper,
@@ -159,13 +158,15 @@ fn other_shapes_fall_back_to_adamw() {
             .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
         assert!(err < 1e-6, "{shape:?}: max error {err:e}");
     }
-    check(&optim, &h, [7], &device);
-    check(&optim, &h, [1, 9], &device);
-    check(&optim, &h, [9, 1], &device);
-    check(&optim, &h, [4, 10], &device); // r = min(m, n)
-    check(&optim, &h, [3, 10], &device); // r > min(m, n)
-    check(&optim, &h, [2, 3, 4], &device);
-    check(&optim, &h, [2, 3, 2, 2], &device);
+    for device in devices() {
+        check(&optim, &h, [7], &device);
+        check(&optim, &h, [1, 9], &device);
+        check(&optim, &h, [9, 1], &device);
+        check(&optim, &h, [4, 10], &device); // r = min(m, n)
+        check(&optim, &h, [3, 10], &device); // r > min(m, n)
+        check(&optim, &h, [2, 3, 4], &device);
+        check(&optim, &h, [2, 3, 2, 2], &device);
+    }
 }
 
 #[test]

@@ -60,6 +60,13 @@ fn weights(net: &Net) -> Vec<f64> {
     out
 }
 
+/// ‖x − y‖ / ‖y‖ over flat weight vectors.
+fn relative_difference(x: &[f64], y: &[f64]) -> f64 {
+    let num: f64 = x.iter().zip(y).map(|(a, b)| (a - b).powi(2)).sum();
+    let den: f64 = y.iter().map(|b| b * b).sum();
+    (num / den).sqrt()
+}
+
 fn config() -> SubTrackConfig {
     SubTrackConfig::subtrack_plus_plus()
         .with_rank(4)
@@ -69,45 +76,46 @@ fn config() -> SubTrackConfig {
 
 #[test]
 fn resume_across_a_subspace_update_is_exact() {
-    let device = Device::flex().autodiff();
-    let dir = std::env::temp_dir().join(format!("subtrack-resume-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for preset in [
-        config(),
-        SubTrackConfig::galore()
-            .with_rank(4)
-            .with_update_interval(5),
-    ] {
-        let net0 = Net::new(&device);
-        let mut straight = preset.init().unwrap();
-        let expected = weights(&train(net0.clone(), &mut straight, 0..13, &device));
+    for device in crate::devices() {
+        let device = device.autodiff();
+        let dir = std::env::temp_dir().join(format!("subtrack-resume-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for preset in [
+            config(),
+            SubTrackConfig::galore()
+                .with_rank(4)
+                .with_update_interval(5),
+        ] {
+            let net0 = Net::new(&device);
+            let mut straight = preset.init().unwrap();
+            let expected = weights(&train(net0.clone(), &mut straight, 0..13, &device));
 
-        let mut first = preset.init().unwrap();
-        let half = train(net0.clone(), &mut first, 0..7, &device);
-        let path = dir.join("optim.bpk");
-        save_atomic(&first, &path).unwrap();
-        drop(first);
-        let mut resumed = load_checked_file(preset.init().unwrap(), &path, &half).unwrap();
-        let got = weights(&train(half.clone(), &mut resumed, 7..13, &device));
+            let mut first = preset.init().unwrap();
+            let half = train(net0.clone(), &mut first, 0..7, &device);
+            let path = dir.join("optim.bpk");
+            save_atomic(&first, &path).unwrap();
+            drop(first);
+            let mut resumed = load_checked_file(preset.init().unwrap(), &path, &half).unwrap();
+            let got = weights(&train(half.clone(), &mut resumed, 7..13, &device));
 
-        let num: f64 = got
-            .iter()
-            .zip(&expected)
-            .map(|(a, b)| (a - b).powi(2))
-            .sum();
-        let den: f64 = expected.iter().map(|b| b * b).sum();
-        let rel = (num / den).sqrt();
-        assert!(rel <= 1e-6, "resumed run differs by {rel:e} (relative)");
+            let rel = relative_difference(&got, &expected);
+            assert!(rel <= 1e-6, "resumed run differs by {rel:e} (relative)");
 
-        // Burn's own byte route (what the Learner uses) restores the same state.
-        let mut first = preset.init().unwrap();
-        let half = train(net0, &mut first, 0..7, &device);
-        let bytes = first.into_bytes().unwrap();
-        let mut via_burn = preset.init().unwrap().from_bytes(bytes).unwrap();
-        let got = weights(&train(half, &mut via_burn, 7..13, &device));
-        assert_eq!(got, expected);
+            // Burn's own byte route (what the Learner uses) restores the same state.
+            let mut first = preset.init().unwrap();
+            let half = train(net0, &mut first, 0..7, &device);
+            let bytes = first.into_bytes().unwrap();
+            let mut via_burn = preset.init().unwrap().from_bytes(bytes).unwrap();
+            let got = weights(&train(half, &mut via_burn, 7..13, &device));
+            // The bound; bitwise equality holds on flex but not on every GPU backend.
+            let rel = relative_difference(&got, &expected);
+            assert!(
+                rel <= 1e-6,
+                "Burn's byte route differs by {rel:e} (relative)"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

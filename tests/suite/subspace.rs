@@ -105,80 +105,84 @@ fn drift_stays_bounded_over_10000_updates() {
 
 #[test]
 fn small_theta_descends_and_the_opposite_sign_ascends() {
-    let device = Device::flex();
-    let mut rng = Rng(3);
-    for _ in 0..5 {
-        let s = random_basis(&mut rng, 20, 4);
-        let g = rng.mat(20, 30);
-        let (st, gt) = (upload(&s, &device), upload(&g, &device));
-        let step = geodesic_step(&st, &gt, 1e-4, None, 1e-5);
-        assert!(step.theta < 0.05, "θ = {} is not small", step.theta);
-        let new = download(step.basis);
-        let (f0, f1) = (residual(&s, &g), residual(&new, &g));
-        assert!(f1 < f0, "F rose from {f0} to {f1}");
-        // The same step with +sin θ (moving along +∇F) must increase F.
-        let grad = download(tangent(&st, &gt));
-        let (vals, vecs) = jacobi_eigen(&grad.t().mul(&grad));
-        let sigma = vals[0].sqrt();
-        let v = Mat::from_fn(4, 1, |i, _| vecs.at(i, 0));
-        let u = grad.mul(&v).scale(1.0 / sigma);
-        let th = 1e-4 * sigma;
-        let wrong = s
-            .add(&s.mul(&v).mul(&v.t()).scale(th.cos() - 1.0))
-            .add(&u.mul(&v.t()).scale(th.sin()));
-        assert!(
-            residual(&wrong, &g) > f0,
-            "the +sin θ direction should ascend"
-        );
+    for device in devices() {
+        let mut rng = Rng(3);
+        for _ in 0..5 {
+            let s = random_basis(&mut rng, 20, 4);
+            let g = rng.mat(20, 30);
+            let (st, gt) = (upload(&s, &device), upload(&g, &device));
+            let step = geodesic_step(&st, &gt, 1e-4, None, 1e-5);
+            assert!(step.theta < 0.05, "θ = {} is not small", step.theta);
+            let new = download(step.basis);
+            let (f0, f1) = (residual(&s, &g), residual(&new, &g));
+            assert!(f1 < f0, "F rose from {f0} to {f1}");
+            // The same step with +sin θ (moving along +∇F) must increase F.
+            let grad = download(tangent(&st, &gt));
+            let (vals, vecs) = jacobi_eigen(&grad.t().mul(&grad));
+            let sigma = vals[0].sqrt();
+            let v = Mat::from_fn(4, 1, |i, _| vecs.at(i, 0));
+            let u = grad.mul(&v).scale(1.0 / sigma);
+            let th = 1e-4 * sigma;
+            let wrong = s
+                .add(&s.mul(&v).mul(&v.t()).scale(th.cos() - 1.0))
+                .add(&u.mul(&v.t()).scale(th.sin()));
+            assert!(
+                residual(&wrong, &g) > f0,
+                "the +sin θ direction should ascend"
+            );
+        }
     }
 }
 
 #[test]
 fn tangent_is_orthogonal_to_the_basis() {
-    let device = Device::flex();
-    let mut rng = Rng(4);
-    let s = random_basis(&mut rng, 18, 3);
-    let g = rng.mat(18, 25);
-    let grad = download(tangent(&upload(&s, &device), &upload(&g, &device)));
-    let sg = s.t().mul(&grad);
-    assert!(sg.norm() < 1e-4 * grad.norm(), "Sᵀ∇F = {:e}", sg.norm());
-    // ∇F = −2·R·Aᵀ with the residual R = G − S·SᵀG, computed here in f64.
-    let want = g
-        .sub(&s.mul(&s.t().mul(&g)))
-        .mul(&s.t().mul(&g).t())
-        .scale(-2.0);
-    assert!(grad.sub(&want).norm() < 1e-5 * want.norm());
+    for device in devices() {
+        let mut rng = Rng(4);
+        let s = random_basis(&mut rng, 18, 3);
+        let g = rng.mat(18, 25);
+        let grad = download(tangent(&upload(&s, &device), &upload(&g, &device)));
+        let sg = s.t().mul(&grad);
+        assert!(sg.norm() < 1e-4 * grad.norm(), "Sᵀ∇F = {:e}", sg.norm());
+        // ∇F = −2·R·Aᵀ with the residual R = G − S·SᵀG, computed here in f64.
+        let want = g
+            .sub(&s.mul(&s.t().mul(&g)))
+            .mul(&s.t().mul(&g).t())
+            .scale(-2.0);
+        assert!(grad.sub(&want).norm() < 1e-5 * want.norm());
+    }
 }
 
 #[test]
 fn sign_flips_of_the_basis_carry_through() {
-    let device = Device::flex();
-    let mut rng = Rng(5);
-    let s = random_basis(&mut rng, 15, 4);
-    let g = rng.mat(15, 22);
-    let d = [1.0, -1.0, -1.0, 1.0];
-    let sd = Mat::from_fn(15, 4, |i, j| s.at(i, j) * d[j]);
-    let gt = upload(&g, &device);
-    let plain = download(geodesic_step(&upload(&s, &device), &gt, 0.05, None, 1e-5).basis);
-    let flipped = download(geodesic_step(&upload(&sd, &device), &gt, 0.05, None, 1e-5).basis);
-    let want = Mat::from_fn(15, 4, |i, j| plain.at(i, j) * d[j]);
-    assert!(max_abs_diff(&flipped, &want) < 1e-5);
+    for device in devices() {
+        let mut rng = Rng(5);
+        let s = random_basis(&mut rng, 15, 4);
+        let g = rng.mat(15, 22);
+        let d = [1.0, -1.0, -1.0, 1.0];
+        let sd = Mat::from_fn(15, 4, |i, j| s.at(i, j) * d[j]);
+        let gt = upload(&g, &device);
+        let plain = download(geodesic_step(&upload(&s, &device), &gt, 0.05, None, 1e-5).basis);
+        let flipped = download(geodesic_step(&upload(&sd, &device), &gt, 0.05, None, 1e-5).basis);
+        let want = Mat::from_fn(15, 4, |i, j| plain.at(i, j) * d[j]);
+        assert!(max_abs_diff(&flipped, &want) < 1e-5);
+    }
 }
 
 #[test]
 fn sigma_zero_is_a_no_op() {
-    let device = Device::flex();
-    let (a, b, r) = (10, 16, 3);
-    let s = Mat::from_fn(a, r, |i, j| if i == j { 1.0 } else { 0.0 });
-    let mut rng = Rng(6);
-    let coeffs = rng.mat(r, b);
-    let g = s.mul(&coeffs); // G lies in span(S)
-    for g in [g, Mat::zeros(a, b)] {
-        let st = upload(&s, &device);
-        let step = geodesic_step(&st, &upload(&g, &device), 10.0, None, 1e-5);
-        assert!(step.change_of_basis.is_none());
-        assert_eq!(step.theta, 0.0);
-        assert_eq!(download(step.basis), s);
+    for device in devices() {
+        let (a, b, r) = (10, 16, 3);
+        let s = Mat::from_fn(a, r, |i, j| if i == j { 1.0 } else { 0.0 });
+        let mut rng = Rng(6);
+        let coeffs = rng.mat(r, b);
+        let g = s.mul(&coeffs); // G lies in span(S)
+        for g in [g, Mat::zeros(a, b)] {
+            let st = upload(&s, &device);
+            let step = geodesic_step(&st, &upload(&g, &device), 10.0, None, 1e-5);
+            assert!(step.change_of_basis.is_none());
+            assert_eq!(step.theta, 0.0);
+            assert_eq!(download(step.basis), s);
+        }
     }
 }
 
