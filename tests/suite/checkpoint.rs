@@ -263,3 +263,37 @@ fn save_is_atomic_and_keeps_the_old_file_on_failure() {
     assert_eq!(leftovers.len(), 1, "temporary files left: {leftovers:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[derive(Module, Debug)]
+pub struct PaperBlock {
+    embedding: Linear, // 2-D and large enough to project, but the paper keeps it on AdamW
+    attention: Linear,
+}
+
+/// The paper's setup: only attention (and MLP) weights projected, everything else on AdamW,
+/// routed with `ModuleOptimizer::with_group`.
+#[test]
+fn paper_routing_projects_only_the_selected_weights() {
+    use burn::module::ParamGroup;
+    let device = Device::flex().autodiff();
+    let block = PaperBlock {
+        embedding: LinearConfig::new(24, 16).init(&device),
+        attention: LinearConfig::new(24, 16).init(&device),
+    };
+    let config = config();
+    let projected = ParamGroup::from_regex(r"^attention\.weight$").unwrap();
+    let mut optim = ModuleOptimizer::from(config.adamw().unwrap()).with_group(
+        projected,
+        config.build().unwrap(),
+        None,
+    );
+    let x = Tensor::<2>::ones([4, 24], &device);
+    let loss = (block.embedding.forward(x.clone()) * block.attention.forward(x)).mean();
+    let grads = GradientsParams::from_grads(loss.backward(), &block);
+    let _ = optim.step(0.01, block, grads);
+    let bytes = state_bytes(&optim).unwrap();
+    // Only attention.weight is projected: S 16×4, M and V 4×24, limiter norm.
+    assert_eq!(bytes.projected, 4 * (16 * 4 + 2 * 4 * 24) + 4);
+    // AdamW moments for embedding.weight (24×16) and both biases (16 each).
+    assert_eq!(bytes.dense, 4 * 2 * (24 * 16 + 16 + 16));
+}
