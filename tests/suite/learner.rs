@@ -132,14 +132,13 @@ fn run(
         training = training.checkpoint(epoch);
     }
     let model = training.launch(learner(device)).model;
-    let w = model
-        .weight
-        .val()
-        .into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .unwrap();
+    let w = weights(&model);
     (model, w)
+}
+
+fn weights(model: &Regressor) -> Vec<f64> {
+    let data = model.weight.val().into_data().convert::<f64>();
+    data.try_into_vec::<f64>().unwrap()
 }
 
 #[test]
@@ -148,17 +147,7 @@ fn learner_trains_checkpoints_and_resumes() {
     let root = std::env::temp_dir().join(format!("subtrack-learner-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
 
-    let initial = Regressor::new(&device);
-    let (_, w0) = {
-        let w = initial
-            .weight
-            .val()
-            .into_data()
-            .convert::<f64>()
-            .try_into_vec::<f64>()
-            .unwrap();
-        (initial, w)
-    };
+    let w0 = weights(&Regressor::new(&device));
     let (model, straight) = run(&root.join("straight"), 4, None, &device);
     assert_ne!(straight, w0, "training did not move the weights");
     let (train, _) = loaders();
