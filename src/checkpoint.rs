@@ -14,7 +14,7 @@ use burn::tensor::{Bytes, Tensor};
 use burn_pack::{Reader, Scalar};
 
 use crate::SubTrackError;
-use crate::state::{Layout, Leaves, check_layout, leaf};
+use crate::state::{Layout, Leaves, canonical_layout, check_layout, leaf};
 
 /// Bytes of optimizer state tensors, split by kind. Counts every tensor the state holds on
 /// the device (basis, moments, the 4-byte limiter norm); the host-side step counters are not
@@ -190,10 +190,7 @@ pub fn load_checked<M: Module>(
             Layout::Dense => entry.tensors[leaf::MOMENT_1].0 == *shape,
             Layout::Projected {
                 a, b, transposed, ..
-            } => {
-                let (m, n) = (shape[0], shape[1]);
-                a == m.min(n) && b == m.max(n) && transposed == (m >= n)
-            }
+            } => canonical_layout(shape[0], shape[1]) == (a, b, transposed),
         };
         if !fits {
             return Err(mismatch(format!(

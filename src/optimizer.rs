@@ -13,7 +13,7 @@ use crate::geodesic::geodesic_step;
 use crate::host;
 use crate::moments::{AdamParams, rotate_moments};
 use crate::recovery::recovery_term;
-use crate::state::{DenseState, ProjectedState, SubTrackState};
+use crate::state::{DenseState, ProjectedState, SubTrackState, canonical_layout};
 
 /// The SubTrack optimizer: SubTrack-Grad, SubTrack++ or GaLore for projected matrices, and
 /// AdamW for every other parameter. Built by [`SubTrackConfig::build`].
@@ -123,7 +123,7 @@ impl SubTrack {
     ) -> (Tensor<2>, ProjectedState) {
         let cfg = &self.config;
         let [m, n] = tensor.dims();
-        let transposed = m >= n;
+        let (_, _, transposed) = canonical_layout(m, n);
         let g = if transposed { grad.transpose() } else { grad };
         let [a, b] = g.dims();
 
@@ -231,11 +231,11 @@ impl SubTrack {
 
 /// Panic with the reason when a loaded state does not fit the parameter it is applied to.
 fn check_fits(state: &ProjectedState, [m, n]: [usize; 2], rank: usize) {
-    let (a, b) = (m.min(n), m.max(n));
+    let (a, b, transposed) = canonical_layout(m, n);
     let fits = state.basis.dims() == [a, rank]
         && state.moment_1.dims() == [rank, b]
         && state.moment_2.dims() == [rank, b]
-        && state.transposed == (m >= n);
+        && state.transposed == transposed;
     assert!(
         fits,
         "SubTrack state does not fit a {m}x{n} parameter at rank {rank}: basis {:?}, moments {:?}, transposed {}",

@@ -91,6 +91,12 @@ impl<const D: usize> SubTrackState<D> {
     }
 }
 
+/// The canonical layout of an m×n projected matrix (algorithm.md §1): sides (a, b) with
+/// a = min(m, n), b = max(m, n), and whether it is stored transposed (m ≥ n, right side).
+pub(crate) fn canonical_layout(m: usize, n: usize) -> (usize, usize, bool) {
+    (m.min(n), m.max(n), m >= n)
+}
+
 /// Leaf names of the record format.
 pub(crate) mod leaf {
     pub const BASIS: &str = "basis";
