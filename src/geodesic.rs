@@ -64,10 +64,7 @@ pub fn geodesic_step(
     let v_tensor = host::upload(v.clone(), r, 1, dtype, &device);
     // σ = ‖∇F·v‖ rather than sqrt(λ): exact for the vector actually used, so u is unit.
     let grad_f_v = grad_f.matmul(v_tensor.clone());
-    let sigma = host::read(grad_f_v.clone().square().sum())
-        .iter()
-        .sum::<f64>()
-        .sqrt();
+    let sigma = host::read_scalar(grad_f_v.clone().square().sum()).sqrt();
     let g_norm2 = host::read_scalar(g.clone().square().sum());
     if !sigma.is_finite() || sigma <= SIGMA_FLOOR * g_norm2 {
         return unchanged(if sigma.is_finite() { sigma } else { 0.0 });
