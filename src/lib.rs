@@ -36,6 +36,7 @@ mod host;
 pub mod linalg;
 pub mod moments;
 mod optimizer;
+pub mod pretrain;
 pub mod recovery;
 mod state;
 

@@ -6,6 +6,7 @@
 mod bad_input;
 mod checkpoint;
 mod learner;
+mod pretrain;
 mod reference;
 mod subspace;
 mod trajectories;

@@ -1,0 +1,64 @@
+//! Pre-training a toy LLaMA with AdamW, GaLore, SubTrack-Grad or SubTrack++: the crate's
+//! main job (`examples/pretrain_llama.rs`) and the model of the benchmarks.
+//!
+//! One module per job: [`model`] (the network), [`data`] (corpus, tokenizer, batches),
+//! [`schedule`] (learning rate), [`clip`] (global-norm clipping), [`ckpt`] (checkpoint
+//! files), [`report`] (CSV, plot, tables), [`device`] (device choice and memory) and
+//! [`run`] (the training loop).
+
+pub mod ckpt;
+pub mod clip;
+pub mod data;
+pub mod device;
+pub mod model;
+pub mod report;
+pub mod run;
+pub mod schedule;
+
+use std::fmt;
+
+pub use data::Corpus;
+pub use model::{Llama, LlamaConfig, PROJECTED_PARAMS};
+pub use run::{OptimizerKind, RunOptions, RunSummary, TrainConfig, compare, train};
+
+/// Why a pre-training run could not start or go on. Each message names its cause; nothing
+/// already written (checkpoints, logs) is overwritten on the way out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PretrainError {
+    /// A size or hyper-parameter cannot be used.
+    InvalidArgument(String),
+    /// The data file is missing, empty, binary or too short.
+    Data(String),
+    /// The requested device cannot be used.
+    Device(String),
+    /// A checkpoint is unreadable, corrupt or belongs to another run.
+    Checkpoint(String),
+    /// The run does not fit in memory.
+    OutOfMemory(String),
+    /// Training diverged (non-finite loss or gradients for too many steps in a row).
+    Diverged(String),
+    /// Writing an output failed.
+    Io(String),
+}
+
+impl PretrainError {
+    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
+        Self::InvalidArgument(msg.into())
+    }
+}
+
+impl fmt::Display for PretrainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            Self::Data(m) => write!(f, "data: {m}"),
+            Self::Device(m) => write!(f, "device: {m}"),
+            Self::Checkpoint(m) => write!(f, "checkpoint: {m}"),
+            Self::OutOfMemory(m) => write!(f, "out of memory: {m}"),
+            Self::Diverged(m) => write!(f, "training diverged: {m}"),
+            Self::Io(m) => write!(f, "output: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for PretrainError {}

@@ -1,0 +1,454 @@
+//! The pre-training job (`src/pretrain`): data, model, clipping, the loop, checkpoints,
+//! the comparison table and its refusals of bad input. CPU (flex) only: a training run on
+//! lavapipe would take minutes.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device, Tensor};
+use subtrack::pretrain::ckpt::Checkpoint;
+use subtrack::pretrain::clip::{clip_to, global_norm};
+use subtrack::pretrain::data::{Corpus, MarkovSource};
+use subtrack::pretrain::device::{Picked, pick};
+use subtrack::pretrain::run::parse_compare_csv;
+use subtrack::pretrain::{LlamaConfig, PretrainError, RunOptions, TrainConfig, compare, train};
+
+fn tiny(steps: usize) -> TrainConfig {
+    TrainConfig::new()
+        .with_size("tiny".into())
+        .with_steps(steps)
+        .with_batch_size(8)
+        .with_seq_len(32)
+        .with_lr(1e-2)
+        .with_warmup_steps(2)
+        .with_eval_every(10)
+        .with_eval_batches(2)
+        .with_checkpoint_every(10)
+        .with_log_every(5)
+        .with_update_interval(5)
+        .with_synthetic_tokens(40_000)
+}
+
+fn cpu() -> Picked {
+    pick("cpu").unwrap()
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("subtrack-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn quiet(dir: &Path) -> RunOptions {
+    RunOptions {
+        verbose: false,
+        ..RunOptions::new(dir)
+    }
+}
+
+#[test]
+fn markov_entropy_rate_is_exact() {
+    // All noise: every token uniform, so the rate is ln V exactly.
+    let uniform = MarkovSource::new(16, 3, 1.0, 5);
+    assert!((uniform.entropy_rate() - 16f64.ln()).abs() < 1e-12);
+    // Deterministic successor plus noise: per context, 1 − ε + ε/V on one symbol and ε/V
+    // on each of the others, whatever the stationary distribution.
+    let (v, eps) = (8usize, 0.1);
+    let single = MarkovSource::new(v, 1, eps, 9);
+    let p_hi = 1.0 - eps + eps / v as f64;
+    let p_lo = eps / v as f64;
+    let h = -p_hi * p_hi.ln() - (v as f64 - 1.0) * p_lo * p_lo.ln();
+    assert!((single.entropy_rate() - h).abs() < 1e-10);
+    // The default source: a long sample's NLL under the source converges to its rate.
+    let source = MarkovSource::new(64, 4, 0.02, 42);
+    let sample = source.sample(400_000, 7);
+    let (rate, nll) = (source.entropy_rate(), source.nll(&sample));
+    assert!((rate - nll).abs() / rate < 0.01, "rate {rate} vs NLL {nll}");
+    assert!(rate < 64f64.ln() * 0.5);
+}
+
+#[test]
+fn batches_are_shifted_windows_and_repeatable() {
+    let corpus = Corpus::synthetic(5_000, 1_000, 3);
+    let device = Device::flex();
+    let (x, y) = corpus.train_batch(1, 7, 4, 16, &device);
+    let (x2, _) = corpus.train_batch(1, 7, 4, 16, &device);
+    let (x3, _) = corpus.train_batch(1, 8, 4, 16, &device);
+    let xs: Vec<i64> = x
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec()
+        .unwrap();
+    let ys: Vec<i64> = y.into_data().convert::<i64>().try_into_vec().unwrap();
+    for row in 0..4 {
+        assert_eq!(xs[row * 16 + 1..row * 16 + 16], ys[row * 16..row * 16 + 15]);
+    }
+    assert_eq!(x.clone().into_data(), x2.into_data());
+    assert_ne!(x.into_data(), x3.into_data());
+    let valid = corpus.valid_batches(4, 16, 100, &device);
+    assert_eq!(valid.len(), (999usize / 16).div_ceil(4));
+}
+
+#[test]
+fn model_counts_and_projected_state_bytes_are_exact() {
+    let config = LlamaConfig::preset("tiny", 64).unwrap();
+    let model = config.init(&Device::flex()).unwrap();
+    struct Count(usize);
+    impl ModuleVisitor for Count {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.0 += p.val().shape().num_elements();
+        }
+    }
+    let mut count = Count(0);
+    model.visit(&mut count);
+    assert_eq!(count.0, config.num_params());
+
+    // One GaLore step on the tiny model: projected matrices hold S (a×r) and M, V (r×b),
+    // everything else AdamW's two moments: (m·r + 2·n·r) vs 2·m·n floats.
+    let run = tiny(1)
+        .with_optimizer("galore".into())
+        .with_eval_every(1)
+        .with_warmup_steps(1);
+    let dir = fresh_dir("bytes");
+    let s = train(&run, &run.corpus().unwrap(), &cpu(), &quiet(&dir)).unwrap();
+    let (d, f, v, r, l) = (64, 176, 64, 16, 2);
+    let projected = l * (4 * (d * r + 2 * r * d) + 3 * (d * r + 2 * r * f)) * 4;
+    let dense = (2 * v * d + 2 * l * d + d) * 2 * 4;
+    assert_eq!(s.state.projected, projected);
+    assert_eq!(s.state.dense, dense);
+    let adamw = train(
+        &run.clone().with_optimizer("adamw".into()),
+        &run.corpus().unwrap(),
+        &cpu(),
+        &RunOptions {
+            overwrite: true,
+            ..quiet(&dir)
+        },
+    )
+    .unwrap();
+    assert_eq!(adamw.state.total, 2 * 4 * config.num_params());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn global_norm_clipping_matches_host_sums() {
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    let model = LlamaConfig::preset("tiny", 64)
+        .unwrap()
+        .init(&device)
+        .unwrap();
+    let corpus = Corpus::synthetic(5_000, 1_000, 3);
+    let (x, y) = corpus.train_batch(1, 0, 4, 16, &device);
+    let mut grads = GradientsParams::from_grads(model.loss(x, y).backward(), &model);
+    struct HostSum<'a>(&'a GradientsParams, f64);
+    impl ModuleVisitor for HostSum<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let g: Vec<f32> = self
+                .0
+                .get::<D>(p.id)
+                .unwrap()
+                .into_data()
+                .try_into_vec()
+                .unwrap();
+            self.1 += g.iter().map(|x| (*x as f64).powi(2)).sum::<f64>();
+        }
+    }
+    let mut host = HostSum(&grads, 0.0);
+    model.visit(&mut host);
+    let expected = host.1.sqrt();
+    let norm = global_norm(&grads, &model);
+    assert!(
+        (norm - expected).abs() / expected < 1e-5,
+        "{norm} vs {expected}"
+    );
+    assert_eq!(clip_to(&mut grads, &model, norm, 2.0 * norm), 1.0);
+    let factor = clip_to(&mut grads, &model, norm, norm / 4.0);
+    assert!((factor - 0.25).abs() < 1e-12);
+    let clipped = global_norm(&grads, &model);
+    assert!((clipped - norm / 4.0).abs() / norm < 1e-5, "{clipped}");
+}
+
+#[test]
+fn a_few_steps_make_the_loss_fall() {
+    for optimizer in ["adamw", "subtrack++"] {
+        let config = tiny(30).with_optimizer(optimizer.into());
+        let dir = fresh_dir(&format!("falls-{}", optimizer.replace('+', "p")));
+        let s = train(&config, &config.corpus().unwrap(), &cpu(), &quiet(&dir)).unwrap();
+        let first = s.eval_curve.first().unwrap().1;
+        assert_eq!(s.eval_curve.first().unwrap().0, 0.0);
+        assert!(
+            s.final_eval_loss < first - 0.2,
+            "{optimizer}: held-out loss {first} → {}",
+            s.final_eval_loss
+        );
+        assert_eq!(s.skipped_steps, 0);
+        let csv = std::fs::read_to_string(dir.join("log.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 1 + 1 + 30 / 5);
+        let svg = std::fs::read_to_string(dir.join("loss.svg")).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Every float parameter's values, in visiting order.
+struct Weights(Vec<Vec<f32>>);
+
+impl ModuleVisitor for Weights {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        self.0.push(p.val().into_data().try_into_vec().unwrap());
+    }
+}
+
+/// step, train loss and eval loss columns of a CSV log (timings differ between runs).
+fn loss_columns(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            format!("{},{},{}", c[0], c[2], c[3])
+        })
+        .collect()
+}
+
+#[test]
+fn resume_continues_exactly() {
+    // T = 5 puts subspace updates before and after the interruption at step 10.
+    let config = tiny(20);
+    let corpus = config.corpus().unwrap();
+    let whole_dir = fresh_dir("whole");
+    let whole = train(&config, &corpus, &cpu(), &quiet(&whole_dir)).unwrap();
+
+    let split_dir = fresh_dir("split");
+    let first = train(
+        &config,
+        &corpus,
+        &cpu(),
+        &RunOptions {
+            stop_after: Some(10),
+            ..quiet(&split_dir)
+        },
+    )
+    .unwrap();
+    assert_eq!(first.steps, 10);
+    let resumed = train(
+        &config,
+        &corpus,
+        &cpu(),
+        &RunOptions {
+            resume: true,
+            ..quiet(&split_dir)
+        },
+    )
+    .unwrap();
+    assert_eq!(resumed.steps, 20);
+    assert_eq!(resumed.final_eval_loss, whole.final_eval_loss);
+    assert_eq!(resumed.final_train_loss, whole.final_train_loss);
+    assert_eq!(
+        loss_columns(&split_dir.join("log.csv")),
+        loss_columns(&whole_dir.join("log.csv"))
+    );
+    let weights = |dir: &Path| {
+        let ckpt = Checkpoint::load(&dir.join("checkpoint.bin")).unwrap();
+        assert_eq!(ckpt.step, 20);
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.model)).unwrap();
+        let model = config
+            .model(corpus.vocab)
+            .unwrap()
+            .init(&Device::flex())
+            .unwrap();
+        let mut all = Weights(Vec::new());
+        model.try_load_record(record).unwrap().visit(&mut all);
+        all.0
+    };
+    let (a, b) = (weights(&whole_dir), weights(&split_dir));
+    assert_eq!(a.len(), b.len());
+    assert!(
+        a == b,
+        "resumed weights differ from the uninterrupted run's"
+    );
+    let _ = std::fs::remove_dir_all(&whole_dir);
+    let _ = std::fs::remove_dir_all(&split_dir);
+}
+
+#[test]
+fn compare_table_is_produced_and_parses() {
+    let config = tiny(4).with_eval_every(4);
+    let dir = fresh_dir("compare");
+    let (runs, table) = compare(&config, &config.corpus().unwrap(), &cpu(), &quiet(&dir)).unwrap();
+    assert_eq!(runs.len(), 4);
+    let rows =
+        parse_compare_csv(&std::fs::read_to_string(dir.join("compare.csv")).unwrap()).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(names, ["adamw", "galore", "subtrack-grad", "subtrack++"]);
+    for (name, loss, _) in &rows {
+        assert!(loss.is_finite() && *loss > 0.0, "{name}: {loss}");
+    }
+    // Same data and seed: the four start from the same held-out loss.
+    let starts: Vec<f64> = runs.iter().map(|r| r.eval_curve[0].1).collect();
+    assert!(starts.iter().all(|s| *s == starts[0]), "{starts:?}");
+    let adamw_bytes = rows[0].2;
+    assert!(rows[1..].iter().all(|r| r.2 < adamw_bytes));
+    assert_eq!(
+        rows[1].2, rows[2].2,
+        "GaLore and SubTrack-Grad hold the same state"
+    );
+    assert_eq!(
+        table,
+        std::fs::read_to_string(dir.join("compare.md")).unwrap()
+    );
+    let table_rows = table.lines().filter(|l| l.starts_with("| ")).count();
+    assert_eq!(table_rows, 1 + 4);
+    assert!(
+        std::fs::read_to_string(dir.join("loss.svg"))
+            .unwrap()
+            .matches("<polyline")
+            .count()
+            == 4
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn expect_err<T: std::fmt::Debug>(r: Result<T, PretrainError>) -> PretrainError {
+    r.expect_err("bad input was accepted")
+}
+
+#[test]
+fn bad_data_files_are_refused() {
+    let dir = fresh_dir("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let cases = [
+        (dir.join("missing.txt"), "cannot read"),
+        (write("empty.txt", b""), "empty"),
+        (
+            write("binary.bin", &[0x7f, b'E', b'L', b'F', 0, 1, 2]),
+            "binary",
+        ),
+        (
+            write("latin1.txt", &[b'c', b'a', b'f', 0xe9, b'!']),
+            "UTF-8",
+        ),
+        (write("short.txt", b"hello world"), "too short"),
+    ];
+    for (path, expected) in cases {
+        match Corpus::from_text_file(&path, 0.1, 32) {
+            Err(PretrainError::Data(msg)) => {
+                assert!(msg.contains(expected), "{}: {msg}", path.display())
+            }
+            other => panic!("{}: {other:?}", path.display()),
+        }
+    }
+    let text = "the quick brown fox jumps over the lazy dog. ".repeat(40);
+    let ok = Corpus::from_text_file(&write("ok.txt", text.as_bytes()), 0.1, 32).unwrap();
+    assert_eq!(ok.vocab, 256);
+    assert_eq!(ok.train.len() + ok.valid.len(), text.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_configs_are_refused() {
+    let cases = [
+        (tiny(10).with_size("7m".into()), "unknown model size"),
+        (tiny(10).with_optimizer("sgd".into()), "unknown optimizer"),
+        (tiny(10).with_rank(Some(64)), "--rank"),
+        (tiny(10).with_lr(-1.0), "--lr"),
+        (tiny(10).with_lr(f64::NAN), "--lr"),
+        (tiny(10).with_steps(0), "--steps"),
+        (tiny(10).with_warmup_steps(11), "--warmup-steps"),
+        (tiny(10).with_seq_len(1), "--seq-len"),
+        (tiny(10).with_grad_clip(0.0), "--grad-clip"),
+        (tiny(10).with_valid_fraction(0.9), "--valid-fraction"),
+    ];
+    for (config, expected) in cases {
+        match config.validate() {
+            Err(PretrainError::InvalidArgument(msg)) => assert!(msg.contains(expected), "{msg}"),
+            other => panic!("{expected}: {other:?}"),
+        }
+    }
+    // A run that cannot fit in memory is refused before it allocates anything.
+    let huge = TrainConfig::new()
+        .with_size("1b".into())
+        .with_batch_size(4096)
+        .with_seq_len(1024)
+        .with_warmup_steps(1)
+        .with_steps(1);
+    let corpus = Corpus::synthetic(20_000, 5_000, 1);
+    let dir = fresh_dir("oom");
+    match train(&huge, &corpus, &cpu(), &quiet(&dir)) {
+        Err(PretrainError::OutOfMemory(msg)) => assert!(msg.contains("--batch-size"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!dir.exists());
+}
+
+#[test]
+fn checkpoints_are_never_lost_to_bad_input() {
+    let config = tiny(10);
+    let corpus = config.corpus().unwrap();
+    let dir = fresh_dir("ckpt");
+    train(&config, &corpus, &cpu(), &quiet(&dir)).unwrap();
+    let path = dir.join("checkpoint.bin");
+    let good = std::fs::read(&path).unwrap();
+
+    // A new run into the same directory neither starts nor touches the checkpoint.
+    let e = expect_err(train(&config, &corpus, &cpu(), &quiet(&dir)));
+    assert!(
+        matches!(&e, PretrainError::Checkpoint(m) if m.contains("--resume")),
+        "{e}"
+    );
+    // A checkpoint of another run (other seed) is refused, naming the field.
+    let other = config.clone().with_seed(7);
+    let resume = RunOptions {
+        resume: true,
+        ..quiet(&dir)
+    };
+    let e = expect_err(train(&other, &other.corpus().unwrap(), &cpu(), &resume));
+    assert!(
+        matches!(&e, PretrainError::Checkpoint(m) if m.contains("seed")),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), good);
+
+    // A corrupt checkpoint is refused and left for inspection.
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x10;
+    std::fs::write(&path, &bad).unwrap();
+    let e = expect_err(train(&config, &corpus, &cpu(), &resume));
+    assert!(
+        matches!(&e, PretrainError::Checkpoint(m) if m.contains("corrupt")),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bad);
+    // A truncated one too.
+    std::fs::write(&path, &good[..good.len() / 3]).unwrap();
+    assert!(matches!(
+        expect_err(train(&config, &corpus, &cpu(), &resume)),
+        PretrainError::Checkpoint(_)
+    ));
+    // Resuming where there is no checkpoint says so.
+    let empty = fresh_dir("ckpt-none");
+    let e = expect_err(train(
+        &config,
+        &corpus,
+        &cpu(),
+        &RunOptions {
+            resume: true,
+            ..quiet(&empty)
+        },
+    ));
+    assert!(
+        matches!(&e, PretrainError::Checkpoint(m) if m.contains("cannot read")),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
