@@ -6,10 +6,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use subtrack::pretrain::alloc::CountingAlloc;
 use subtrack::pretrain::device::{DEVICE_HELP, pick};
 use subtrack::pretrain::report::human_bytes;
 use subtrack::pretrain::run::default_out_dir;
 use subtrack::pretrain::{PretrainError, RunOptions, TrainConfig, compare, train};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
 
 const HELP: &str = "\
 pretrain_llama: pre-train a small LLaMA with AdamW, GaLore, SubTrack-Grad or SubTrack++

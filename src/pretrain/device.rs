@@ -4,6 +4,7 @@ use burn::tensor::wgpu::{WgpuBackend, WgpuSetup};
 use burn::tensor::{Device, DeviceKind};
 
 use super::PretrainError;
+use super::alloc::{heap_in_use, heap_peak, reset_heap_peak};
 
 /// The device a run uses and how it was found.
 #[derive(Clone, Debug)]
@@ -95,24 +96,42 @@ pub fn pick(spec: &str) -> Result<Picked, PretrainError> {
     }
 }
 
-/// Memory in use now, in bytes: the wgpu allocator's live bytes on a wgpu device, otherwise
-/// the process's resident set size (Linux). `None` where neither can be read.
+/// Memory in use now, in bytes: on a wgpu device the bytes its memory pools reserve (live
+/// tensors plus pages kept for reuse, so it also covers activations freed between steps); on the
+/// CPU the heap bytes counted by [`CountingAlloc`](super::alloc::CountingAlloc) where it is
+/// installed, else the process's resident set size (Linux). `None` where none is readable.
 pub fn memory_in_use(device: &Device, is_wgpu: bool) -> Option<u64> {
     if is_wgpu {
-        device.memory_pool_usage().map(|u| u.bytes_in_use)
+        device.memory_pool_usage().map(|u| u.bytes_reserved)
     } else {
-        proc_status_kib("VmRSS:").map(|k| k * 1024)
+        heap_in_use().or_else(|| proc_status_kib("VmRSS:").map(|k| k * 1024))
     }
 }
 
-/// Peak process resident set size in bytes since the last [`reset_peak_rss`] (Linux).
-pub fn peak_rss() -> Option<u64> {
-    proc_status_kib("VmHWM:").map(|k| k * 1024)
+/// What [`memory_in_use`] and [`peak_memory`] measure on this device.
+pub fn memory_kind(is_wgpu: bool) -> &'static str {
+    match (is_wgpu, heap_in_use().is_some()) {
+        (true, _) => "wgpu pool bytes reserved",
+        (false, true) => "heap bytes in use",
+        (false, false) => "process peak RSS",
+    }
 }
 
-/// Reset the kernel's peak-RSS mark to the current RSS (Linux ≥ 4.0; ignored elsewhere).
-pub fn reset_peak_rss() {
+/// Start a new CPU peak-memory mark (no effect on wgpu, whose peak is sampled).
+pub fn reset_peak() {
+    reset_heap_peak();
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak CPU memory since [`reset_peak`]: counted heap bytes where [`CountingAlloc`]
+/// (super::alloc::CountingAlloc) is installed, else peak RSS (Linux `VmHWM`). `None` on
+/// wgpu devices.
+pub fn peak_memory(is_wgpu: bool) -> Option<u64> {
+    if is_wgpu {
+        None
+    } else {
+        heap_peak().or_else(|| proc_status_kib("VmHWM:").map(|k| k * 1024))
+    }
 }
 
 /// Memory the OS can still hand out, in bytes (Linux `MemAvailable`).

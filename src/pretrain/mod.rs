@@ -1,11 +1,12 @@
 //! Pre-training a toy LLaMA with AdamW, GaLore, SubTrack-Grad or SubTrack++: the crate's
 //! main job (`examples/pretrain_llama.rs`) and the model of the benchmarks.
 //!
-//! One module per job: [`model`] (the network), [`data`] (corpus, tokenizer, batches),
+//! One module per job: [`alloc`] (heap accounting), [`model`] (the network), [`data`] (corpus, tokenizer, batches),
 //! [`schedule`] (learning rate), [`clip`] (global-norm clipping), [`ckpt`] (checkpoint
 //! files), [`report`] (CSV, plot, tables), [`device`] (device choice and memory) and
 //! [`run`] (the training loop).
 
+pub mod alloc;
 pub mod ckpt;
 pub mod clip;
 pub mod data;

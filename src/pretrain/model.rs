@@ -104,7 +104,9 @@ impl LlamaConfig {
                 return bad(format!("{name} must be positive"));
             }
         }
-        if self.hidden_size % self.num_heads != 0 || (self.hidden_size / self.num_heads) % 2 != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_heads)
+            || !(self.hidden_size / self.num_heads).is_multiple_of(2)
+        {
             return bad(format!(
                 "hidden_size {} must split into {} heads of even width (rotary embeddings rotate pairs)",
                 self.hidden_size, self.num_heads

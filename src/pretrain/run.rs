@@ -10,8 +10,8 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 
-use crate::SubTrackConfig;
 use crate::checkpoint::{StateBytes, load_checked, state_bytes};
+use crate::{SubTrackConfig, SubTrackReport};
 
 use super::PretrainError;
 use super::ckpt::Checkpoint;
@@ -274,18 +274,23 @@ impl TrainConfig {
     }
 
     /// The optimizer: AdamW on everything, or the SubTrack/GaLore group on
-    /// [`PROJECTED_PARAMS`] with AdamW (same betas, ε and decay) on the rest.
-    pub fn build_optimizer(&self, model: &LlamaConfig) -> Result<ModuleOptimizer, PretrainError> {
+    /// [`PROJECTED_PARAMS`] with AdamW (same betas, ε and decay) on the rest; with the
+    /// group's counters (`None` for AdamW).
+    pub fn build_optimizer(
+        &self,
+        model: &LlamaConfig,
+    ) -> Result<(ModuleOptimizer, Option<SubTrackReport>), PretrainError> {
         let config = self.subtrack(model);
         let err = |e: crate::SubTrackError| PretrainError::invalid(e.to_string());
         let adamw = ModuleOptimizer::from(config.adamw().map_err(err)?);
         Ok(match self.optimizer_kind()? {
-            OptimizerKind::AdamW => adamw,
-            _ => adamw.with_group(
-                ParamGroup::from_regex(PROJECTED_PARAMS).expect("valid regex"),
-                config.build().map_err(err)?,
-                None,
-            ),
+            OptimizerKind::AdamW => (adamw, None),
+            _ => {
+                let subtrack = config.build().map_err(err)?;
+                let report = subtrack.report();
+                let group = ParamGroup::from_regex(PROJECTED_PARAMS).expect("valid regex");
+                (adamw.with_group(group, subtrack, None), Some(report))
+            }
         })
     }
 }
@@ -335,7 +340,7 @@ pub struct RunSummary {
     pub tokens_per_s: f64,
     /// Optimizer-state bytes at the end.
     pub state: StateBytes,
-    /// Peak memory seen (bytes): wgpu allocator bytes in use, or process peak RSS on CPU.
+    /// Peak memory seen (bytes), as [`device::memory_kind`] names it.
     pub peak_memory: Option<u64>,
     /// What `peak_memory` measures.
     pub memory_kind: &'static str,
@@ -345,6 +350,9 @@ pub struct RunSummary {
     pub eval_curve: Vec<(f64, f64)>,
     /// Steps skipped because the loss or a gradient was not finite.
     pub skipped_steps: u64,
+    /// Subspace updates this invocation performed, summed over projected matrices (initial
+    /// bases excluded; 0 for AdamW).
+    pub subspace_updates: u64,
 }
 
 /// Rough bytes a CPU run needs: weights, gradients and two moments, plus activations kept
@@ -453,7 +461,7 @@ fn train_inner(
 
     ad.seed(config.seed);
     let mut model = model_config.init(&ad)?;
-    let mut optim = config.build_optimizer(model_config)?;
+    let (mut optim, report) = config.build_optimizer(model_config)?;
     let mut start = 0usize;
     if opts.resume {
         let ckpt = Checkpoint::load(&ckpt_path)?;
@@ -524,14 +532,8 @@ fn train_inner(
     let valid = corpus.valid_batches(config.batch_size, config.seq_len, config.eval_batches, &dev);
     let tokens_per_step = (config.batch_size * config.seq_len) as u64;
     let tty = std::io::stdout().is_terminal();
-    let memory_kind = if picked.is_wgpu {
-        "wgpu allocator bytes in use"
-    } else {
-        "process peak RSS"
-    };
-    if !picked.is_wgpu {
-        device::reset_peak_rss();
-    }
+    let memory_kind = device::memory_kind(picked.is_wgpu);
+    device::reset_peak();
     let mut peak_memory = device::memory_in_use(&dev, picked.is_wgpu);
     let started = Instant::now();
     let mut interval_start = Instant::now();
@@ -695,9 +697,7 @@ fn train_inner(
             )?;
         }
     }
-    if !picked.is_wgpu {
-        peak_memory = peak_memory.max(device::peak_rss());
-    }
+    peak_memory = peak_memory.max(device::peak_memory(picked.is_wgpu));
     let state = state_bytes(&optim).map_err(|e| PretrainError::Io(e.to_string()))?;
     Ok(RunSummary {
         optimizer: kind,
@@ -712,6 +712,7 @@ fn train_inner(
         train_curve,
         eval_curve,
         skipped_steps: skipped,
+        subspace_updates: report.map_or(0, |r| r.subspace_updates()),
     })
 }
 

@@ -235,6 +235,9 @@ fn resume_continues_exactly() {
     )
     .unwrap();
     assert_eq!(first.steps, 10);
+    // 14 projected matrices (7 per block) update after 5, 10 and 15 completed steps: one
+    // update before the interruption, the next one right after the resume.
+    assert_eq!(first.subspace_updates, 14);
     let resumed = train(
         &config,
         &corpus,
@@ -246,6 +249,8 @@ fn resume_continues_exactly() {
     )
     .unwrap();
     assert_eq!(resumed.steps, 20);
+    assert_eq!(resumed.subspace_updates, 2 * 14);
+    assert_eq!(whole.subspace_updates, 3 * 14);
     assert_eq!(resumed.final_eval_loss, whole.final_eval_loss);
     assert_eq!(resumed.final_train_loss, whole.final_train_loss);
     assert_eq!(

@@ -1,0 +1,599 @@
+//! Benchmarks of subspace-update time, optimizer-step overhead, training-step time and
+//! memory for AdamW, GaLore, SubTrack-Grad and SubTrack++, side by side on one device.
+//!
+//! `cargo run --release --example benchmark -- [--full] [--device SPEC] [--reps N] [--out DIR]`
+//!
+//! The default (reduced) sizes finish in a few minutes on a 2-core CPU; `--full` selects the
+//! LLaMA shapes meant for GPUs. Every figure is a median over `--reps` timed repetitions
+//! after a warm-up (which also lets wgpu compile and autotune its kernels). Results go to
+//! stdout as markdown and to `DIR/benchmark.md` and `DIR/benchmark.json`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Distribution, Tensor};
+use subtrack::basis::top_singular_basis;
+use subtrack::geodesic::geodesic_step;
+use subtrack::pretrain::alloc::CountingAlloc;
+use subtrack::pretrain::device::{self, Picked, pick};
+use subtrack::pretrain::report::human_bytes;
+use subtrack::pretrain::{Corpus, LlamaConfig, OptimizerKind, TrainConfig};
+use subtrack::{SubTrackConfig, state_bytes};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// Block until the device has finished everything `t` depends on.
+fn sync(t: &Tensor<2>) {
+    let _ = t.clone().slice([0..1, 0..1]).into_scalar::<f32>();
+}
+
+/// Seconds of `f`, synchronised.
+fn time<T>(f: impl FnOnce() -> T, done: impl Fn(&T)) -> (f64, T) {
+    let start = Instant::now();
+    let out = f();
+    done(&out);
+    (start.elapsed().as_secs_f64(), out)
+}
+
+struct Args {
+    full: bool,
+    device: String,
+    reps: usize,
+    out: PathBuf,
+    svd_max: usize,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut args = Args {
+        full: false,
+        device: "auto".into(),
+        reps: 5,
+        out: PathBuf::from("target/bench"),
+        svd_max: 2048,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--full" => args.full = true,
+            "--device" => args.device = value()?,
+            "--reps" => {
+                args.reps = value()?
+                    .parse()
+                    .ok()
+                    .filter(|r| *r > 0)
+                    .ok_or("--reps takes a positive integer")?
+            }
+            "--out" => args.out = PathBuf::from(value()?),
+            "--svd-max" => {
+                args.svd_max = value()?
+                    .parse()
+                    .map_err(|_| "--svd-max takes an integer".to_string())?
+            }
+            "-h" | "--help" => {
+                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M]\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)".into())
+            }
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(args)
+}
+
+/// JSON string escaping for the few free-text fields.
+fn js(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn jn(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.6}")
+    } else {
+        "null".into()
+    }
+}
+
+// ---------------------------------------------------------------- 1. subspace update
+
+struct UpdateRow {
+    m: usize,
+    n: usize,
+    r: usize,
+    geodesic_ms: f64,
+    svd_ms: Option<f64>,
+    svd_reps: usize,
+}
+
+fn bench_updates(dev: &Device, shapes: &[(usize, usize, usize)], args: &Args) -> Vec<UpdateRow> {
+    let mut rows = Vec::new();
+    for &(m, n, r) in shapes {
+        dev.seed(1);
+        let g = Tensor::<2>::random([m, n], Distribution::Normal(0.0, 1.0), dev);
+        let g2 = Tensor::<2>::random([m, n], Distribution::Normal(0.0, 1.0), dev);
+        // An orthonormal starting basis: the top-r left singular vectors of another matrix
+        // (made once, outside the timings).
+        let basis = top_singular_basis(&g2, r);
+        let config = SubTrackConfig::subtrack_grad();
+        let step = || {
+            geodesic_step(
+                &basis,
+                &g,
+                config.step_size,
+                config.max_theta,
+                config.orthonormality_tolerance,
+            )
+        };
+        let _ = step(); // warm-up
+        let geodesic: Vec<f64> = (0..args.reps)
+            .map(|_| time(step, |s| sync(&s.basis)).0 * 1e3)
+            .collect();
+        let (svd_ms, svd_reps) = if m.min(n) <= args.svd_max {
+            // Warm the Gram product's kernels, then time the whole refresh. The host
+            // eigensolver dominates at large sizes, so fewer repetitions there.
+            sync(&g.clone().matmul(g.clone().transpose()));
+            let reps = if m.min(n) >= 2048 { 1 } else { args.reps };
+            let t: Vec<f64> = (0..reps)
+                .map(|_| time(|| top_singular_basis(&g, r), sync).0 * 1e3)
+                .collect();
+            (Some(median(t)), reps)
+        } else {
+            (None, 0)
+        };
+        let row = UpdateRow {
+            m,
+            n,
+            r,
+            geodesic_ms: median(geodesic),
+            svd_ms,
+            svd_reps,
+        };
+        eprintln!(
+            "  update {m}×{n} r={r}: geodesic {:.2} ms, SVD {}",
+            row.geodesic_ms,
+            svd_ms.map_or("skipped".into(), |s| format!("{s:.1} ms"))
+        );
+        rows.push(row);
+    }
+    rows
+}
+
+// ---------------------------------------------------------------- 2. amortised step
+
+/// Random gradients with the shapes of a module's parameters, rebuilt into a fresh
+/// `GradientsParams` for every step.
+struct Grads {
+    one: Vec<(ParamId, Tensor<1>)>,
+    two: Vec<(ParamId, Tensor<2>)>,
+}
+
+impl ModuleVisitor for Grads {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        let v = p.val();
+        let g = Tensor::<D>::random(
+            v.shape(),
+            Distribution::Normal(0.0, 1e-2),
+            &v.device().inner(),
+        );
+        match D {
+            1 => self.one.push((p.id, g.reshape([-1]))),
+            2 => {
+                let dims = v.dims();
+                self.two
+                    .push((p.id, g.reshape([dims[0] as i32, dims[1] as i32])))
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Grads {
+    fn params(&self) -> GradientsParams {
+        let mut out = GradientsParams::new();
+        for (id, g) in &self.one {
+            out.register(*id, g.clone());
+        }
+        for (id, g) in &self.two {
+            out.register(*id, g.clone());
+        }
+        out
+    }
+}
+
+struct StepRow {
+    optimizer: OptimizerKind,
+    per_step_ms: f64,
+    updates: u64,
+    state_bytes: usize,
+    projected_bytes: usize,
+}
+
+fn bench_amortised(picked: &Picked, size: &str, interval: usize, reps: usize) -> Vec<StepRow> {
+    let dev = picked.device.clone().autodiff();
+    let model_config = LlamaConfig::preset(size, 64).expect("preset");
+    let mut rows = Vec::new();
+    for kind in OptimizerKind::ALL {
+        let config = TrainConfig::new()
+            .with_size(size.into())
+            .with_optimizer(kind.name().into())
+            .with_update_interval(interval);
+        let mut totals = Vec::new();
+        let mut updates = 0;
+        let mut bytes = Default::default();
+        for rep in 0..reps.min(3) {
+            dev.seed(rep as u64);
+            let mut model = model_config.init(&dev).expect("model");
+            let mut grads = Grads {
+                one: Vec::new(),
+                two: Vec::new(),
+            };
+            model.visit(&mut grads);
+            let (mut optim, report) = config.build_optimizer(&model_config).expect("optimizer");
+            // Step 1 builds the initial bases (an SVD each); excluded like any warm-up.
+            model = optim.step(1e-3, model, grads.params());
+            sync(&model.layers[0].attention.wq.weight.val());
+            let before = report.as_ref().map_or(0, |r| r.subspace_updates());
+            let start = Instant::now();
+            for _ in 0..interval {
+                model = optim.step(1e-3, model, grads.params());
+            }
+            sync(&model.layers[0].attention.wq.weight.val());
+            totals.push(start.elapsed().as_secs_f64());
+            updates = report.as_ref().map_or(0, |r| r.subspace_updates()) - before;
+            bytes = state_bytes(&optim).expect("state");
+        }
+        let total = median(totals);
+        let row = StepRow {
+            optimizer: kind,
+            per_step_ms: total / interval as f64 * 1e3,
+            updates,
+            state_bytes: bytes.total,
+            projected_bytes: bytes.projected,
+        };
+        eprintln!(
+            "  amortised {}: {:.2} ms/step ({} updates)",
+            kind.label(),
+            row.per_step_ms,
+            updates
+        );
+        rows.push(row);
+    }
+    rows
+}
+
+// ---------------------------------------------------------------- 3. training step
+
+struct TrainRow {
+    size: String,
+    optimizer: OptimizerKind,
+    step_ms: f64,
+    update_step_ms: f64,
+    amortised_ms: f64,
+    tokens_per_s: f64,
+    state_bytes: usize,
+    peak_memory: Option<u64>,
+}
+
+fn bench_training(
+    picked: &Picked,
+    size: &str,
+    batch: usize,
+    seq: usize,
+    reps: usize,
+    interval: usize,
+) -> Vec<TrainRow> {
+    let dev = picked.device.clone().autodiff();
+    let corpus = Corpus::synthetic(200_000, 20_000, 1);
+    let model_config = LlamaConfig::preset(size, corpus.vocab)
+        .expect("preset")
+        .with_max_seq_len(seq);
+    let mut rows = Vec::new();
+    for kind in OptimizerKind::ALL {
+        // The timed window holds exactly one subspace update: T = warm-up + reps / 2.
+        let warmup = 3;
+        let t = warmup + reps / 2;
+        let config = TrainConfig::new()
+            .with_size(size.into())
+            .with_optimizer(kind.name().into())
+            .with_update_interval(t);
+        device::reset_peak();
+        dev.seed(5);
+        let mut model = model_config.init(&dev).expect("model");
+        let (mut optim, report) = config.build_optimizer(&model_config).expect("optimizer");
+        let mut peak = device::memory_in_use(&picked.device, picked.is_wgpu);
+        let mut regular = Vec::new();
+        let mut update_step = f64::NAN;
+        for step in 0..warmup + reps + 1 {
+            let before = report.as_ref().map_or(0, |r| r.subspace_updates());
+            let start = Instant::now();
+            let (x, y) = corpus.train_batch(5, step as u64, batch, seq, &dev);
+            let loss = model.loss(x, y);
+            let _ = loss.clone().into_scalar::<f32>();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(1e-3, model, grads);
+            sync(&model.layers[0].attention.wq.weight.val());
+            let secs = start.elapsed().as_secs_f64();
+            peak = peak.max(device::memory_in_use(&picked.device, picked.is_wgpu));
+            let updated = report.as_ref().map_or(0, |r| r.subspace_updates()) > before;
+            if step >= warmup {
+                if updated {
+                    update_step = secs;
+                } else {
+                    regular.push(secs);
+                }
+            }
+        }
+        peak = peak.max(device::peak_memory(picked.is_wgpu));
+        let step_s = median(regular);
+        // AdamW has no update: its amortised step is its median step.
+        let update_s = if update_step.is_nan() {
+            step_s
+        } else {
+            update_step
+        };
+        let amortised = (step_s * (interval - 1) as f64 + update_s) / interval as f64;
+        let row = TrainRow {
+            size: size.into(),
+            optimizer: kind,
+            step_ms: step_s * 1e3,
+            update_step_ms: update_s * 1e3,
+            amortised_ms: amortised * 1e3,
+            tokens_per_s: (batch * seq) as f64 / amortised,
+            state_bytes: state_bytes(&optim).expect("state").total,
+            peak_memory: peak,
+        };
+        eprintln!(
+            "  train {size} {}: {:.1} ms/step, update step {:.1} ms",
+            kind.label(),
+            row.step_ms,
+            row.update_step_ms
+        );
+        rows.push(row);
+    }
+    rows
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let picked = match pick(&args.device) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dev = picked.device.clone();
+    let mode = if args.full { "full" } else { "reduced" };
+    let started = Instant::now();
+    eprintln!(
+        "device: {}; mode {mode}; {} reps",
+        picked.description, args.reps
+    );
+
+    let update_shapes: Vec<(usize, usize, usize)> = if args.full {
+        vec![
+            (512, 1376, 128),
+            (768, 2048, 256),
+            (1024, 2736, 256),
+            (2048, 5461, 512),
+            (4096, 11008, 1024),
+        ]
+    } else {
+        vec![(512, 1376, 128), (768, 2048, 256)]
+    };
+    let (step_size, interval) = if args.full {
+        ("60m", 200)
+    } else {
+        ("20m", 200)
+    };
+    let train_sizes: Vec<(&str, usize, usize)> = if args.full {
+        vec![("20m", 16, 256), ("60m", 16, 256)]
+    } else {
+        vec![("tiny", 8, 64), ("9m", 8, 128)]
+    };
+
+    eprintln!("1. subspace update");
+    let updates = bench_updates(&dev, &update_shapes, &args);
+    eprintln!("2. amortised optimizer step (llama {step_size} layer stack, T = {interval})");
+    let steps = bench_amortised(&picked, step_size, interval, args.reps);
+    eprintln!("3. training step");
+    let mut training = Vec::new();
+    for (size, batch, seq) in &train_sizes {
+        training.extend(bench_training(
+            &picked,
+            size,
+            *batch,
+            *seq,
+            args.reps.max(4),
+            interval,
+        ));
+    }
+
+    // ---------------------------------------------------------------- report
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Device: {} · backend {} · mode {mode} · medians of {} timed reps after warm-up · total {:.0} s\n",
+        picked.description,
+        if picked.is_wgpu {
+            "wgpu (WGSL)"
+        } else {
+            "flex (CPU)"
+        },
+        args.reps,
+        started.elapsed().as_secs_f64()
+    );
+    let _ = writeln!(md, "### 1. One subspace update\n");
+    let _ = writeln!(
+        md,
+        "| shape (m×n) | r | SubTrack geodesic step (ms) | GaLore SVD refresh (ms) | SVD / geodesic |\n|---|---|---|---|---|"
+    );
+    for u in &updates {
+        let _ = writeln!(
+            md,
+            "| {}×{} | {} | {:.2} | {} | {} |",
+            u.m,
+            u.n,
+            u.r,
+            u.geodesic_ms,
+            u.svd_ms.map_or("skipped (--svd-max)".into(), |s| {
+                if u.svd_reps == 1 {
+                    format!("{s:.1} (1 run)")
+                } else {
+                    format!("{s:.1}")
+                }
+            }),
+            u.svd_ms
+                .map_or("–".into(), |s| format!("{:.1}×", s / u.geodesic_ms))
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n### 2. Amortised optimizer step: llama {step_size} weights, {interval} steps including one subspace update\n"
+    );
+    let _ = writeln!(
+        md,
+        "| optimizer | ms/step | vs AdamW | subspace updates in window | optimizer state | projected part |\n|---|---|---|---|---|---|"
+    );
+    let adamw_step = steps[0].per_step_ms;
+    for s in &steps {
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} | {:.2}× | {} | {} | {} |",
+            s.optimizer.label(),
+            s.per_step_ms,
+            s.per_step_ms / adamw_step,
+            s.updates,
+            human_bytes(s.state_bytes as u64),
+            human_bytes(s.projected_bytes as u64)
+        );
+    }
+    let mem_kind = device::memory_kind(picked.is_wgpu);
+    let _ = writeln!(
+        md,
+        "\n### 3. Training step (forward, backward, optimizer), amortised over T = {interval}\n"
+    );
+    let _ = writeln!(
+        md,
+        "| size | optimizer | median step (ms) | update step (ms) | amortised (ms) | vs AdamW | tokens/s | optimizer state | peak memory ({mem_kind}) |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for chunk in training.chunks(4) {
+        let base = chunk[0].amortised_ms;
+        for t in chunk {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2}× | {:.0} | {} | {} |",
+                t.size,
+                t.optimizer.label(),
+                t.step_ms,
+                t.update_step_ms,
+                t.amortised_ms,
+                t.amortised_ms / base,
+                t.tokens_per_s,
+                human_bytes(t.state_bytes as u64),
+                t.peak_memory.map_or("n/a".into(), human_bytes)
+            );
+        }
+    }
+    print!("{md}");
+
+    let mut json = String::from("{\n");
+    let _ = writeln!(json, "  \"device\": {},", js(&picked.description));
+    let _ = writeln!(
+        json,
+        "  \"backend\": {},",
+        js(if picked.is_wgpu { "wgpu" } else { "flex" })
+    );
+    let _ = writeln!(
+        json,
+        "  \"mode\": {},\n  \"reps\": {},",
+        js(mode),
+        args.reps
+    );
+    let items: Vec<String> = updates
+        .iter()
+        .map(|u| {
+            format!(
+                "    {{\"m\": {}, \"n\": {}, \"r\": {}, \"geodesic_ms\": {}, \"svd_ms\": {}, \"svd_reps\": {}}}",
+                u.m,
+                u.n,
+                u.r,
+                jn(u.geodesic_ms),
+                u.svd_ms.map_or("null".into(), jn),
+                u.svd_reps
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        json,
+        "  \"subspace_update\": [\n{}\n  ],",
+        items.join(",\n")
+    );
+    let items: Vec<String> = steps
+        .iter()
+        .map(|s| {
+            format!(
+                "    {{\"optimizer\": {}, \"size\": {}, \"interval\": {interval}, \"ms_per_step\": {}, \"updates\": {}, \"state_bytes\": {}, \"projected_state_bytes\": {}}}",
+                js(s.optimizer.name()),
+                js(step_size),
+                jn(s.per_step_ms),
+                s.updates,
+                s.state_bytes,
+                s.projected_bytes
+            )
+        })
+        .collect();
+    let _ = writeln!(json, "  \"amortised_step\": [\n{}\n  ],", items.join(",\n"));
+    let items: Vec<String> = training
+        .iter()
+        .map(|t| {
+            format!(
+                "    {{\"size\": {}, \"optimizer\": {}, \"step_ms\": {}, \"update_step_ms\": {}, \"amortised_ms\": {}, \"tokens_per_s\": {}, \"state_bytes\": {}, \"peak_memory_bytes\": {}}}",
+                js(&t.size),
+                js(t.optimizer.name()),
+                jn(t.step_ms),
+                jn(t.update_step_ms),
+                jn(t.amortised_ms),
+                jn(t.tokens_per_s),
+                t.state_bytes,
+                t.peak_memory.map_or("null".into(), |m| m.to_string())
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        json,
+        "  \"training_step\": [\n{}\n  ]\n}}",
+        items.join(",\n")
+    );
+    if let Err(e) = std::fs::create_dir_all(&args.out)
+        .and_then(|_| std::fs::write(args.out.join("benchmark.md"), &md))
+        .and_then(|_| std::fs::write(args.out.join("benchmark.json"), &json))
+    {
+        eprintln!("error: writing {}: {e}", args.out.display());
+        return ExitCode::FAILURE;
+    }
+    eprintln!(
+        "wrote {0}/benchmark.md and {0}/benchmark.json",
+        args.out.display()
+    );
+    ExitCode::SUCCESS
+}
