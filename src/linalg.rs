@@ -31,19 +31,27 @@ pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     order.sort_by(|&x, &y| d[y].total_cmp(&d[x]));
     let values = order.iter().map(|&j| d[j]).collect();
     let mut vectors = vec![0.0; n * n];
+    let at = col_major(n);
     for (col, &j) in order.iter().enumerate() {
         for i in 0..n {
-            vectors[i * n + col] = v[i * n + j];
+            vectors[i * n + col] = v[at(i, j)];
         }
     }
     (values, vectors)
+}
+
+/// Element (i, j) of the work matrix, stored column-major: every O(n³) inner loop of
+/// `tred2`/`tql2` runs down a column, so this keeps them on contiguous memory. (The input
+/// is symmetric, so storing it either way is the same matrix.)
+fn col_major(n: usize) -> impl Fn(usize, usize) -> usize {
+    move |i, j| j * n + i
 }
 
 /// Householder reduction of the symmetric matrix in `v` to tridiagonal form; on return `v`
 /// holds the accumulated orthogonal transformation, `d` the diagonal and `e` the
 /// sub-diagonal (in `e[1..]`).
 fn tridiagonalize(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
-    let at = |i: usize, j: usize| i * n + j;
+    let at = col_major(n);
     for j in 0..n {
         d[j] = v[at(n - 1, j)];
     }
@@ -140,7 +148,7 @@ fn tridiagonalize(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
 
 /// Implicit QL iterations on the tridiagonal matrix `(d, e)`, rotating the columns of `v`.
 fn ql_implicit(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
-    let at = |i: usize, j: usize| i * n + j;
+    let at = col_major(n);
     for i in 1..n {
         e[i - 1] = e[i];
     }

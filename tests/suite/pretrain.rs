@@ -457,3 +457,34 @@ fn checkpoints_are_never_lost_to_bad_input() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn trains_on_wgpu_when_an_adapter_exists() {
+    // The job's GPU route: the same loop on Burn's wgpu device (lavapipe in CI).
+    let Some(device) = crate::wgpu_device() else {
+        return;
+    };
+    let picked = Picked {
+        device,
+        description: "wgpu test adapter".into(),
+        is_wgpu: true,
+    };
+    let config = tiny(4)
+        .with_batch_size(4)
+        .with_warmup_steps(1)
+        .with_eval_every(4)
+        .with_eval_batches(1)
+        .with_update_interval(2);
+    let dir = fresh_dir("wgpu");
+    let s = train(&config, &config.corpus().unwrap(), &picked, &quiet(&dir)).unwrap();
+    assert!(
+        s.final_eval_loss < s.eval_curve[0].1,
+        "held-out loss {} → {}",
+        s.eval_curve[0].1,
+        s.final_eval_loss
+    );
+    // One update of each of the 14 projected matrices, before step 3.
+    assert_eq!(s.subspace_updates, 14);
+    assert!(s.peak_memory.is_some_and(|m| m > 0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
