@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use subtrack::pretrain::alloc::CountingAlloc;
+use subtrack::pretrain::config::default_out_dir;
 use subtrack::pretrain::device::{DEVICE_HELP, pick};
 use subtrack::pretrain::report::human_bytes;
-use subtrack::pretrain::run::default_out_dir;
 use subtrack::pretrain::{PretrainError, RunOptions, TrainConfig, compare, train};
 
 #[global_allocator]

@@ -4,11 +4,14 @@
 //! One module per job: [`alloc`] (heap accounting), [`model`] (the network), [`data`] (corpus, tokenizer, batches),
 //! [`schedule`] (learning rate), [`clip`] (global-norm clipping), [`ckpt`] (checkpoint
 //! files), [`report`] (CSV, plot, tables), [`device`] (device choice and memory) and
-//! [`run`] (the training loop).
+//! [`config`] (what defines a run), [`run`] (the training loop) and [`compare`] (the
+//! four-way comparison).
 
 pub mod alloc;
 pub mod ckpt;
 pub mod clip;
+pub mod compare;
+pub mod config;
 pub mod data;
 pub mod device;
 pub mod model;
@@ -18,9 +21,11 @@ pub mod schedule;
 
 use std::fmt;
 
+pub use compare::compare;
+pub use config::{OptimizerKind, TrainConfig};
 pub use data::Corpus;
 pub use model::{Llama, LlamaConfig, PROJECTED_PARAMS};
-pub use run::{OptimizerKind, RunOptions, RunSummary, TrainConfig, compare, train};
+pub use run::{RunOptions, RunSummary, train};
 
 /// Why a pre-training run could not start or go on. Each message names its cause; nothing
 /// already written (checkpoints, logs) is overwritten on the way out.

@@ -71,12 +71,33 @@ pub fn csv_prefix(path: &Path, step: u64) -> String {
     out
 }
 
+/// Points of a loss curve: (step, loss in nats/token).
+pub type Points = Vec<(f64, f64)>;
+
+/// Training-loss and held-out-loss points of a CSV log's text.
+pub fn curves_from_csv(text: &str) -> (Points, Points) {
+    let (mut train, mut eval) = (Vec::new(), Vec::new());
+    for line in text.lines().skip(1) {
+        let cols: Vec<&str> = line.split(',').collect();
+        let Ok(step) = cols[0].parse::<f64>() else {
+            continue;
+        };
+        if let Some(Ok(l)) = cols.get(2).map(|c| c.parse::<f64>()) {
+            train.push((step, l));
+        }
+        if let Some(Ok(l)) = cols.get(3).map(|c| c.parse::<f64>()) {
+            eval.push((step, l));
+        }
+    }
+    (train, eval)
+}
+
 /// A curve for the plot: label and (step, loss) points.
 pub struct Curve<'a> {
     /// Legend text.
     pub label: &'a str,
     /// Points (x = step, y = loss in nats/token).
-    pub points: Vec<(f64, f64)>,
+    pub points: Points,
 }
 
 const COLORS: [&str; 6] = [

@@ -10,9 +10,9 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Tensor};
 use subtrack::pretrain::ckpt::Checkpoint;
 use subtrack::pretrain::clip::{clip_to, global_norm};
+use subtrack::pretrain::compare::parse_compare_csv;
 use subtrack::pretrain::data::{Corpus, MarkovSource};
 use subtrack::pretrain::device::{Picked, pick};
-use subtrack::pretrain::run::parse_compare_csv;
 use subtrack::pretrain::{LlamaConfig, PretrainError, RunOptions, TrainConfig, compare, train};
 
 fn tiny(steps: usize) -> TrainConfig {
