@@ -166,7 +166,8 @@ pub fn train(
 }
 
 /// Load the checkpoint at `path` into `model` and `optim`, refusing one that is corrupt,
-/// belongs to another run (the differing settings are named) or is past `config.steps`.
+/// belongs to another run (any setting but the evaluation, logging and checkpoint
+/// intervals differs; the differing ones are named) or is past `config.steps`.
 /// Returns the loaded pair and the step to continue from.
 fn resume(
     config: &TrainConfig,
@@ -178,6 +179,13 @@ fn resume(
     let saved = TrainConfig::load_binary(ckpt.config_json.as_bytes()).map_err(|e| {
         PretrainError::Checkpoint(format!("{}: unreadable config: {e}", path.display()))
     })?;
+    // Intervals of evaluation, logging and checkpoints do not change the trajectory, so a
+    // resumed run may choose them afresh; everything else must match.
+    let saved = saved
+        .with_eval_every(config.eval_every)
+        .with_eval_batches(config.eval_batches)
+        .with_checkpoint_every(config.checkpoint_every)
+        .with_log_every(config.log_every);
     if &saved != config {
         let now = config_to_json(config);
         let then = config_to_json(&saved);

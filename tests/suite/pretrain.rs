@@ -422,6 +422,15 @@ fn checkpoints_are_never_lost_to_bad_input() {
         "{e}"
     );
     assert_eq!(std::fs::read(&path).unwrap(), good);
+    // Other evaluation and checkpoint intervals do not make it another run.
+    let relaxed = config.clone().with_eval_every(3).with_checkpoint_every(7);
+    let s = train(&relaxed, &corpus, &cpu(), &resume).unwrap();
+    assert_eq!(s.steps, 10);
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        good,
+        "nothing left to train, nothing written"
+    );
 
     // A corrupt checkpoint is refused and left for inspection.
     let mut bad = good.clone();
