@@ -12,7 +12,7 @@ use crate::config::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUp
 use crate::geodesic::geodesic_step;
 use crate::host;
 use crate::moments::{AdamParams, rotate_moments};
-use crate::recovery::recovery_term;
+use crate::recovery::recovery_scales;
 use crate::state::{DenseState, ProjectedState, SubTrackState, canonical_layout};
 
 /// The SubTrack optimizer: SubTrack-Grad, SubTrack++ or GaLore for projected matrices, and
@@ -164,11 +164,12 @@ impl SubTrack {
             .adam
             .update_moments(state.moment_1, state.moment_2, &g_low);
         let normalized = self.adam.normalize(&moment_1, &moment_2);
-        let mut update = project_back(&state.basis, normalized.clone()).mul_scalar(cfg.scale);
-        if cfg.recovery_scaling != RecoveryScaling::Off {
-            let recovery = recovery_term(
+        let update = if cfg.recovery_scaling == RecoveryScaling::Off {
+            project_back(&state.basis, normalized.mul_scalar(cfg.scale))
+        } else {
+            // s·S·N + Λ with Λ folded into the back-projection (see `recovery`).
+            let scales = recovery_scales(
                 &g,
-                &state.basis,
                 &g_low,
                 &normalized,
                 cfg.recovery_scaling,
@@ -176,9 +177,11 @@ impl SubTrack {
                 cfg.norm_growth_limit,
                 state.limiter_norm.as_ref(),
             );
-            update = update + recovery.term;
-            state.limiter_norm = Some(recovery.norm);
-        }
+            state.limiter_norm = Some(scales.norm);
+            let low = normalized.mul_scalar(cfg.scale)
+                - (g_low * scales.scaled_phi.clone()).mul_scalar(scales.kept_weight);
+            project_back(&state.basis, low) + g * scales.scaled_phi
+        };
         state.moment_1 = moment_1;
         state.moment_2 = moment_2;
 

@@ -1,6 +1,11 @@
 //! Recovery scaling with the norm-growth limiter (algorithm.md §7, from Fira).
 //!
 //! Canonical left layout: G a×b, S a×r, G̃ and N r×b; one scale φ_j per column j < b.
+//!
+//! The optimizer uses [`recovery_scales`] and folds Λ into the back-projection, so that the
+//! a×b residual G − k·S·G̃ is never formed: s·S·N + f·Λ = S·(s·N − f·k·G̃⊙φ) + f·G⊙φ, one
+//! a×r×b product instead of two. [`recovery_term`] forms Λ explicitly; the tests hold the two
+//! to each other.
 
 use burn::tensor::Tensor;
 
@@ -48,6 +53,109 @@ pub fn recovery_term(
             Recovery {
                 term: term * factor.clone().unsqueeze::<2>(),
                 norm: norm * factor,
+            }
+        }
+    }
+}
+
+/// The per-column scales of the recovery term, computed from column norms alone.
+pub struct RecoveryScales {
+    /// f·φ, shape [1, b]: the column scales with the limiter factor f folded in.
+    pub scaled_phi: Tensor<2>,
+    /// k: the residual's weight on S·G̃ (1 for the paper, s for the authors' code).
+    pub kept_weight: f64,
+    /// ‖Λ‖_F after limiting (shape `[1]`): the next step's Λ_prev.
+    pub norm: Tensor<1>,
+}
+
+/// φ, the limiter factor f and ‖Λ‖ for Λ = (G − k·S·G̃)⊙φ, without forming Λ.
+///
+/// Uses ‖g_j − k·S·g̃_j‖² = ‖g_j‖² − (2k − k²)·‖g̃_j‖², exact when SᵀS = I and G̃ = SᵀG
+/// (S is kept orthonormal to `orthonormality_tolerance`); clamped at 0 against round-off.
+pub fn recovery_scales(
+    g: &Tensor<2>,
+    g_low: &Tensor<2>,
+    normalized: &Tensor<2>,
+    variant: RecoveryScaling,
+    scale: f64,
+    growth_limit: f64,
+    previous_norm: Option<&Tensor<1>>,
+) -> RecoveryScales {
+    let column_sq = |x: &Tensor<2>| x.clone().square().sum_dim(0);
+    let g_low_sq = column_sq(g_low);
+    let phi = column_sq(normalized).sqrt() / g_low_sq.clone().sqrt().add_scalar(1e-8);
+    let k = match variant {
+        RecoveryScaling::Code => scale,
+        RecoveryScaling::Paper | RecoveryScaling::Off => 1.0,
+    };
+    let residual_sq = (column_sq(g) - g_low_sq.mul_scalar(2.0 * k - k * k)).clamp_min(0.0);
+    let norm = (residual_sq * phi.clone().square()).sum().sqrt();
+    match previous_norm {
+        None => RecoveryScales {
+            scaled_phi: phi,
+            kept_weight: k,
+            norm,
+        },
+        Some(previous) => {
+            let factor = (previous.clone().mul_scalar(growth_limit)
+                / norm.clone().clamp_min(1e-30))
+            .clamp_max(1.0);
+            RecoveryScales {
+                scaled_phi: phi * factor.clone().unsqueeze::<2>(),
+                kept_weight: k,
+                norm: norm * factor,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::basis::{project, top_singular_basis};
+    use burn::tensor::{Device, Distribution};
+
+    /// The folded form S·(s·N − f·k·G̃⊙φ) + f·G⊙φ equals s·S·N + Λ with Λ formed explicitly.
+    #[test]
+    fn folded_update_matches_the_explicit_residual() {
+        let device = Device::flex();
+        device.seed(11);
+        let (a, b, r, s) = (24, 40, 6, 0.25);
+        let g = Tensor::<2>::random([a, b], Distribution::Normal(0.0, 1.0), &device);
+        let other = Tensor::<2>::random([a, b], Distribution::Normal(0.0, 1.0), &device);
+        let basis = top_singular_basis(&other, r);
+        let g_low = project(&basis, &g);
+        let normalized = Tensor::<2>::random([r, b], Distribution::Normal(0.0, 1.0), &device);
+        let tight = Tensor::<1>::from_floats([0.5], &device);
+        for variant in [RecoveryScaling::Paper, RecoveryScaling::Code] {
+            for previous in [None, Some(&tight)] {
+                let explicit =
+                    recovery_term(&g, &basis, &g_low, &normalized, variant, s, 1.01, previous);
+                let expected =
+                    project_back(&basis, normalized.clone().mul_scalar(s)) + explicit.term;
+                let scales = recovery_scales(&g, &g_low, &normalized, variant, s, 1.01, previous);
+                let low = normalized.clone().mul_scalar(s)
+                    - (g_low.clone() * scales.scaled_phi.clone()).mul_scalar(scales.kept_weight);
+                let folded = project_back(&basis, low) + g.clone() * scales.scaled_phi;
+                let err = (folded - expected.clone())
+                    .square()
+                    .sum()
+                    .sqrt()
+                    .into_scalar::<f32>()
+                    / expected.square().sum().sqrt().into_scalar::<f32>();
+                assert!(
+                    err < 1e-5,
+                    "{variant:?}, limited {}: {err}",
+                    previous.is_some()
+                );
+                let (n1, n2) = (
+                    explicit.norm.into_scalar::<f32>(),
+                    scales.norm.into_scalar::<f32>(),
+                );
+                assert!((n1 - n2).abs() / n1 < 1e-5, "{variant:?}: ‖Λ‖ {n1} vs {n2}");
+                if previous.is_some() {
+                    assert!((n2 - 0.505).abs() < 1e-6, "the limiter binds: {n2}");
+                }
             }
         }
     }
