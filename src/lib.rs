@@ -33,6 +33,7 @@ mod config;
 mod error;
 pub mod geodesic;
 mod host;
+pub mod kernels;
 pub mod linalg;
 pub mod moments;
 mod optimizer;

@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use burn::optim::{LearningRate, Optimizer};
 use burn::tensor::{Device, Tensor};
 
-use crate::basis::{project, project_back, top_singular_basis};
+use crate::basis::{project_back, top_singular_basis};
 use crate::config::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdate};
 use crate::geodesic::geodesic_step;
 use crate::host;
+use crate::kernels;
 use crate::moments::{AdamParams, rotate_moments};
 use crate::recovery::recovery_scales;
 use crate::state::{DenseState, ProjectedState, SubTrackState, canonical_layout};
@@ -158,7 +159,7 @@ impl SubTrack {
             }
         }
 
-        let g_low = project(&state.basis, &g);
+        let g_low = kernels::project(&state.basis, &g);
         state.step += 1;
         let (moment_1, moment_2) = self
             .adam

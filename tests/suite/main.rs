@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod checkpoint;
+mod kernels;
 mod learner;
 mod pretrain;
 mod reference;

@@ -1,0 +1,98 @@
+//! Launch of `shaders/project.wgsl`: G̃ = SᵀG.
+
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::wgpu::{
+    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
+};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::KernelArguments;
+use burn::cubecl::{CubeCount, CubeDim};
+use burn::tensor::{DType, Shape};
+
+/// The shader text, templated by [`Project::source`].
+const SHADER: &str = include_str!("../../shaders/project.wgsl");
+
+/// Side of the square tile each workgroup computes (16×16 = 256 invocations).
+const TILE: usize = 16;
+/// A storage binding may hold at most this many bytes on the portable WebGPU limits.
+const MAX_BINDING_BYTES: usize = 128 << 20;
+/// Workgroups per dispatch dimension.
+const MAX_WORKGROUPS: usize = 65_535;
+
+#[derive(Debug)]
+struct Project {
+    a: usize,
+    r: usize,
+    b: usize,
+}
+
+impl KernelSource for Project {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(SHADER)
+            .register("a", self.a.to_string())
+            .register("r", self.r.to_string())
+            .register("b", self.b.to_string())
+            .register("tile", TILE.to_string())
+            .register("tile_sq", (TILE * TILE).to_string())
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((self.a, self.r, self.b, TILE))
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+/// Output shape of the projection: basis [a, r], g [a, b] → [r, b].
+pub fn projected_shape(basis: &Shape, g: &Shape) -> Shape {
+    Shape::from([basis[1], g[1]])
+}
+
+/// G̃ = SᵀG on the device. Falls back to Burn's own ops where the kernel cannot run: not
+/// f32, not a WGSL runtime, a binding over 128 MiB, or too many workgroups.
+pub fn launch(basis: CubeTensor, g: CubeTensor) -> CubeTensor {
+    let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
+    let b = g.meta.shape()[1];
+    assert_eq!(
+        g.meta.shape()[0],
+        a,
+        "project: basis is {a}×{r}, gradient has {} rows",
+        g.meta.shape()[0]
+    );
+    let fits = [a * r, a * b, r * b]
+        .iter()
+        .all(|n| n * 4 <= MAX_BINDING_BYTES)
+        && b.div_ceil(TILE) <= MAX_WORKGROUPS
+        && r.div_ceil(TILE) <= MAX_WORKGROUPS;
+    let runs =
+        basis.dtype == DType::F32 && g.dtype == DType::F32 && basis.client.name() == "wgpu<wgsl>";
+    if !(fits && runs) {
+        return CubeBackend::float_matmul(CubeBackend::float_transpose(basis), g);
+    }
+    let basis = into_contiguous(basis);
+    let g = into_contiguous(g);
+    let client = g.client.clone();
+    let handle = client.empty(r * b * 4);
+    let output = CubeTensor::new_contiguous(
+        client.clone(),
+        g.device.clone(),
+        Shape::from([r, b]),
+        handle,
+        DType::F32,
+    );
+    super::LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let cube_dim = CubeDim::new_2d(TILE as u32, TILE as u32);
+    let count = CubeCount::Static(b.div_ceil(TILE) as u32, r.div_ceil(TILE) as u32, 1);
+    client.launch(
+        Box::new(SourceKernel::new(Project { a, r, b }, cube_dim)),
+        count,
+        KernelArguments::new().with_buffers(vec![
+            basis.handle.binding(),
+            g.handle.binding(),
+            output.handle.clone().binding(),
+        ]),
+    );
+    output
+}

@@ -1,0 +1,79 @@
+//! WGSL kernels (`src/kernels`, `shaders/`) against the portable path on the same inputs.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use subtrack::basis;
+use subtrack::kernels;
+
+use crate::reference::{Mat, Rng};
+use crate::{download, rel_err, upload, wgpu_device};
+
+/// A random a×r matrix with orthonormal columns (Gram–Schmidt in f64).
+fn orthonormal(a: usize, r: usize, rng: &mut Rng) -> Mat {
+    let mut m = rng.mat(a, r);
+    for j in 0..r {
+        for k in 0..j {
+            let dot: f64 = (0..a).map(|i| m.at(i, j) * m.at(i, k)).sum();
+            for i in 0..a {
+                m.data[i * r + j] -= dot * m.at(i, k);
+            }
+        }
+        let norm: f64 = (0..a).map(|i| m.at(i, j).powi(2)).sum::<f64>().sqrt();
+        for i in 0..a {
+            m.data[i * r + j] /= norm;
+        }
+    }
+    m
+}
+
+#[test]
+fn projection_kernel_matches_the_portable_path() {
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    assert!(
+        kernels::wgsl_available(&device),
+        "the test adapter should compile WGSL"
+    );
+    let mut rng = Rng(17);
+    // Sizes that are not multiples of the 16×16 tile, a single tile, and a tall one.
+    for (a, r, b) in [(37, 5, 53), (16, 16, 16), (100, 17, 300), (257, 32, 40)] {
+        let s = orthonormal(a, r, &mut rng);
+        let g = rng.mat(a, b);
+        let expected = s.t().mul(&g);
+        let (s_dev, g_dev) = (upload(&s, &device), upload(&g, &device));
+        let before = kernels::launches();
+        let got = download(kernels::project(&s_dev, &g_dev));
+        assert_eq!(
+            kernels::launches(),
+            before + 1,
+            "the WGSL kernel did not run"
+        );
+        let portable = download(basis::project(&s_dev, &g_dev));
+        assert!(
+            rel_err(&got, &portable) < 1e-5,
+            "{a}×{r}×{b}: kernel vs portable {}",
+            rel_err(&got, &portable)
+        );
+        assert!(
+            rel_err(&got, &expected) < 1e-5,
+            "{a}×{r}×{b}: kernel vs f64 {}",
+            rel_err(&got, &expected)
+        );
+    }
+}
+
+#[test]
+fn projection_falls_back_off_wgsl() {
+    let device = Device::flex();
+    assert!(!kernels::wgsl_available(&device));
+    let s = Tensor::<2>::from_data(
+        TensorData::new(vec![1.0f32, 0.0, 0.0, 1.0, 0.0, 0.0], [3, 2]),
+        &device,
+    );
+    let g = Tensor::<2>::from_data(
+        TensorData::new((0..12).map(|x| x as f32).collect::<Vec<_>>(), [3, 4]),
+        &device,
+    );
+    let got: Vec<f32> = kernels::project(&s, &g).into_data().try_into_vec().unwrap();
+    assert_eq!(got, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+}
