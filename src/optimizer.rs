@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use burn::optim::{LearningRate, Optimizer};
 use burn::tensor::{Device, Tensor};
 
-use crate::basis::{project_back, top_singular_basis};
+use crate::basis::top_singular_basis;
 use crate::config::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdate};
 use crate::geodesic::geodesic_step;
 use crate::host;
@@ -115,9 +115,11 @@ impl SubTrack {
         tensor - update.mul_scalar(lr_c)
     }
 
+    /// One projected step; `decay` = 1 − lr·wd is applied here (fused with the update).
     fn projected_step(
         &self,
         lr: LearningRate,
+        decay: f64,
         tensor: Tensor<2>,
         grad: Tensor<2>,
         state: Option<ProjectedState>,
@@ -165,10 +167,11 @@ impl SubTrack {
             .adam
             .update_moments(state.moment_1, state.moment_2, &g_low);
         let normalized = self.adam.normalize(&moment_1, &moment_2);
-        let update = if cfg.recovery_scaling == RecoveryScaling::Off {
-            project_back(&state.basis, normalized.mul_scalar(cfg.scale))
+        // W' = d·(W − lr·c·(s·S·N + Λ)), with Λ folded into the back-projection (see
+        // `recovery`): S·L + G⊙ψ where L = s·N − k·G̃⊙ψ.
+        let (low, recovery) = if cfg.recovery_scaling == RecoveryScaling::Off {
+            (normalized.mul_scalar(cfg.scale), None)
         } else {
-            // s·S·N + Λ with Λ folded into the back-projection (see `recovery`).
             let scales = recovery_scales(
                 &g,
                 &g_low,
@@ -181,18 +184,20 @@ impl SubTrack {
             state.limiter_norm = Some(scales.norm);
             let low = normalized.mul_scalar(cfg.scale)
                 - (g_low * scales.scaled_phi.clone()).mul_scalar(scales.kept_weight);
-            project_back(&state.basis, low) + g * scales.scaled_phi
+            (low, Some((g, scales.scaled_phi)))
         };
         state.moment_1 = moment_1;
         state.moment_2 = moment_2;
-
-        let update = if transposed {
-            update.transpose()
-        } else {
-            update
-        };
         let c = self.adam.bias_correction(state.step);
-        let tensor = self.apply(tensor, update, lr * c);
+        let tensor = kernels::update(
+            &state.basis,
+            low,
+            tensor,
+            recovery,
+            lr * c,
+            decay,
+            transposed,
+        );
         (tensor, state)
     }
 
@@ -292,8 +297,13 @@ impl Optimizer for SubTrack {
                 ),
                 None => None,
             };
-            let (w, s) =
-                self.projected_step(lr, tensor.reshape([m, n]), grad.reshape([m, n]), state);
+            let (w, s) = self.projected_step(
+                lr,
+                decay,
+                tensor.reshape([m, n]),
+                grad.reshape([m, n]),
+                state,
+            );
             (w.reshape(dims), SubTrackState::Projected(s))
         } else {
             let state = match state {
@@ -306,12 +316,8 @@ impl Optimizer for SubTrack {
                 None => None,
             };
             let (w, s) = self.dense_step(lr, tensor, grad, state);
+            let w = if decay == 1.0 { w } else { w.mul_scalar(decay) };
             (w, SubTrackState::Dense(s))
-        };
-        let tensor = if decay == 1.0 {
-            tensor
-        } else {
-            tensor.mul_scalar(decay)
         };
         (tensor, Some(state))
     }

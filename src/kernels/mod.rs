@@ -8,8 +8,11 @@
 //! kernel fusion on.
 
 mod project;
+mod update;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::CubeBackend;
@@ -18,17 +21,83 @@ use burn::tensor::{Device, Tensor};
 
 pub use project::projected_shape;
 
+/// Side of the square tile each workgroup computes (16×16 = 256 invocations).
+const TILE: usize = 16;
+/// Bytes a storage binding may hold under the portable WebGPU limits (lavapipe's too).
+const MAX_BINDING_BYTES: usize = 128 << 20;
+/// Workgroups per dispatch dimension.
+const MAX_WORKGROUPS: usize = 65_535;
+/// CubeCL's name for a wgpu runtime that compiles WGSL (not SPIR-V or MSL).
+const WGSL: &str = "wgpu<wgsl>";
+
 /// Operations with a WGSL implementation.
 #[backend_extension(Cube, Fusion)]
 pub trait SubTrackKernels: Backend {
     /// G̃ = SᵀG: `basis` a×r, `g` a×b → r×b (algorithm.md §2, canonical left layout).
     #[fusion(dtype = g, shape = projected_shape(basis, g))]
     fn wgsl_project(basis: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// W' = d·(W − α·S·L) (§2): `basis` a×r, `low` r×b, `weight` a×b or b×a (`transposed`).
+    #[fusion(dtype = weight, shape = weight)]
+    fn wgsl_update(
+        basis: FloatTensor<Self>,
+        low: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        alpha: f32,
+        decay: f32,
+        transposed: bool,
+    ) -> FloatTensor<Self>;
+
+    /// W' = d·(W − α·(S·L + G⊙ψ)) (§2 with §7 folded in): `grad` a×b, `psi` 1×b.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(dtype = weight, shape = weight)]
+    fn wgsl_update_recovery(
+        basis: FloatTensor<Self>,
+        low: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        psi: FloatTensor<Self>,
+        alpha: f32,
+        decay: f32,
+        transposed: bool,
+    ) -> FloatTensor<Self>;
 }
 
 impl SubTrackKernels for CubeBackend {
     fn wgsl_project(basis: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
         project::launch(basis, g)
+    }
+
+    fn wgsl_update(
+        basis: FloatTensor<Self>,
+        low: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        alpha: f32,
+        decay: f32,
+        transposed: bool,
+    ) -> FloatTensor<Self> {
+        update::launch(basis, low, weight, None, alpha, decay, transposed)
+    }
+
+    fn wgsl_update_recovery(
+        basis: FloatTensor<Self>,
+        low: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        psi: FloatTensor<Self>,
+        alpha: f32,
+        decay: f32,
+        transposed: bool,
+    ) -> FloatTensor<Self> {
+        update::launch(
+            basis,
+            low,
+            weight,
+            Some((grad, psi)),
+            alpha,
+            decay,
+            transposed,
+        )
     }
 }
 
@@ -37,19 +106,29 @@ impl SubTrackKernels for CubeBackend {
 pub fn wgsl_available(device: &Device) -> bool {
     match device.as_dispatch() {
         DispatchDevice::Cube(cube) => {
-            matches!(cube, burn::cubecl::Device::Wgpu(_)) && cube.client().name() == "wgpu<wgsl>"
+            matches!(cube, burn::cubecl::Device::Wgpu(_)) && cube.client().name() == WGSL
         }
         _ => false,
     }
 }
 
 static FALLBACK_REPORTED: AtomicBool = AtomicBool::new(false);
-static LAUNCHES: AtomicU64 = AtomicU64::new(0);
+static LAUNCHES: Mutex<BTreeMap<(&'static str, [usize; 3]), u64>> = Mutex::new(BTreeMap::new());
 
-/// WGSL kernel launches so far in this process (all kernels): lets callers and tests see
-/// that the kernels, not the fallback, ran.
-pub fn launches() -> u64 {
-    LAUNCHES.load(Ordering::Relaxed)
+/// Count a launch of `kernel` at sizes (a, r, b).
+fn count_launch(kernel: &'static str, sizes: [usize; 3]) {
+    let mut map = LAUNCHES.lock().unwrap_or_else(|e| e.into_inner());
+    *map.entry((kernel, sizes)).or_default() += 1;
+}
+
+/// How many times `kernel` (`"project"` or `"update"`) was launched at sizes `[a, r, b]` in
+/// this process: lets callers and tests see that the WGSL kernel, not a fallback, ran.
+pub fn launches(kernel: &str, sizes: [usize; 3]) -> u64 {
+    let map = LAUNCHES.lock().unwrap_or_else(|e| e.into_inner());
+    map.iter()
+        .filter(|((k, s), _)| *k == kernel && *s == sizes)
+        .map(|(_, n)| *n)
+        .sum()
 }
 
 /// Log, once per process, that the portable path runs on `device`.
@@ -70,5 +149,58 @@ pub fn project(basis: &Tensor<2>, g: &Tensor<2>) -> Tensor<2> {
     } else {
         report_fallback(&device);
         crate::basis::project(basis, g)
+    }
+}
+
+/// The weight update of a projected matrix (algorithm.md §2, with §7 folded in):
+/// W' = d·(W − α·(S·L + G⊙ψ)), α = lr·c, d = 1 − lr·wd.
+///
+/// `basis` S a×r and `low` L r×b in the canonical layout; `weight` W a×b, or b×a when
+/// `transposed` (the right case of §1); `recovery` (G a×b, ψ 1×b) when recovery scaling is
+/// on. One fused WGSL kernel on wgpu/WGSL devices (S·L is never stored); tensor ops elsewhere.
+pub fn update(
+    basis: &Tensor<2>,
+    low: Tensor<2>,
+    weight: Tensor<2>,
+    recovery: Option<(Tensor<2>, Tensor<2>)>,
+    alpha: f64,
+    decay: f64,
+    transposed: bool,
+) -> Tensor<2> {
+    let device = weight.device();
+    if wgsl_available(&device) {
+        let (basis, low, weight) = (
+            basis.clone().into_dispatch(),
+            low.into_dispatch(),
+            weight.into_dispatch(),
+        );
+        let (alpha, decay) = (alpha as f32, decay as f32);
+        return Tensor::from_dispatch(match recovery {
+            None => Dispatch::wgsl_update(basis, low, weight, alpha, decay, transposed),
+            Some((grad, psi)) => Dispatch::wgsl_update_recovery(
+                basis,
+                low,
+                weight,
+                grad.into_dispatch(),
+                psi.into_dispatch(),
+                alpha,
+                decay,
+                transposed,
+            ),
+        });
+    }
+    report_fallback(&device);
+    let mut u = crate::basis::project_back(basis, low);
+    if let Some((grad, psi)) = recovery {
+        u = u + grad * psi;
+    }
+    if transposed {
+        u = u.transpose();
+    }
+    let stepped = weight - u.mul_scalar(alpha);
+    if decay == 1.0 {
+        stepped
+    } else {
+        stepped.mul_scalar(decay)
     }
 }

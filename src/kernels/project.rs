@@ -12,12 +12,7 @@ use burn::tensor::{DType, Shape};
 /// The shader text, templated by [`Project::source`].
 const SHADER: &str = include_str!("../../shaders/project.wgsl");
 
-/// Side of the square tile each workgroup computes (16×16 = 256 invocations).
-const TILE: usize = 16;
-/// A storage binding may hold at most this many bytes on the portable WebGPU limits.
-const MAX_BINDING_BYTES: usize = 128 << 20;
-/// Workgroups per dispatch dimension.
-const MAX_WORKGROUPS: usize = 65_535;
+use super::{MAX_BINDING_BYTES, MAX_WORKGROUPS, TILE, WGSL};
 
 #[derive(Debug)]
 struct Project {
@@ -66,8 +61,7 @@ pub fn launch(basis: CubeTensor, g: CubeTensor) -> CubeTensor {
         .all(|n| n * 4 <= MAX_BINDING_BYTES)
         && b.div_ceil(TILE) <= MAX_WORKGROUPS
         && r.div_ceil(TILE) <= MAX_WORKGROUPS;
-    let runs =
-        basis.dtype == DType::F32 && g.dtype == DType::F32 && basis.client.name() == "wgpu<wgsl>";
+    let runs = basis.dtype == DType::F32 && g.dtype == DType::F32 && basis.client.name() == WGSL;
     if !(fits && runs) {
         return CubeBackend::float_matmul(CubeBackend::float_transpose(basis), g);
     }
@@ -82,7 +76,7 @@ pub fn launch(basis: CubeTensor, g: CubeTensor) -> CubeTensor {
         handle,
         DType::F32,
     );
-    super::LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    super::count_launch("project", [a, r, b]);
     let cube_dim = CubeDim::new_2d(TILE as u32, TILE as u32);
     let count = CubeCount::Static(b.div_ceil(TILE) as u32, r.div_ceil(TILE) as u32, 1);
     client.launch(

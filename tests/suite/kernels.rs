@@ -41,10 +41,10 @@ fn projection_kernel_matches_the_portable_path() {
         let g = rng.mat(a, b);
         let expected = s.t().mul(&g);
         let (s_dev, g_dev) = (upload(&s, &device), upload(&g, &device));
-        let before = kernels::launches();
+        let before = kernels::launches("project", [a, r, b]);
         let got = download(kernels::project(&s_dev, &g_dev));
         assert_eq!(
-            kernels::launches(),
+            kernels::launches("project", [a, r, b]),
             before + 1,
             "the WGSL kernel did not run"
         );
@@ -76,4 +76,77 @@ fn projection_falls_back_off_wgsl() {
     );
     let got: Vec<f32> = kernels::project(&s, &g).into_data().try_into_vec().unwrap();
     assert_eq!(got, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+}
+
+#[test]
+fn update_kernel_matches_the_portable_path() {
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    let mut rng = Rng(23);
+    let (alpha, decay) = (0.03, 0.999);
+    for (a, r, b) in [(37, 5, 53), (16, 16, 16), (70, 17, 150)] {
+        for transposed in [false, true] {
+            for recovery in [false, true] {
+                let s = orthonormal(a, r, &mut rng);
+                let low = rng.mat(r, b);
+                let w = if transposed {
+                    rng.mat(b, a)
+                } else {
+                    rng.mat(a, b)
+                };
+                let g = rng.mat(a, b);
+                let psi = rng.mat(1, b);
+                // f64 reference: d·(W − α·(S·L + G⊙ψ)), transposed into W's layout.
+                let mut u = s.mul(&low);
+                if recovery {
+                    u = u.add(&Mat::from_fn(a, b, |i, j| g.at(i, j) * psi.at(0, j)));
+                }
+                if transposed {
+                    u = u.t();
+                }
+                let expected = w.sub(&u.scale(alpha)).scale(decay);
+                let dev = |m: &Mat| upload(m, &device);
+                let rec = recovery.then(|| (dev(&g), dev(&psi)));
+                let before = kernels::launches("update", [a, r, b]);
+                let got = download(kernels::update(
+                    &dev(&s),
+                    dev(&low),
+                    dev(&w),
+                    rec,
+                    alpha,
+                    decay,
+                    transposed,
+                ));
+                assert_eq!(
+                    kernels::launches("update", [a, r, b]),
+                    before + 1,
+                    "the WGSL kernel did not run"
+                );
+                // The portable path: the same formula in tensor ops on the CPU backend.
+                let cpu = Device::flex();
+                let up = |m: &Mat| upload(m, &cpu);
+                let portable = download(kernels::update(
+                    &up(&s),
+                    up(&low),
+                    up(&w),
+                    recovery.then(|| (up(&g), up(&psi))),
+                    alpha,
+                    decay,
+                    transposed,
+                ));
+                let case = format!("{a}×{r}×{b}, transposed {transposed}, recovery {recovery}");
+                assert!(
+                    rel_err(&got, &portable) < 1e-5,
+                    "{case}: vs portable {}",
+                    rel_err(&got, &portable)
+                );
+                assert!(
+                    rel_err(&got, &expected) < 1e-5,
+                    "{case}: vs f64 {}",
+                    rel_err(&got, &expected)
+                );
+            }
+        }
+    }
 }
