@@ -22,7 +22,7 @@ use subtrack::pretrain::alloc::CountingAlloc;
 use subtrack::pretrain::device::{self, Picked, pick};
 use subtrack::pretrain::report::human_bytes;
 use subtrack::pretrain::{Corpus, LlamaConfig, OptimizerKind, TrainConfig};
-use subtrack::{SubTrackConfig, state_bytes};
+use subtrack::{SubTrackConfig, kernels, state_bytes};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -56,6 +56,7 @@ struct Args {
     reps: usize,
     out: PathBuf,
     svd_max: usize,
+    sections: Vec<u32>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -65,6 +66,7 @@ fn parse() -> Result<Args, String> {
         reps: 5,
         out: PathBuf::from("target/bench"),
         svd_max: 2048,
+        sections: vec![1, 2, 3, 4],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -85,8 +87,14 @@ fn parse() -> Result<Args, String> {
                     .parse()
                     .map_err(|_| "--svd-max takes an integer".to_string())?
             }
+            "--sections" => {
+                args.sections = value()?
+                    .split(',')
+                    .map(|x| x.trim().parse().map_err(|_| format!("--sections: bad `{x}`")))
+                    .collect::<Result<_, _>>()?
+            }
             "-h" | "--help" => {
-                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M]\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)".into())
+                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only)\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)".into())
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -386,6 +394,92 @@ fn bench_training(
     rows
 }
 
+// ---------------------------------------------------------------- 4. WGSL kernels
+
+struct KernelRow {
+    what: String,
+    kernel_ms: f64,
+    portable_ms: f64,
+    flops: f64,
+}
+
+fn bench_kernels(picked: &Picked, full: bool, reps: usize) -> Vec<KernelRow> {
+    let dev = &picked.device;
+    if !kernels::wgsl_available(dev) {
+        eprintln!("  skipped: {} runs no WGSL kernels", picked.description);
+        return Vec::new();
+    }
+    let mut rows = Vec::new();
+    let mut shapes = vec![(512, 128, 1376), (768, 256, 2048)];
+    if full {
+        shapes.extend([(1024, 256, 2736), (2048, 512, 5461)]);
+    }
+    for (a, r, b) in shapes {
+        dev.seed(3);
+        // Timing only: S need not be orthonormal here.
+        let s = Tensor::<2>::random([a, r], Distribution::Normal(0.0, 1.0), dev);
+        let g = Tensor::<2>::random([a, b], Distribution::Normal(0.0, 1.0), dev);
+        let timed = |f: &dyn Fn() -> Tensor<2>| {
+            sync(&f()); // warm-up: compiles (and, for Burn's matmul, autotunes)
+            median((0..reps).map(|_| time(f, sync).0 * 1e3).collect())
+        };
+        let kernel_ms = timed(&|| kernels::project(&s, &g, true));
+        let portable_ms = timed(&|| subtrack::basis::project(&s, &g));
+        eprintln!(
+            "  project {a}×{b} r={r}: WGSL {kernel_ms:.3} ms, Burn matmul {portable_ms:.3} ms"
+        );
+        rows.push(KernelRow {
+            what: format!("projection SᵀG, {a}×{b}, r = {r}"),
+            kernel_ms,
+            portable_ms,
+            flops: 2.0 * (a * r * b) as f64,
+        });
+    }
+    // The optimizer step alone (no subspace update in the window), kernels on and off.
+    let size = if full { "60m" } else { "20m" };
+    let model_config = LlamaConfig::preset(size, 64).expect("preset");
+    let ad = dev.clone().autodiff();
+    let mut step_ms = [0.0; 2];
+    for (slot, on) in [(0, true), (1, false)] {
+        let config = TrainConfig::new()
+            .with_size(size.into())
+            .with_optimizer("subtrack++".into())
+            .with_update_interval(1_000_000)
+            .with_wgsl_kernels(on);
+        ad.seed(4);
+        let mut model = model_config.init(&ad).expect("model");
+        let mut grads = Grads {
+            one: Vec::new(),
+            two: Vec::new(),
+        };
+        model.visit(&mut grads);
+        let (mut optim, _) = config.build_optimizer(&model_config).expect("optimizer");
+        for _ in 0..2 {
+            model = optim.step(1e-3, model, grads.params());
+        }
+        sync(&model.layers[0].attention.wq.weight.val());
+        let mut times = Vec::new();
+        for _ in 0..reps {
+            let start = Instant::now();
+            model = optim.step(1e-3, model, grads.params());
+            sync(&model.layers[0].attention.wq.weight.val());
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        step_ms[slot] = median(times);
+    }
+    eprintln!(
+        "  SubTrack++ step, llama {size}: kernels {:.2} ms, portable {:.2} ms",
+        step_ms[0], step_ms[1]
+    );
+    rows.push(KernelRow {
+        what: format!("SubTrack++ optimizer step, all llama {size} weights"),
+        kernel_ms: step_ms[0],
+        portable_ms: step_ms[1],
+        flops: f64::NAN,
+    });
+    rows
+}
+
 fn main() -> ExitCode {
     let args = match parse() {
         Ok(a) => a,
@@ -431,23 +525,37 @@ fn main() -> ExitCode {
         vec![("tiny", 8, 64), ("9m", 8, 128)]
     };
 
-    eprintln!("1. subspace update");
-    let updates = bench_updates(&dev, &update_shapes, &args);
-    eprintln!("2. amortised optimizer step (llama {step_size} layer stack, T = {interval})");
+    let on = |n: u32| args.sections.contains(&n);
+    let mut updates = Vec::new();
+    if on(1) {
+        eprintln!("1. subspace update");
+        updates = bench_updates(&dev, &update_shapes, &args);
+    }
     // Each repetition is T steps plus an initial SVD per matrix: 3 at most, 1 at full size.
     let amortised_reps = if args.full { 1 } else { args.reps.min(3) };
-    let steps = bench_amortised(&picked, step_size, interval, amortised_reps);
-    eprintln!("3. training step");
+    let mut steps = Vec::new();
+    if on(2) {
+        eprintln!("2. amortised optimizer step (llama {step_size} layer stack, T = {interval})");
+        steps = bench_amortised(&picked, step_size, interval, amortised_reps);
+    }
     let mut training = Vec::new();
-    for (size, batch, seq) in &train_sizes {
-        training.extend(bench_training(
-            &picked,
-            size,
-            *batch,
-            *seq,
-            args.reps.max(4),
-            interval,
-        ));
+    if on(3) {
+        eprintln!("3. training step");
+        for (size, batch, seq) in &train_sizes {
+            training.extend(bench_training(
+                &picked,
+                size,
+                *batch,
+                *seq,
+                args.reps.max(4),
+                interval,
+            ));
+        }
+    }
+    let mut kernel_rows = Vec::new();
+    if on(4) {
+        eprintln!("4. WGSL kernels against the portable path on the same device");
+        kernel_rows = bench_kernels(&picked, args.full, args.reps);
     }
 
     // ---------------------------------------------------------------- report
@@ -464,75 +572,110 @@ fn main() -> ExitCode {
         args.reps,
         started.elapsed().as_secs_f64()
     );
-    let _ = writeln!(md, "### 1. One subspace update\n");
-    let _ = writeln!(
-        md,
-        "| shape (m×n) | r | SubTrack geodesic step (ms) | GaLore SVD refresh (ms) | SVD / geodesic |\n|---|---|---|---|---|"
-    );
-    for u in &updates {
+    if !updates.is_empty() {
+        let _ = writeln!(md, "### 1. One subspace update\n");
         let _ = writeln!(
             md,
-            "| {}×{} | {} | {:.2} | {} | {} |",
-            u.m,
-            u.n,
-            u.r,
-            u.geodesic_ms,
-            u.svd_ms.map_or("skipped (--svd-max)".into(), |s| {
-                if u.svd_reps == 1 {
-                    format!("{s:.1} (1 run)")
-                } else {
-                    format!("{s:.1}")
-                }
-            }),
-            u.svd_ms
-                .map_or("–".into(), |s| format!("{:.1}×", s / u.geodesic_ms))
+            "| shape (m×n) | r | SubTrack geodesic step (ms) | GaLore SVD refresh (ms) | SVD / geodesic |\n|---|---|---|---|---|"
         );
-    }
-    let _ = writeln!(
-        md,
-        "\n### 2. Amortised optimizer step: llama {step_size} weights, {interval} steps including one subspace update (median of {amortised_reps})\n"
-    );
-    let _ = writeln!(
-        md,
-        "| optimizer | ms/step | vs AdamW | subspace updates in window | optimizer state | projected part |\n|---|---|---|---|---|---|"
-    );
-    let adamw_step = steps[0].per_step_ms;
-    for s in &steps {
-        let _ = writeln!(
-            md,
-            "| {} | {:.2} | {:.2}× | {} | {} | {} |",
-            s.optimizer.label(),
-            s.per_step_ms,
-            s.per_step_ms / adamw_step,
-            s.updates,
-            human_bytes(s.state_bytes as u64),
-            human_bytes(s.projected_bytes as u64)
-        );
-    }
-    let mem_kind = device::memory_kind(picked.is_wgpu);
-    let _ = writeln!(
-        md,
-        "\n### 3. Training step (forward, backward, optimizer), amortised over T = {interval}\n"
-    );
-    let _ = writeln!(
-        md,
-        "| size | optimizer | median step (ms) | update step (ms) | amortised (ms) | vs AdamW | tokens/s | optimizer state | peak memory ({mem_kind}) |\n|---|---|---|---|---|---|---|---|---|"
-    );
-    for chunk in training.chunks(4) {
-        let base = chunk[0].amortised_ms;
-        for t in chunk {
+        for u in &updates {
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2}× | {:.0} | {} | {} |",
-                t.size,
-                t.optimizer.label(),
-                t.step_ms,
-                t.update_step_ms,
-                t.amortised_ms,
-                t.amortised_ms / base,
-                t.tokens_per_s,
-                human_bytes(t.state_bytes as u64),
-                t.peak_memory.map_or("n/a".into(), human_bytes)
+                "| {}×{} | {} | {:.2} | {} | {} |",
+                u.m,
+                u.n,
+                u.r,
+                u.geodesic_ms,
+                u.svd_ms.map_or("skipped (--svd-max)".into(), |s| {
+                    if u.svd_reps == 1 {
+                        format!("{s:.1} (1 run)")
+                    } else {
+                        format!("{s:.1}")
+                    }
+                }),
+                u.svd_ms
+                    .map_or("–".into(), |s| format!("{:.1}×", s / u.geodesic_ms))
+            );
+        }
+    }
+    if !steps.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### 2. Amortised optimizer step: llama {step_size} weights, {interval} steps including one subspace update (median of {amortised_reps})\n"
+        );
+        let _ = writeln!(
+            md,
+            "| optimizer | ms/step | vs AdamW | subspace updates in window | optimizer state | projected part |\n|---|---|---|---|---|---|"
+        );
+        let adamw_step = steps[0].per_step_ms;
+        for s in &steps {
+            let _ = writeln!(
+                md,
+                "| {} | {:.2} | {:.2}× | {} | {} | {} |",
+                s.optimizer.label(),
+                s.per_step_ms,
+                s.per_step_ms / adamw_step,
+                s.updates,
+                human_bytes(s.state_bytes as u64),
+                human_bytes(s.projected_bytes as u64)
+            );
+        }
+    }
+    let mem_kind = device::memory_kind(picked.is_wgpu);
+    if !training.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### 3. Training step (forward, backward, optimizer), amortised over T = {interval}\n"
+        );
+        let _ = writeln!(
+            md,
+            "| size | optimizer | median step (ms) | update step (ms) | amortised (ms) | vs AdamW | tokens/s | optimizer state | peak memory ({mem_kind}) |\n|---|---|---|---|---|---|---|---|---|"
+        );
+        for chunk in training.chunks(4) {
+            let base = chunk[0].amortised_ms;
+            for t in chunk {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2}× | {:.0} | {} | {} |",
+                    t.size,
+                    t.optimizer.label(),
+                    t.step_ms,
+                    t.update_step_ms,
+                    t.amortised_ms,
+                    t.amortised_ms / base,
+                    t.tokens_per_s,
+                    human_bytes(t.state_bytes as u64),
+                    t.peak_memory.map_or("n/a".into(), human_bytes)
+                );
+            }
+        }
+    }
+    if !kernel_rows.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### 4. WGSL kernels against the portable path (Burn tensor ops) on the same device\n"
+        );
+        let _ = writeln!(
+            md,
+            "| what | WGSL (ms) | portable (ms) | WGSL / portable time | WGSL GFLOP/s | portable GFLOP/s |\n|---|---|---|---|---|---|"
+        );
+        for k in &kernel_rows {
+            let gflops = |ms: f64| {
+                if k.flops.is_nan() {
+                    "–".to_string()
+                } else {
+                    format!("{:.1}", k.flops / ms / 1e6)
+                }
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {:.3} | {:.3} | {:.2}× | {} | {} |",
+                k.what,
+                k.kernel_ms,
+                k.portable_ms,
+                k.kernel_ms / k.portable_ms,
+                gflops(k.kernel_ms),
+                gflops(k.portable_ms)
             );
         }
     }
@@ -601,9 +744,22 @@ fn main() -> ExitCode {
             )
         })
         .collect();
+    let _ = writeln!(json, "  \"training_step\": [\n{}\n  ],", items.join(",\n"));
+    let items: Vec<String> = kernel_rows
+        .iter()
+        .map(|k| {
+            format!(
+                "    {{\"what\": {}, \"wgsl_ms\": {}, \"portable_ms\": {}, \"flops\": {}}}",
+                js(&k.what),
+                jn(k.kernel_ms),
+                jn(k.portable_ms),
+                jn(k.flops)
+            )
+        })
+        .collect();
     let _ = writeln!(
         json,
-        "  \"training_step\": [\n{}\n  ]\n}}",
+        "  \"wgsl_kernels\": [\n{}\n  ]\n}}",
         items.join(",\n")
     );
     if let Err(e) = std::fs::create_dir_all(&args.out)

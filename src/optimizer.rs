@@ -161,7 +161,7 @@ impl SubTrack {
             }
         }
 
-        let g_low = kernels::project(&state.basis, &g);
+        let g_low = kernels::project(&state.basis, &g, cfg.wgsl_kernels);
         state.step += 1;
         let (moment_1, moment_2) = self
             .adam
@@ -197,6 +197,7 @@ impl SubTrack {
             lr * c,
             decay,
             transposed,
+            cfg.wgsl_kernels,
         );
         (tensor, state)
     }

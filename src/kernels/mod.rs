@@ -138,16 +138,19 @@ fn report_fallback(device: &Device) {
     }
 }
 
-/// G̃ = SᵀG (algorithm.md §2): the WGSL kernel on wgpu/WGSL devices, tensor ops elsewhere.
-pub fn project(basis: &Tensor<2>, g: &Tensor<2>) -> Tensor<2> {
+/// G̃ = SᵀG (algorithm.md §2): with `wgsl`, the WGSL kernel on wgpu/WGSL devices; tensor
+/// ops otherwise.
+pub fn project(basis: &Tensor<2>, g: &Tensor<2>, wgsl: bool) -> Tensor<2> {
     let device = g.device();
-    if wgsl_available(&device) {
+    if wgsl && wgsl_available(&device) {
         Tensor::from_dispatch(Dispatch::wgsl_project(
             basis.clone().into_dispatch(),
             g.clone().into_dispatch(),
         ))
     } else {
-        report_fallback(&device);
+        if wgsl {
+            report_fallback(&device);
+        }
         crate::basis::project(basis, g)
     }
 }
@@ -157,7 +160,9 @@ pub fn project(basis: &Tensor<2>, g: &Tensor<2>) -> Tensor<2> {
 ///
 /// `basis` S a×r and `low` L r×b in the canonical layout; `weight` W a×b, or b×a when
 /// `transposed` (the right case of §1); `recovery` (G a×b, ψ 1×b) when recovery scaling is
-/// on. One fused WGSL kernel on wgpu/WGSL devices (S·L is never stored); tensor ops elsewhere.
+/// on. With `wgsl`, one fused WGSL kernel on wgpu/WGSL devices (S·L is never stored); tensor
+/// ops otherwise.
+#[allow(clippy::too_many_arguments)]
 pub fn update(
     basis: &Tensor<2>,
     low: Tensor<2>,
@@ -166,9 +171,10 @@ pub fn update(
     alpha: f64,
     decay: f64,
     transposed: bool,
+    wgsl: bool,
 ) -> Tensor<2> {
     let device = weight.device();
-    if wgsl_available(&device) {
+    if wgsl && wgsl_available(&device) {
         let (basis, low, weight) = (
             basis.clone().into_dispatch(),
             low.into_dispatch(),
@@ -189,7 +195,9 @@ pub fn update(
             ),
         });
     }
-    report_fallback(&device);
+    if wgsl {
+        report_fallback(&device);
+    }
     let mut u = crate::basis::project_back(basis, low);
     if let Some((grad, psi)) = recovery {
         u = u + grad * psi;

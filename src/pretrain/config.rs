@@ -133,6 +133,9 @@ pub struct TrainConfig {
     /// Fraction of the corpus held out for validation.
     #[config(default = 0.1)]
     pub valid_fraction: f64,
+    /// Run the WGSL kernels on wgpu (see [`SubTrackConfig::wgsl_kernels`]).
+    #[config(default = false)]
+    pub wgsl_kernels: bool,
 }
 
 impl TrainConfig {
@@ -263,6 +266,7 @@ impl TrainConfig {
         base.with_rank(self.rank.unwrap_or_else(|| model.default_rank()))
             .with_update_interval(self.update_interval)
             .with_weight_decay(self.weight_decay)
+            .with_wgsl_kernels(self.wgsl_kernels)
     }
 
     /// The optimizer: AdamW on everything, or the SubTrack/GaLore group on

@@ -42,7 +42,7 @@ fn projection_kernel_matches_the_portable_path() {
         let expected = s.t().mul(&g);
         let (s_dev, g_dev) = (upload(&s, &device), upload(&g, &device));
         let before = kernels::launches("project", [a, r, b]);
-        let got = download(kernels::project(&s_dev, &g_dev));
+        let got = download(kernels::project(&s_dev, &g_dev, true));
         assert_eq!(
             kernels::launches("project", [a, r, b]),
             before + 1,
@@ -74,7 +74,10 @@ fn projection_falls_back_off_wgsl() {
         TensorData::new((0..12).map(|x| x as f32).collect::<Vec<_>>(), [3, 4]),
         &device,
     );
-    let got: Vec<f32> = kernels::project(&s, &g).into_data().try_into_vec().unwrap();
+    let got: Vec<f32> = kernels::project(&s, &g, true)
+        .into_data()
+        .try_into_vec()
+        .unwrap();
     assert_eq!(got, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
 }
 
@@ -117,6 +120,7 @@ fn update_kernel_matches_the_portable_path() {
                     alpha,
                     decay,
                     transposed,
+                    true,
                 ));
                 assert_eq!(
                     kernels::launches("update", [a, r, b]),
@@ -134,6 +138,7 @@ fn update_kernel_matches_the_portable_path() {
                     alpha,
                     decay,
                     transposed,
+                    true,
                 ));
                 let case = format!("{a}×{r}×{b}, transposed {transposed}, recovery {recovery}");
                 assert!(

@@ -2,7 +2,7 @@
 
 use burn::optim::Optimizer;
 use burn::tensor::Device;
-use subtrack::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdate};
+use subtrack::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdate, kernels};
 
 use crate::reference::{self, Hyper, Mat, Rng, Update, Variant};
 use crate::{devices, download, rel_err, upload};
@@ -103,16 +103,36 @@ fn presets() -> Vec<(&'static str, SubTrackConfig)> {
 #[test]
 fn presets_match_the_f64_reference_for_50_steps() {
     for device in devices() {
-        for (name, config) in presets() {
+        // On wgpu both routes: the portable path and the WGSL kernels.
+        let routes: &[bool] = if kernels::wgsl_available(&device) {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for (name, config) in presets().into_iter().flat_map(|(n, c)| {
+            routes
+                .iter()
+                .map(move |&k| (n, c.clone().with_wgsl_kernels(k)))
+        }) {
             for (rows, cols) in [(12, 20), (20, 12)] {
                 let (got, want) = run(&config, rows, cols, 50, &device);
                 let err = rel_err(&got, &want);
                 assert!(
                     err < 1e-4,
-                    "{name} {rows}x{cols} on {device:?}: relative error {err:e} of the 50-step change"
+                    "{name} {rows}x{cols} on {device:?} (WGSL kernels {}): relative error {err:e} of the 50-step change",
+                    config.wgsl_kernels
                 );
                 // The trajectory must actually go somewhere.
                 assert!(want.norm() > 0.1, "{name}: reference barely moved");
+            }
+        }
+        if routes.contains(&true) {
+            // Both shapes share the canonical layout a = 12, b = 20 at r = 4.
+            for kernel in ["project", "update"] {
+                assert!(
+                    kernels::launches(kernel, [12, 4, 20]) > 0,
+                    "the {kernel} kernel never ran"
+                );
             }
         }
     }
