@@ -97,8 +97,8 @@ pub struct SubTrackConfig {
     pub grad_clipping: Option<GradientClippingConfig>,
     /// Run the projection and the fused weight update as WGSL kernels (`shaders/`) on wgpu
     /// devices whose runtime compiles WGSL; elsewhere the portable path runs and the fallback
-    /// is logged once. Off by default: measured on Mesa lavapipe they are still slower than
-    /// Burn's own matmul (README), and no GPU has measured them yet.
+    /// is logged once. Off by default: on Mesa lavapipe they are still slower than Burn's own
+    /// matmul (README), and no GPU has measured them yet.
     #[config(default = false)]
     pub wgsl_kernels: bool,
 }

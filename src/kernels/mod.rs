@@ -21,8 +21,8 @@ use burn::tensor::{Device, Tensor};
 
 pub use project::projected_shape;
 
-/// Side of the square tile each workgroup computes (16×16 = 256 invocations).
-const TILE: usize = 16;
+/// Side of the square output block a workgroup computes: 16×16 invocations of 4×4 each.
+const BLOCK: usize = 64;
 /// Bytes a storage binding may hold under the portable WebGPU limits (lavapipe's too).
 const MAX_BINDING_BYTES: usize = 128 << 20;
 /// Workgroups per dispatch dimension.

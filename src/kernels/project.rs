@@ -12,7 +12,7 @@ use burn::tensor::{DType, Shape};
 /// The shader text, templated by [`Project::source`].
 const SHADER: &str = include_str!("../../shaders/project.wgsl");
 
-use super::{MAX_BINDING_BYTES, MAX_WORKGROUPS, TILE, WGSL};
+use super::{BLOCK, MAX_BINDING_BYTES, MAX_WORKGROUPS, WGSL};
 
 #[derive(Debug)]
 struct Project {
@@ -27,12 +27,10 @@ impl KernelSource for Project {
             .register("a", self.a.to_string())
             .register("r", self.r.to_string())
             .register("b", self.b.to_string())
-            .register("tile", TILE.to_string())
-            .register("tile_sq", (TILE * TILE).to_string())
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.a, self.r, self.b, TILE))
+        KernelId::new::<Self>().info((self.a, self.r, self.b))
     }
 
     fn lang(&self) -> &'static str {
@@ -59,8 +57,8 @@ pub fn launch(basis: CubeTensor, g: CubeTensor) -> CubeTensor {
     let fits = [a * r, a * b, r * b]
         .iter()
         .all(|n| n * 4 <= MAX_BINDING_BYTES)
-        && b.div_ceil(TILE) <= MAX_WORKGROUPS
-        && r.div_ceil(TILE) <= MAX_WORKGROUPS;
+        && b.div_ceil(BLOCK) <= MAX_WORKGROUPS
+        && r.div_ceil(BLOCK) <= MAX_WORKGROUPS;
     let runs = basis.dtype == DType::F32 && g.dtype == DType::F32 && basis.client.name() == WGSL;
     if !(fits && runs) {
         return CubeBackend::float_matmul(CubeBackend::float_transpose(basis), g);
@@ -77,8 +75,8 @@ pub fn launch(basis: CubeTensor, g: CubeTensor) -> CubeTensor {
         DType::F32,
     );
     super::count_launch("project", [a, r, b]);
-    let cube_dim = CubeDim::new_2d(TILE as u32, TILE as u32);
-    let count = CubeCount::Static(b.div_ceil(TILE) as u32, r.div_ceil(TILE) as u32, 1);
+    let cube_dim = CubeDim::new_2d(16, 16);
+    let count = CubeCount::Static(b.div_ceil(BLOCK) as u32, r.div_ceil(BLOCK) as u32, 1);
     client.launch(
         Box::new(SourceKernel::new(Project { a, r, b }, cube_dim)),
         count,

@@ -9,14 +9,14 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Shape};
 
-use super::{MAX_BINDING_BYTES, MAX_WORKGROUPS, TILE, WGSL};
+use super::{BLOCK, MAX_BINDING_BYTES, MAX_WORKGROUPS, WGSL};
 
 /// The shader text, templated by [`Update::source`].
 const SHADER: &str = include_str!("../../shaders/update.wgsl");
 
 const RECOVERY_BINDINGS: &str = "@group(0) @binding(5) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(6) var<storage, read_write> psi: array<f32>;";
-const RECOVERY_TERM: &str = "        u = u + grad[i * B + j] * psi[j];";
+const RECOVERY_TERM: &str = "                u = u + grad[i * B + j] * psi[j];";
 
 #[derive(Debug)]
 struct Update {
@@ -38,15 +38,13 @@ impl KernelSource for Update {
             .register("a", self.a.to_string())
             .register("r", self.r.to_string())
             .register("b", self.b.to_string())
-            .register("tile", TILE.to_string())
-            .register("tile_sq", (TILE * TILE).to_string())
             .register("transposed", self.transposed.to_string())
             .register("recovery_bindings", bindings)
             .register("recovery_term", term)
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.a, self.r, self.b, TILE, self.transposed, self.recovery))
+        KernelId::new::<Self>().info((self.a, self.r, self.b, self.transposed, self.recovery))
     }
 
     fn lang(&self) -> &'static str {
@@ -98,8 +96,8 @@ pub fn launch(
     let fits = [a * r, r * b, a * b]
         .iter()
         .all(|n| n * 4 <= MAX_BINDING_BYTES)
-        && b.div_ceil(TILE) <= MAX_WORKGROUPS
-        && a.div_ceil(TILE) <= MAX_WORKGROUPS;
+        && b.div_ceil(BLOCK) <= MAX_WORKGROUPS
+        && a.div_ceil(BLOCK) <= MAX_WORKGROUPS;
     if !(f32s && fits && basis.client.name() == WGSL) {
         return portable(basis, low, weight, recovery, alpha, decay, transposed);
     }
@@ -139,9 +137,9 @@ pub fn launch(
                 transposed,
                 recovery: has_recovery,
             },
-            CubeDim::new_2d(TILE as u32, TILE as u32),
+            CubeDim::new_2d(16, 16),
         )),
-        CubeCount::Static(b.div_ceil(TILE) as u32, a.div_ceil(TILE) as u32, 1),
+        CubeCount::Static(b.div_ceil(BLOCK) as u32, a.div_ceil(BLOCK) as u32, 1),
         KernelArguments::new().with_buffers(buffers),
     );
     output

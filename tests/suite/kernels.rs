@@ -36,7 +36,13 @@ fn projection_kernel_matches_the_portable_path() {
     );
     let mut rng = Rng(17);
     // Sizes that are not multiples of the 16×16 tile, a single tile, and a tall one.
-    for (a, r, b) in [(37, 5, 53), (16, 16, 16), (100, 17, 300), (257, 32, 40)] {
+    for (a, r, b) in [
+        (37, 5, 53),
+        (16, 16, 16),
+        (100, 17, 300),
+        (257, 32, 40),
+        (200, 80, 70),
+    ] {
         let s = orthonormal(a, r, &mut rng);
         let g = rng.mat(a, b);
         let expected = s.t().mul(&g);
@@ -88,7 +94,7 @@ fn update_kernel_matches_the_portable_path() {
     };
     let mut rng = Rng(23);
     let (alpha, decay) = (0.03, 0.999);
-    for (a, r, b) in [(37, 5, 53), (16, 16, 16), (70, 17, 150)] {
+    for (a, r, b) in [(37, 5, 53), (16, 16, 16), (70, 17, 150), (130, 70, 90)] {
         for transposed in [false, true] {
             for recovery in [false, true] {
                 let s = orthonormal(a, r, &mut rng);
