@@ -35,7 +35,9 @@ pub fn compare(
             points: s.eval_curve.clone(),
         })
         .collect();
-    let floor = corpus.valid_floor.map(|f| (f, "source entropy (floor)"));
+    let floor = corpus
+        .valid_floor
+        .map(|f| (f, "loss floor: the source's own held-out loss"));
     write_text(
         &opts.out_dir.join("loss.svg"),
         &svg_plot(

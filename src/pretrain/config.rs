@@ -109,8 +109,8 @@ pub struct TrainConfig {
     /// Subspace update interval T (steps).
     #[config(default = 100)]
     pub update_interval: usize,
-    /// Evaluate every this many steps (and at the end).
-    #[config(default = 100)]
+    /// Evaluate every this many steps (and at the start and the end).
+    #[config(default = 50)]
     pub eval_every: usize,
     /// Validation batches per evaluation.
     #[config(default = 8)]

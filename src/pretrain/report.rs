@@ -129,7 +129,7 @@ pub fn svg_plot(title: &str, curves: &[Curve], floor: Option<(f64, &str)>) -> St
     if x1 - x0 < 1e-9 {
         x1 = x0 + 1.0;
     }
-    let pad = ((y1 - y0) * 0.05).max(1e-3);
+    let pad = ((y1 - y0) * 0.08).max(1e-3);
     (y0, y1) = (y0 - pad, y1 + pad);
     let sx = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
     let sy = |y: f64| top + (y1 - y) / (y1 - y0) * (h - top - bottom);
@@ -189,7 +189,7 @@ pub fn svg_plot(title: &str, curves: &[Curve], floor: Option<(f64, &str)>) -> St
             r##"<line x1="{px0}" y1="{0:.1}" x2="{px1}" y2="{0:.1}" stroke="#555" stroke-dasharray="6 4"/><text x="{1}" y="{2:.1}" text-anchor="end" fill="#555">{3}</text>"##,
             sy(f),
             px1 - 4.0,
-            sy(f) - 4.0,
+            sy(f) + 15.0,
             escape(label)
         );
     }

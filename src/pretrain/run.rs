@@ -419,7 +419,9 @@ fn train_inner(
                     points: eval_curve.clone(),
                 },
             ];
-            let floor = corpus.valid_floor.map(|f| (f, "source entropy (floor)"));
+            let floor = corpus
+                .valid_floor
+                .map(|f| (f, "loss floor: the source's own held-out loss"));
             write_text(
                 &svg_path,
                 &svg_plot(
