@@ -1,7 +1,9 @@
 //! Hand-written WGSL compute shaders (`shaders/`) on Burn's wgpu backend, and the routing
-//! that uses them only where they can run: a wgpu device whose runtime compiles WGSL.
-//! Everywhere else (CPU backends, CUDA, ROCm, wgpu builds on SPIR-V or MSL) the portable
-//! tensor-op path runs, and the first fallback is logged once.
+//! that uses them only where they can run: a wgpu device whose runtime compiles WGSL. The
+//! optimizer asks for them through [`SubTrackConfig::wgsl_kernels`](crate::SubTrackConfig)
+//! (off by default until they beat Burn's own matmul). Everywhere else (CPU backends, CUDA,
+//! ROCm, wgpu builds on SPIR-V or MSL) the portable tensor-op path runs, and the first
+//! fallback is logged once.
 //!
 //! Each kernel is an operation of the [`SubTrackKernels`] backend extension, registered for
 //! Burn's CubeCL backend and, lazily, for its fusion layer, so it works with Burn's default

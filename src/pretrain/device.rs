@@ -123,8 +123,8 @@ pub fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// Peak CPU memory since [`reset_peak`]: counted heap bytes where [`CountingAlloc`]
-/// (super::alloc::CountingAlloc) is installed, else peak RSS (Linux `VmHWM`). `None` on
+/// Peak CPU memory since [`reset_peak`]: counted heap bytes where
+/// [`CountingAlloc`](super::alloc::CountingAlloc) is installed, else peak RSS (Linux `VmHWM`). `None` on
 /// wgpu devices.
 pub fn peak_memory(is_wgpu: bool) -> Option<u64> {
     if is_wgpu {

@@ -4,7 +4,7 @@
 //! One module per job: [`alloc`] (heap accounting), [`model`] (the network), [`data`] (corpus, tokenizer, batches),
 //! [`schedule`] (learning rate), [`clip`] (global-norm clipping), [`ckpt`] (checkpoint
 //! files), [`report`] (CSV, plot, tables), [`device`] (device choice and memory) and
-//! [`config`] (what defines a run), [`run`] (the training loop) and [`compare`] (the
+//! [`config`] (what defines a run), [`run`] (the training loop) and [`mod@compare`] (the
 //! four-way comparison).
 
 pub mod alloc;
