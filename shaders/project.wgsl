@@ -8,7 +8,9 @@
 //   @binding(1) grad   G,  a×b   (read)
 //   @binding(2) output G̃, r×b   (written)
 //
-// Template values (part of the kernel id): {{a}}, {{r}}, {{b}} the sizes. A workgroup of
+// Template values (part of the kernel id): {{a}}, {{r}}, {{b}} the sizes, {{accumulate}}
+// (true: add to G̃ instead of writing it, for the row chunks a tensor over one storage
+// binding's size limit is split into: G̃ = Σ_c S_cᵀ·G_c). A workgroup of
 // 16×16 invocations computes a 64×64 block of G̃, each invocation a 4×4 block held in
 // registers; the shared dimension a is walked 16 rows at a time through workgroup memory.
 // Every index is guarded: the shader is compiled without bounds checks.
@@ -16,6 +18,7 @@
 const A: u32 = {{a}}u;
 const R: u32 = {{r}}u;
 const B: u32 = {{b}}u;
+const ACCUMULATE: bool = {{accumulate}};
 const BK: u32 = 16u;   // rows of S and G per step
 const BM: u32 = 64u;   // rows of G̃ (columns of S) per workgroup
 const BN: u32 = 64u;   // columns of G̃ per workgroup
@@ -86,7 +89,11 @@ fn main(
         for (var jj: u32 = 0u; jj < 4u; jj = jj + 1u) {
             let j = j0 + lid.x * 4u + jj;
             if (i < R && j < B) {
-                output[i * B + j] = acc[ii * 4u + jj];
+                if (ACCUMULATE) {
+                    output[i * B + j] = output[i * B + j] + acc[ii * 4u + jj];
+                } else {
+                    output[i * B + j] = acc[ii * 4u + jj];
+                }
             }
         }
     }

@@ -32,12 +32,29 @@ const MAX_WORKGROUPS: usize = 65_535;
 /// CubeCL's name for a wgpu runtime that compiles WGSL (not SPIR-V or MSL).
 const WGSL: &str = "wgpu<wgsl>";
 
+/// Rows per chunk when an a-row matrix of `widest` f32 columns exceeds `limit` bytes: as
+/// many as fit, rounded down to a multiple of 64 so that every chunk's byte offset is a
+/// multiple of 256 (the largest storage-offset alignment WebGPU lets a device require).
+/// `None` when not even 64 rows fit.
+fn chunk_rows(a: usize, widest: usize, limit: usize) -> Option<usize> {
+    if a * widest * 4 <= limit {
+        return Some(a);
+    }
+    let rows = limit / (4 * widest) / 64 * 64;
+    (rows > 0).then_some(rows)
+}
+
 /// Operations with a WGSL implementation.
 #[backend_extension(Cube, Fusion)]
 pub trait SubTrackKernels: Backend {
     /// G̃ = SᵀG: `basis` a×r, `g` a×b → r×b (algorithm.md §2, canonical left layout).
+    /// S and G over `max_binding_bytes` are split into row chunks.
     #[fusion(dtype = g, shape = projected_shape(basis, g))]
-    fn wgsl_project(basis: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn wgsl_project(
+        basis: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        max_binding_bytes: usize,
+    ) -> FloatTensor<Self>;
 
     /// W' = d·(W − α·S·L) (§2): `basis` a×r, `low` r×b, `weight` a×b or b×a (`transposed`).
     #[fusion(dtype = weight, shape = weight)]
@@ -48,6 +65,7 @@ pub trait SubTrackKernels: Backend {
         alpha: f32,
         decay: f32,
         transposed: bool,
+        max_binding_bytes: usize,
     ) -> FloatTensor<Self>;
 
     /// W' = d·(W − α·(S·L + G⊙ψ)) (§2 with §7 folded in): `grad` a×b, `psi` 1×b.
@@ -62,12 +80,17 @@ pub trait SubTrackKernels: Backend {
         alpha: f32,
         decay: f32,
         transposed: bool,
+        max_binding_bytes: usize,
     ) -> FloatTensor<Self>;
 }
 
 impl SubTrackKernels for CubeBackend {
-    fn wgsl_project(basis: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
-        project::launch(basis, g)
+    fn wgsl_project(
+        basis: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        max_binding_bytes: usize,
+    ) -> FloatTensor<Self> {
+        project::launch(basis, g, max_binding_bytes)
     }
 
     fn wgsl_update(
@@ -77,8 +100,10 @@ impl SubTrackKernels for CubeBackend {
         alpha: f32,
         decay: f32,
         transposed: bool,
+        max_binding_bytes: usize,
     ) -> FloatTensor<Self> {
-        update::launch(basis, low, weight, None, alpha, decay, transposed)
+        let limit = max_binding_bytes;
+        update::launch(basis, low, weight, None, alpha, decay, transposed, limit)
     }
 
     fn wgsl_update_recovery(
@@ -90,15 +115,11 @@ impl SubTrackKernels for CubeBackend {
         alpha: f32,
         decay: f32,
         transposed: bool,
+        max_binding_bytes: usize,
     ) -> FloatTensor<Self> {
+        let (recovery, limit) = (Some((grad, psi)), max_binding_bytes);
         update::launch(
-            basis,
-            low,
-            weight,
-            Some((grad, psi)),
-            alpha,
-            decay,
-            transposed,
+            basis, low, weight, recovery, alpha, decay, transposed, limit,
         )
     }
 }
@@ -143,11 +164,24 @@ fn report_fallback(device: &Device) {
 /// G̃ = SᵀG (algorithm.md §2): with `wgsl`, the WGSL kernel on wgpu/WGSL devices; tensor
 /// ops otherwise.
 pub fn project(basis: &Tensor<2>, g: &Tensor<2>, wgsl: bool) -> Tensor<2> {
+    project_within(basis, g, wgsl, MAX_BINDING_BYTES)
+}
+
+/// [`project`] with storage bindings of at most `max_binding_bytes`: S and G larger than
+/// that are projected in row chunks. [`project`] uses the 128 MiB WebGPU default; a smaller
+/// value exercises the chunking on small tensors.
+pub fn project_within(
+    basis: &Tensor<2>,
+    g: &Tensor<2>,
+    wgsl: bool,
+    max_binding_bytes: usize,
+) -> Tensor<2> {
     let device = g.device();
     if wgsl && wgsl_available(&device) {
         Tensor::from_dispatch(Dispatch::wgsl_project(
             basis.clone().into_dispatch(),
             g.clone().into_dispatch(),
+            max_binding_bytes,
         ))
     } else {
         if wgsl {
@@ -175,6 +209,27 @@ pub fn update(
     transposed: bool,
     wgsl: bool,
 ) -> Tensor<2> {
+    let limit = MAX_BINDING_BYTES;
+    update_within(
+        basis, low, weight, recovery, alpha, decay, transposed, wgsl, limit,
+    )
+}
+
+/// [`update`] with storage bindings of at most `max_binding_bytes`: S, W and G larger than
+/// that are updated in row chunks (the left layout only; a transposed W over the limit
+/// takes the tensor-op path).
+#[allow(clippy::too_many_arguments)]
+pub fn update_within(
+    basis: &Tensor<2>,
+    low: Tensor<2>,
+    weight: Tensor<2>,
+    recovery: Option<(Tensor<2>, Tensor<2>)>,
+    alpha: f64,
+    decay: f64,
+    transposed: bool,
+    wgsl: bool,
+    max_binding_bytes: usize,
+) -> Tensor<2> {
     let device = weight.device();
     if wgsl && wgsl_available(&device) {
         let (basis, low, weight) = (
@@ -184,7 +239,15 @@ pub fn update(
         );
         let (alpha, decay) = (alpha as f32, decay as f32);
         return Tensor::from_dispatch(match recovery {
-            None => Dispatch::wgsl_update(basis, low, weight, alpha, decay, transposed),
+            None => Dispatch::wgsl_update(
+                basis,
+                low,
+                weight,
+                alpha,
+                decay,
+                transposed,
+                max_binding_bytes,
+            ),
             Some((grad, psi)) => Dispatch::wgsl_update_recovery(
                 basis,
                 low,
@@ -194,6 +257,7 @@ pub fn update(
                 alpha,
                 decay,
                 transposed,
+                max_binding_bytes,
             ),
         });
     }

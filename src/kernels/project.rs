@@ -12,13 +12,14 @@ use burn::tensor::{DType, Shape};
 /// The shader text, templated by [`Project::source`].
 const SHADER: &str = include_str!("../../shaders/project.wgsl");
 
-use super::{BLOCK, MAX_BINDING_BYTES, MAX_WORKGROUPS, WGSL};
+use super::{BLOCK, MAX_WORKGROUPS, WGSL, chunk_rows};
 
 #[derive(Debug)]
 struct Project {
     a: usize,
     r: usize,
     b: usize,
+    accumulate: bool,
 }
 
 impl KernelSource for Project {
@@ -27,10 +28,11 @@ impl KernelSource for Project {
             .register("a", self.a.to_string())
             .register("r", self.r.to_string())
             .register("b", self.b.to_string())
+            .register("accumulate", self.accumulate.to_string())
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.a, self.r, self.b))
+        KernelId::new::<Self>().info((self.a, self.r, self.b, self.accumulate))
     }
 
     fn lang(&self) -> &'static str {
@@ -43,9 +45,11 @@ pub fn projected_shape(basis: &Shape, g: &Shape) -> Shape {
     Shape::from([basis[1], g[1]])
 }
 
-/// G̃ = SᵀG on the device. Falls back to Burn's own ops where the kernel cannot run: not
-/// f32, not a WGSL runtime, a binding over 128 MiB, or too many workgroups.
-pub fn launch(basis: CubeTensor, g: CubeTensor) -> CubeTensor {
+/// G̃ = SᵀG on the device, each storage binding at most `limit` bytes: S and G over the
+/// limit are split into row chunks whose partial products the kernel accumulates. Falls
+/// back to Burn's own ops where the kernel cannot run: not f32, not a WGSL runtime, G̃ itself
+/// over the limit, or too many workgroups.
+pub fn launch(basis: CubeTensor, g: CubeTensor, limit: usize) -> CubeTensor {
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = g.meta.shape()[1];
     assert_eq!(
@@ -54,15 +58,15 @@ pub fn launch(basis: CubeTensor, g: CubeTensor) -> CubeTensor {
         "project: basis is {a}×{r}, gradient has {} rows",
         g.meta.shape()[0]
     );
-    let fits = [a * r, a * b, r * b]
-        .iter()
-        .all(|n| n * 4 <= MAX_BINDING_BYTES)
+    let rows = chunk_rows(a, r.max(b), limit);
+    let fits = rows.is_some()
+        && r * b * 4 <= limit
         && b.div_ceil(BLOCK) <= MAX_WORKGROUPS
         && r.div_ceil(BLOCK) <= MAX_WORKGROUPS;
     let runs = basis.dtype == DType::F32 && g.dtype == DType::F32 && basis.client.name() == WGSL;
-    if !(fits && runs) {
+    let (true, true, Some(rows)) = (fits, runs, rows) else {
         return CubeBackend::float_matmul(CubeBackend::float_transpose(basis), g);
-    }
+    };
     let basis = into_contiguous(basis);
     let g = into_contiguous(g);
     let client = g.client.clone();
@@ -74,17 +78,32 @@ pub fn launch(basis: CubeTensor, g: CubeTensor) -> CubeTensor {
         handle,
         DType::F32,
     );
-    super::count_launch("project", [a, r, b]);
     let cube_dim = CubeDim::new_2d(16, 16);
-    let count = CubeCount::Static(b.div_ceil(BLOCK) as u32, r.div_ceil(BLOCK) as u32, 1);
-    client.launch(
-        Box::new(SourceKernel::new(Project { a, r, b }, cube_dim)),
-        count,
-        KernelArguments::new().with_buffers(vec![
-            basis.handle.binding(),
-            g.handle.binding(),
-            output.handle.clone().binding(),
-        ]),
-    );
+    for (chunk, k0) in (0..a).step_by(rows).enumerate() {
+        let k1 = (k0 + rows).min(a);
+        let slice = |t: &CubeTensor, width: usize| {
+            t.handle
+                .clone()
+                .offset_start((k0 * width * 4) as u64)
+                .offset_end(((a - k1) * width * 4) as u64)
+                .binding()
+        };
+        let kernel = Project {
+            a: k1 - k0,
+            r,
+            b,
+            accumulate: chunk > 0,
+        };
+        super::count_launch("project", [a, r, b]);
+        client.launch(
+            Box::new(SourceKernel::new(kernel, cube_dim)),
+            CubeCount::Static(b.div_ceil(BLOCK) as u32, r.div_ceil(BLOCK) as u32, 1),
+            KernelArguments::new().with_buffers(vec![
+                slice(&basis, r),
+                slice(&g, b),
+                output.handle.clone().binding(),
+            ]),
+        );
+    }
     output
 }

@@ -9,7 +9,7 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Shape};
 
-use super::{BLOCK, MAX_BINDING_BYTES, MAX_WORKGROUPS, WGSL};
+use super::{BLOCK, MAX_WORKGROUPS, WGSL, chunk_rows};
 
 /// The shader text, templated by [`Update::source`].
 const SHADER: &str = include_str!("../../shaders/update.wgsl");
@@ -75,7 +75,10 @@ fn portable(
 }
 
 /// W' = d·(W − α·(S·L + G⊙ψ)); `recovery` holds (G, ψ) when recovery scaling is on.
-/// Falls back to Burn's ops where the kernel cannot run (see [`super::project`]).
+/// S, W and G over `limit` bytes are updated in row chunks (left layout only). Falls back
+/// to Burn's ops where the kernel cannot run: not f32, not a WGSL runtime, L or a
+/// transposed W over the limit, or too many workgroups.
+#[allow(clippy::too_many_arguments)]
 pub fn launch(
     basis: CubeTensor,
     low: CubeTensor,
@@ -84,6 +87,7 @@ pub fn launch(
     alpha: f32,
     decay: f32,
     transposed: bool,
+    limit: usize,
 ) -> CubeTensor {
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = low.meta.shape()[1];
@@ -93,14 +97,18 @@ pub fn launch(
         && recovery
             .as_ref()
             .is_none_or(|(g, p)| g.dtype == DType::F32 && p.dtype == DType::F32);
-    let fits = [a * r, r * b, a * b]
-        .iter()
-        .all(|n| n * 4 <= MAX_BINDING_BYTES)
+    let rows = if transposed {
+        // W is b×a: a row chunk of the canonical layout is not contiguous in it.
+        (a * r.max(b) * 4 <= limit).then_some(a)
+    } else {
+        chunk_rows(a, r.max(b), limit)
+    };
+    let fits = r * b * 4 <= limit
         && b.div_ceil(BLOCK) <= MAX_WORKGROUPS
         && a.div_ceil(BLOCK) <= MAX_WORKGROUPS;
-    if !(f32s && fits && basis.client.name() == WGSL) {
+    let (true, true, Some(rows)) = (f32s && fits, basis.client.name() == WGSL, rows) else {
         return portable(basis, low, weight, recovery, alpha, decay, transposed);
-    }
+    };
     let basis = into_contiguous(basis);
     let low = into_contiguous(low);
     let weight = into_contiguous(weight);
@@ -115,32 +123,43 @@ pub fn launch(
     );
     let scalars = client.create_from_slice(bytemuck::cast_slice(&[alpha, decay]));
     let recovery = recovery.map(|(g, p)| (into_contiguous(g), into_contiguous(p)));
-    let mut buffers = vec![
-        basis.handle.clone().binding(),
-        low.handle.clone().binding(),
-        weight.handle.clone().binding(),
-        output.handle.clone().binding(),
-        scalars.binding(),
-    ];
-    if let Some((grad, psi)) = &recovery {
-        buffers.push(grad.handle.clone().binding());
-        buffers.push(psi.handle.clone().binding());
+    for k0 in (0..a).step_by(rows) {
+        let k1 = (k0 + rows).min(a);
+        let slice = |t: &CubeTensor, width: usize| {
+            t.handle
+                .clone()
+                .offset_start((k0 * width * 4) as u64)
+                .offset_end(((a - k1) * width * 4) as u64)
+                .binding()
+        };
+        let mut buffers = vec![
+            slice(&basis, r),
+            low.handle.clone().binding(),
+            slice(&weight, b),
+            slice(&output, b),
+            scalars.clone().binding(),
+        ];
+        if let Some((grad, psi)) = &recovery {
+            buffers.push(slice(grad, b));
+            buffers.push(psi.handle.clone().binding());
+        }
+        let kernel = Update {
+            a: k1 - k0,
+            r,
+            b,
+            transposed,
+            recovery: recovery.is_some(),
+        };
+        super::count_launch("update", [a, r, b]);
+        client.launch(
+            Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),
+            CubeCount::Static(
+                b.div_ceil(BLOCK) as u32,
+                (k1 - k0).div_ceil(BLOCK) as u32,
+                1,
+            ),
+            KernelArguments::new().with_buffers(buffers),
+        );
     }
-    let has_recovery = recovery.is_some();
-    super::count_launch("update", [a, r, b]);
-    client.launch(
-        Box::new(SourceKernel::new(
-            Update {
-                a,
-                r,
-                b,
-                transposed,
-                recovery: has_recovery,
-            },
-            CubeDim::new_2d(16, 16),
-        )),
-        CubeCount::Static(b.div_ceil(BLOCK) as u32, a.div_ceil(BLOCK) as u32, 1),
-        KernelArguments::new().with_buffers(buffers),
-    );
     output
 }

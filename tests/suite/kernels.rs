@@ -69,6 +69,92 @@ fn projection_kernel_matches_the_portable_path() {
 }
 
 #[test]
+fn projection_splits_tensors_over_the_binding_limit() {
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    let mut rng = Rng(29);
+    // 300×90 and 300×20 at 4 bytes: 360 bytes a row, so a 46,080-byte limit holds 128 rows
+    // and the projection runs as chunks of 128, 128 and 44 rows (offsets 256-byte aligned).
+    let (a, r, b) = (300, 20, 90);
+    let s = orthonormal(a, r, &mut rng);
+    let g = rng.mat(a, b);
+    let expected = s.t().mul(&g);
+    let (s_dev, g_dev) = (upload(&s, &device), upload(&g, &device));
+    let before = kernels::launches("project", [a, r, b]);
+    let got = download(kernels::project_within(&s_dev, &g_dev, true, 46_080));
+    assert_eq!(
+        kernels::launches("project", [a, r, b]),
+        before + 3,
+        "three chunks"
+    );
+    assert!(
+        rel_err(&got, &expected) < 1e-5,
+        "chunked vs f64 {}",
+        rel_err(&got, &expected)
+    );
+    // A limit under 64 rows cannot be chunked with aligned offsets: Burn's matmul runs.
+    let fallback = download(kernels::project_within(&s_dev, &g_dev, true, 10_000));
+    assert_eq!(
+        kernels::launches("project", [a, r, b]),
+        before + 3,
+        "no launch"
+    );
+    assert!(rel_err(&fallback, &expected) < 1e-5);
+}
+
+#[test]
+fn update_splits_tensors_over_the_binding_limit() {
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    let mut rng = Rng(31);
+    let (a, r, b) = (300, 20, 90);
+    let (alpha, decay) = (0.05, 0.99);
+    for transposed in [false, true] {
+        let s = orthonormal(a, r, &mut rng);
+        let low = rng.mat(r, b);
+        let w = if transposed {
+            rng.mat(b, a)
+        } else {
+            rng.mat(a, b)
+        };
+        let g = rng.mat(a, b);
+        let psi = rng.mat(1, b);
+        let mut u = s
+            .mul(&low)
+            .add(&Mat::from_fn(a, b, |i, j| g.at(i, j) * psi.at(0, j)));
+        if transposed {
+            u = u.t();
+        }
+        let expected = w.sub(&u.scale(alpha)).scale(decay);
+        let dev = |m: &Mat| upload(m, &device);
+        let before = kernels::launches("update", [a, r, b]);
+        // 360 bytes a row: chunks of 128, 128 and 44 rows in the left layout; a transposed
+        // W cannot be split by rows, so it takes the tensor-op path.
+        let got = download(kernels::update_within(
+            &dev(&s),
+            dev(&low),
+            dev(&w),
+            Some((dev(&g), dev(&psi))),
+            alpha,
+            decay,
+            transposed,
+            true,
+            46_080,
+        ));
+        let launched = kernels::launches("update", [a, r, b]) - before;
+        assert_eq!(
+            launched,
+            if transposed { 0 } else { 3 },
+            "transposed {transposed}"
+        );
+        let err = rel_err(&got, &expected);
+        assert!(err < 1e-5, "transposed {transposed}: vs f64 {err}");
+    }
+}
+
+#[test]
 fn projection_falls_back_off_wgsl() {
     let device = Device::flex();
     assert!(!kernels::wgsl_available(&device));
