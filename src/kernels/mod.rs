@@ -13,13 +13,15 @@ mod project;
 mod update;
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::tensor::FloatTensor;
-use burn::backend::wgpu::CubeBackend;
+use burn::backend::wgpu::{CubeBackend, CubeTensor};
 use burn::backend::{Backend, Dispatch, DispatchDevice, backend_extension};
-use burn::tensor::{Device, Tensor};
+use burn::cubecl::server::BufferBinding;
+use burn::tensor::{DType, Device, Tensor};
 
 pub use project::projected_shape;
 
@@ -42,6 +44,16 @@ fn chunk_rows(a: usize, widest: usize, limit: usize) -> Option<usize> {
     }
     let rows = limit / (4 * widest) / 64 * 64;
     (rows > 0).then_some(rows)
+}
+
+/// Rows `rows` of a row-major matrix of `total` rows and `width` f32 columns, bound as a
+/// storage buffer: the byte range of the whole tensor narrowed by offsets.
+fn row_chunk(t: &CubeTensor, rows: Range<usize>, total: usize, width: usize) -> BufferBinding {
+    t.handle
+        .clone()
+        .offset_start((rows.start * width * 4) as u64)
+        .offset_end(((total - rows.end) * width * 4) as u64)
+        .binding()
 }
 
 /// Operations with a WGSL implementation.
@@ -154,15 +166,18 @@ pub fn launches(kernel: &str, sizes: [usize; 3]) -> u64 {
         .sum()
 }
 
-/// Log, once per process, that the portable path runs on `device`.
+/// Log, once per process, that the portable path runs where the kernels were asked for.
 fn report_fallback(device: &Device) {
     if !FALLBACK_REPORTED.swap(true, Ordering::Relaxed) {
-        log::info!("subtrack: no WGSL kernels on {device:?}; using the portable tensor-op path");
+        log::info!(
+            "subtrack: WGSL kernels requested but not usable on {device:?} (not a WGSL \
+             runtime, not f32, or sizes past the kernels' limits); using the portable path"
+        );
     }
 }
 
-/// G̃ = SᵀG (algorithm.md §2): with `wgsl`, the WGSL kernel on wgpu/WGSL devices; tensor
-/// ops otherwise.
+/// G̃ = SᵀG (algorithm.md §2): with `wgsl`, the WGSL kernel on wgpu/WGSL devices for f32
+/// tensors within its size limits; tensor ops otherwise.
 pub fn project(basis: &Tensor<2>, g: &Tensor<2>, wgsl: bool) -> Tensor<2> {
     project_within(basis, g, wgsl, MAX_BINDING_BYTES)
 }
@@ -177,7 +192,12 @@ pub fn project_within(
     max_binding_bytes: usize,
 ) -> Tensor<2> {
     let device = g.device();
-    if wgsl && wgsl_available(&device) {
+    let ([a, r], b) = (basis.dims(), g.dims()[1]);
+    let runs = wgsl
+        && [basis, g].iter().all(|t| t.dtype() == DType::F32)
+        && project::plan(a, r, b, max_binding_bytes).is_some()
+        && wgsl_available(&device);
+    if runs {
         Tensor::from_dispatch(Dispatch::wgsl_project(
             basis.clone().into_dispatch(),
             g.clone().into_dispatch(),
@@ -196,8 +216,8 @@ pub fn project_within(
 ///
 /// `basis` S a×r and `low` L r×b in the canonical layout; `weight` W a×b, or b×a when
 /// `transposed` (the right case of §1); `recovery` (G a×b, ψ 1×b) when recovery scaling is
-/// on. With `wgsl`, one fused WGSL kernel on wgpu/WGSL devices (S·L is never stored); tensor
-/// ops otherwise.
+/// on. With `wgsl`, one fused WGSL kernel on wgpu/WGSL devices for f32 tensors within its
+/// size limits (S·L is never stored); tensor ops otherwise.
 #[allow(clippy::too_many_arguments)]
 pub fn update(
     basis: &Tensor<2>,
@@ -231,7 +251,15 @@ pub fn update_within(
     max_binding_bytes: usize,
 ) -> Tensor<2> {
     let device = weight.device();
-    if wgsl && wgsl_available(&device) {
+    let ([a, r], b) = (basis.dims(), low.dims()[1]);
+    let runs = wgsl
+        && [basis, &low, &weight]
+            .into_iter()
+            .chain(recovery.iter().flat_map(|(g, p)| [g, p]))
+            .all(|t| t.dtype() == DType::F32)
+        && update::plan(a, r, b, transposed, max_binding_bytes).is_some()
+        && wgsl_available(&device);
+    if runs {
         let (basis, low, weight) = (
             basis.clone().into_dispatch(),
             low.into_dispatch(),

@@ -1,8 +1,7 @@
 //! Launch of `shaders/project.wgsl`: G̃ = SᵀG.
 
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::wgpu::{
-    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
+    CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
 };
 use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::KernelArguments;
@@ -12,7 +11,7 @@ use burn::tensor::{DType, Shape};
 /// The shader text, templated by [`Project::source`].
 const SHADER: &str = include_str!("../../shaders/project.wgsl");
 
-use super::{BLOCK, MAX_WORKGROUPS, WGSL, chunk_rows};
+use super::{BLOCK, MAX_WORKGROUPS, WGSL, chunk_rows, row_chunk};
 
 #[derive(Debug)]
 struct Project {
@@ -45,10 +44,19 @@ pub fn projected_shape(basis: &Shape, g: &Shape) -> Shape {
     Shape::from([basis[1], g[1]])
 }
 
+/// Rows per launch for G̃ = SᵀG with S a×r and G a×b under a `limit`-byte binding, or
+/// `None` when the kernel cannot run these sizes (G̃ itself over the limit, fewer than 64
+/// rows fitting, or too many workgroups).
+pub fn plan(a: usize, r: usize, b: usize, limit: usize) -> Option<usize> {
+    let fits = r * b * 4 <= limit
+        && b.div_ceil(BLOCK) <= MAX_WORKGROUPS
+        && r.div_ceil(BLOCK) <= MAX_WORKGROUPS;
+    chunk_rows(a, r.max(b), limit).filter(|_| fits)
+}
+
 /// G̃ = SᵀG on the device, each storage binding at most `limit` bytes: S and G over the
-/// limit are split into row chunks whose partial products the kernel accumulates. Falls
-/// back to Burn's own ops where the kernel cannot run: not f32, not a WGSL runtime, G̃ itself
-/// over the limit, or too many workgroups.
+/// limit are split into row chunks whose partial products the kernel accumulates. The
+/// caller ([`super::project_within`]) has checked the runtime, the dtype and [`plan`].
 pub fn launch(basis: CubeTensor, g: CubeTensor, limit: usize) -> CubeTensor {
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = g.meta.shape()[1];
@@ -58,15 +66,8 @@ pub fn launch(basis: CubeTensor, g: CubeTensor, limit: usize) -> CubeTensor {
         "project: basis is {a}×{r}, gradient has {} rows",
         g.meta.shape()[0]
     );
-    let rows = chunk_rows(a, r.max(b), limit);
-    let fits = rows.is_some()
-        && r * b * 4 <= limit
-        && b.div_ceil(BLOCK) <= MAX_WORKGROUPS
-        && r.div_ceil(BLOCK) <= MAX_WORKGROUPS;
-    let runs = basis.dtype == DType::F32 && g.dtype == DType::F32 && basis.client.name() == WGSL;
-    let (true, true, Some(rows)) = (fits, runs, rows) else {
-        return CubeBackend::float_matmul(CubeBackend::float_transpose(basis), g);
-    };
+    let rows = plan(a, r, b, limit).expect("project: sizes the kernel cannot run");
+    assert!(basis.dtype == DType::F32 && g.dtype == DType::F32 && basis.client.name() == WGSL);
     let basis = into_contiguous(basis);
     let g = into_contiguous(g);
     let client = g.client.clone();
@@ -81,13 +82,6 @@ pub fn launch(basis: CubeTensor, g: CubeTensor, limit: usize) -> CubeTensor {
     let cube_dim = CubeDim::new_2d(16, 16);
     for (chunk, k0) in (0..a).step_by(rows).enumerate() {
         let k1 = (k0 + rows).min(a);
-        let slice = |t: &CubeTensor, width: usize| {
-            t.handle
-                .clone()
-                .offset_start((k0 * width * 4) as u64)
-                .offset_end(((a - k1) * width * 4) as u64)
-                .binding()
-        };
         let kernel = Project {
             a: k1 - k0,
             r,
@@ -99,8 +93,8 @@ pub fn launch(basis: CubeTensor, g: CubeTensor, limit: usize) -> CubeTensor {
             Box::new(SourceKernel::new(kernel, cube_dim)),
             CubeCount::Static(b.div_ceil(BLOCK) as u32, r.div_ceil(BLOCK) as u32, 1),
             KernelArguments::new().with_buffers(vec![
-                slice(&basis, r),
-                slice(&g, b),
+                row_chunk(&basis, k0..k1, a, r),
+                row_chunk(&g, k0..k1, a, b),
                 output.handle.clone().binding(),
             ]),
         );

@@ -1,15 +1,14 @@
 //! Launch of `shaders/update.wgsl`: W ← d·(W − α·(S·L + G⊙ψ)).
 
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::wgpu::{
-    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
+    CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
 };
 use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Shape};
 
-use super::{BLOCK, MAX_WORKGROUPS, WGSL, chunk_rows};
+use super::{BLOCK, MAX_WORKGROUPS, WGSL, chunk_rows, row_chunk};
 
 /// The shader text, templated by [`Update::source`].
 const SHADER: &str = include_str!("../../shaders/update.wgsl");
@@ -52,32 +51,25 @@ impl KernelSource for Update {
     }
 }
 
-/// The update the kernel computes, with Burn's own ops: the fallback.
-#[allow(clippy::too_many_arguments)]
-fn portable(
-    basis: CubeTensor,
-    low: CubeTensor,
-    weight: CubeTensor,
-    recovery: Option<(CubeTensor, CubeTensor)>,
-    alpha: f32,
-    decay: f32,
-    transposed: bool,
-) -> CubeTensor {
-    let mut u = CubeBackend::float_matmul(basis, low);
-    if let Some((grad, psi)) = recovery {
-        u = CubeBackend::float_add(u, CubeBackend::float_mul(grad, psi));
-    }
-    if transposed {
-        u = CubeBackend::float_transpose(u);
-    }
-    let stepped = CubeBackend::float_sub(weight, CubeBackend::float_mul_scalar(u, alpha.into()));
-    CubeBackend::float_mul_scalar(stepped, decay.into())
+/// Rows per launch for the update of an a×b matrix at rank r under a `limit`-byte binding,
+/// or `None` when the kernel cannot run these sizes (L over the limit, a transposed W over
+/// it, fewer than 64 rows fitting, or too many workgroups).
+pub fn plan(a: usize, r: usize, b: usize, transposed: bool, limit: usize) -> Option<usize> {
+    let fits = r * b * 4 <= limit
+        && b.div_ceil(BLOCK) <= MAX_WORKGROUPS
+        && a.div_ceil(BLOCK) <= MAX_WORKGROUPS;
+    let rows = if transposed {
+        // W is b×a: a row chunk of the canonical layout is not contiguous in it.
+        (a * r.max(b) * 4 <= limit).then_some(a)
+    } else {
+        chunk_rows(a, r.max(b), limit)
+    };
+    rows.filter(|_| fits)
 }
 
 /// W' = d·(W − α·(S·L + G⊙ψ)); `recovery` holds (G, ψ) when recovery scaling is on.
-/// S, W and G over `limit` bytes are updated in row chunks (left layout only). Falls back
-/// to Burn's ops where the kernel cannot run: not f32, not a WGSL runtime, L or a
-/// transposed W over the limit, or too many workgroups.
+/// S, W and G over `limit` bytes are updated in row chunks (left layout only). The caller
+/// ([`super::update_within`]) has checked the runtime, the dtypes and [`plan`].
 #[allow(clippy::too_many_arguments)]
 pub fn launch(
     basis: CubeTensor,
@@ -91,24 +83,12 @@ pub fn launch(
 ) -> CubeTensor {
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = low.meta.shape()[1];
+    let rows = plan(a, r, b, transposed, limit).expect("update: sizes the kernel cannot run");
     let f32s = [&basis, &low, &weight]
-        .iter()
-        .all(|t| t.dtype == DType::F32)
-        && recovery
-            .as_ref()
-            .is_none_or(|(g, p)| g.dtype == DType::F32 && p.dtype == DType::F32);
-    let rows = if transposed {
-        // W is b×a: a row chunk of the canonical layout is not contiguous in it.
-        (a * r.max(b) * 4 <= limit).then_some(a)
-    } else {
-        chunk_rows(a, r.max(b), limit)
-    };
-    let fits = r * b * 4 <= limit
-        && b.div_ceil(BLOCK) <= MAX_WORKGROUPS
-        && a.div_ceil(BLOCK) <= MAX_WORKGROUPS;
-    let (true, true, Some(rows)) = (f32s && fits, basis.client.name() == WGSL, rows) else {
-        return portable(basis, low, weight, recovery, alpha, decay, transposed);
-    };
+        .into_iter()
+        .chain(recovery.iter().flat_map(|(g, p)| [g, p]))
+        .all(|t| t.dtype == DType::F32);
+    assert!(f32s && basis.client.name() == WGSL);
     let basis = into_contiguous(basis);
     let low = into_contiguous(low);
     let weight = into_contiguous(weight);
@@ -125,13 +105,7 @@ pub fn launch(
     let recovery = recovery.map(|(g, p)| (into_contiguous(g), into_contiguous(p)));
     for k0 in (0..a).step_by(rows) {
         let k1 = (k0 + rows).min(a);
-        let slice = |t: &CubeTensor, width: usize| {
-            t.handle
-                .clone()
-                .offset_start((k0 * width * 4) as u64)
-                .offset_end(((a - k1) * width * 4) as u64)
-                .binding()
-        };
+        let slice = |t: &CubeTensor, width: usize| row_chunk(t, k0..k1, a, width);
         let mut buffers = vec![
             slice(&basis, r),
             low.handle.clone().binding(),
