@@ -36,13 +36,18 @@ impl ModuleVisitor for Scale<'_> {
     }
 }
 
+/// Σ‖g‖² over all of `module`'s gradients, as a one-element tensor left on the device
+/// (`None` when there are none): to read back together with other values.
+pub fn squared_norm<M: Module>(grads: &GradientsParams, module: &M) -> Option<Tensor<1>> {
+    let mut visitor = SquaredNorm { grads, total: None };
+    module.visit(&mut visitor);
+    visitor.total
+}
+
 /// The global L2 norm of all of `module`'s gradients (one read-back to the host).
 /// Non-finite when any gradient holds a NaN or an infinity.
 pub fn global_norm<M: Module>(grads: &GradientsParams, module: &M) -> f64 {
-    let mut visitor = SquaredNorm { grads, total: None };
-    module.visit(&mut visitor);
-    visitor
-        .total
+    squared_norm(grads, module)
         .map_or(0.0, |t| t.into_scalar::<f32>() as f64)
         .sqrt()
 }

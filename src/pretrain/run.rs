@@ -14,7 +14,7 @@ use crate::checkpoint::{StateBytes, load_checked, state_bytes};
 
 use super::PretrainError;
 use super::ckpt::Checkpoint;
-use super::clip::{clip_to, global_norm};
+use super::clip::{clip_to, squared_norm};
 use super::config::{OptimizerKind, TrainConfig};
 use super::data::Corpus;
 use super::device::{self, Picked};
@@ -96,6 +96,20 @@ pub fn estimate_bytes(config: &TrainConfig, model: &LlamaConfig) -> u64 {
     let (l, h) = (model.num_layers as u64, model.num_heads as u64);
     let activations = b * t * (l * (12 * d + 4 * f) + 4 * v) + l * b * h * t * t * 3;
     4 * (4 * p + activations)
+}
+
+/// The loss and the global gradient norm, read back to the host together (one sync).
+fn read_loss_and_norm(loss: Tensor<1>, grads: &GradientsParams, model: &Llama) -> (f64, f64) {
+    let Some(sq) = squared_norm(grads, model) else {
+        return (loss.into_scalar::<f32>() as f64, 0.0);
+    };
+    let device = loss.device();
+    let both: Vec<f32> = Tensor::cat(vec![loss, sq.to_device(&device)], 0)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .expect("f32 data");
+    (both[0] as f64, (both[1] as f64).sqrt())
 }
 
 /// Mean held-out loss over `batches` (nats/token).
@@ -332,9 +346,9 @@ fn train_inner(
             &ad,
         );
         let loss = model.loss(x, y);
-        let loss_value = loss.clone().into_scalar::<f32>() as f64;
+        let loss_inner = loss.clone().detach().inner();
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        let norm = global_norm(&grads, &model);
+        let (loss_value, norm) = read_loss_and_norm(loss_inner, &grads, &model);
         if loss_value.is_finite() && norm.is_finite() {
             clip_to(&mut grads, &model, norm, config.grad_clip);
             model = optim.step(lr, model, grads);
