@@ -209,6 +209,16 @@ impl ModuleVisitor for Grads {
 }
 
 impl Grads {
+    /// Random gradients for every float parameter of `model`.
+    fn of(model: &impl Module) -> Self {
+        let mut grads = Self {
+            one: Vec::new(),
+            two: Vec::new(),
+        };
+        model.visit(&mut grads);
+        grads
+    }
+
     fn params(&self) -> GradientsParams {
         let mut out = GradientsParams::new();
         for (id, g) in &self.one {
@@ -244,11 +254,7 @@ fn bench_amortised(picked: &Picked, size: &str, interval: usize, reps: usize) ->
         for rep in 0..reps {
             dev.seed(rep as u64);
             let mut model = model_config.init(&dev).expect("model");
-            let mut grads = Grads {
-                one: Vec::new(),
-                two: Vec::new(),
-            };
-            model.visit(&mut grads);
+            let grads = Grads::of(&model);
             let (mut optim, report) = config.build_optimizer(&model_config).expect("optimizer");
             // Step 1 builds the initial bases (an SVD each); excluded like any warm-up.
             model = optim.step(1e-3, model, grads.params());
@@ -448,11 +454,7 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize) -> Vec<KernelRow> {
             .with_wgsl_kernels(on);
         ad.seed(4);
         let mut model = model_config.init(&ad).expect("model");
-        let mut grads = Grads {
-            one: Vec::new(),
-            two: Vec::new(),
-        };
-        model.visit(&mut grads);
+        let grads = Grads::of(&model);
         let (mut optim, _) = config.build_optimizer(&model_config).expect("optimizer");
         for _ in 0..2 {
             model = optim.step(1e-3, model, grads.params());
