@@ -35,9 +35,7 @@ pub fn compare(
             points: s.eval_curve.clone(),
         })
         .collect();
-    let floor = corpus
-        .valid_floor
-        .map(|f| (f, "loss floor: the source's own held-out loss"));
+    let floor = corpus.plot_floor();
     write_text(
         &opts.out_dir.join("loss.svg"),
         &svg_plot(

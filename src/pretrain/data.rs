@@ -229,6 +229,12 @@ impl Corpus {
         })
     }
 
+    /// The dashed line of the loss plots: the source's own held-out loss, where known.
+    pub fn plot_floor(&self) -> Option<(f64, &'static str)> {
+        self.valid_floor
+            .map(|f| (f, "loss floor: the source's own held-out loss"))
+    }
+
     /// Training batch number `index` of a run seeded with `seed`: `batch` windows of
     /// `seq_len + 1` tokens at positions drawn from (seed, index), returned as inputs and
     /// next-token targets, each [batch, seq_len].

@@ -433,9 +433,7 @@ fn train_inner(
                     points: eval_curve.clone(),
                 },
             ];
-            let floor = corpus
-                .valid_floor
-                .map(|f| (f, "loss floor: the source's own held-out loss"));
+            let floor = corpus.plot_floor();
             write_text(
                 &svg_path,
                 &svg_plot(
