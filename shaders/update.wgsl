@@ -1,20 +1,24 @@
 // Back-projection fused with the weight update (algorithm.md §2 and §7, recovery folded in):
 //
-//     W ← d·(W − α·(S·L + G⊙ψ))        α = lr·c (bias correction c),  d = 1 − lr·wd
+//     W ← d·(W − α·(S·L + G⊙ψ)),   L = s·N − k·(G̃⊙ψ)      α = lr·c (bias correction c),
+//                                                         d = 1 − lr·wd
 //
-// with L = s·N − k·(G̃⊙ψ) and ψ = f·φ the limited recovery scales (see src/recovery.rs);
-// without recovery scaling L = s·N and the G⊙ψ term is absent. The a×b update S·L is never
-// written to a buffer of its own: each output element is finished in registers.
+// with ψ = f·φ the limited recovery scales (recovery_limit.wgsl; see src/recovery.rs);
+// without recovery scaling L = s·N and the G⊙ψ term is absent. L is formed as its tiles
+// are loaded and the a×b update S·L is never written to a buffer of its own: each output
+// element is finished in registers. Where the step is skipped (flag = 0: the gradient held
+// NaN or ±∞) W is copied unchanged.
 //
 // Bindings (row-major f32, declared read_write because CubeCL sub-allocates tensors from
 // shared buffers):
-//   @binding(0) basis   S, a×r                      (read)
-//   @binding(1) low     L, r×b                      (read)
-//   @binding(2) weight  W, a×b, or b×a if transposed (read)
-//   @binding(3) output  W', the layout of W          (written)
-//   @binding(4) scalars [α, d]                       (read)
-//   @binding(5) grad    G, a×b canonical layout      (read; only with recovery)
-//   @binding(6) psi     ψ, 1×b                       (read; only with recovery)
+//   @binding(0) basis       S, a×r                         (read)
+//   @binding(1) normalized  N, r×b                         (read)
+//   @binding(2) weight      W, a×b, or b×a if transposed    (read)
+//   @binding(3) output      W', the layout of W             (written)
+//   @binding(4) scalars     [α, d, s, k, flag]; flag 1 = step, 0 = skip (read)
+//   @binding(5) grad        G, a×b canonical layout         (read; only with recovery)
+//   @binding(6) psi         ψ, 1×b                          (read; only with recovery)
+//   @binding(7) g_low       G̃, r×b                          (read; only with recovery)
 //
 // Template values (part of the kernel id): {{a}}, {{r}}, {{b}}, {{transposed}} (true: W is
 // stored b×a, the right case of §1), and the recovery lines. A workgroup of 16×16
@@ -30,7 +34,7 @@ const BM: u32 = 64u;   // rows of the update per workgroup
 const BN: u32 = 64u;   // columns of the update per workgroup
 
 @group(0) @binding(0) var<storage, read_write> basis: array<f32>;
-@group(0) @binding(1) var<storage, read_write> low: array<f32>;
+@group(0) @binding(1) var<storage, read_write> normalized: array<f32>;
 @group(0) @binding(2) var<storage, read_write> weight: array<f32>;
 @group(0) @binding(3) var<storage, read_write> output: array<f32>;
 @group(0) @binding(4) var<storage, read_write> scalars: array<f32>;
@@ -48,6 +52,11 @@ fn main(
     let i0 = wid.y * BM;
     let j0 = wid.x * BN;
     let t = lid.y * 16u + lid.x;
+    let alpha = scalars[0];
+    let decay = scalars[1];
+    let scale = scalars[2];
+    let kept = scalars[3];
+    let step = scalars[4] != 0.0;
     var acc: array<f32, 16>;
     for (var q: u32 = 0u; q < 16u; q = q + 1u) {
         acc[q] = 0.0;
@@ -66,7 +75,9 @@ fn main(
             let lj = idx % BN;
             var lv: f32 = 0.0;
             if (k0 + lk < R && j0 + lj < B) {
-                lv = low[(k0 + lk) * B + j0 + lj];
+                let at = (k0 + lk) * B + j0 + lj;
+                lv = scale * normalized[at];
+{{recovery_low}}
             }
             l_tile[idx] = lv;
         }
@@ -93,8 +104,6 @@ fn main(
         }
         workgroupBarrier();
     }
-    let alpha = scalars[0];
-    let decay = scalars[1];
     for (var ii: u32 = 0u; ii < 4u; ii = ii + 1u) {
         let i = i0 + lid.y * 4u + ii;
         for (var jj: u32 = 0u; jj < 4u; jj = jj + 1u) {
@@ -106,7 +115,11 @@ fn main(
                 if (TRANSPOSED) {
                     at = j * A + i;
                 }
-                output[at] = decay * (weight[at] - alpha * u);
+                if (step) {
+                    output[at] = decay * (weight[at] - alpha * u);
+                } else {
+                    output[at] = weight[at];
+                }
             }
         }
     }

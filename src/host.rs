@@ -1,9 +1,31 @@
 //! Transfers between device tensors and host f64 buffers (small matrices only).
 
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use std::cell::Cell;
+
+use burn::tensor::{Bool, DType, Device, Tensor, TensorData};
+
+thread_local! {
+    static READS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Read-backs made through this module on the calling thread.
+pub(crate) fn reads_on_this_thread() -> u64 {
+    READS.with(Cell::get)
+}
+
+fn count_read() {
+    READS.with(|n| n.set(n.get() + 1));
+}
+
+/// Read a single boolean back.
+pub(crate) fn read_flag(tensor: Tensor<1, Bool>) -> bool {
+    count_read();
+    tensor.into_scalar::<bool>()
+}
 
 /// Read a tensor back as row-major f64 values.
 pub(crate) fn read<const D: usize>(tensor: Tensor<D>) -> Vec<f64> {
+    count_read();
     tensor
         .into_data()
         .convert::<f64>()

@@ -1,8 +1,8 @@
 //! [`SubTrack`]: one optimizer step per parameter (algorithm.md §2), orchestrating the
 //! basis, geodesic, moment and recovery modules.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use burn::optim::{LearningRate, Optimizer};
 use burn::tensor::{Device, Tensor};
@@ -12,8 +12,7 @@ use crate::config::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUp
 use crate::geodesic::geodesic_step;
 use crate::host;
 use crate::kernels;
-use crate::moments::{AdamParams, rotate_moments};
-use crate::recovery::recovery_scales;
+use crate::moments::AdamParams;
 use crate::state::{DenseState, ProjectedState, SubTrackState, canonical_layout};
 
 /// The SubTrack optimizer: SubTrack-Grad, SubTrack++ or GaLore for projected matrices, and
@@ -36,12 +35,56 @@ struct Counters {
     nonfinite_skips: AtomicU64,
     subspace_updates: AtomicU64,
     reorthonormalizations: AtomicU64,
+    host_reads: AtomicU64,
+    device_skips_logged: AtomicBool,
+    /// Skips decided on the device, one running count ([1], f32) per device; read when
+    /// [`SubTrackReport::nonfinite_skips`] is called.
+    device_skips: Mutex<Vec<Tensor<1>>>,
 }
 
 impl SubTrackReport {
-    /// Parameter steps skipped because the gradient held NaN or ±∞.
+    /// Parameter steps skipped because the gradient held NaN or ±∞. Where the check ran on
+    /// the device (see [`SubTrack`]'s `step`) this reads the device-side counts back, and
+    /// logs a warning the first time they are non-zero.
     pub fn nonfinite_skips(&self) -> u64 {
-        self.inner.nonfinite_skips.load(Ordering::Relaxed)
+        let host = self.inner.nonfinite_skips.load(Ordering::Relaxed);
+        let counts = self
+            .inner
+            .device_skips
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let device: u64 = counts
+            .iter()
+            .map(|count| host::read_scalar(count.clone()).round() as u64)
+            .sum();
+        if device > 0 && !self.inner.device_skips_logged.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "SubTrack: {device} parameter steps were skipped on the device for non-finite gradients"
+            );
+        }
+        host + device
+    }
+
+    /// Transfers from the device to the host that this optimizer's steps waited on: the
+    /// finite checks on the host and the subspace updates' small matrices. Zero growth
+    /// between two subspace updates means the per-step path is free of read-backs.
+    pub fn host_reads(&self) -> u64 {
+        self.inner.host_reads.load(Ordering::Relaxed)
+    }
+
+    /// Add 1 − `flag` to the device-side skip count of `flag`'s device.
+    fn count_device_skips(&self, flag: &Tensor<1>) {
+        let skipped = flag.clone().neg().add_scalar(1.0);
+        let device = flag.device();
+        let mut counts = self
+            .inner
+            .device_skips
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match counts.iter_mut().find(|c| c.device() == device) {
+            Some(count) => *count = count.clone() + skipped,
+            None => counts.push(skipped),
+        }
     }
 
     /// Subspace updates (geodesic steps or SVD refreshes) performed, initial bases excluded.
@@ -84,22 +127,40 @@ impl SubTrack {
         dims.len() == 2 && dims[0].min(dims[1]) > self.config.rank
     }
 
+    /// AdamW of the same form as the projected step; `decay` = 1 − lr·wd. `flag` is the
+    /// device-side step flag when the finite check was left to the device.
     fn dense_step<const D: usize>(
         &self,
         lr: LearningRate,
+        decay: f64,
         tensor: Tensor<D>,
         grad: Tensor<D>,
         state: Option<DenseState<D>>,
+        flag: Option<&Tensor<1>>,
     ) -> (Tensor<D>, DenseState<D>) {
         let (moment_1, moment_2, step) = match state {
             Some(s) => (s.moment_1, s.moment_2, s.step),
             None => (grad.zeros_like(), grad.zeros_like(), 0),
         };
+        let old = flag.map(|_| (tensor.clone(), moment_1.clone(), moment_2.clone()));
         let step = step + 1;
         let (moment_1, moment_2) = self.adam.update_moments(moment_1, moment_2, &grad);
         let update = self.adam.normalize(&moment_1, &moment_2);
         let c = self.adam.bias_correction(step);
-        let tensor = self.apply(tensor, update, lr * c);
+        let tensor = tensor - update.mul_scalar(lr * c);
+        let tensor = if decay == 1.0 {
+            tensor
+        } else {
+            tensor.mul_scalar(decay)
+        };
+        let (tensor, moment_1, moment_2) = match (flag, old) {
+            (Some(flag), Some((w0, m0, v0))) => (
+                kernels::keep_on_skip(tensor, w0, flag),
+                kernels::keep_on_skip(moment_1, m0, flag),
+                kernels::keep_on_skip(moment_2, v0, flag),
+            ),
+            _ => (tensor, moment_1, moment_2),
+        };
         (
             tensor,
             DenseState {
@@ -110,12 +171,33 @@ impl SubTrack {
         )
     }
 
-    /// W − lr·c·U; the decoupled decay W −= lr·wd·W follows in [`Optimizer::step`].
-    fn apply<const D: usize>(&self, tensor: Tensor<D>, update: Tensor<D>, lr_c: f64) -> Tensor<D> {
-        tensor - update.mul_scalar(lr_c)
+    /// Whether this step's finite check is left to the device: the WGSL route is on and
+    /// usable, and the step reads nothing back anyway. Steps that find the first basis or
+    /// refresh it read the r×r problem (or the Gram matrix) back and check on the host;
+    /// so does a projected step that would start the limiter's norm.
+    fn checks_on_device<const D: usize>(
+        &self,
+        projected: bool,
+        state: Option<&SubTrackState<D>>,
+        device: &Device,
+    ) -> bool {
+        let cfg = &self.config;
+        if !cfg.wgsl_kernels || !kernels::wgsl_available(device) {
+            return false;
+        }
+        match state {
+            _ if !projected => true,
+            Some(SubTrackState::Projected(s)) => {
+                s.step > 0
+                    && !s.step.is_multiple_of(cfg.update_interval)
+                    && (cfg.recovery_scaling == RecoveryScaling::Off || s.limiter_norm.is_some())
+            }
+            _ => false,
+        }
     }
 
     /// One projected step; `decay` = 1 − lr·wd is applied here (fused with the update).
+    /// `flag` is the device-side step flag when the finite check was left to the device.
     fn projected_step(
         &self,
         lr: LearningRate,
@@ -123,6 +205,7 @@ impl SubTrack {
         tensor: Tensor<2>,
         grad: Tensor<2>,
         state: Option<ProjectedState>,
+        flag: Option<&Tensor<1>>,
     ) -> (Tensor<2>, ProjectedState) {
         let cfg = &self.config;
         let [m, n] = tensor.dims();
@@ -146,58 +229,65 @@ impl SubTrack {
         };
         debug_assert_eq!(state.basis.dims(), [a, cfg.rank]);
 
+        let mut change = None;
         if state.step > 0 && state.step.is_multiple_of(cfg.update_interval) {
-            let change = self.update_subspace(&mut state.basis, &g);
-            if let (Some(change), true) = (change, cfg.projection_aware != ProjectionAware::Off) {
-                let (m1, m2) = rotate_moments(
-                    state.moment_1,
-                    state.moment_2,
-                    &change,
-                    cfg.projection_aware,
-                    cfg.beta_2,
-                );
-                state.moment_1 = m1;
-                state.moment_2 = m2;
-            }
+            change = self.update_subspace(&mut state.basis, &g);
         }
+        let rotation = change
+            .as_ref()
+            .filter(|_| cfg.projection_aware != ProjectionAware::Off)
+            .map(|c| (c, cfg.projection_aware));
 
-        let g_low = kernels::project(&state.basis, &g, cfg.wgsl_kernels);
+        let wgsl = cfg.wgsl_kernels;
+        let g_low = kernels::project(&state.basis, &g, wgsl);
         state.step += 1;
-        let (moment_1, moment_2) = self
-            .adam
-            .update_moments(state.moment_1, state.moment_2, &g_low);
-        let normalized = self.adam.normalize(&moment_1, &moment_2);
+        let adam = kernels::adam(
+            state.moment_1,
+            state.moment_2,
+            &g_low,
+            &self.adam,
+            rotation,
+            flag,
+            wgsl,
+        );
+        state.moment_1 = adam.moment_1;
+        state.moment_2 = adam.moment_2;
         // W' = d·(W − lr·c·(s·S·N + Λ)), with Λ folded into the back-projection (see
         // `recovery`): S·L + G⊙ψ where L = s·N − k·G̃⊙ψ.
-        let (low, recovery) = if cfg.recovery_scaling == RecoveryScaling::Off {
-            (normalized.mul_scalar(cfg.scale), None)
-        } else {
-            let scales = recovery_scales(
+        let recovery = (cfg.recovery_scaling != RecoveryScaling::Off).then(|| {
+            let scales = kernels::recovery(
                 &g,
                 &g_low,
-                &normalized,
+                &adam.normalized,
                 cfg.recovery_scaling,
                 cfg.scale,
                 cfg.norm_growth_limit,
                 state.limiter_norm.as_ref(),
+                flag,
+                wgsl,
             );
             state.limiter_norm = Some(scales.norm);
-            let low = normalized.mul_scalar(cfg.scale)
-                - (g_low * scales.scaled_phi.clone()).mul_scalar(scales.kept_weight);
-            (low, Some((g, scales.scaled_phi)))
+            kernels::RecoveryTerm {
+                grad: g,
+                psi: scales.scaled_phi,
+                g_low,
+                kept_weight: scales.kept_weight,
+            }
+        });
+        let coefficients = kernels::UpdateCoefficients {
+            alpha: lr * self.adam.bias_correction(state.step),
+            decay,
+            scale: cfg.scale,
         };
-        state.moment_1 = moment_1;
-        state.moment_2 = moment_2;
-        let c = self.adam.bias_correction(state.step);
         let tensor = kernels::update(
             &state.basis,
-            low,
+            adam.normalized,
             tensor,
             recovery,
-            lr * c,
-            decay,
+            coefficients,
             transposed,
-            cfg.wgsl_kernels,
+            flag,
+            wgsl,
         );
         (tensor, state)
     }
@@ -260,7 +350,14 @@ impl Optimizer for SubTrack {
 
     /// One step for one parameter. Panics when `lr` is negative or non-finite, or when a
     /// loaded state does not fit the parameter. A gradient holding NaN or ±∞ leaves the
-    /// parameter and its state unchanged; the skip is counted in [`SubTrackReport`] and logged.
+    /// parameter and its state unchanged; the skip is counted in [`SubTrackReport`].
+    ///
+    /// With [`wgsl_kernels`](SubTrackConfig::wgsl_kernels) on a wgpu/WGSL device, steps that
+    /// do not refresh the subspace check the gradient on the device and read nothing back:
+    /// the skip is a select inside the kernels, and its count is read only when the report
+    /// is queried. Such a skipped step still counts toward k (bias correction and the
+    /// update interval), because only a read-back would tell the host it was skipped.
+    /// Everywhere else the check is one read-back per parameter step, and a skip is logged.
     fn step<const D: usize>(
         &self,
         lr: LearningRate,
@@ -272,23 +369,31 @@ impl Optimizer for SubTrack {
             lr.is_finite() && lr >= 0.0,
             "SubTrack: the learning rate must be finite and >= 0, got {lr}"
         );
-        let finite = grad.clone().is_finite().all().into_scalar::<bool>();
-        if !finite {
-            self.report
-                .inner
-                .nonfinite_skips
-                .fetch_add(1, Ordering::Relaxed);
-            log::warn!(
-                "SubTrack: non-finite gradient for a {:?} parameter at step {}; step skipped",
-                tensor.dims(),
-                state.as_ref().map_or(0, |s| s.step())
-            );
-            return (tensor, state);
-        }
-
+        let reads = host::reads_on_this_thread();
         let dims = tensor.dims();
+        let projected = self.is_projected(&dims);
+        let flag = if self.checks_on_device(projected, state.as_ref(), &tensor.device()) {
+            let flag = kernels::step_flag(&grad);
+            self.report.count_device_skips(&flag);
+            Some(flag)
+        } else {
+            if !host::read_flag(grad.clone().is_finite().all()) {
+                self.report
+                    .inner
+                    .nonfinite_skips
+                    .fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "SubTrack: non-finite gradient for a {:?} parameter at step {}; step skipped",
+                    tensor.dims(),
+                    state.as_ref().map_or(0, |s| s.step())
+                );
+                return (tensor, state);
+            }
+            None
+        };
+
         let decay = 1.0 - lr * self.config.weight_decay;
-        let (tensor, state) = if self.is_projected(&dims) {
+        let (tensor, state) = if projected {
             let [m, n] = [dims[0], dims[1]];
             let state = match state {
                 Some(SubTrackState::Projected(s)) => Some(s),
@@ -304,6 +409,7 @@ impl Optimizer for SubTrack {
                 tensor.reshape([m, n]),
                 grad.reshape([m, n]),
                 state,
+                flag.as_ref(),
             );
             (w.reshape(dims), SubTrackState::Projected(s))
         } else {
@@ -316,10 +422,14 @@ impl Optimizer for SubTrack {
                 ),
                 None => None,
             };
-            let (w, s) = self.dense_step(lr, tensor, grad, state);
-            let w = if decay == 1.0 { w } else { w.mul_scalar(decay) };
+            let (w, s) = self.dense_step(lr, decay, tensor, grad, state, flag.as_ref());
             (w, SubTrackState::Dense(s))
         };
+        let reads = host::reads_on_this_thread() - reads;
+        self.report
+            .inner
+            .host_reads
+            .fetch_add(reads, Ordering::Relaxed);
         (tensor, Some(state))
     }
 

@@ -21,6 +21,14 @@ pub struct RecoveryScales {
     pub norm: Tensor<1>,
 }
 
+/// k, the residual's weight on S·G̃: 1 for the paper, s for the authors' code.
+pub fn kept_weight(variant: RecoveryScaling, scale: f64) -> f64 {
+    match variant {
+        RecoveryScaling::Code => scale,
+        RecoveryScaling::Paper | RecoveryScaling::Off => 1.0,
+    }
+}
+
 /// φ, the limiter factor f and ‖Λ‖ for Λ = (G − k·S·G̃)⊙φ, without forming Λ.
 ///
 /// Uses ‖g_j − k·S·g̃_j‖² = ‖g_j‖² − (2k − k²)·‖g̃_j‖², exact when SᵀS = I and G̃ = SᵀG
@@ -37,10 +45,7 @@ pub fn recovery_scales(
     let column_sq = |x: &Tensor<2>| x.clone().square().sum_dim(0);
     let g_low_sq = column_sq(g_low);
     let phi = column_sq(normalized).sqrt() / g_low_sq.clone().sqrt().add_scalar(1e-8);
-    let k = match variant {
-        RecoveryScaling::Code => scale,
-        RecoveryScaling::Paper | RecoveryScaling::Off => 1.0,
-    };
+    let k = kept_weight(variant, scale);
     let residual_sq = (column_sq(g) - g_low_sq.mul_scalar(2.0 * k - k * k)).clamp_min(0.0);
     let norm = (residual_sq * phi.clone().square()).sum().sqrt();
     match previous_norm {

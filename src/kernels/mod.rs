@@ -9,7 +9,9 @@
 //! Burn's CubeCL backend and, lazily, for its fusion layer, so it works with Burn's default
 //! kernel fusion on.
 
+mod adam;
 mod project;
+mod recovery;
 mod update;
 
 use std::collections::BTreeMap;
@@ -17,11 +19,16 @@ use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::{CubeBackend, CubeTensor};
 use burn::backend::{Backend, Dispatch, DispatchDevice, backend_extension};
 use burn::cubecl::server::BufferBinding;
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+
+use crate::config::{ProjectionAware, RecoveryScaling};
+use crate::moments::{AdamParams, rotate_moments};
+use crate::recovery::{RecoveryScales, kept_weight, recovery_scales};
 
 pub use project::projected_shape;
 
@@ -56,7 +63,9 @@ fn row_chunk(t: &CubeTensor, rows: Range<usize>, total: usize, width: usize) -> 
         .binding()
 }
 
-/// Operations with a WGSL implementation.
+/// Operations with a WGSL implementation. `params` and `scalars` are small f32 tensors whose
+/// last element is the step flag (1 = step, 0 = skip), so that a skip decided on the device
+/// needs no read-back.
 #[backend_extension(Cube, Fusion)]
 pub trait SubTrackKernels: Backend {
     /// G̃ = SᵀG: `basis` a×r, `g` a×b → r×b (algorithm.md §2, canonical left layout).
@@ -68,32 +77,92 @@ pub trait SubTrackKernels: Backend {
         max_binding_bytes: usize,
     ) -> FloatTensor<Self>;
 
-    /// W' = d·(W − α·S·L) (§2): `basis` a×r, `low` r×b, `weight` a×b or b×a (`transposed`).
+    /// Low-rank Adam (§2): (M', V', N) from M, V, G̃ (r×b) and `params`
+    /// [β1, 1−β1, β2, 1−β2, ε, v_scale, flag].
+    #[fusion(meta = |m, _v, _g, _p| (m.clone(), m.clone(), m.clone()))]
+    fn wgsl_adam(
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// [`wgsl_adam`](SubTrackKernels::wgsl_adam) after rotating M and V with C = S_newᵀ·S_old
+    /// (r×r, §5).
+    #[fusion(meta = |m, _v, _g, _p, _c| (m.clone(), m.clone(), m.clone()))]
+    fn wgsl_adam_rotate(
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        change: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Recovery scales (§7) without a previous norm: (ψ 1×b, ‖Λ‖ [1]) from G (a×b), G̃ and
+    /// N (r×b) and `params` [2k − k², ζ, flag]. G over `max_binding_bytes` is read in row
+    /// chunks.
+    #[fusion(meta = recovery_meta)]
+    fn wgsl_recovery(
+        grad: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        max_binding_bytes: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// [`wgsl_recovery`](SubTrackKernels::wgsl_recovery) with the norm-growth limiter
+    /// against `previous` = Λ_prev ([1]).
+    #[fusion(meta = |g, _l, _n, _p, _q, _m| recovery_meta(g, _l, _n, _p, _m))]
+    fn wgsl_recovery_limited(
+        grad: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        previous: FloatTensor<Self>,
+        max_binding_bytes: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// W' = d·(W − α·s·S·N) (§2): `basis` a×r, `normalized` r×b, `weight` a×b or b×a
+    /// (`transposed`), `scalars` [α, d, s, k, flag].
     #[fusion(dtype = weight, shape = weight)]
     fn wgsl_update(
         basis: FloatTensor<Self>,
-        low: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        alpha: f32,
-        decay: f32,
+        scalars: FloatTensor<Self>,
         transposed: bool,
         max_binding_bytes: usize,
     ) -> FloatTensor<Self>;
 
-    /// W' = d·(W − α·(S·L + G⊙ψ)) (§2 with §7 folded in): `grad` a×b, `psi` 1×b.
+    /// W' = d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ (§2 with §7 folded in): `grad` a×b,
+    /// `psi` 1×b, `g_low` r×b.
     #[allow(clippy::too_many_arguments)]
     #[fusion(dtype = weight, shape = weight)]
     fn wgsl_update_recovery(
         basis: FloatTensor<Self>,
-        low: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
         weight: FloatTensor<Self>,
+        scalars: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         psi: FloatTensor<Self>,
-        alpha: f32,
-        decay: f32,
+        g_low: FloatTensor<Self>,
         transposed: bool,
         max_binding_bytes: usize,
     ) -> FloatTensor<Self>;
+}
+
+/// Output specs of the recovery kernels: ψ [1, b] and the norm [1].
+fn recovery_meta(
+    grad: &TensorSpec,
+    _g_low: &TensorSpec,
+    _normalized: &TensorSpec,
+    _params: &TensorSpec,
+    _max_binding_bytes: &usize,
+) -> (TensorSpec, TensorSpec) {
+    (
+        TensorSpec::new(Shape::from([1, grad.shape[1]]), grad.dtype),
+        TensorSpec::new(Shape::from([1]), grad.dtype),
+    )
 }
 
 impl SubTrackKernels for CubeBackend {
@@ -105,33 +174,73 @@ impl SubTrackKernels for CubeBackend {
         project::launch(basis, g, max_binding_bytes)
     }
 
+    fn wgsl_adam(
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        adam::launch(moment_1, moment_2, g_low, params, None)
+    }
+
+    fn wgsl_adam_rotate(
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        change: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        adam::launch(moment_1, moment_2, g_low, params, Some(change))
+    }
+
+    fn wgsl_recovery(
+        grad: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        max_binding_bytes: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        recovery::launch(grad, g_low, normalized, params, None, max_binding_bytes)
+    }
+
+    fn wgsl_recovery_limited(
+        grad: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        previous: FloatTensor<Self>,
+        max_binding_bytes: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let limit = max_binding_bytes;
+        recovery::launch(grad, g_low, normalized, params, Some(previous), limit)
+    }
+
     fn wgsl_update(
         basis: FloatTensor<Self>,
-        low: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        alpha: f32,
-        decay: f32,
+        scalars: FloatTensor<Self>,
         transposed: bool,
         max_binding_bytes: usize,
     ) -> FloatTensor<Self> {
         let limit = max_binding_bytes;
-        update::launch(basis, low, weight, None, alpha, decay, transposed, limit)
+        update::launch(basis, normalized, weight, scalars, None, transposed, limit)
     }
 
     fn wgsl_update_recovery(
         basis: FloatTensor<Self>,
-        low: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
         weight: FloatTensor<Self>,
+        scalars: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         psi: FloatTensor<Self>,
-        alpha: f32,
-        decay: f32,
+        g_low: FloatTensor<Self>,
         transposed: bool,
         max_binding_bytes: usize,
     ) -> FloatTensor<Self> {
-        let (recovery, limit) = (Some((grad, psi)), max_binding_bytes);
+        let (recovery, limit) = (Some((grad, psi, g_low)), max_binding_bytes);
         update::launch(
-            basis, low, weight, recovery, alpha, decay, transposed, limit,
+            basis, normalized, weight, scalars, recovery, transposed, limit,
         )
     }
 }
@@ -156,7 +265,8 @@ fn count_launch(kernel: &'static str, sizes: [usize; 3]) {
     *map.entry((kernel, sizes)).or_default() += 1;
 }
 
-/// How many times `kernel` (`"project"` or `"update"`) was launched at sizes `[a, r, b]` in
+/// How many times `kernel` (`"project"`, `"adam"`, `"recovery"` (one per row chunk of G)
+/// or `"update"`) was launched at sizes `[a, r, b]` in
 /// this process: lets callers and tests see that the WGSL kernel, not a fallback, ran.
 pub fn launches(kernel: &str, sizes: [usize; 3]) -> u64 {
     let map = LAUNCHES.lock().unwrap_or_else(|e| e.into_inner());
@@ -211,27 +321,269 @@ pub fn project_within(
     }
 }
 
+/// The step flag of a gradient on its device: [1.0] when every element is finite, [0.0]
+/// when one is NaN or ±∞. Computed without a read-back.
+pub fn step_flag<const D: usize>(grad: &Tensor<D>) -> Tensor<1> {
+    grad.clone().is_finite().all().float()
+}
+
+/// `new` where the step runs, `old` where `flag` says it is skipped (a select, so NaN in
+/// `new` never leaks through).
+pub fn keep_on_skip<const D: usize>(new: Tensor<D>, old: Tensor<D>, flag: &Tensor<1>) -> Tensor<D> {
+    let skip = flag
+        .clone()
+        .equal_elem(0.0)
+        .reshape([1; D])
+        .expand(new.dims());
+    new.mask_where(skip, old)
+}
+
+/// Host `values` followed by the step flag (1 when `flag` is `None`), as one f32 tensor.
+fn with_flag(values: &[f64], flag: Option<&Tensor<1>>, device: &Device) -> Tensor<1> {
+    let host: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+    let n = host.len();
+    let head = Tensor::<1>::from_data(TensorData::new(host, [n]), device);
+    match flag {
+        Some(f) => Tensor::cat(vec![head, f.clone()], 0),
+        None => Tensor::cat(vec![head, Tensor::ones([1], device)], 0),
+    }
+}
+
+/// Low-rank Adam's result (algorithm.md §2): the new moments and N = M' ⊘ (sqrt(V') + ε),
+/// all r×b. Where the step is skipped M and V are unchanged and N is 0.
+pub struct LowRankAdam {
+    /// M'.
+    pub moment_1: Tensor<2>,
+    /// V'.
+    pub moment_2: Tensor<2>,
+    /// N, before the scale s and the bias correction c.
+    pub normalized: Tensor<2>,
+}
+
+/// Low-rank Adam on M, V (r×b) with G̃ (r×b), after the projection-aware rotation (§5) by
+/// C = S_newᵀ·S_old (r×r) when `rotation` is given. `flag` is the device-side step flag
+/// ([`step_flag`]); `None` means the step runs. With `wgsl`, one WGSL kernel on wgpu/WGSL
+/// devices for f32 tensors within its size limits; tensor ops otherwise.
+pub fn adam(
+    moment_1: Tensor<2>,
+    moment_2: Tensor<2>,
+    g_low: &Tensor<2>,
+    adam: &AdamParams,
+    rotation: Option<(&Tensor<2>, ProjectionAware)>,
+    flag: Option<&Tensor<1>>,
+    wgsl: bool,
+) -> LowRankAdam {
+    let device = g_low.device();
+    let [r, b] = moment_1.dims();
+    let runs = wgsl
+        && [&moment_1, &moment_2, g_low]
+            .into_iter()
+            .chain(rotation.map(|(c, _)| c))
+            .all(|t| t.dtype() == DType::F32)
+        && adam::plan(r, b, MAX_BINDING_BYTES)
+        && wgsl_available(&device);
+    if runs {
+        let v_scale = match rotation {
+            Some((_, ProjectionAware::Code)) => 1.0 - adam.beta_2,
+            _ => 1.0,
+        };
+        let values = [
+            adam.beta_1,
+            1.0 - adam.beta_1,
+            adam.beta_2,
+            1.0 - adam.beta_2,
+            adam.epsilon,
+            v_scale,
+        ];
+        let params = with_flag(&values, flag, &device).into_dispatch();
+        let (m, v, g) = (
+            moment_1.into_dispatch(),
+            moment_2.into_dispatch(),
+            g_low.clone().into_dispatch(),
+        );
+        let (m, v, n) = match rotation {
+            None => Dispatch::wgsl_adam(m, v, g, params),
+            Some((c, _)) => Dispatch::wgsl_adam_rotate(m, v, g, params, c.clone().into_dispatch()),
+        };
+        return LowRankAdam {
+            moment_1: Tensor::from_dispatch(m),
+            moment_2: Tensor::from_dispatch(v),
+            normalized: Tensor::from_dispatch(n),
+        };
+    }
+    if wgsl {
+        report_fallback(&device);
+    }
+    let old = flag.map(|_| (moment_1.clone(), moment_2.clone()));
+    let (m, v) = match rotation {
+        Some((c, variant)) => rotate_moments(moment_1, moment_2, c, variant, adam.beta_2),
+        None => (moment_1, moment_2),
+    };
+    let (m, v) = adam.update_moments(m, v, g_low);
+    let n = adam.normalize(&m, &v);
+    match (flag, old) {
+        (Some(flag), Some((m0, v0))) => LowRankAdam {
+            moment_1: keep_on_skip(m, m0, flag),
+            moment_2: keep_on_skip(v, v0, flag),
+            normalized: keep_on_skip(n.clone(), n.zeros_like(), flag),
+        },
+        _ => LowRankAdam {
+            moment_1: m,
+            moment_2: v,
+            normalized: n,
+        },
+    }
+}
+
+/// Recovery scales and the limiter (§7) from G (a×b), G̃ and N (r×b): see
+/// [`recovery_scales`]. `flag` as in [`adam`]: where the step is skipped the returned norm
+/// is `previous` (when there is one). With `wgsl`, two WGSL kernels (column norms, then
+/// limiter) on wgpu/WGSL devices for f32 tensors within their size limits; tensor ops
+/// otherwise.
+#[allow(clippy::too_many_arguments)]
+pub fn recovery(
+    g: &Tensor<2>,
+    g_low: &Tensor<2>,
+    normalized: &Tensor<2>,
+    variant: RecoveryScaling,
+    scale: f64,
+    growth_limit: f64,
+    previous: Option<&Tensor<1>>,
+    flag: Option<&Tensor<1>>,
+    wgsl: bool,
+) -> RecoveryScales {
+    let limit = MAX_BINDING_BYTES;
+    recovery_within(
+        g,
+        g_low,
+        normalized,
+        variant,
+        scale,
+        growth_limit,
+        previous,
+        flag,
+        wgsl,
+        limit,
+    )
+}
+
+/// [`recovery`] with storage bindings of at most `max_binding_bytes`: G larger than that is
+/// read in row chunks.
+#[allow(clippy::too_many_arguments)]
+pub fn recovery_within(
+    g: &Tensor<2>,
+    g_low: &Tensor<2>,
+    normalized: &Tensor<2>,
+    variant: RecoveryScaling,
+    scale: f64,
+    growth_limit: f64,
+    previous: Option<&Tensor<1>>,
+    flag: Option<&Tensor<1>>,
+    wgsl: bool,
+    max_binding_bytes: usize,
+) -> RecoveryScales {
+    let device = g.device();
+    let ([a, b], r) = (g.dims(), g_low.dims()[0]);
+    let k = kept_weight(variant, scale);
+    let runs = wgsl
+        && [g, g_low, normalized]
+            .into_iter()
+            .map(|t| t.dtype())
+            .chain(previous.map(|p| p.dtype()))
+            .all(|d| d == DType::F32)
+        && recovery::plan(a, r, b, max_binding_bytes).is_some()
+        && wgsl_available(&device);
+    if runs {
+        let params = with_flag(&[2.0 * k - k * k, growth_limit], flag, &device).into_dispatch();
+        let (gd, ld, nd) = (
+            g.clone().into_dispatch(),
+            g_low.clone().into_dispatch(),
+            normalized.clone().into_dispatch(),
+        );
+        let (psi, norm) = match previous {
+            None => Dispatch::wgsl_recovery(gd, ld, nd, params, max_binding_bytes),
+            Some(p) => Dispatch::wgsl_recovery_limited(
+                gd,
+                ld,
+                nd,
+                params,
+                p.clone().into_dispatch(),
+                max_binding_bytes,
+            ),
+        };
+        return RecoveryScales {
+            scaled_phi: Tensor::from_dispatch(psi),
+            kept_weight: k,
+            norm: Tensor::from_dispatch(norm),
+        };
+    }
+    if wgsl {
+        report_fallback(&device);
+    }
+    let scales = recovery_scales(g, g_low, normalized, variant, scale, growth_limit, previous);
+    match (flag, previous) {
+        (Some(flag), Some(previous)) => RecoveryScales {
+            norm: keep_on_skip(scales.norm, previous.clone(), flag),
+            ..scales
+        },
+        _ => scales,
+    }
+}
+
+/// The recovery inputs of the weight update: G (a×b), ψ (1×b), G̃ (r×b) and the residual's
+/// weight k on S·G̃ (see [`RecoveryScales`]).
+pub struct RecoveryTerm {
+    /// G, a×b in the canonical layout.
+    pub grad: Tensor<2>,
+    /// ψ = f·φ, 1×b.
+    pub psi: Tensor<2>,
+    /// G̃, r×b.
+    pub g_low: Tensor<2>,
+    /// k: 1 (paper) or s (the authors' code).
+    pub kept_weight: f64,
+}
+
+/// The coefficients of the weight update W' = d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ.
+#[derive(Clone, Copy, Debug)]
+pub struct UpdateCoefficients {
+    /// α = lr·c (learning rate times bias correction).
+    pub alpha: f64,
+    /// d = 1 − lr·wd (decoupled weight decay).
+    pub decay: f64,
+    /// s, the scale of the projected update.
+    pub scale: f64,
+}
+
 /// The weight update of a projected matrix (algorithm.md §2, with §7 folded in):
-/// W' = d·(W − α·(S·L + G⊙ψ)), α = lr·c, d = 1 − lr·wd.
+/// W' = d·(W − α·(S·L + G⊙ψ)) with L = s·N − k·G̃⊙ψ, or W' = d·(W − α·s·S·N) without
+/// recovery.
 ///
-/// `basis` S a×r and `low` L r×b in the canonical layout; `weight` W a×b, or b×a when
-/// `transposed` (the right case of §1); `recovery` (G a×b, ψ 1×b) when recovery scaling is
-/// on. With `wgsl`, one fused WGSL kernel on wgpu/WGSL devices for f32 tensors within its
-/// size limits (S·L is never stored); tensor ops otherwise.
+/// `basis` S a×r and `normalized` N r×b in the canonical layout; `weight` W a×b, or b×a when
+/// `transposed` (the right case of §1). `flag` as in [`adam`]: where the step is skipped W
+/// is returned unchanged. With `wgsl`, one fused WGSL kernel on wgpu/WGSL devices for f32
+/// tensors within its size limits (S·L is never stored); tensor ops otherwise.
 #[allow(clippy::too_many_arguments)]
 pub fn update(
     basis: &Tensor<2>,
-    low: Tensor<2>,
+    normalized: Tensor<2>,
     weight: Tensor<2>,
-    recovery: Option<(Tensor<2>, Tensor<2>)>,
-    alpha: f64,
-    decay: f64,
+    recovery: Option<RecoveryTerm>,
+    coefficients: UpdateCoefficients,
     transposed: bool,
+    flag: Option<&Tensor<1>>,
     wgsl: bool,
 ) -> Tensor<2> {
     let limit = MAX_BINDING_BYTES;
     update_within(
-        basis, low, weight, recovery, alpha, decay, transposed, wgsl, limit,
+        basis,
+        normalized,
+        weight,
+        recovery,
+        coefficients,
+        transposed,
+        flag,
+        wgsl,
+        limit,
     )
 }
 
@@ -241,68 +593,76 @@ pub fn update(
 #[allow(clippy::too_many_arguments)]
 pub fn update_within(
     basis: &Tensor<2>,
-    low: Tensor<2>,
+    normalized: Tensor<2>,
     weight: Tensor<2>,
-    recovery: Option<(Tensor<2>, Tensor<2>)>,
-    alpha: f64,
-    decay: f64,
+    recovery: Option<RecoveryTerm>,
+    coefficients: UpdateCoefficients,
     transposed: bool,
+    flag: Option<&Tensor<1>>,
     wgsl: bool,
     max_binding_bytes: usize,
 ) -> Tensor<2> {
     let device = weight.device();
-    let ([a, r], b) = (basis.dims(), low.dims()[1]);
+    let ([a, r], b) = (basis.dims(), normalized.dims()[1]);
+    let UpdateCoefficients {
+        alpha,
+        decay,
+        scale,
+    } = coefficients;
     let runs = wgsl
-        && [basis, &low, &weight]
+        && [basis, &normalized, &weight]
             .into_iter()
-            .chain(recovery.iter().flat_map(|(g, p)| [g, p]))
+            .chain(recovery.iter().flat_map(|t| [&t.grad, &t.psi, &t.g_low]))
             .all(|t| t.dtype() == DType::F32)
         && update::plan(a, r, b, transposed, max_binding_bytes).is_some()
         && wgsl_available(&device);
     if runs {
-        let (basis, low, weight) = (
+        let kept = recovery.as_ref().map_or(0.0, |t| t.kept_weight);
+        let scalars = with_flag(&[alpha, decay, scale, kept], flag, &device).into_dispatch();
+        let (basis, normalized, weight) = (
             basis.clone().into_dispatch(),
-            low.into_dispatch(),
+            normalized.into_dispatch(),
             weight.into_dispatch(),
         );
-        let (alpha, decay) = (alpha as f32, decay as f32);
+        let limit = max_binding_bytes;
         return Tensor::from_dispatch(match recovery {
-            None => Dispatch::wgsl_update(
+            None => Dispatch::wgsl_update(basis, normalized, weight, scalars, transposed, limit),
+            Some(t) => Dispatch::wgsl_update_recovery(
                 basis,
-                low,
+                normalized,
                 weight,
-                alpha,
-                decay,
+                scalars,
+                t.grad.into_dispatch(),
+                t.psi.into_dispatch(),
+                t.g_low.into_dispatch(),
                 transposed,
-                max_binding_bytes,
-            ),
-            Some((grad, psi)) => Dispatch::wgsl_update_recovery(
-                basis,
-                low,
-                weight,
-                grad.into_dispatch(),
-                psi.into_dispatch(),
-                alpha,
-                decay,
-                transposed,
-                max_binding_bytes,
+                limit,
             ),
         });
     }
     if wgsl {
         report_fallback(&device);
     }
+    let mut low = normalized.mul_scalar(scale);
+    if let Some(t) = &recovery {
+        low = low - (t.g_low.clone() * t.psi.clone()).mul_scalar(t.kept_weight);
+    }
     let mut u = crate::basis::project_back(basis, low);
-    if let Some((grad, psi)) = recovery {
-        u = u + grad * psi;
+    if let Some(t) = recovery {
+        u = u + t.grad * t.psi;
     }
     if transposed {
         u = u.transpose();
     }
+    let old = flag.map(|_| weight.clone());
     let stepped = weight - u.mul_scalar(alpha);
-    if decay == 1.0 {
+    let stepped = if decay == 1.0 {
         stepped
     } else {
         stepped.mul_scalar(decay)
+    };
+    match (flag, old) {
+        (Some(flag), Some(old)) => keep_on_skip(stepped, old, flag),
+        _ => stepped,
     }
 }

@@ -1,4 +1,4 @@
-//! Launch of `shaders/update.wgsl`: W ← d·(W − α·(S·L + G⊙ψ)).
+//! Launch of `shaders/update.wgsl`: W ← d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ.
 
 use burn::backend::wgpu::{
     CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
@@ -14,7 +14,9 @@ use super::{BLOCK, MAX_WORKGROUPS, WGSL, chunk_rows, row_chunk};
 const SHADER: &str = include_str!("../../shaders/update.wgsl");
 
 const RECOVERY_BINDINGS: &str = "@group(0) @binding(5) var<storage, read_write> grad: array<f32>;
-@group(0) @binding(6) var<storage, read_write> psi: array<f32>;";
+@group(0) @binding(6) var<storage, read_write> psi: array<f32>;
+@group(0) @binding(7) var<storage, read_write> g_low: array<f32>;";
+const RECOVERY_LOW: &str = "                lv = lv - kept * (g_low[at] * psi[j0 + lj]);";
 const RECOVERY_TERM: &str = "                u = u + grad[i * B + j] * psi[j];";
 
 #[derive(Debug)]
@@ -28,10 +30,10 @@ struct Update {
 
 impl KernelSource for Update {
     fn source(&self) -> SourceTemplate {
-        let (bindings, term) = if self.recovery {
-            (RECOVERY_BINDINGS, RECOVERY_TERM)
+        let (bindings, low, term) = if self.recovery {
+            (RECOVERY_BINDINGS, RECOVERY_LOW, RECOVERY_TERM)
         } else {
-            ("", "")
+            ("", "", "")
         };
         SourceTemplate::new(SHADER)
             .register("a", self.a.to_string())
@@ -39,6 +41,7 @@ impl KernelSource for Update {
             .register("b", self.b.to_string())
             .register("transposed", self.transposed.to_string())
             .register("recovery_bindings", bindings)
+            .register("recovery_low", low)
             .register("recovery_term", term)
     }
 
@@ -67,31 +70,29 @@ pub fn plan(a: usize, r: usize, b: usize, transposed: bool, limit: usize) -> Opt
     rows.filter(|_| fits)
 }
 
-/// W' = d·(W − α·(S·L + G⊙ψ)); `recovery` holds (G, ψ) when recovery scaling is on.
-/// S, W and G over `limit` bytes are updated in row chunks (left layout only). The caller
-/// ([`super::update_within`]) has checked the runtime, the dtypes and [`plan`].
-#[allow(clippy::too_many_arguments)]
+/// W' = d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ, from `scalars` [α, d, s, k, flag];
+/// `recovery` holds (G, ψ, G̃) when recovery scaling is on. S, W and G over `limit` bytes
+/// are updated in row chunks (left layout only). The caller ([`super::update_within`]) has
+/// checked the runtime, the dtypes and [`plan`].
 pub fn launch(
     basis: CubeTensor,
-    low: CubeTensor,
+    normalized: CubeTensor,
     weight: CubeTensor,
-    recovery: Option<(CubeTensor, CubeTensor)>,
-    alpha: f32,
-    decay: f32,
+    scalars: CubeTensor,
+    recovery: Option<(CubeTensor, CubeTensor, CubeTensor)>,
     transposed: bool,
     limit: usize,
 ) -> CubeTensor {
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
-    let b = low.meta.shape()[1];
+    let b = normalized.meta.shape()[1];
     let rows = plan(a, r, b, transposed, limit).expect("update: sizes the kernel cannot run");
-    let f32s = [&basis, &low, &weight]
+    let f32s = [&basis, &normalized, &weight, &scalars]
         .into_iter()
-        .chain(recovery.iter().flat_map(|(g, p)| [g, p]))
+        .chain(recovery.iter().flat_map(|(g, p, l)| [g, p, l]))
         .all(|t| t.dtype == DType::F32);
     assert!(f32s && basis.client.name() == WGSL);
-    let basis = into_contiguous(basis);
-    let low = into_contiguous(low);
-    let weight = into_contiguous(weight);
+    let [basis, normalized, weight, scalars] =
+        [basis, normalized, weight, scalars].map(into_contiguous);
     let client = weight.client.clone();
     let shape = Shape::from(weight.meta.shape().to_vec());
     let output = CubeTensor::new_contiguous(
@@ -101,21 +102,22 @@ pub fn launch(
         client.empty(a * b * 4),
         DType::F32,
     );
-    let scalars = client.create_from_slice(bytemuck::cast_slice(&[alpha, decay]));
-    let recovery = recovery.map(|(g, p)| (into_contiguous(g), into_contiguous(p)));
+    let recovery =
+        recovery.map(|(g, p, l)| (into_contiguous(g), into_contiguous(p), into_contiguous(l)));
     for k0 in (0..a).step_by(rows) {
         let k1 = (k0 + rows).min(a);
         let slice = |t: &CubeTensor, width: usize| row_chunk(t, k0..k1, a, width);
         let mut buffers = vec![
             slice(&basis, r),
-            low.handle.clone().binding(),
+            normalized.handle.clone().binding(),
             slice(&weight, b),
             slice(&output, b),
-            scalars.clone().binding(),
+            scalars.handle.clone().binding(),
         ];
-        if let Some((grad, psi)) = &recovery {
+        if let Some((grad, psi, g_low)) = &recovery {
             buffers.push(slice(grad, b));
             buffers.push(psi.handle.clone().binding());
+            buffers.push(g_low.handle.clone().binding());
         }
         let kernel = Update {
             a: k1 - k0,

@@ -1,8 +1,11 @@
 //! WGSL kernels (`src/kernels`, `shaders/`) against the portable path on the same inputs.
 
+use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor, TensorData};
 use subtrack::basis;
-use subtrack::kernels;
+use subtrack::kernels::{self, RecoveryTerm, UpdateCoefficients};
+use subtrack::moments::AdamParams;
+use subtrack::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubTrackState};
 
 use crate::reference::{Mat, Rng};
 use crate::{download, rel_err, upload, wgpu_device};
@@ -110,36 +113,25 @@ fn update_splits_tensors_over_the_binding_limit() {
     };
     let mut rng = Rng(31);
     let (a, r, b) = (300, 20, 90);
-    let (alpha, decay) = (0.05, 0.99);
+    let coefficients = UpdateCoefficients {
+        alpha: 0.05,
+        decay: 0.99,
+        scale: 0.25,
+    };
     for transposed in [false, true] {
-        let s = orthonormal(a, r, &mut rng);
-        let low = rng.mat(r, b);
-        let w = if transposed {
-            rng.mat(b, a)
-        } else {
-            rng.mat(a, b)
-        };
-        let g = rng.mat(a, b);
-        let psi = rng.mat(1, b);
-        let mut u = s
-            .mul(&low)
-            .add(&Mat::from_fn(a, b, |i, j| g.at(i, j) * psi.at(0, j)));
-        if transposed {
-            u = u.t();
-        }
-        let expected = w.sub(&u.scale(alpha)).scale(decay);
-        let dev = |m: &Mat| upload(m, &device);
+        let case = UpdateCase::new(a, r, b, transposed, &mut rng);
+        let expected = case.expected(coefficients, true);
         let before = kernels::launches("update", [a, r, b]);
         // 360 bytes a row: chunks of 128, 128 and 44 rows in the left layout; a transposed
         // W cannot be split by rows, so it takes the tensor-op path.
         let got = download(kernels::update_within(
-            &dev(&s),
-            dev(&low),
-            dev(&w),
-            Some((dev(&g), dev(&psi))),
-            alpha,
-            decay,
+            &upload(&case.basis, &device),
+            upload(&case.normalized, &device),
+            upload(&case.weight, &device),
+            Some(case.recovery(&device)),
+            coefficients,
             transposed,
+            None,
             true,
             46_080,
         ));
@@ -173,77 +165,434 @@ fn projection_falls_back_off_wgsl() {
     assert_eq!(got, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
 }
 
+/// Inputs of one weight update and its f64 reference.
+struct UpdateCase {
+    basis: Mat,
+    normalized: Mat,
+    weight: Mat,
+    grad: Mat,
+    psi: Mat,
+    g_low: Mat,
+    kept_weight: f64,
+    transposed: bool,
+}
+
+impl UpdateCase {
+    fn new(a: usize, r: usize, b: usize, transposed: bool, rng: &mut Rng) -> Self {
+        let basis = orthonormal(a, r, rng);
+        let grad = rng.mat(a, b);
+        let g_low = basis.t().mul(&grad);
+        Self {
+            normalized: rng.mat(r, b),
+            weight: if transposed {
+                rng.mat(b, a)
+            } else {
+                rng.mat(a, b)
+            },
+            psi: rng.mat(1, b),
+            basis,
+            grad,
+            g_low,
+            kept_weight: 0.7,
+            transposed,
+        }
+    }
+
+    fn recovery(&self, device: &Device) -> RecoveryTerm {
+        RecoveryTerm {
+            grad: upload(&self.grad, device),
+            psi: upload(&self.psi, device),
+            g_low: upload(&self.g_low, device),
+            kept_weight: self.kept_weight,
+        }
+    }
+
+    /// f64: d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ, transposed into W's layout.
+    fn expected(&self, c: UpdateCoefficients, recovery: bool) -> Mat {
+        let (r, b) = (self.normalized.rows, self.normalized.cols);
+        let a = self.basis.rows;
+        let low = Mat::from_fn(r, b, |i, j| {
+            let mut l = c.scale * self.normalized.at(i, j);
+            if recovery {
+                l -= self.kept_weight * self.g_low.at(i, j) * self.psi.at(0, j);
+            }
+            l
+        });
+        let mut u = self.basis.mul(&low);
+        if recovery {
+            u = u.add(&Mat::from_fn(a, b, |i, j| {
+                self.grad.at(i, j) * self.psi.at(0, j)
+            }));
+        }
+        if self.transposed {
+            u = u.t();
+        }
+        self.weight.sub(&u.scale(c.alpha)).scale(c.decay)
+    }
+
+    fn run(
+        &self,
+        c: UpdateCoefficients,
+        recovery: bool,
+        flag: Option<f32>,
+        device: &Device,
+    ) -> Mat {
+        let flag = flag.map(|f| Tensor::<1>::from_floats([f], device));
+        download(kernels::update(
+            &upload(&self.basis, device),
+            upload(&self.normalized, device),
+            upload(&self.weight, device),
+            recovery.then(|| self.recovery(device)),
+            c,
+            self.transposed,
+            flag.as_ref(),
+            true,
+        ))
+    }
+}
+
 #[test]
 fn update_kernel_matches_the_portable_path() {
     let Some(device) = wgpu_device() else {
         return;
     };
     let mut rng = Rng(23);
-    let (alpha, decay) = (0.03, 0.999);
+    let coefficients = UpdateCoefficients {
+        alpha: 0.03,
+        decay: 0.999,
+        scale: 0.25,
+    };
+    let cpu = Device::flex();
     for (a, r, b) in [(37, 5, 53), (16, 16, 16), (70, 17, 150), (130, 70, 90)] {
         for transposed in [false, true] {
             for recovery in [false, true] {
-                let s = orthonormal(a, r, &mut rng);
-                let low = rng.mat(r, b);
-                let w = if transposed {
-                    rng.mat(b, a)
-                } else {
-                    rng.mat(a, b)
-                };
-                let g = rng.mat(a, b);
-                let psi = rng.mat(1, b);
-                // f64 reference: d·(W − α·(S·L + G⊙ψ)), transposed into W's layout.
-                let mut u = s.mul(&low);
-                if recovery {
-                    u = u.add(&Mat::from_fn(a, b, |i, j| g.at(i, j) * psi.at(0, j)));
-                }
-                if transposed {
-                    u = u.t();
-                }
-                let expected = w.sub(&u.scale(alpha)).scale(decay);
-                let dev = |m: &Mat| upload(m, &device);
-                let rec = recovery.then(|| (dev(&g), dev(&psi)));
+                let case = UpdateCase::new(a, r, b, transposed, &mut rng);
+                let expected = case.expected(coefficients, recovery);
                 let before = kernels::launches("update", [a, r, b]);
-                let got = download(kernels::update(
-                    &dev(&s),
-                    dev(&low),
-                    dev(&w),
-                    rec,
-                    alpha,
-                    decay,
-                    transposed,
-                    true,
-                ));
+                let got = case.run(coefficients, recovery, None, &device);
                 assert_eq!(
                     kernels::launches("update", [a, r, b]),
                     before + 1,
                     "the WGSL kernel did not run"
                 );
                 // The portable path: the same formula in tensor ops on the CPU backend.
-                let cpu = Device::flex();
-                let up = |m: &Mat| upload(m, &cpu);
-                let portable = download(kernels::update(
-                    &up(&s),
-                    up(&low),
-                    up(&w),
-                    recovery.then(|| (up(&g), up(&psi))),
-                    alpha,
-                    decay,
-                    transposed,
-                    true,
-                ));
-                let case = format!("{a}×{r}×{b}, transposed {transposed}, recovery {recovery}");
+                let portable = case.run(coefficients, recovery, None, &cpu);
+                let name = format!("{a}×{r}×{b}, transposed {transposed}, recovery {recovery}");
                 assert!(
                     rel_err(&got, &portable) < 1e-5,
-                    "{case}: vs portable {}",
+                    "{name}: vs portable {}",
                     rel_err(&got, &portable)
                 );
                 assert!(
                     rel_err(&got, &expected) < 1e-5,
-                    "{case}: vs f64 {}",
+                    "{name}: vs f64 {}",
                     rel_err(&got, &expected)
                 );
+                // A skipped step (flag 0) returns W exactly, on both paths.
+                for dev in [&device, &cpu] {
+                    let kept = case.run(coefficients, recovery, Some(0.0), dev);
+                    assert_eq!(
+                        kept.data,
+                        case.weight
+                            .data
+                            .iter()
+                            .map(|&x| x as f32 as f64)
+                            .collect::<Vec<_>>(),
+                        "{name}: skip"
+                    );
+                }
             }
         }
     }
+}
+
+/// f64 low-rank Adam: (M', V', N), after the rotation by C when given (`code`: V × (1 − β2)).
+fn adam_f64(m: &Mat, v: &Mat, g: &Mat, c: Option<(&Mat, bool)>, p: &AdamParams) -> [Mat; 3] {
+    let (m, v) = match c {
+        None => (m.clone(), v.clone()),
+        Some((c, code)) => {
+            let rotated = c.mul(m);
+            let cc = Mat::from_fn(c.rows, c.cols, |i, j| c.at(i, j).powi(2));
+            let centred = Mat::from_fn(v.rows, v.cols, |i, j| v.at(i, j) - m.at(i, j).powi(2));
+            let var = cc.mul(&centred);
+            let scale = if code { 1.0 - p.beta_2 } else { 1.0 };
+            let v = Mat::from_fn(v.rows, v.cols, |i, j| {
+                (var.at(i, j) + rotated.at(i, j).powi(2)).abs() * scale
+            });
+            (rotated, v)
+        }
+    };
+    let m = Mat::from_fn(m.rows, m.cols, |i, j| {
+        p.beta_1 * m.at(i, j) + (1.0 - p.beta_1) * g.at(i, j)
+    });
+    let v = Mat::from_fn(v.rows, v.cols, |i, j| {
+        p.beta_2 * v.at(i, j) + (1.0 - p.beta_2) * g.at(i, j).powi(2)
+    });
+    let n = Mat::from_fn(m.rows, m.cols, |i, j| {
+        m.at(i, j) / (v.at(i, j).sqrt() + p.epsilon)
+    });
+    [m, v, n]
+}
+
+#[test]
+fn adam_kernel_matches_the_portable_path() {
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    let cpu = Device::flex();
+    let params = AdamParams {
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-6,
+    };
+    let mut rng = Rng(41);
+    for (r, b) in [(5, 53), (16, 16), (17, 150), (70, 90)] {
+        for rotation in [
+            None,
+            Some(ProjectionAware::Paper),
+            Some(ProjectionAware::Code),
+        ] {
+            let m = rng.mat(r, b);
+            let spread = rng.mat(r, b);
+            let v = Mat::from_fn(r, b, |i, j| m.at(i, j).powi(2) + spread.at(i, j).powi(2));
+            let g = rng.mat(r, b);
+            // A change of basis of the geodesic's form, I − (1 − cos θ)·w·wᵀ, re-orthonormalised
+            // by a small perturbation so that it is a general dense matrix.
+            let w = orthonormal(r, 1, &mut rng);
+            let c = Mat::from_fn(r, r, |i, j| {
+                let id = if i == j { 1.0 } else { 0.0 };
+                id - 0.4 * w.at(i, 0) * w.at(j, 0) + 0.01 * ((i * 7 + j * 3) % 5) as f64
+            });
+            let code = rotation == Some(ProjectionAware::Code);
+            let expected = adam_f64(&m, &v, &g, rotation.map(|_| (&c, code)), &params);
+            let run = |dev: &Device, flag: Option<f32>| {
+                let flag = flag.map(|f| Tensor::<1>::from_floats([f], dev));
+                let c_dev = upload(&c, dev);
+                let out = kernels::adam(
+                    upload(&m, dev),
+                    upload(&v, dev),
+                    &upload(&g, dev),
+                    &params,
+                    rotation.map(|variant| (&c_dev, variant)),
+                    flag.as_ref(),
+                    true,
+                );
+                [out.moment_1, out.moment_2, out.normalized].map(download)
+            };
+            let before = kernels::launches("adam", [r, r, b]);
+            let got = run(&device, None);
+            assert_eq!(
+                kernels::launches("adam", [r, r, b]),
+                before + 1,
+                "the WGSL kernel did not run"
+            );
+            let portable = run(&cpu, None);
+            for (k, name) in ["M", "V", "N"].iter().enumerate() {
+                let case = format!("{r}×{b}, rotation {rotation:?}, {name}");
+                let (vs_portable, vs_f64) = (
+                    rel_err(&got[k], &portable[k]),
+                    rel_err(&got[k], &expected[k]),
+                );
+                assert!(vs_portable < 1e-5, "{case}: vs portable {vs_portable}");
+                assert!(vs_f64 < 1e-5, "{case}: vs f64 {vs_f64}");
+            }
+            // A skipped step keeps M and V exactly and gives N = 0, on both paths.
+            for dev in [&device, &cpu] {
+                let [m2, v2, n2] = run(dev, Some(0.0));
+                assert_eq!(m2.data, upload_roundtrip(&m), "skip keeps M");
+                assert_eq!(v2.data, upload_roundtrip(&v), "skip keeps V");
+                assert!(n2.data.iter().all(|&x| x == 0.0), "skip zeroes N");
+            }
+        }
+    }
+}
+
+/// `m` as f32 values, back in f64: what a skipped step must return bit for bit.
+fn upload_roundtrip(m: &Mat) -> Vec<f64> {
+    m.data.iter().map(|&x| x as f32 as f64).collect()
+}
+
+/// f64 recovery scales: (ψ, Λ_prev') from the explicit residual G − k·S·G̃.
+fn recovery_f64(s: &Mat, g: &Mat, n: &Mat, k: f64, zeta: f64, previous: Option<f64>) -> (Mat, f64) {
+    let g_low = s.t().mul(g);
+    let residual = g.sub(&s.mul(&g_low).scale(k));
+    let col = |x: &Mat, j: usize| (0..x.rows).map(|i| x.at(i, j).powi(2)).sum::<f64>().sqrt();
+    let phi: Vec<f64> = (0..g.cols)
+        .map(|j| col(n, j) / (col(&g_low, j) + 1e-8))
+        .collect();
+    let norm = (0..g.cols)
+        .map(|j| (col(&residual, j) * phi[j]).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let factor = previous.map_or(1.0, |p| (zeta * p / norm.max(1e-30)).min(1.0));
+    (
+        Mat::from_fn(1, g.cols, |_, j| phi[j] * factor),
+        norm * factor,
+    )
+}
+
+#[test]
+fn recovery_kernels_match_the_portable_path() {
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    let cpu = Device::flex();
+    let mut rng = Rng(43);
+    let (zeta, scale) = (1.01, 0.25);
+    // (a, r, b, binding limit): the last splits G into chunks of 128, 128 and 44 rows.
+    for (a, r, b, limit) in [
+        (37, 5, 53, 128 << 20),
+        (16, 4, 300, 128 << 20),
+        (300, 20, 90, 46_080),
+    ] {
+        let s = orthonormal(a, r, &mut rng);
+        let g = rng.mat(a, b);
+        let g_low = s.t().mul(&g);
+        let n = rng.mat(r, b);
+        for variant in [RecoveryScaling::Paper, RecoveryScaling::Code] {
+            let k = if variant == RecoveryScaling::Code {
+                scale
+            } else {
+                1.0
+            };
+            let unlimited = recovery_f64(&s, &g, &n, k, zeta, None).1;
+            // No previous norm, a previous norm that binds the limiter, and one that does not.
+            for previous in [None, Some(0.5 * unlimited), Some(2.0 * unlimited)] {
+                let (psi_f64, norm_f64) = recovery_f64(&s, &g, &n, k, zeta, previous);
+                let run = |dev: &Device, flag: Option<f32>| {
+                    let flag = flag.map(|f| Tensor::<1>::from_floats([f], dev));
+                    let prev = previous.map(|p| Tensor::<1>::from_floats([p as f32], dev));
+                    let out = kernels::recovery_within(
+                        &upload(&g, dev),
+                        &upload(&g_low, dev),
+                        &upload(&n, dev),
+                        variant,
+                        scale,
+                        zeta,
+                        prev.as_ref(),
+                        flag.as_ref(),
+                        true,
+                        limit,
+                    );
+                    assert_eq!(out.kept_weight, k);
+                    let norm: f64 = out.norm.into_scalar::<f32>() as f64;
+                    (download(out.scaled_phi), norm)
+                };
+                let before = kernels::launches("recovery", [a, r, b]);
+                let (psi, norm) = run(&device, None);
+                let chunks = a.div_ceil(if limit < a * b * 4 { 128 } else { a });
+                assert_eq!(
+                    kernels::launches("recovery", [a, r, b]),
+                    before + chunks as u64
+                );
+                let (psi_cpu, norm_cpu) = run(&cpu, None);
+                let case = format!("{a}×{r}×{b}, {variant:?}, previous {previous:?}");
+                assert!(
+                    rel_err(&psi, &psi_cpu) < 1e-5,
+                    "{case}: ψ vs portable {}",
+                    rel_err(&psi, &psi_cpu)
+                );
+                assert!(
+                    rel_err(&psi, &psi_f64) < 1e-5,
+                    "{case}: ψ vs f64 {}",
+                    rel_err(&psi, &psi_f64)
+                );
+                assert!(
+                    (norm - norm_cpu).abs() < 1e-5 * norm_cpu,
+                    "{case}: ‖Λ‖ {norm} vs portable {norm_cpu}"
+                );
+                assert!(
+                    (norm - norm_f64).abs() < 1e-5 * norm_f64,
+                    "{case}: ‖Λ‖ {norm} vs f64 {norm_f64}"
+                );
+                // A skipped step keeps the previous norm on both paths.
+                if let Some(p) = previous {
+                    for dev in [&device, &cpu] {
+                        assert_eq!(run(dev, Some(0.0)).1, p as f32 as f64, "{case}: skip");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Everything a skipped step must leave unchanged, as host values.
+fn snapshot(w: &Tensor<2>, state: &Option<SubTrackState<2>>) -> Vec<Vec<f64>> {
+    let mut out = vec![download(w.clone()).data];
+    match state {
+        Some(SubTrackState::Projected(s)) => {
+            out.push(download(s.basis.clone()).data);
+            out.push(download(s.moment_1.clone()).data);
+            out.push(download(s.moment_2.clone()).data);
+            out.extend(s.limiter_norm.clone().map(|n| download(n.unsqueeze()).data));
+        }
+        Some(SubTrackState::Dense(s)) => {
+            out.push(download(s.moment_1.clone()).data);
+            out.push(download(s.moment_2.clone()).data);
+        }
+        None => {}
+    }
+    out
+}
+
+#[test]
+fn wgsl_route_checks_gradients_on_the_device_and_reads_nothing_back() {
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    let config = SubTrackConfig::subtrack_plus_plus()
+        .with_rank(4)
+        .with_update_interval(10)
+        .with_weight_decay(0.01)
+        .with_wgsl_kernels(true);
+    let optim = config.build().unwrap();
+    let report = optim.report();
+    let mut rng = Rng(5);
+    // A projected 24×40 weight (left case) and a 1×40 one that AdamW updates.
+    for (rows, cols, projected) in [(24, 40, true), (1, 40, false)] {
+        let mut w = upload(&rng.mat(rows, cols), &device);
+        let mut state = None;
+        let step = |w: Tensor<2>, g: Tensor<2>, state| {
+            let reads = report.host_reads();
+            let (w, state) = optim.step(0.01, w, g, state);
+            (w, state, report.host_reads() - reads)
+        };
+        for t in 0..4 {
+            let g = upload(&rng.mat(rows, cols), &device);
+            let (nw, ns, reads) = step(w, g, state);
+            (w, state) = (nw, ns);
+            if projected && t == 0 {
+                assert!(reads > 0, "the first basis is found on the host");
+            } else {
+                assert_eq!(reads, 0, "step {t} of a {rows}×{cols} weight read back");
+            }
+        }
+        // A NaN gradient: nothing read back, nothing changed, the skip counted on the device.
+        let before = snapshot(&w, &state);
+        let skips = report.nonfinite_skips();
+        let mut bad = rng.mat(rows, cols);
+        bad.data[3] = f64::NAN;
+        let (nw, ns, reads) = step(w, upload(&bad, &device), state);
+        (w, state) = (nw, ns);
+        assert_eq!(reads, 0, "a skipped {rows}×{cols} step read back");
+        assert_eq!(
+            snapshot(&w, &state),
+            before,
+            "a skipped {rows}×{cols} step changed the weight or its state"
+        );
+        assert_eq!(report.nonfinite_skips(), skips + 1);
+        // The skipped step still counts toward k (the host never learnt of it).
+        assert_eq!(state.as_ref().map(|s| s.step()), Some(5));
+        // Steps go on normally after the skip.
+        let (nw, _, _) = step(w, upload(&rng.mat(rows, cols), &device), state);
+        assert!(download(nw).data.iter().all(|x| x.is_finite()));
+    }
+    assert!(
+        kernels::launches("adam", [4, 4, 40]) > 0,
+        "the Adam kernel ran"
+    );
+    assert!(
+        kernels::launches("recovery", [24, 4, 40]) > 0,
+        "the recovery kernels ran"
+    );
 }

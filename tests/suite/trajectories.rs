@@ -128,9 +128,14 @@ fn presets_match_the_f64_reference_for_50_steps() {
         }
         if routes.contains(&true) {
             // Both shapes share the canonical layout a = 12, b = 20 at r = 4.
-            for kernel in ["project", "update"] {
+            for (kernel, sizes) in [
+                ("project", [12, 4, 20]),
+                ("update", [12, 4, 20]),
+                ("recovery", [12, 4, 20]),
+                ("adam", [4, 4, 20]),
+            ] {
                 assert!(
-                    kernels::launches(kernel, [12, 4, 20]) > 0,
+                    kernels::launches(kernel, sizes) > 0,
                     "the {kernel} kernel never ran"
                 );
             }

@@ -1,0 +1,148 @@
+// Low-rank Adam in the subspace (algorithm.md §2), with the projection-aware rotation of
+// the moments (§5) on steps where the basis changed:
+//
+//     rotation (only when {{rotate}}):  M ← C·M,   V ← v_scale·|(C⊙C)·(V − M⊙M) + (C·M)⊙(C·M)|
+//     M' = β1·M + (1−β1)·G̃
+//     V' = β2·V + (1−β2)·G̃⊙G̃
+//     N  = M' ⊘ (sqrt(V') + ε)
+//
+// C = S_newᵀ·S_old is r×r; v_scale is 1 (paper) or 1 − β2 (the authors' code). The bias
+// correction c multiplies N later, in the weight update (α = lr·c, update.wgsl). Where the
+// step is skipped (flag = 0: the gradient held NaN or ±∞) M and V are written back
+// unchanged and N is 0.
+//
+// Bindings (row-major f32, read_write because CubeCL sub-allocates tensors from shared
+// buffers):
+//   @binding(0) moment_1  M, r×b                     (read)
+//   @binding(1) moment_2  V, r×b                     (read)
+//   @binding(2) g_low     G̃, r×b                     (read)
+//   @binding(3) out_m     M', r×b                    (written)
+//   @binding(4) out_v     V', r×b                    (written)
+//   @binding(5) out_n     N, r×b                     (written)
+//   @binding(6) params    [β1, 1−β1, β2, 1−β2, ε, v_scale, flag]; flag 1 = step, 0 = skip
+//                                                    (read)
+//   @binding(7) change    C, r×r                     (read; a dummy [0] without rotation)
+//
+// Eight storage bindings: WebGPU's default per-stage limit.
+//
+// Template values (part of the kernel id): {{r}}, {{b}}, {{rotate}}. A workgroup of 16×16
+// invocations finishes a 64×64 block, each invocation a 4×4 block in registers; with
+// rotation the two products C·M and (C⊙C)·(V − M⊙M) share one walk over r, 16 at a time
+// through workgroup memory. Every index is guarded.
+
+const R: u32 = {{r}}u;
+const B: u32 = {{b}}u;
+const ROTATE: bool = {{rotate}};
+const BK: u32 = 16u;
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+
+@group(0) @binding(0) var<storage, read_write> moment_1: array<f32>;
+@group(0) @binding(1) var<storage, read_write> moment_2: array<f32>;
+@group(0) @binding(2) var<storage, read_write> g_low: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out_m: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out_v: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out_n: array<f32>;
+@group(0) @binding(6) var<storage, read_write> params: array<f32>;
+@group(0) @binding(7) var<storage, read_write> change_of_basis: array<f32>;
+
+// c_tile[ii·BK + kk] = C[i0 + ii, k0 + kk]; m_tile / d_tile[kk·BN + jj] = M or V − M⊙M at
+// [k0 + kk, j0 + jj].
+var<workgroup> c_tile: array<f32, 1024>;
+var<workgroup> m_tile: array<f32, 1024>;
+var<workgroup> d_tile: array<f32, 1024>;
+
+@compute @workgroup_size(16, 16, 1)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let i0 = wid.y * BM;
+    let j0 = wid.x * BN;
+    let t = lid.y * 16u + lid.x;
+    var acc_m: array<f32, 16>;
+    var acc_v: array<f32, 16>;
+    for (var q: u32 = 0u; q < 16u; q = q + 1u) {
+        acc_m[q] = 0.0;
+        acc_v[q] = 0.0;
+    }
+    if (ROTATE) {
+        for (var k0: u32 = 0u; k0 < R; k0 = k0 + BK) {
+            for (var q: u32 = 0u; q < 4u; q = q + 1u) {
+                let idx = t + q * 256u;
+                let ci = idx / BK;
+                let ck = idx % BK;
+                var cv: f32 = 0.0;
+                if (i0 + ci < R && k0 + ck < R) {
+                    cv = change_of_basis[(i0 + ci) * R + k0 + ck];
+                }
+                c_tile[idx] = cv;
+                let mk = idx / BN;
+                let mj = idx % BN;
+                var mv: f32 = 0.0;
+                var dv: f32 = 0.0;
+                if (k0 + mk < R && j0 + mj < B) {
+                    let at = (k0 + mk) * B + j0 + mj;
+                    mv = moment_1[at];
+                    dv = moment_2[at] - mv * mv;
+                }
+                m_tile[idx] = mv;
+                d_tile[idx] = dv;
+            }
+            workgroupBarrier();
+            for (var kk: u32 = 0u; kk < BK; kk = kk + 1u) {
+                let c4 = vec4<f32>(
+                    c_tile[(lid.y * 4u) * BK + kk],
+                    c_tile[(lid.y * 4u + 1u) * BK + kk],
+                    c_tile[(lid.y * 4u + 2u) * BK + kk],
+                    c_tile[(lid.y * 4u + 3u) * BK + kk],
+                );
+                let cc4 = c4 * c4;
+                let at = kk * BN + lid.x * 4u;
+                let m4 = vec4<f32>(m_tile[at], m_tile[at + 1u], m_tile[at + 2u], m_tile[at + 3u]);
+                let d4 = vec4<f32>(d_tile[at], d_tile[at + 1u], d_tile[at + 2u], d_tile[at + 3u]);
+                for (var ii: u32 = 0u; ii < 4u; ii = ii + 1u) {
+                    for (var jj: u32 = 0u; jj < 4u; jj = jj + 1u) {
+                        acc_m[ii * 4u + jj] = acc_m[ii * 4u + jj] + c4[ii] * m4[jj];
+                        acc_v[ii * 4u + jj] = acc_v[ii * 4u + jj] + cc4[ii] * d4[jj];
+                    }
+                }
+            }
+            workgroupBarrier();
+        }
+    }
+    let beta_1 = params[0];
+    let one_minus_beta_1 = params[1];
+    let beta_2 = params[2];
+    let one_minus_beta_2 = params[3];
+    let epsilon = params[4];
+    let v_scale = params[5];
+    let step = params[6] != 0.0;
+    for (var ii: u32 = 0u; ii < 4u; ii = ii + 1u) {
+        let i = i0 + lid.y * 4u + ii;
+        for (var jj: u32 = 0u; jj < 4u; jj = jj + 1u) {
+            let j = j0 + lid.x * 4u + jj;
+            if (i < R && j < B) {
+                let at = i * B + j;
+                var m = moment_1[at];
+                var v = moment_2[at];
+                if (!step) {
+                    out_m[at] = m;
+                    out_v[at] = v;
+                    out_n[at] = 0.0;
+                    continue;
+                }
+                if (ROTATE) {
+                    m = acc_m[ii * 4u + jj];
+                    v = abs(acc_v[ii * 4u + jj] + m * m) * v_scale;
+                }
+                let g = g_low[at];
+                let m_new = m * beta_1 + g * one_minus_beta_1;
+                let v_new = v * beta_2 + g * g * one_minus_beta_2;
+                out_m[at] = m_new;
+                out_v[at] = v_new;
+                out_n[at] = m_new / (sqrt(v_new) + epsilon);
+            }
+        }
+    }
+}
