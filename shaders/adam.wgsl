@@ -1,7 +1,7 @@
 // Low-rank Adam in the subspace (algorithm.md §2), with the projection-aware rotation of
 // the moments (§5) on steps where the basis changed:
 //
-//     rotation (only when {{rotate}}):  M ← C·M,   V ← v_scale·|(C⊙C)·(V − M⊙M) + (C·M)⊙(C·M)|
+//     rotation (when {{rotate}} and moved):  M ← C·M,   V ← v_scale·|(C⊙C)·(V − M⊙M) + (C·M)⊙(C·M)|
 //     M' = β1·M + (1−β1)·G̃
 //     V' = β2·V + (1−β2)·G̃⊙G̃
 //     N  = M' ⊘ (sqrt(V') + ε)
@@ -19,8 +19,8 @@
 //   @binding(3) out_m     M', r×b                    (written)
 //   @binding(4) out_v     V', r×b                    (written)
 //   @binding(5) out_n     N, r×b                     (written)
-//   @binding(6) params    [β1, 1−β1, β2, 1−β2, ε, v_scale, flag]; flag 1 = step, 0 = skip
-//                                                    (read)
+//   @binding(6) params    [β1, 1−β1, β2, 1−β2, ε, v_scale, moved, flag] (read); moved 1 =
+//                         the basis changed (rotate), flag 1 = step, 0 = skip
 //   @binding(7) change    C, r×r                     (read; a dummy [0] without rotation)
 //
 // Eight storage bindings: WebGPU's default per-stage limit.
@@ -117,7 +117,8 @@ fn main(
     let one_minus_beta_2 = params[3];
     let epsilon = params[4];
     let v_scale = params[5];
-    let step = params[6] != 0.0;
+    let rotate = ROTATE && params[6] != 0.0;
+    let step = params[7] != 0.0;
     for (var ii: u32 = 0u; ii < 4u; ii = ii + 1u) {
         let i = i0 + lid.y * 4u + ii;
         for (var jj: u32 = 0u; jj < 4u; jj = jj + 1u) {
@@ -132,7 +133,7 @@ fn main(
                     out_n[at] = 0.0;
                     continue;
                 }
-                if (ROTATE) {
+                if (rotate) {
                     m = acc_m[ii * 4u + jj];
                     v = abs(acc_v[ii * 4u + jj] + m * m) * v_scale;
                 }

@@ -10,7 +10,7 @@ use crate::linalg;
 
 /// Round-off floor for σ, relative to ‖G‖²_F: σ below it counts as 0 (G already lies in
 /// span(S)), so that noise is never turned into a rotation of θ = η·σ radians.
-const SIGMA_FLOOR: f64 = 16.0 * f32::EPSILON as f64;
+pub(crate) const SIGMA_FLOOR: f64 = 16.0 * f32::EPSILON as f64;
 
 /// What one geodesic step did.
 #[derive(Clone, Debug)]

@@ -37,9 +37,38 @@ struct Counters {
     reorthonormalizations: AtomicU64,
     host_reads: AtomicU64,
     device_skips_logged: AtomicBool,
-    /// Skips decided on the device, one running count ([1], f32) per device; read when
-    /// [`SubTrackReport::nonfinite_skips`] is called.
-    device_skips: Mutex<Vec<Tensor<1>>>,
+    /// Skips decided on the device; read when [`SubTrackReport::nonfinite_skips`] is called.
+    device_skips: DeviceCount,
+    /// Re-orthonormalisations decided on the device.
+    device_reorthonormalizations: DeviceCount,
+}
+
+/// A count kept on the devices, one running total ([1], f32) per device, so that adding to
+/// it reads nothing back; [`DeviceCount::read`] does.
+#[derive(Debug, Default)]
+struct DeviceCount {
+    totals: Mutex<Vec<Tensor<1>>>,
+}
+
+impl DeviceCount {
+    /// Add `amount` ([1], on its device) to the running total of its device.
+    fn add(&self, amount: &Tensor<1>) {
+        let device = amount.device();
+        let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        match totals.iter_mut().find(|c| c.device() == device) {
+            Some(total) => *total = total.clone() + amount.clone(),
+            None => totals.push(amount.clone()),
+        }
+    }
+
+    /// The sum over devices (one read-back per device).
+    fn read(&self) -> u64 {
+        let totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        totals
+            .iter()
+            .map(|t| host::read_scalar(t.clone()).round() as u64)
+            .sum()
+    }
 }
 
 impl SubTrackReport {
@@ -48,15 +77,7 @@ impl SubTrackReport {
     /// logs a warning the first time they are non-zero.
     pub fn nonfinite_skips(&self) -> u64 {
         let host = self.inner.nonfinite_skips.load(Ordering::Relaxed);
-        let counts = self
-            .inner
-            .device_skips
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let device: u64 = counts
-            .iter()
-            .map(|count| host::read_scalar(count.clone()).round() as u64)
-            .sum();
+        let device = self.inner.device_skips.read();
         if device > 0 && !self.inner.device_skips_logged.swap(true, Ordering::Relaxed) {
             log::warn!(
                 "SubTrack: {device} parameter steps were skipped on the device for non-finite gradients"
@@ -72,19 +93,10 @@ impl SubTrackReport {
         self.inner.host_reads.load(Ordering::Relaxed)
     }
 
-    /// Add 1 − `flag` to the device-side skip count of `flag`'s device.
+    /// Add 1 − `flag` to the device-side skip count.
     fn count_device_skips(&self, flag: &Tensor<1>) {
         let skipped = flag.clone().neg().add_scalar(1.0);
-        let device = flag.device();
-        let mut counts = self
-            .inner
-            .device_skips
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match counts.iter_mut().find(|c| c.device() == device) {
-            Some(count) => *count = count.clone() + skipped,
-            None => counts.push(skipped),
-        }
+        self.inner.device_skips.add(&skipped);
     }
 
     /// Subspace updates (geodesic steps or SVD refreshes) performed, initial bases excluded.
@@ -92,9 +104,11 @@ impl SubTrackReport {
         self.inner.subspace_updates.load(Ordering::Relaxed)
     }
 
-    /// Geodesic steps whose basis drifted past the tolerance and was re-orthonormalised.
+    /// Geodesic steps whose basis drifted past the tolerance and was re-orthonormalised
+    /// (reads the device-side count back where the tracking step ran as kernels).
     pub fn reorthonormalizations(&self) -> u64 {
         self.inner.reorthonormalizations.load(Ordering::Relaxed)
+            + self.inner.device_reorthonormalizations.read()
     }
 }
 
@@ -172,9 +186,10 @@ impl SubTrack {
     }
 
     /// Whether this step's finite check is left to the device: the WGSL route is on and
-    /// usable, and the step reads nothing back anyway. Steps that find the first basis or
-    /// refresh it read the r×r problem (or the Gram matrix) back and check on the host;
-    /// so does a projected step that would start the limiter's norm.
+    /// usable, and the step reads nothing back anyway. Steps that find the first basis, a
+    /// GaLore refresh (host eigensolver) and a tracking step the kernels cannot run read
+    /// back and check on the host; so does a projected step that would start the limiter's
+    /// norm.
     fn checks_on_device<const D: usize>(
         &self,
         projected: bool,
@@ -188,8 +203,12 @@ impl SubTrack {
         match state {
             _ if !projected => true,
             Some(SubTrackState::Projected(s)) => {
+                let [a, r] = s.basis.dims();
+                let b = s.moment_1.dims()[1];
+                let refresh_on_device = cfg.subspace_update == SubspaceUpdate::Geodesic
+                    && kernels::tracking_runs(a, r, b, s.basis.dtype(), device);
                 s.step > 0
-                    && !s.step.is_multiple_of(cfg.update_interval)
+                    && (refresh_on_device || !s.step.is_multiple_of(cfg.update_interval))
                     && (cfg.recovery_scaling == RecoveryScaling::Off || s.limiter_norm.is_some())
             }
             _ => false,
@@ -231,12 +250,16 @@ impl SubTrack {
 
         let mut change = None;
         if state.step > 0 && state.step.is_multiple_of(cfg.update_interval) {
-            change = self.update_subspace(&mut state.basis, &g);
+            change = self.update_subspace(&mut state.basis, &g, flag);
         }
         let rotation = change
             .as_ref()
             .filter(|_| cfg.projection_aware != ProjectionAware::Off)
-            .map(|c| (c, cfg.projection_aware));
+            .map(|(c, moved)| kernels::Rotation {
+                change_of_basis: c,
+                variant: cfg.projection_aware,
+                moved: moved.as_ref(),
+            });
 
         let wgsl = cfg.wgsl_kernels;
         let g_low = kernels::project(&state.basis, &g, wgsl);
@@ -292,8 +315,15 @@ impl SubTrack {
         (tensor, state)
     }
 
-    /// Refresh the basis in place; returns C = S_newᵀ·S_old on the device when it moved.
-    fn update_subspace(&self, basis: &mut Tensor<2>, g: &Tensor<2>) -> Option<Tensor<2>> {
+    /// Refresh the basis in place; returns C = S_newᵀ·S_old on the device when it moved,
+    /// with a device flag saying whether it moved where only the device knows (with a step
+    /// `flag`, the device route: the tracking step's kernels, no read-back).
+    fn update_subspace(
+        &self,
+        basis: &mut Tensor<2>,
+        g: &Tensor<2>,
+        flag: Option<&Tensor<1>>,
+    ) -> Option<(Tensor<2>, Option<Tensor<1>>)> {
         let cfg = &self.config;
         let r = cfg.rank;
         self.report
@@ -301,6 +331,23 @@ impl SubTrack {
             .subspace_updates
             .fetch_add(1, Ordering::Relaxed);
         match cfg.subspace_update {
+            SubspaceUpdate::Geodesic if flag.is_some() => {
+                let step = kernels::track(
+                    basis,
+                    g,
+                    cfg.step_size,
+                    cfg.max_theta,
+                    cfg.orthonormality_tolerance,
+                    flag,
+                )
+                .expect("checks_on_device chose the device route for this update");
+                self.report
+                    .inner
+                    .device_reorthonormalizations
+                    .add(&step.reorthonormalized);
+                *basis = step.basis;
+                Some((step.change_of_basis, Some(step.moved)))
+            }
             SubspaceUpdate::Geodesic => {
                 let step = geodesic_step(
                     basis,
@@ -317,13 +364,13 @@ impl SubTrack {
                 }
                 *basis = step.basis;
                 step.change_of_basis
-                    .map(|c| host::upload(c, r, r, basis.dtype(), &basis.device()))
+                    .map(|c| (host::upload(c, r, r, basis.dtype(), &basis.device()), None))
             }
             SubspaceUpdate::Svd => {
                 let new = top_singular_basis(g, r);
                 let change = new.clone().transpose().matmul(basis.clone());
                 *basis = new;
-                Some(change)
+                Some((change, None))
             }
         }
     }

@@ -12,6 +12,7 @@
 mod adam;
 mod project;
 mod recovery;
+mod tracking;
 mod update;
 
 use std::collections::BTreeMap;
@@ -78,7 +79,7 @@ pub trait SubTrackKernels: Backend {
     ) -> FloatTensor<Self>;
 
     /// Low-rank Adam (§2): (M', V', N) from M, V, G̃ (r×b) and `params`
-    /// [β1, 1−β1, β2, 1−β2, ε, v_scale, flag].
+    /// [β1, 1−β1, β2, 1−β2, ε, v_scale, moved, flag].
     #[fusion(meta = |m, _v, _g, _p| (m.clone(), m.clone(), m.clone()))]
     fn wgsl_adam(
         moment_1: FloatTensor<Self>,
@@ -88,7 +89,7 @@ pub trait SubTrackKernels: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// [`wgsl_adam`](SubTrackKernels::wgsl_adam) after rotating M and V with C = S_newᵀ·S_old
-    /// (r×r, §5).
+    /// (r×r, §5) where `moved` (in `params`) is 1.
     #[fusion(meta = |m, _v, _g, _p, _c| (m.clone(), m.clone(), m.clone()))]
     fn wgsl_adam_rotate(
         moment_1: FloatTensor<Self>,
@@ -149,6 +150,42 @@ pub trait SubTrackKernels: Backend {
         transposed: bool,
         max_binding_bytes: usize,
     ) -> FloatTensor<Self>;
+
+    /// out = X·Yᵀ (X m×k, Y n×k → m×n): G·Aᵀ, A·Aᵀ and the re-orthonormalisation
+    /// products of the tracking step (§4). X over `max_binding_bytes` is split into row
+    /// chunks.
+    #[fusion(dtype = x, shape = Shape::from([x[0], y[0]]))]
+    fn wgsl_product(
+        x: FloatTensor<Self>,
+        y: FloatTensor<Self>,
+        max_binding_bytes: usize,
+    ) -> FloatTensor<Self>;
+
+    /// The top singular triplet of ∇F and the geodesic angle (§4): [v (r), σ, θ, cos θ,
+    /// sin θ, moved] from P = ∇Fᵀ∇F, its normalised power Q (r×r) and `params`
+    /// [η, θ_max (< 0: none), floor, ‖G‖²_F, flag].
+    #[fusion(dtype = normal, shape = Shape::from([normal[0] + 5]))]
+    fn wgsl_top_singular(
+        normal: FloatTensor<Self>,
+        powered: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// The geodesic update (§4): (S', C = S'ᵀS) from S and ∇F (a×r) and the triplet.
+    #[fusion(meta = |s, _f, _t| (s.clone(), TensorSpec::new(Shape::from([s.shape[1], s.shape[1]]), s.dtype)))]
+    fn wgsl_geodesic_step(
+        basis: FloatTensor<Self>,
+        tangent: FloatTensor<Self>,
+        triplet: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Re-orthonormalisation (§4): (F, status) from S'ᵀS' (r×r) and `params` [tol]; F = L⁻¹
+    /// of its Cholesky factor when the drift exceeds tol (status 1), else I (status 0).
+    #[fusion(meta = |g, _p| (g.clone(), TensorSpec::new(Shape::from([1]), g.dtype)))]
+    fn wgsl_reorthonormalize(
+        gram: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// Output specs of the recovery kernels: ψ [1, b] and the norm [1].
@@ -242,6 +279,37 @@ impl SubTrackKernels for CubeBackend {
         update::launch(
             basis, normalized, weight, scalars, recovery, transposed, limit,
         )
+    }
+
+    fn wgsl_product(
+        x: FloatTensor<Self>,
+        y: FloatTensor<Self>,
+        max_binding_bytes: usize,
+    ) -> FloatTensor<Self> {
+        tracking::product(x, y, max_binding_bytes)
+    }
+
+    fn wgsl_top_singular(
+        normal: FloatTensor<Self>,
+        powered: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        tracking::top_singular(normal, powered, params)
+    }
+
+    fn wgsl_geodesic_step(
+        basis: FloatTensor<Self>,
+        tangent: FloatTensor<Self>,
+        triplet: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        tracking::geodesic_step(basis, tangent, triplet)
+    }
+
+    fn wgsl_reorthonormalize(
+        gram: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        tracking::reorthonormalize(gram, params)
     }
 }
 
@@ -340,13 +408,20 @@ pub fn keep_on_skip<const D: usize>(new: Tensor<D>, old: Tensor<D>, flag: &Tenso
 
 /// Host `values` followed by the step flag (1 when `flag` is `None`), as one f32 tensor.
 fn with_flag(values: &[f64], flag: Option<&Tensor<1>>, device: &Device) -> Tensor<1> {
+    with_flags(values, &[flag], device)
+}
+
+/// Host `values` followed by device flags, [1] where a flag is `None`, as one f32 tensor.
+fn with_flags(values: &[f64], flags: &[Option<&Tensor<1>>], device: &Device) -> Tensor<1> {
     let host: Vec<f32> = values.iter().map(|&x| x as f32).collect();
     let n = host.len();
-    let head = Tensor::<1>::from_data(TensorData::new(host, [n]), device);
-    match flag {
-        Some(f) => Tensor::cat(vec![head, f.clone()], 0),
-        None => Tensor::cat(vec![head, Tensor::ones([1], device)], 0),
-    }
+    let mut parts = vec![Tensor::<1>::from_data(TensorData::new(host, [n]), device)];
+    parts.extend(
+        flags
+            .iter()
+            .map(|f| f.cloned().unwrap_or_else(|| Tensor::ones([1], device))),
+    );
+    Tensor::cat(parts, 0)
 }
 
 /// Low-rank Adam's result (algorithm.md §2): the new moments and N = M' ⊘ (sqrt(V') + ε),
@@ -360,16 +435,28 @@ pub struct LowRankAdam {
     pub normalized: Tensor<2>,
 }
 
-/// Low-rank Adam on M, V (r×b) with G̃ (r×b), after the projection-aware rotation (§5) by
-/// C = S_newᵀ·S_old (r×r) when `rotation` is given. `flag` is the device-side step flag
-/// ([`step_flag`]); `None` means the step runs. With `wgsl`, one WGSL kernel on wgpu/WGSL
-/// devices for f32 tensors within its size limits; tensor ops otherwise.
+/// The projection-aware rotation of the moments at a basis change (§5).
+#[derive(Clone, Copy)]
+pub struct Rotation<'a> {
+    /// C = S_newᵀ·S_old, r×r.
+    pub change_of_basis: &'a Tensor<2>,
+    /// The paper's V or the authors' code's (× (1 − β2)); not `Off`.
+    pub variant: ProjectionAware,
+    /// Device flag: [1] where the basis moved, [0] where it did not (no rotation then);
+    /// `None` means it moved.
+    pub moved: Option<&'a Tensor<1>>,
+}
+
+/// Low-rank Adam on M, V (r×b) with G̃ (r×b), after the projection-aware rotation (§5)
+/// when `rotation` is given. `flag` is the device-side step flag ([`step_flag`]); `None`
+/// means the step runs. With `wgsl`, one WGSL kernel on wgpu/WGSL devices for f32 tensors
+/// within its size limits; tensor ops otherwise.
 pub fn adam(
     moment_1: Tensor<2>,
     moment_2: Tensor<2>,
     g_low: &Tensor<2>,
     adam: &AdamParams,
-    rotation: Option<(&Tensor<2>, ProjectionAware)>,
+    rotation: Option<Rotation>,
     flag: Option<&Tensor<1>>,
     wgsl: bool,
 ) -> LowRankAdam {
@@ -378,13 +465,13 @@ pub fn adam(
     let runs = wgsl
         && [&moment_1, &moment_2, g_low]
             .into_iter()
-            .chain(rotation.map(|(c, _)| c))
+            .chain(rotation.map(|rot| rot.change_of_basis))
             .all(|t| t.dtype() == DType::F32)
         && adam::plan(r, b, MAX_BINDING_BYTES)
         && wgsl_available(&device);
     if runs {
-        let v_scale = match rotation {
-            Some((_, ProjectionAware::Code)) => 1.0 - adam.beta_2,
+        let v_scale = match rotation.map(|rot| rot.variant) {
+            Some(ProjectionAware::Code) => 1.0 - adam.beta_2,
             _ => 1.0,
         };
         let values = [
@@ -395,7 +482,8 @@ pub fn adam(
             adam.epsilon,
             v_scale,
         ];
-        let params = with_flag(&values, flag, &device).into_dispatch();
+        let moved = rotation.and_then(|rot| rot.moved);
+        let params = with_flags(&values, &[moved, flag], &device).into_dispatch();
         let (m, v, g) = (
             moment_1.into_dispatch(),
             moment_2.into_dispatch(),
@@ -403,7 +491,10 @@ pub fn adam(
         );
         let (m, v, n) = match rotation {
             None => Dispatch::wgsl_adam(m, v, g, params),
-            Some((c, _)) => Dispatch::wgsl_adam_rotate(m, v, g, params, c.clone().into_dispatch()),
+            Some(rot) => {
+                let c = rot.change_of_basis.clone().into_dispatch();
+                Dispatch::wgsl_adam_rotate(m, v, g, params, c)
+            }
         };
         return LowRankAdam {
             moment_1: Tensor::from_dispatch(m),
@@ -416,7 +507,15 @@ pub fn adam(
     }
     let old = flag.map(|_| (moment_1.clone(), moment_2.clone()));
     let (m, v) = match rotation {
-        Some((c, variant)) => rotate_moments(moment_1, moment_2, c, variant, adam.beta_2),
+        Some(rot) => {
+            let (m0, v0) = (moment_1.clone(), moment_2.clone());
+            let c = rot.change_of_basis;
+            let (m, v) = rotate_moments(moment_1, moment_2, c, rot.variant, adam.beta_2);
+            match rot.moved {
+                Some(moved) => (keep_on_skip(m, m0, moved), keep_on_skip(v, v0, moved)),
+                None => (m, v),
+            }
+        }
         None => (moment_1, moment_2),
     };
     let (m, v) = adam.update_moments(m, v, g_low);
@@ -433,6 +532,135 @@ pub fn adam(
             normalized: n,
         },
     }
+}
+
+/// One SubTrack tracking step on the device (algorithm.md §4), with no read-back.
+pub struct TrackedStep {
+    /// S', a×r, re-orthonormalised where its drift exceeded the tolerance.
+    pub basis: Tensor<2>,
+    /// C = S'ᵀ·S, r×r (I where the basis did not move).
+    pub change_of_basis: Tensor<2>,
+    /// [1] where the basis moved; [0] where σ was at round-off level, zero or not finite.
+    pub moved: Tensor<1>,
+    /// [1] where S' was re-orthonormalised, else [0].
+    pub reorthonormalized: Tensor<1>,
+    /// The top singular value σ of the tangent ([1]; 0 where not finite).
+    pub sigma: Tensor<1>,
+    /// The rotation angle θ = min(η·σ, θ_max) in radians ([1]; 0 where the basis stayed).
+    pub theta: Tensor<1>,
+}
+
+/// Squarings of the normalised ∇Fᵀ∇F before the power iterations of `top_singular.wgsl`:
+/// the start vector's error shrinks like (λ2/λ1)^(2^10).
+const SQUARINGS: usize = 10;
+
+/// Whether [`track`] runs its kernels for a basis a×r and a gradient a×b on `device`.
+pub fn tracking_runs(a: usize, r: usize, b: usize, dtype: DType, device: &Device) -> bool {
+    dtype == DType::F32 && tracking::plan(a, r, b, MAX_BINDING_BYTES) && wgsl_available(device)
+}
+
+/// The geodesic step of [`crate::geodesic::geodesic_step`] as WGSL kernels, reading nothing
+/// back: A = SᵀG, G·Aᵀ and A·Aᵀ, the tangent ∇F = −2·(G·Aᵀ − S·(A·Aᵀ)) (update.wgsl), the
+/// top singular triplet of ∇F through the r×r problem (repeated squaring, then power
+/// iterations), the geodesic update of S with C = S'ᵀS, and the Cholesky
+/// re-orthonormalisation where the drift max |S'ᵀS' − I| exceeds `tolerance`.
+///
+/// `None` when [`tracking_runs`] is false: the caller takes the host path.
+/// `flag` is the step flag ([`step_flag`]): where it is 0 the basis stays.
+pub fn track(
+    basis: &Tensor<2>,
+    g: &Tensor<2>,
+    step_size: f64,
+    max_theta: Option<f64>,
+    tolerance: f64,
+    flag: Option<&Tensor<1>>,
+) -> Option<TrackedStep> {
+    let ([a, r], b) = (basis.dims(), g.dims()[1]);
+    let device = g.device();
+    if basis.dtype() != g.dtype() || !tracking_runs(a, r, b, g.dtype(), &device) {
+        return None;
+    }
+    let limit = MAX_BINDING_BYTES;
+    let d = |t: &Tensor<2>| t.clone().into_dispatch();
+    let product = |x: &Tensor<2>, y: &Tensor<2>| {
+        Tensor::<2>::from_dispatch(Dispatch::wgsl_product(d(x), d(y), limit))
+    };
+    let gram =
+        |x: &Tensor<2>| Tensor::<2>::from_dispatch(Dispatch::wgsl_project(d(x), d(x), limit));
+    let unit = |x: Tensor<2>| {
+        let norm = x.clone().square().sum().sqrt().reshape([1, 1]);
+        x / norm
+    };
+
+    let coefficients = gram_of(basis, g, limit);
+    let g_at = product(g, &coefficients);
+    let a_at = product(&coefficients, &coefficients);
+    // ∇F = −2·(G·Aᵀ − S·(A·Aᵀ)): the update kernel's d·(W − α·S·(s·N)) with W = G·Aᵀ,
+    // N = A·Aᵀ, α = s = 1 and d = −2.
+    let scalars = with_flag(&[1.0, -2.0, 1.0, 0.0], None, &device);
+    let tangent = Tensor::<2>::from_dispatch(Dispatch::wgsl_update(
+        d(basis),
+        d(&a_at),
+        g_at.into_dispatch(),
+        scalars.into_dispatch(),
+        false,
+        limit,
+    ));
+    let normal = gram(&tangent);
+    let mut powered = unit(normal.clone());
+    for _ in 0..SQUARINGS {
+        powered = unit(gram(&powered));
+    }
+    let g_norm2 = g.clone().square().sum();
+    let values = [
+        step_size,
+        max_theta.unwrap_or(-1.0),
+        crate::geodesic::SIGMA_FLOOR,
+    ];
+    let params = Tensor::cat(
+        vec![
+            Tensor::<1>::from_data(
+                TensorData::new(values.map(|x| x as f32).to_vec(), [3]),
+                &device,
+            ),
+            g_norm2,
+            flag.cloned().unwrap_or_else(|| Tensor::ones([1], &device)),
+        ],
+        0,
+    );
+    let triplet = Tensor::<1>::from_dispatch(Dispatch::wgsl_top_singular(
+        d(&normal),
+        d(&powered),
+        params.into_dispatch(),
+    ));
+    let (moved_basis, change) =
+        Dispatch::wgsl_geodesic_step(d(basis), d(&tangent), triplet.clone().into_dispatch());
+    let (moved_basis, change) = (
+        Tensor::<2>::from_dispatch(moved_basis),
+        Tensor::<2>::from_dispatch(change),
+    );
+    let tol = Tensor::<1>::from_data(TensorData::new(vec![tolerance as f32], [1]), &device);
+    let (factor, status) =
+        Dispatch::wgsl_reorthonormalize(gram(&moved_basis).into_dispatch(), tol.into_dispatch());
+    let factor = Tensor::<2>::from_dispatch(factor);
+    Some(TrackedStep {
+        // S'·Fᵀ and F·C (C is symmetric): exact copies where F = I.
+        basis: product(&moved_basis, &factor),
+        change_of_basis: product(&factor, &change),
+        moved: triplet.clone().narrow(0, r + 4, 1),
+        reorthonormalized: Tensor::from_dispatch(status),
+        sigma: triplet.clone().narrow(0, r, 1),
+        theta: triplet.narrow(0, r + 1, 1),
+    })
+}
+
+/// A = SᵀG through the projection kernel.
+fn gram_of(basis: &Tensor<2>, g: &Tensor<2>, limit: usize) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::wgsl_project(
+        basis.clone().into_dispatch(),
+        g.clone().into_dispatch(),
+        limit,
+    ))
 }
 
 /// Recovery scales and the limiter (§7) from G (a×b), G̃ and N (r×b): see

@@ -2,10 +2,10 @@
 
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor, TensorData};
-use subtrack::basis;
-use subtrack::kernels::{self, RecoveryTerm, UpdateCoefficients};
+use subtrack::kernels::{self, RecoveryTerm, Rotation, UpdateCoefficients};
 use subtrack::moments::AdamParams;
 use subtrack::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubTrackState};
+use subtrack::{basis, geodesic};
 
 use crate::reference::{Mat, Rng};
 use crate::{download, rel_err, upload, wgpu_device};
@@ -347,33 +347,43 @@ fn adam_kernel_matches_the_portable_path() {
     };
     let mut rng = Rng(41);
     for (r, b) in [(5, 53), (16, 16), (17, 150), (70, 90)] {
-        for rotation in [
-            None,
-            Some(ProjectionAware::Paper),
-            Some(ProjectionAware::Code),
-        ] {
+        // (rotation, moved): no rotation, both variants, and a rotation whose basis did not
+        // move (device flag 0), which must equal no rotation.
+        let variants = [
+            (None, true),
+            (Some(ProjectionAware::Paper), true),
+            (Some(ProjectionAware::Code), true),
+            (Some(ProjectionAware::Paper), false),
+        ];
+        for (rotation, moved) in variants {
             let m = rng.mat(r, b);
             let spread = rng.mat(r, b);
             let v = Mat::from_fn(r, b, |i, j| m.at(i, j).powi(2) + spread.at(i, j).powi(2));
             let g = rng.mat(r, b);
-            // A change of basis of the geodesic's form, I − (1 − cos θ)·w·wᵀ, re-orthonormalised
-            // by a small perturbation so that it is a general dense matrix.
+            // A change of basis of the geodesic's form I − (1 − cos θ)·w·wᵀ, perturbed so
+            // that it is a general dense matrix.
             let w = orthonormal(r, 1, &mut rng);
             let c = Mat::from_fn(r, r, |i, j| {
                 let id = if i == j { 1.0 } else { 0.0 };
                 id - 0.4 * w.at(i, 0) * w.at(j, 0) + 0.01 * ((i * 7 + j * 3) % 5) as f64
             });
             let code = rotation == Some(ProjectionAware::Code);
-            let expected = adam_f64(&m, &v, &g, rotation.map(|_| (&c, code)), &params);
+            let applied = rotation.filter(|_| moved).map(|_| (&c, code));
+            let expected = adam_f64(&m, &v, &g, applied, &params);
             let run = |dev: &Device, flag: Option<f32>| {
                 let flag = flag.map(|f| Tensor::<1>::from_floats([f], dev));
+                let moved = (!moved).then(|| Tensor::<1>::from_floats([0.0], dev));
                 let c_dev = upload(&c, dev);
                 let out = kernels::adam(
                     upload(&m, dev),
                     upload(&v, dev),
                     &upload(&g, dev),
                     &params,
-                    rotation.map(|variant| (&c_dev, variant)),
+                    rotation.map(|variant| Rotation {
+                        change_of_basis: &c_dev,
+                        variant,
+                        moved: moved.as_ref(),
+                    }),
                     flag.as_ref(),
                     true,
                 );
@@ -388,7 +398,7 @@ fn adam_kernel_matches_the_portable_path() {
             );
             let portable = run(&cpu, None);
             for (k, name) in ["M", "V", "N"].iter().enumerate() {
-                let case = format!("{r}×{b}, rotation {rotation:?}, {name}");
+                let case = format!("{r}×{b}, rotation {rotation:?}, moved {moved}, {name}");
                 let (vs_portable, vs_f64) = (
                     rel_err(&got[k], &portable[k]),
                     rel_err(&got[k], &expected[k]),
@@ -542,7 +552,7 @@ fn wgsl_route_checks_gradients_on_the_device_and_reads_nothing_back() {
     };
     let config = SubTrackConfig::subtrack_plus_plus()
         .with_rank(4)
-        .with_update_interval(10)
+        .with_update_interval(5)
         .with_weight_decay(0.01)
         .with_wgsl_kernels(true);
     let optim = config.build().unwrap();
@@ -557,7 +567,8 @@ fn wgsl_route_checks_gradients_on_the_device_and_reads_nothing_back() {
             let (w, state) = optim.step(0.01, w, g, state);
             (w, state, report.host_reads() - reads)
         };
-        for t in 0..4 {
+        // Steps k = 0 … 9, subspace updates at k = 5 and the NaN step k = 10 included.
+        for t in 0..10 {
             let g = upload(&rng.mat(rows, cols), &device);
             let (nw, ns, reads) = step(w, g, state);
             (w, state) = (nw, ns);
@@ -582,7 +593,7 @@ fn wgsl_route_checks_gradients_on_the_device_and_reads_nothing_back() {
         );
         assert_eq!(report.nonfinite_skips(), skips + 1);
         // The skipped step still counts toward k (the host never learnt of it).
-        assert_eq!(state.as_ref().map(|s| s.step()), Some(5));
+        assert_eq!(state.as_ref().map(|s| s.step()), Some(11));
         // Steps go on normally after the skip.
         let (nw, _, _) = step(w, upload(&rng.mat(rows, cols), &device), state);
         assert!(download(nw).data.iter().all(|x| x.is_finite()));
@@ -595,4 +606,141 @@ fn wgsl_route_checks_gradients_on_the_device_and_reads_nothing_back() {
         kernels::launches("recovery", [24, 4, 40]) > 0,
         "the recovery kernels ran"
     );
+    assert!(
+        kernels::launches("geodesic_step", [24, 4, 4]) > 0,
+        "the tracking kernels ran"
+    );
+    assert_eq!(report.subspace_updates(), 2, "k = 5 and the skipped k = 10");
+}
+
+/// max |XᵀX − I| of an a×r matrix, in f64.
+fn drift(x: &Mat) -> f64 {
+    let gram = x.t().mul(x);
+    (0..x.cols)
+        .flat_map(|i| (0..x.cols).map(move |j| (i, j)))
+        .map(|(i, j)| (gram.at(i, j) - if i == j { 1.0 } else { 0.0 }).abs())
+        .fold(0.0, f64::max)
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    t.into_scalar::<f32>() as f64
+}
+
+#[test]
+fn tracking_kernels_match_the_host_geodesic_step() {
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    let mut rng = Rng(47);
+    // (a, r, b, target θ, θ_max, tolerance): η is set from σ for θ = η·σ of 0.5–2 rad; a
+    // clamp; a tolerance of 0 so that the Cholesky re-orthonormalisation runs.
+    // The last case starts from a basis 1e-2 off orthonormal, so that the re-orthonormalisation
+    // makes a difference well past round-off.
+    let cases = [
+        (37, 5, 53, 0.5, None, 1e-5, 0.0),
+        (16, 4, 16, 1.0, None, 1e-5, 0.0),
+        (100, 17, 300, 2.0, Some(0.3), 1e-5, 0.0),
+        (70, 6, 90, 0.7, None, 0.0, 0.0),
+        (50, 8, 64, 0.5, None, 1e-5, 1e-2),
+    ];
+    for (a, r, b, target, max_theta, tol, off) in cases {
+        let s = orthonormal(a, r, &mut rng).add(&rng.mat(a, r).scale(off));
+        let g = rng.mat(a, b);
+        let (s_dev, g_dev) = (upload(&s, &device), upload(&g, &device));
+        let eta = target / geodesic::geodesic_step(&s_dev, &g_dev, 1.0, None, tol).sigma;
+        let host = geodesic::geodesic_step(&s_dev, &g_dev, eta, max_theta, tol);
+        let before = kernels::launches("geodesic_step", [a, r, r]);
+        let got =
+            kernels::track(&s_dev, &g_dev, eta, max_theta, tol, None).expect("the kernels run");
+        let case = format!("{a}×{r}×{b}, η {eta}, θ_max {max_theta:?}, tol {tol}, off {off}");
+        if off > 0.0 {
+            assert!(
+                drift(&s) > 1e-3 && host.reorthonormalized,
+                "{case}: the start is off"
+            );
+        }
+        let basis = download(got.basis);
+        let change = download(got.change_of_basis);
+        assert_eq!(
+            kernels::launches("geodesic_step", [a, r, r]),
+            before + 1,
+            "{case}"
+        );
+        assert_eq!(scalar(got.moved), 1.0, "{case}: moved");
+        let (sigma, theta) = (scalar(got.sigma), scalar(got.theta));
+        assert!(
+            (sigma - host.sigma).abs() < 1e-5 * host.sigma,
+            "{case}: σ {sigma} vs host {}",
+            host.sigma
+        );
+        assert!(
+            (theta - host.theta).abs() < 1e-5 * host.theta,
+            "{case}: θ {theta} vs host {}",
+            host.theta
+        );
+        assert!(
+            host.theta > 0.05,
+            "{case}: the step must rotate the basis, θ {}",
+            host.theta
+        );
+        assert_eq!(
+            scalar(got.reorthonormalized) == 1.0,
+            host.reorthonormalized,
+            "{case}: re-orthonormalised"
+        );
+        let host_basis = download(host.basis);
+        let err = rel_err(&basis, &host_basis);
+        assert!(err < 1e-5, "{case}: S' vs host {err}");
+        let host_change = Mat {
+            rows: r,
+            cols: r,
+            data: host.change_of_basis.expect("moved"),
+        };
+        let err = rel_err(&change, &host_change);
+        assert!(err < 1e-5, "{case}: C vs host {err}");
+        // Invariants, in f64: S' orthonormal and, from an orthonormal S, C = S'ᵀS.
+        assert!(drift(&basis) < 1e-5, "{case}: drift {}", drift(&basis));
+        if off == 0.0 {
+            let err = rel_err(&change, &basis.t().mul(&s));
+            assert!(err < 1e-5, "{case}: C vs S'ᵀS {err}");
+        }
+    }
+
+    // θ of hundreds of radians (the paper's η = 10 regime): S' stays orthonormal and C = S'ᵀS.
+    let (a, r, b) = (40, 5, 60);
+    let s = orthonormal(a, r, &mut rng);
+    let g = rng.mat(a, b);
+    let got = kernels::track(
+        &upload(&s, &device),
+        &upload(&g, &device),
+        10.0,
+        None,
+        1e-5,
+        None,
+    )
+    .unwrap();
+    assert!(scalar(got.theta) > 100.0);
+    let basis = download(got.basis);
+    assert!(drift(&basis) < 1e-5, "large θ: drift {}", drift(&basis));
+    let err = rel_err(&download(got.change_of_basis), &basis.t().mul(&s));
+    assert!(err < 1e-5, "large θ: C vs S'ᵀS {err}");
+
+    // G inside span(S): σ = 0, the basis stays exactly and C = I; likewise for a skipped step.
+    let inside = s.mul(&rng.mat(r, b));
+    for (g, flag) in [(&inside, None), (&g, Some(0.0))] {
+        let flag = flag.map(|f| Tensor::<1>::from_floats([f], &device));
+        let step = kernels::track(
+            &upload(&s, &device),
+            &upload(g, &device),
+            1e-2,
+            None,
+            1e-5,
+            flag.as_ref(),
+        )
+        .unwrap();
+        assert_eq!(scalar(step.moved), 0.0);
+        assert_eq!(download(step.basis).data, upload_roundtrip(&s));
+        let identity = Mat::from_fn(r, r, |i, j| if i == j { 1.0 } else { 0.0 });
+        assert_eq!(download(step.change_of_basis).data, identity.data);
+    }
 }

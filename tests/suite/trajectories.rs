@@ -133,6 +133,7 @@ fn presets_match_the_f64_reference_for_50_steps() {
                 ("update", [12, 4, 20]),
                 ("recovery", [12, 4, 20]),
                 ("adam", [4, 4, 20]),
+                ("geodesic_step", [12, 4, 4]),
             ] {
                 assert!(
                     kernels::launches(kernel, sizes) > 0,

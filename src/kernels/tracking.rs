@@ -1,0 +1,219 @@
+//! Launches of the tracking step's shaders (algorithm.md §4): `tangent.wgsl` (X·Yᵀ
+//! products), `top_singular.wgsl`, `geodesic_step.wgsl` and `reorthonormalize.wgsl`.
+
+use burn::backend::wgpu::{
+    CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
+};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::KernelArguments;
+use burn::cubecl::{CubeCount, CubeDim};
+use burn::tensor::{DType, Shape};
+
+use super::{BLOCK, MAX_WORKGROUPS, WGSL, chunk_rows, row_chunk};
+
+const TANGENT: &str = include_str!("../../shaders/tangent.wgsl");
+const TOP_SINGULAR: &str = include_str!("../../shaders/top_singular.wgsl");
+const GEODESIC_STEP: &str = include_str!("../../shaders/geodesic_step.wgsl");
+const REORTHONORMALIZE: &str = include_str!("../../shaders/reorthonormalize.wgsl");
+
+/// Largest rank the single-workgroup kernels hold in workgroup memory.
+pub const MAX_RANK: usize = 1024;
+/// Power iterations with ∇Fᵀ∇F after the start from the repeated squaring.
+const REFINE: usize = 4;
+/// Rows per dispatch dimension of the geodesic kernel (one workgroup per row).
+const ROWS_PER_DIM: usize = 32_768;
+
+/// A shader with its template values, all part of the kernel id.
+#[derive(Debug)]
+struct Templated {
+    name: &'static str,
+    source: &'static str,
+    values: Vec<(&'static str, usize)>,
+}
+
+impl KernelSource for Templated {
+    fn source(&self) -> SourceTemplate {
+        self.values
+            .iter()
+            .fold(SourceTemplate::new(self.source), |t, (k, v)| {
+                t.register(*k, v.to_string())
+            })
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((self.name, self.values.clone()))
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+fn f32_on_wgsl(tensors: &[&CubeTensor]) {
+    assert!(
+        tensors.iter().all(|t| t.dtype == DType::F32) && tensors[0].client.name() == WGSL,
+        "tracking kernels: f32 tensors on a WGSL runtime"
+    );
+}
+
+fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    let client = like.client.clone();
+    let bytes = shape.num_elements() * 4;
+    CubeTensor::new_contiguous(
+        client.clone(),
+        like.device.clone(),
+        shape,
+        client.empty(bytes),
+        DType::F32,
+    )
+}
+
+/// Rows of X per launch of out = X·Yᵀ (X m×k, Y n×k) under a `limit`-byte binding, or
+/// `None` when the kernel cannot run these sizes.
+pub fn product_plan(m: usize, n: usize, k: usize, limit: usize) -> Option<usize> {
+    let fits = n * k * 4 <= limit
+        && n.div_ceil(BLOCK) <= MAX_WORKGROUPS
+        && m.div_ceil(BLOCK) <= MAX_WORKGROUPS;
+    chunk_rows(m, k.max(n), limit).filter(|_| fits)
+}
+
+/// Whether the tracking step's kernels run for S a×r and G a×b under a `limit`-byte binding.
+pub fn plan(a: usize, r: usize, b: usize, limit: usize) -> bool {
+    r <= MAX_RANK
+        && product_plan(a, r, b, limit).is_some()
+        && a.div_ceil(ROWS_PER_DIM) <= MAX_WORKGROUPS
+        && super::project::plan(a, r, b, limit).is_some()
+        && super::project::plan(a, r, r, limit).is_some()
+        && super::update::plan(a, r, r, false, limit).is_some()
+}
+
+/// out = X·Yᵀ: X m×k (split into row chunks over `limit`), Y n×k.
+pub fn product(x: CubeTensor, y: CubeTensor, limit: usize) -> CubeTensor {
+    let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
+    let n = y.meta.shape()[0];
+    assert_eq!(
+        y.meta.shape()[1],
+        k,
+        "product: X is {m}×{k}, Y has {:?}",
+        y.meta.shape()
+    );
+    let rows = product_plan(m, n, k, limit).expect("product: sizes the kernel cannot run");
+    f32_on_wgsl(&[&x, &y]);
+    let [x, y] = [x, y].map(into_contiguous);
+    let output = empty(&x, Shape::from([m, n]));
+    for r0 in (0..m).step_by(rows) {
+        let r1 = (r0 + rows).min(m);
+        let kernel = Templated {
+            name: "tangent",
+            source: TANGENT,
+            values: vec![("m", r1 - r0), ("n", n), ("k", k)],
+        };
+        super::count_launch("tangent", [m, n, k]);
+        x.client.launch(
+            Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),
+            CubeCount::Static(
+                n.div_ceil(BLOCK) as u32,
+                (r1 - r0).div_ceil(BLOCK) as u32,
+                1,
+            ),
+            KernelArguments::new().with_buffers(vec![
+                row_chunk(&x, r0..r1, m, k),
+                y.handle.clone().binding(),
+                row_chunk(&output, r0..r1, m, n),
+            ]),
+        );
+    }
+    output
+}
+
+/// The triplet [v (r), σ, θ, cos θ, sin θ, moved] from P = ∇Fᵀ∇F and its normalised power
+/// Q (both r×r) and `params` [η, θ_max (< 0: none), floor, ‖G‖²_F, flag].
+pub fn top_singular(normal: CubeTensor, powered: CubeTensor, params: CubeTensor) -> CubeTensor {
+    let r = normal.meta.shape()[0];
+    assert!(r <= MAX_RANK, "top_singular: rank {r} over {MAX_RANK}");
+    f32_on_wgsl(&[&normal, &powered, &params]);
+    let [normal, powered, params] = [normal, powered, params].map(into_contiguous);
+    let triplet = empty(&normal, Shape::from([r + 5]));
+    let kernel = Templated {
+        name: "top_singular",
+        source: TOP_SINGULAR,
+        values: vec![("r", r), ("refine", REFINE)],
+    };
+    super::count_launch("top_singular", [r, r, r]);
+    normal.client.launch(
+        Box::new(SourceKernel::new(kernel, CubeDim::new_1d(256))),
+        CubeCount::Static(1, 1, 1),
+        KernelArguments::new().with_buffers(vec![
+            normal.handle.clone().binding(),
+            powered.handle.clone().binding(),
+            params.handle.clone().binding(),
+            triplet.handle.clone().binding(),
+        ]),
+    );
+    triplet
+}
+
+/// (S', C) from S and ∇F (a×r) and the triplet of [`top_singular`].
+pub fn geodesic_step(
+    basis: CubeTensor,
+    tangent: CubeTensor,
+    triplet: CubeTensor,
+) -> (CubeTensor, CubeTensor) {
+    let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
+    f32_on_wgsl(&[&basis, &tangent, &triplet]);
+    let [basis, tangent, triplet] = [basis, tangent, triplet].map(into_contiguous);
+    let output = empty(&basis, Shape::from([a, r]));
+    let change = empty(&basis, Shape::from([r, r]));
+    let rows = a.max(r);
+    let kernel = Templated {
+        name: "geodesic_step",
+        source: GEODESIC_STEP,
+        values: vec![("a", a), ("r", r)],
+    };
+    super::count_launch("geodesic_step", [a, r, r]);
+    basis.client.launch(
+        Box::new(SourceKernel::new(kernel, CubeDim::new_1d(64))),
+        CubeCount::Static(
+            rows.min(ROWS_PER_DIM) as u32,
+            rows.div_ceil(ROWS_PER_DIM) as u32,
+            1,
+        ),
+        KernelArguments::new().with_buffers(vec![
+            basis.handle.clone().binding(),
+            tangent.handle.clone().binding(),
+            triplet.handle.clone().binding(),
+            output.handle.clone().binding(),
+            change.handle.clone().binding(),
+        ]),
+    );
+    (output, change)
+}
+
+/// (F, status) from S'ᵀS' (r×r) and `params` [tol]: F = L⁻¹ with S'ᵀS' = L·Lᵀ when the drift
+/// exceeds tol (status [1]), else F = I (status [0]).
+pub fn reorthonormalize(gram: CubeTensor, params: CubeTensor) -> (CubeTensor, CubeTensor) {
+    let r = gram.meta.shape()[0];
+    f32_on_wgsl(&[&gram, &params]);
+    let [gram, params] = [gram, params].map(into_contiguous);
+    let lower = gram.client.empty(r * r * 4);
+    let factor = empty(&gram, Shape::from([r, r]));
+    let status = empty(&gram, Shape::from([1]));
+    let kernel = Templated {
+        name: "reorthonormalize",
+        source: REORTHONORMALIZE,
+        values: vec![("r", r)],
+    };
+    super::count_launch("reorthonormalize", [r, r, r]);
+    gram.client.launch(
+        Box::new(SourceKernel::new(kernel, CubeDim::new_1d(256))),
+        CubeCount::Static(1, 1, 1),
+        KernelArguments::new().with_buffers(vec![
+            gram.handle.clone().binding(),
+            lower.binding(),
+            factor.handle.clone().binding(),
+            params.handle.clone().binding(),
+            status.handle.clone().binding(),
+        ]),
+    );
+    (factor, status)
+}
