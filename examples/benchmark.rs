@@ -440,6 +440,24 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize) -> Vec<KernelRow> {
             portable_ms,
             flops: 2.0 * (a * r * b) as f64,
         });
+        // The tracking step: kernels (no read-back) against tensor ops + the host r×r solve.
+        let basis = subtrack::basis::top_singular_basis(&s, r);
+        let kernel_ms = timed(&|| {
+            kernels::track(&basis, &g, 1e-3, None, 1e-5, None)
+                .expect("tracking kernels run")
+                .basis
+        });
+        let portable_ms =
+            timed(&|| subtrack::geodesic::geodesic_step(&basis, &g, 1e-3, None, 1e-5).basis);
+        eprintln!(
+            "  geodesic step {a}×{b} r={r}: WGSL {kernel_ms:.3} ms, portable {portable_ms:.3} ms"
+        );
+        rows.push(KernelRow {
+            what: format!("geodesic tracking step, {a}×{b}, r = {r}"),
+            kernel_ms,
+            portable_ms,
+            flops: f64::NAN,
+        });
     }
     // The optimizer step alone (no subspace update in the window), kernels on and off.
     let size = if full { "60m" } else { "20m" };

@@ -46,11 +46,11 @@ const BN: u32 = 64u;
 @group(0) @binding(6) var<storage, read_write> params: array<f32>;
 @group(0) @binding(7) var<storage, read_write> change_of_basis: array<f32>;
 
-// c_tile[ii·BK + kk] = C[i0 + ii, k0 + kk]; m_tile / d_tile[kk·BN + jj] = M or V − M⊙M at
-// [k0 + kk, j0 + jj].
-var<workgroup> c_tile: array<f32, 1024>;
-var<workgroup> m_tile: array<f32, 1024>;
-var<workgroup> d_tile: array<f32, 1024>;
+// c_tile[kk·16 + c] = C[i0 + 4c … 4c + 3, k0 + kk] (staged transposed); m_tile / d_tile
+// [kk·16 + c] = M or V − M⊙M at [k0 + kk, j0 + 4c … 4c + 3].
+var<workgroup> c_tile: array<vec4<f32>, 256>;
+var<workgroup> m_tile: array<vec4<f32>, 256>;
+var<workgroup> d_tile: array<vec4<f32>, 256>;
 
 @compute @workgroup_size(16, 16, 1)
 fn main(
@@ -60,53 +60,50 @@ fn main(
     let i0 = wid.y * BM;
     let j0 = wid.x * BN;
     let t = lid.y * 16u + lid.x;
-    var acc_m: array<f32, 16>;
-    var acc_v: array<f32, 16>;
-    for (var q: u32 = 0u; q < 16u; q = q + 1u) {
-        acc_m[q] = 0.0;
-        acc_v[q] = 0.0;
-    }
+    var acc_m = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var acc_v = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     if (ROTATE) {
+        // Staging: C row i0 + t/4, columns k0 + 4·(t%4) … +3; M and V row k0 + t/16,
+        // columns j0 + 4·(t%16) … +3.
+        let c_row = t / 4u;
+        let c_col = (t % 4u) * 4u;
+        let m_row = t / 16u;
+        let m_col = (t % 16u) * 4u;
         for (var k0: u32 = 0u; k0 < R; k0 = k0 + BK) {
             for (var q: u32 = 0u; q < 4u; q = q + 1u) {
-                let idx = t + q * 256u;
-                let ci = idx / BK;
-                let ck = idx % BK;
+                let k = k0 + c_col + q;
                 var cv: f32 = 0.0;
-                if (i0 + ci < R && k0 + ck < R) {
-                    cv = change_of_basis[(i0 + ci) * R + k0 + ck];
+                if (i0 + c_row < R && k < R) {
+                    cv = change_of_basis[(i0 + c_row) * R + k];
                 }
-                c_tile[idx] = cv;
-                let mk = idx / BN;
-                let mj = idx % BN;
-                var mv: f32 = 0.0;
-                var dv: f32 = 0.0;
-                if (k0 + mk < R && j0 + mj < B) {
-                    let at = (k0 + mk) * B + j0 + mj;
-                    mv = moment_1[at];
-                    dv = moment_2[at] - mv * mv;
-                }
-                m_tile[idx] = mv;
-                d_tile[idx] = dv;
+                c_tile[(c_col + q) * 16u + c_row / 4u][c_row % 4u] = cv;
             }
+            var m4 = vec4<f32>(0.0);
+            var d4 = vec4<f32>(0.0);
+            for (var q: u32 = 0u; q < 4u; q = q + 1u) {
+                if (k0 + m_row < R && j0 + m_col + q < B) {
+                    let at = (k0 + m_row) * B + j0 + m_col + q;
+                    let mv = moment_1[at];
+                    m4[q] = mv;
+                    d4[q] = moment_2[at] - mv * mv;
+                }
+            }
+            m_tile[t] = m4;
+            d_tile[t] = d4;
             workgroupBarrier();
             for (var kk: u32 = 0u; kk < BK; kk = kk + 1u) {
-                let c4 = vec4<f32>(
-                    c_tile[(lid.y * 4u) * BK + kk],
-                    c_tile[(lid.y * 4u + 1u) * BK + kk],
-                    c_tile[(lid.y * 4u + 2u) * BK + kk],
-                    c_tile[(lid.y * 4u + 3u) * BK + kk],
-                );
+                let c4 = c_tile[kk * 16u + lid.y];
                 let cc4 = c4 * c4;
-                let at = kk * BN + lid.x * 4u;
-                let m4 = vec4<f32>(m_tile[at], m_tile[at + 1u], m_tile[at + 2u], m_tile[at + 3u]);
-                let d4 = vec4<f32>(d_tile[at], d_tile[at + 1u], d_tile[at + 2u], d_tile[at + 3u]);
-                for (var ii: u32 = 0u; ii < 4u; ii = ii + 1u) {
-                    for (var jj: u32 = 0u; jj < 4u; jj = jj + 1u) {
-                        acc_m[ii * 4u + jj] = acc_m[ii * 4u + jj] + c4[ii] * m4[jj];
-                        acc_v[ii * 4u + jj] = acc_v[ii * 4u + jj] + cc4[ii] * d4[jj];
-                    }
-                }
+                let mt = m_tile[kk * 16u + lid.x];
+                let dt = d_tile[kk * 16u + lid.x];
+                acc_m[0] = acc_m[0] + c4.x * mt;
+                acc_m[1] = acc_m[1] + c4.y * mt;
+                acc_m[2] = acc_m[2] + c4.z * mt;
+                acc_m[3] = acc_m[3] + c4.w * mt;
+                acc_v[0] = acc_v[0] + cc4.x * dt;
+                acc_v[1] = acc_v[1] + cc4.y * dt;
+                acc_v[2] = acc_v[2] + cc4.z * dt;
+                acc_v[3] = acc_v[3] + cc4.w * dt;
             }
             workgroupBarrier();
         }
@@ -134,8 +131,8 @@ fn main(
                     continue;
                 }
                 if (rotate) {
-                    m = acc_m[ii * 4u + jj];
-                    v = abs(acc_v[ii * 4u + jj] + m * m) * v_scale;
+                    m = acc_m[ii][jj];
+                    v = abs(acc_v[ii][jj] + m * m) * v_scale;
                 }
                 let g = g_low[at];
                 let m_new = m * beta_1 + g * one_minus_beta_1;

@@ -27,9 +27,44 @@ const BN: u32 = 64u;   // columns of G̃ per workgroup
 @group(0) @binding(1) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(2) var<storage, read_write> output: array<f32>;
 
-// s_tile[kk·BM + ii] = S[k0 + kk, i0 + ii];  g_tile[kk·BN + jj] = G[k0 + kk, j0 + jj]
-var<workgroup> s_tile: array<f32, 1024>;
-var<workgroup> g_tile: array<f32, 1024>;
+// s_tile[kk·16 + c] = S[k0 + kk, i0 + 4c … 4c + 3];  g_tile[kk·16 + c] = G[k0 + kk, j0 + 4c … 4c + 3]
+var<workgroup> s_tile: array<vec4<f32>, 256>;
+var<workgroup> g_tile: array<vec4<f32>, 256>;
+
+// Four consecutive elements of a row-major matrix of `rows`×`cols`, zero past its edges.
+fn load_s(row: u32, col: u32) -> vec4<f32> {
+    if (row >= A) {
+        return vec4<f32>(0.0);
+    }
+    let at = row * R + col;
+    if (col + 3u < R) {
+        return vec4<f32>(basis[at], basis[at + 1u], basis[at + 2u], basis[at + 3u]);
+    }
+    var v = vec4<f32>(0.0);
+    for (var q: u32 = 0u; q < 4u; q = q + 1u) {
+        if (col + q < R) {
+            v[q] = basis[at + q];
+        }
+    }
+    return v;
+}
+
+fn load_g(row: u32, col: u32) -> vec4<f32> {
+    if (row >= A) {
+        return vec4<f32>(0.0);
+    }
+    let at = row * B + col;
+    if (col + 3u < B) {
+        return vec4<f32>(grad[at], grad[at + 1u], grad[at + 2u], grad[at + 3u]);
+    }
+    var v = vec4<f32>(0.0);
+    for (var q: u32 = 0u; q < 4u; q = q + 1u) {
+        if (col + q < B) {
+            v[q] = grad[at + q];
+        }
+    }
+    return v;
+}
 
 @compute @workgroup_size(16, 16, 1)
 fn main(
@@ -39,60 +74,38 @@ fn main(
     let i0 = wid.y * BM;
     let j0 = wid.x * BN;
     let t = lid.y * 16u + lid.x;
-    var acc: array<f32, 16>;
-    for (var q: u32 = 0u; q < 16u; q = q + 1u) {
-        acc[q] = 0.0;
-    }
+    // Each invocation stages one vec4 of each tile: row kk = t / 16, columns 4·(t % 16)….
+    let kk_load = t / 16u;
+    let c_load = (t % 16u) * 4u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var k0: u32 = 0u; k0 < A; k0 = k0 + BK) {
-        // 256 invocations stage 1024 elements of each tile, 4 each, along rows.
-        for (var q: u32 = 0u; q < 4u; q = q + 1u) {
-            let idx = t + q * 256u;
-            let kk = idx / BM;
-            let c = idx % BM;
-            let k = k0 + kk;
-            var sv: f32 = 0.0;
-            if (k < A && i0 + c < R) {
-                sv = basis[k * R + i0 + c];
-            }
-            s_tile[idx] = sv;
-            var gv: f32 = 0.0;
-            if (k < A && j0 + c < B) {
-                gv = grad[k * B + j0 + c];
-            }
-            g_tile[idx] = gv;
-        }
+        s_tile[t] = load_s(k0 + kk_load, i0 + c_load);
+        g_tile[t] = load_g(k0 + kk_load, j0 + c_load);
         workgroupBarrier();
         for (var kk: u32 = 0u; kk < BK; kk = kk + 1u) {
-            let s4 = vec4<f32>(
-                s_tile[kk * BM + lid.y * 4u],
-                s_tile[kk * BM + lid.y * 4u + 1u],
-                s_tile[kk * BM + lid.y * 4u + 2u],
-                s_tile[kk * BM + lid.y * 4u + 3u],
-            );
-            let g4 = vec4<f32>(
-                g_tile[kk * BN + lid.x * 4u],
-                g_tile[kk * BN + lid.x * 4u + 1u],
-                g_tile[kk * BN + lid.x * 4u + 2u],
-                g_tile[kk * BN + lid.x * 4u + 3u],
-            );
-            for (var ii: u32 = 0u; ii < 4u; ii = ii + 1u) {
-                acc[ii * 4u] = acc[ii * 4u] + s4[ii] * g4.x;
-                acc[ii * 4u + 1u] = acc[ii * 4u + 1u] + s4[ii] * g4.y;
-                acc[ii * 4u + 2u] = acc[ii * 4u + 2u] + s4[ii] * g4.z;
-                acc[ii * 4u + 3u] = acc[ii * 4u + 3u] + s4[ii] * g4.w;
-            }
+            let s4 = s_tile[kk * 16u + lid.y];
+            let g4 = g_tile[kk * 16u + lid.x];
+            acc0 = acc0 + s4.x * g4;
+            acc1 = acc1 + s4.y * g4;
+            acc2 = acc2 + s4.z * g4;
+            acc3 = acc3 + s4.w * g4;
         }
         workgroupBarrier();
     }
+    let rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var ii: u32 = 0u; ii < 4u; ii = ii + 1u) {
         let i = i0 + lid.y * 4u + ii;
+        let row = rows[ii];
         for (var jj: u32 = 0u; jj < 4u; jj = jj + 1u) {
             let j = j0 + lid.x * 4u + jj;
             if (i < R && j < B) {
                 if (ACCUMULATE) {
-                    output[i * B + j] = output[i * B + j] + acc[ii * 4u + jj];
+                    output[i * B + j] = output[i * B + j] + row[jj];
                 } else {
-                    output[i * B + j] = acc[ii * 4u + jj];
+                    output[i * B + j] = row[jj];
                 }
             }
         }

@@ -28,9 +28,10 @@ const BN: u32 = 64u;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read_write> output: array<f32>;
 
-// x_tile[ii·BK + kk] = X[i0 + ii, k0 + kk];  y_tile[jj·BK + kk] = Y[j0 + jj, k0 + kk]
-var<workgroup> x_tile: array<f32, 1024>;
-var<workgroup> y_tile: array<f32, 1024>;
+// x_tile[kk·16 + c] = X[i0 + 4c … 4c + 3, k0 + kk];  y_tile[kk·16 + c] = Y[j0 + 4c … 4c + 3, k0 + kk]
+// (both staged transposed)
+var<workgroup> x_tile: array<vec4<f32>, 256>;
+var<workgroup> y_tile: array<vec4<f32>, 256>;
 
 @compute @workgroup_size(16, 16, 1)
 fn main(
@@ -40,55 +41,46 @@ fn main(
     let i0 = wid.y * BM;
     let j0 = wid.x * BN;
     let t = lid.y * 16u + lid.x;
-    var acc: array<f32, 16>;
-    for (var q: u32 = 0u; q < 16u; q = q + 1u) {
-        acc[q] = 0.0;
-    }
+    // Staging: rows i0 + t/4 of X and j0 + t/4 of Y, columns k0 + 4·(t%4) … +3.
+    let row = t / 4u;
+    let col = (t % 4u) * 4u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var k0: u32 = 0u; k0 < K; k0 = k0 + BK) {
         for (var q: u32 = 0u; q < 4u; q = q + 1u) {
-            let idx = t + q * 256u;
-            let row = idx / BK;
-            let kk = idx % BK;
+            let k = k0 + col + q;
             var xv: f32 = 0.0;
-            if (i0 + row < M && k0 + kk < K) {
-                xv = x[(i0 + row) * K + k0 + kk];
+            if (i0 + row < M && k < K) {
+                xv = x[(i0 + row) * K + k];
             }
-            x_tile[idx] = xv;
             var yv: f32 = 0.0;
-            if (j0 + row < N && k0 + kk < K) {
-                yv = y[(j0 + row) * K + k0 + kk];
+            if (j0 + row < N && k < K) {
+                yv = y[(j0 + row) * K + k];
             }
-            y_tile[idx] = yv;
+            x_tile[(col + q) * 16u + row / 4u][row % 4u] = xv;
+            y_tile[(col + q) * 16u + row / 4u][row % 4u] = yv;
         }
         workgroupBarrier();
         for (var kk: u32 = 0u; kk < BK; kk = kk + 1u) {
-            let x4 = vec4<f32>(
-                x_tile[(lid.y * 4u) * BK + kk],
-                x_tile[(lid.y * 4u + 1u) * BK + kk],
-                x_tile[(lid.y * 4u + 2u) * BK + kk],
-                x_tile[(lid.y * 4u + 3u) * BK + kk],
-            );
-            let y4 = vec4<f32>(
-                y_tile[(lid.x * 4u) * BK + kk],
-                y_tile[(lid.x * 4u + 1u) * BK + kk],
-                y_tile[(lid.x * 4u + 2u) * BK + kk],
-                y_tile[(lid.x * 4u + 3u) * BK + kk],
-            );
-            for (var ii: u32 = 0u; ii < 4u; ii = ii + 1u) {
-                acc[ii * 4u] = acc[ii * 4u] + x4[ii] * y4.x;
-                acc[ii * 4u + 1u] = acc[ii * 4u + 1u] + x4[ii] * y4.y;
-                acc[ii * 4u + 2u] = acc[ii * 4u + 2u] + x4[ii] * y4.z;
-                acc[ii * 4u + 3u] = acc[ii * 4u + 3u] + x4[ii] * y4.w;
-            }
+            let x4 = x_tile[kk * 16u + lid.y];
+            let y4 = y_tile[kk * 16u + lid.x];
+            acc0 = acc0 + x4.x * y4;
+            acc1 = acc1 + x4.y * y4;
+            acc2 = acc2 + x4.z * y4;
+            acc3 = acc3 + x4.w * y4;
         }
         workgroupBarrier();
     }
+    let rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var ii: u32 = 0u; ii < 4u; ii = ii + 1u) {
         let i = i0 + lid.y * 4u + ii;
+        let out = rows[ii];
         for (var jj: u32 = 0u; jj < 4u; jj = jj + 1u) {
             let j = j0 + lid.x * 4u + jj;
             if (i < M && j < N) {
-                output[i * N + j] = acc[ii * 4u + jj];
+                output[i * N + j] = out[jj];
             }
         }
     }

@@ -40,9 +40,21 @@ const BN: u32 = 64u;   // columns of the update per workgroup
 @group(0) @binding(4) var<storage, read_write> scalars: array<f32>;
 {{recovery_bindings}}
 
-// s_tile[ii·BK + kk] = S[i0 + ii, k0 + kk];  l_tile[kk·BN + jj] = L[k0 + kk, j0 + jj]
-var<workgroup> s_tile: array<f32, 1024>;
-var<workgroup> l_tile: array<f32, 1024>;
+// s_tile[kk·16 + c] = S[i0 + 4c … 4c + 3, k0 + kk] (staged transposed);
+// l_tile[kk·16 + c] = L[k0 + kk, j0 + 4c … 4c + 3]
+var<workgroup> s_tile: array<vec4<f32>, 256>;
+var<workgroup> l_tile: array<vec4<f32>, 256>;
+
+// L[k, j] = s·N[k, j] (− k_w·G̃[k, j]·ψ[j] with recovery), zero past the edges.
+fn low_at(k: u32, j: u32, scale: f32, kept: f32) -> f32 {
+    if (k >= R || j >= B) {
+        return 0.0;
+    }
+    let at = k * B + j;
+    var lv = scale * normalized[at];
+{{recovery_low}}
+    return lv;
+}
 
 @compute @workgroup_size(16, 16, 1)
 fn main(
@@ -57,59 +69,53 @@ fn main(
     let scale = scalars[2];
     let kept = scalars[3];
     let step = scalars[4] != 0.0;
-    var acc: array<f32, 16>;
-    for (var q: u32 = 0u; q < 16u; q = q + 1u) {
-        acc[q] = 0.0;
-    }
+    // Staging: S row i0 + t/4, columns k0 + 4·(t%4) … +3; L row k0 + t/16, columns
+    // j0 + 4·(t%16) … +3.
+    let s_row = t / 4u;
+    let s_col = (t % 4u) * 4u;
+    let l_row = t / 16u;
+    let l_col = (t % 16u) * 4u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var k0: u32 = 0u; k0 < R; k0 = k0 + BK) {
+        let i = i0 + s_row;
         for (var q: u32 = 0u; q < 4u; q = q + 1u) {
-            let idx = t + q * 256u;
-            let si = idx / BK;
-            let sk = idx % BK;
+            let k = k0 + s_col + q;
             var sv: f32 = 0.0;
-            if (i0 + si < A && k0 + sk < R) {
-                sv = basis[(i0 + si) * R + k0 + sk];
+            if (i < A && k < R) {
+                sv = basis[i * R + k];
             }
-            s_tile[idx] = sv;
-            let lk = idx / BN;
-            let lj = idx % BN;
-            var lv: f32 = 0.0;
-            if (k0 + lk < R && j0 + lj < B) {
-                let at = (k0 + lk) * B + j0 + lj;
-                lv = scale * normalized[at];
-{{recovery_low}}
-            }
-            l_tile[idx] = lv;
+            s_tile[(s_col + q) * 16u + s_row / 4u][s_row % 4u] = sv;
         }
+        let k = k0 + l_row;
+        let j = j0 + l_col;
+        l_tile[t] = vec4<f32>(
+            low_at(k, j, scale, kept),
+            low_at(k, j + 1u, scale, kept),
+            low_at(k, j + 2u, scale, kept),
+            low_at(k, j + 3u, scale, kept),
+        );
         workgroupBarrier();
         for (var kk: u32 = 0u; kk < BK; kk = kk + 1u) {
-            let s4 = vec4<f32>(
-                s_tile[(lid.y * 4u) * BK + kk],
-                s_tile[(lid.y * 4u + 1u) * BK + kk],
-                s_tile[(lid.y * 4u + 2u) * BK + kk],
-                s_tile[(lid.y * 4u + 3u) * BK + kk],
-            );
-            let l4 = vec4<f32>(
-                l_tile[kk * BN + lid.x * 4u],
-                l_tile[kk * BN + lid.x * 4u + 1u],
-                l_tile[kk * BN + lid.x * 4u + 2u],
-                l_tile[kk * BN + lid.x * 4u + 3u],
-            );
-            for (var ii: u32 = 0u; ii < 4u; ii = ii + 1u) {
-                acc[ii * 4u] = acc[ii * 4u] + s4[ii] * l4.x;
-                acc[ii * 4u + 1u] = acc[ii * 4u + 1u] + s4[ii] * l4.y;
-                acc[ii * 4u + 2u] = acc[ii * 4u + 2u] + s4[ii] * l4.z;
-                acc[ii * 4u + 3u] = acc[ii * 4u + 3u] + s4[ii] * l4.w;
-            }
+            let s4 = s_tile[kk * 16u + lid.y];
+            let l4 = l_tile[kk * 16u + lid.x];
+            acc0 = acc0 + s4.x * l4;
+            acc1 = acc1 + s4.y * l4;
+            acc2 = acc2 + s4.z * l4;
+            acc3 = acc3 + s4.w * l4;
         }
         workgroupBarrier();
     }
+    let rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var ii: u32 = 0u; ii < 4u; ii = ii + 1u) {
         let i = i0 + lid.y * 4u + ii;
+        let row = rows[ii];
         for (var jj: u32 = 0u; jj < 4u; jj = jj + 1u) {
             let j = j0 + lid.x * 4u + jj;
             if (i < A && j < B) {
-                var u = acc[ii * 4u + jj];
+                var u = row[jj];
 {{recovery_term}}
                 var at = i * B + j;
                 if (TRANSPOSED) {

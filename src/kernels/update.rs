@@ -16,7 +16,7 @@ const SHADER: &str = include_str!("../../shaders/update.wgsl");
 const RECOVERY_BINDINGS: &str = "@group(0) @binding(5) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(6) var<storage, read_write> psi: array<f32>;
 @group(0) @binding(7) var<storage, read_write> g_low: array<f32>;";
-const RECOVERY_LOW: &str = "                lv = lv - kept * (g_low[at] * psi[j0 + lj]);";
+const RECOVERY_LOW: &str = "    lv = lv - kept * (g_low[at] * psi[j]);";
 const RECOVERY_TERM: &str = "                u = u + grad[i * B + j] * psi[j];";
 
 #[derive(Debug)]
