@@ -95,10 +95,12 @@ pub struct SubTrackConfig {
     /// Optional per-tensor gradient clipping, applied by [`init`](Self::init).
     #[config(default = "None")]
     pub grad_clipping: Option<GradientClippingConfig>,
-    /// Run the projection and the fused weight update as WGSL kernels (`shaders/`) on wgpu
-    /// devices whose runtime compiles WGSL; elsewhere the portable path runs and the fallback
-    /// is logged once. Off by default: on Mesa lavapipe they are still slower than Burn's own
-    /// matmul (README), and no GPU has measured them yet.
+    /// Run the optimizer's steps as WGSL kernels (`shaders/`: projection, low-rank Adam,
+    /// recovery scaling, fused weight update, geodesic tracking) on wgpu devices whose runtime
+    /// compiles WGSL, with the non-finite check on the device and no read-back between
+    /// steps; elsewhere the portable path runs and the fallback is logged once. Off by
+    /// default: on Mesa lavapipe they are still slower than Burn's own ops (README), and no
+    /// GPU has measured them yet.
     #[config(default = false)]
     pub wgsl_kernels: bool,
 }

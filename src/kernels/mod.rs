@@ -1,9 +1,14 @@
 //! Hand-written WGSL compute shaders (`shaders/`) on Burn's wgpu backend, and the routing
 //! that uses them only where they can run: a wgpu device whose runtime compiles WGSL. The
 //! optimizer asks for them through [`SubTrackConfig::wgsl_kernels`](crate::SubTrackConfig)
-//! (off by default until they beat Burn's own matmul). Everywhere else (CPU backends, CUDA,
+//! (off by default until they beat Burn's own ops). Everywhere else (CPU backends, CUDA,
 //! ROCm, wgpu builds on SPIR-V or MSL) the portable tensor-op path runs, and the first
 //! fallback is logged once.
+//!
+//! The kernels: [`project`], [`adam`] (with the moment rotation), [`recovery`] (column norms
+//! and limiter), [`update`] (back-projection fused with the weight update) and [`track`] (the
+//! geodesic tracking step). Each takes the device-side step flag of [`step_flag`], so a
+//! gradient holding NaN or ±∞ is skipped without a read-back.
 //!
 //! Each kernel is an operation of the [`SubTrackKernels`] backend extension, registered for
 //! Burn's CubeCL backend and, lazily, for its fusion layer, so it works with Burn's default
