@@ -25,7 +25,9 @@
 //
 // Eight storage bindings: WebGPU's default per-stage limit.
 //
-// Template values (part of the kernel id): {{r}}, {{b}}, {{rotate}}. A workgroup of 16×16
+// Template values (part of the kernel id): {{r}}, {{b}}, {{rotate}}, {{j_block}} (the first
+// 64-column block of this launch: wider matrices take several launches of at most 65,535
+// workgroups across). A workgroup of 16×16
 // invocations finishes a 64×64 block, each invocation a 4×4 block in registers; with
 // rotation the two products C·M and (C⊙C)·(V − M⊙M) share one walk over r, 16 at a time
 // through workgroup memory. Every index is guarded.
@@ -33,6 +35,7 @@
 const R: u32 = {{r}}u;
 const B: u32 = {{b}}u;
 const ROTATE: bool = {{rotate}};
+const J_BLOCK: u32 = {{j_block}}u;   // first 64-column block of this launch
 const BK: u32 = 16u;
 const BM: u32 = 64u;
 const BN: u32 = 64u;
@@ -58,7 +61,7 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     let i0 = wid.y * BM;
-    let j0 = wid.x * BN;
+    let j0 = (wid.x + J_BLOCK) * BN;
     let t = lid.y * 16u + lid.x;
     var acc_m = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     var acc_v = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));

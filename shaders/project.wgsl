@@ -10,7 +10,9 @@
 //
 // Template values (part of the kernel id): {{a}}, {{r}}, {{b}} the sizes, {{accumulate}}
 // (true: add to G̃ instead of writing it, for the row chunks a tensor over one storage
-// binding's size limit is split into: G̃ = Σ_c S_cᵀ·G_c). A workgroup of
+// binding's size limit is split into: G̃ = Σ_c S_cᵀ·G_c), {{j_block}} (the first 64-column
+// block of this launch: wider matrices take several launches of at most 65,535 workgroups
+// across). A workgroup of
 // 16×16 invocations computes a 64×64 block of G̃, each invocation a 4×4 block held in
 // registers; the shared dimension a is walked 16 rows at a time through workgroup memory.
 // Every index is guarded: the shader is compiled without bounds checks.
@@ -19,6 +21,7 @@ const A: u32 = {{a}}u;
 const R: u32 = {{r}}u;
 const B: u32 = {{b}}u;
 const ACCUMULATE: bool = {{accumulate}};
+const J_BLOCK: u32 = {{j_block}}u;   // first 64-column block of this launch
 const BK: u32 = 16u;   // rows of S and G per step
 const BM: u32 = 64u;   // rows of G̃ (columns of S) per workgroup
 const BN: u32 = 64u;   // columns of G̃ per workgroup
@@ -72,7 +75,7 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     let i0 = wid.y * BM;
-    let j0 = wid.x * BN;
+    let j0 = (wid.x + J_BLOCK) * BN;
     let t = lid.y * 16u + lid.x;
     // Each invocation stages one vec4 of each tile: row kk = t / 16, columns 4·(t % 16)….
     let kk_load = t / 16u;

@@ -21,7 +21,9 @@
 //   @binding(7) g_low       G̃, r×b                          (read; only with recovery)
 //
 // Template values (part of the kernel id): {{a}}, {{r}}, {{b}}, {{transposed}} (true: W is
-// stored b×a, the right case of §1), and the recovery lines. A workgroup of 16×16
+// stored b×a, the right case of §1), {{j_block}} (the first 64-column block of this launch:
+// wider matrices take several launches of at most 65,535 workgroups across), and the
+// recovery lines. A workgroup of 16×16
 // invocations finishes a 64×64 block of W', each invocation a 4×4 block held in registers;
 // the rank r is walked 16 at a time through workgroup memory. Every index is guarded.
 
@@ -29,6 +31,7 @@ const A: u32 = {{a}}u;
 const R: u32 = {{r}}u;
 const B: u32 = {{b}}u;
 const TRANSPOSED: bool = {{transposed}};
+const J_BLOCK: u32 = {{j_block}}u;   // first 64-column block of this launch
 const BK: u32 = 16u;   // columns of S / rows of L per step
 const BM: u32 = 64u;   // rows of the update per workgroup
 const BN: u32 = 64u;   // columns of the update per workgroup
@@ -62,7 +65,7 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     let i0 = wid.y * BM;
-    let j0 = wid.x * BN;
+    let j0 = (wid.x + J_BLOCK) * BN;
     let t = lid.y * 16u + lid.x;
     let alpha = scalars[0];
     let decay = scalars[1];

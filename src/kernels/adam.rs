@@ -8,7 +8,7 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Shape};
 
-use super::{BLOCK, MAX_WORKGROUPS, WGSL};
+use super::{BLOCK, Limits, WGSL, column_groups};
 
 /// The shader text, templated by [`Adam::source`].
 const SHADER: &str = include_str!("../../shaders/adam.wgsl");
@@ -18,6 +18,7 @@ struct Adam {
     r: usize,
     b: usize,
     rotate: bool,
+    j_block: usize,
 }
 
 impl KernelSource for Adam {
@@ -26,10 +27,11 @@ impl KernelSource for Adam {
             .register("r", self.r.to_string())
             .register("b", self.b.to_string())
             .register("rotate", self.rotate.to_string())
+            .register("j_block", self.j_block.to_string())
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.r, self.b, self.rotate))
+        KernelId::new::<Self>().info((self.r, self.b, self.rotate, self.j_block))
     }
 
     fn lang(&self) -> &'static str {
@@ -37,10 +39,10 @@ impl KernelSource for Adam {
     }
 }
 
-/// Whether the kernel runs moments of r×b under a `limit`-byte binding: each moment fits
-/// one binding and the launch fits the workgroup limits.
-pub fn plan(r: usize, b: usize, limit: usize) -> bool {
-    r * b * 4 <= limit && b.div_ceil(BLOCK) <= MAX_WORKGROUPS && r.div_ceil(BLOCK) <= MAX_WORKGROUPS
+/// Whether the kernel runs moments of r×b under `limits`: each moment fits one binding and
+/// its 64-row blocks fit the workgroup limit (columns past it take several launches).
+pub fn plan(r: usize, b: usize, limits: Limits) -> bool {
+    r * b * 4 <= limits.max_binding_bytes && r.div_ceil(BLOCK) <= limits.max_workgroups
 }
 
 /// (M', V', N) from M, V, G̃ (r×b), `params` [β1, 1−β1, β2, 1−β2, ε, v_scale, flag] and,
@@ -52,6 +54,7 @@ pub fn launch(
     g_low: CubeTensor,
     params: CubeTensor,
     change: Option<CubeTensor>,
+    limits: Limits,
 ) -> (CubeTensor, CubeTensor, CubeTensor) {
     let (r, b) = (moment_1.meta.shape()[0], moment_1.meta.shape()[1]);
     let inputs = [&moment_1, &moment_2, &g_low, &params];
@@ -82,23 +85,29 @@ pub fn launch(
             .create_from_slice(bytemuck::cast_slice(&[0f32]))
             .binding(),
     };
-    super::count_launch("adam", [r, r, b]);
-    client.launch(
-        Box::new(SourceKernel::new(
-            Adam { r, b, rotate },
-            CubeDim::new_2d(16, 16),
-        )),
-        CubeCount::Static(b.div_ceil(BLOCK) as u32, r.div_ceil(BLOCK) as u32, 1),
-        KernelArguments::new().with_buffers(vec![
-            moment_1.handle.clone().binding(),
-            moment_2.handle.clone().binding(),
-            g_low.handle.clone().binding(),
-            out_m.handle.clone().binding(),
-            out_v.handle.clone().binding(),
-            out_n.handle.clone().binding(),
-            params.handle.clone().binding(),
-            change,
-        ]),
-    );
+    let buffers = vec![
+        moment_1.handle.clone().binding(),
+        moment_2.handle.clone().binding(),
+        g_low.handle.clone().binding(),
+        out_m.handle.clone().binding(),
+        out_v.handle.clone().binding(),
+        out_n.handle.clone().binding(),
+        params.handle.clone().binding(),
+        change,
+    ];
+    for (j_block, blocks) in column_groups(b, limits) {
+        let kernel = Adam {
+            r,
+            b,
+            rotate,
+            j_block,
+        };
+        super::count_launch("adam", [r, r, b]);
+        client.launch(
+            Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),
+            CubeCount::Static(blocks as u32, r.div_ceil(BLOCK) as u32, 1),
+            KernelArguments::new().with_buffers(buffers.clone()),
+        );
+    }
     (out_m, out_v, out_n)
 }

@@ -42,6 +42,34 @@ pub use project::projected_shape;
 const BLOCK: usize = 64;
 /// Bytes a storage binding may hold under the portable WebGPU limits (lavapipe's too).
 const MAX_BINDING_BYTES: usize = 128 << 20;
+
+/// The device limits the kernels plan their launches for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes one storage binding may hold; larger tensors are bound in row chunks.
+    pub max_binding_bytes: usize,
+    /// Workgroups per dispatch dimension; wider matrices take several launches.
+    pub max_workgroups: usize,
+}
+
+impl Limits {
+    /// WebGPU's portable defaults, which every adapter supports: 128 MiB per storage
+    /// binding, 65,535 workgroups per dimension.
+    pub const WEBGPU: Limits = Limits {
+        max_binding_bytes: MAX_BINDING_BYTES,
+        max_workgroups: MAX_WORKGROUPS,
+    };
+}
+
+/// (first block, blocks) of each launch over the ⌈b/64⌉ 64-column blocks of a matrix, at most
+/// `limits.max_workgroups` blocks a launch.
+fn column_groups(b: usize, limits: Limits) -> Vec<(usize, usize)> {
+    let blocks = b.div_ceil(BLOCK);
+    (0..blocks)
+        .step_by(limits.max_workgroups)
+        .map(|first| (first, limits.max_workgroups.min(blocks - first)))
+        .collect()
+}
 /// Workgroups per dispatch dimension.
 const MAX_WORKGROUPS: usize = 65_535;
 /// CubeCL's name for a wgpu runtime that compiles WGSL (not SPIR-V or MSL).
@@ -75,33 +103,39 @@ fn row_chunk(t: &CubeTensor, rows: Range<usize>, total: usize, width: usize) -> 
 #[backend_extension(Cube, Fusion)]
 pub trait SubTrackKernels: Backend {
     /// G̃ = SᵀG: `basis` a×r, `g` a×b → r×b (algorithm.md §2, canonical left layout).
-    /// S and G over `max_binding_bytes` are split into row chunks.
+    /// S and G over `max_binding_bytes` are split into row chunks, columns past
+    /// `max_workgroups` blocks into several launches.
     #[fusion(dtype = g, shape = projected_shape(basis, g))]
     fn wgsl_project(
         basis: FloatTensor<Self>,
         g: FloatTensor<Self>,
         max_binding_bytes: usize,
+        max_workgroups: usize,
     ) -> FloatTensor<Self>;
 
     /// Low-rank Adam (§2): (M', V', N) from M, V, G̃ (r×b) and `params`
     /// [β1, 1−β1, β2, 1−β2, ε, v_scale, moved, flag].
-    #[fusion(meta = |m, _v, _g, _p| (m.clone(), m.clone(), m.clone()))]
+    #[fusion(meta = |m, _v, _g, _p, _b, _w| (m.clone(), m.clone(), m.clone()))]
     fn wgsl_adam(
         moment_1: FloatTensor<Self>,
         moment_2: FloatTensor<Self>,
         g_low: FloatTensor<Self>,
         params: FloatTensor<Self>,
+        max_binding_bytes: usize,
+        max_workgroups: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// [`wgsl_adam`](SubTrackKernels::wgsl_adam) after rotating M and V with C = S_newᵀ·S_old
     /// (r×r, §5) where `moved` (in `params`) is 1.
-    #[fusion(meta = |m, _v, _g, _p, _c| (m.clone(), m.clone(), m.clone()))]
+    #[fusion(meta = |m, _v, _g, _p, _c, _b, _w| (m.clone(), m.clone(), m.clone()))]
     fn wgsl_adam_rotate(
         moment_1: FloatTensor<Self>,
         moment_2: FloatTensor<Self>,
         g_low: FloatTensor<Self>,
         params: FloatTensor<Self>,
         change: FloatTensor<Self>,
+        max_binding_bytes: usize,
+        max_workgroups: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// Recovery scales (§7) without a previous norm: (ψ 1×b, ‖Λ‖ [1]) from G (a×b), G̃ and
@@ -138,6 +172,7 @@ pub trait SubTrackKernels: Backend {
         scalars: FloatTensor<Self>,
         transposed: bool,
         max_binding_bytes: usize,
+        max_workgroups: usize,
     ) -> FloatTensor<Self>;
 
     /// W' = d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ (§2 with §7 folded in): `grad` a×b,
@@ -154,6 +189,7 @@ pub trait SubTrackKernels: Backend {
         g_low: FloatTensor<Self>,
         transposed: bool,
         max_binding_bytes: usize,
+        max_workgroups: usize,
     ) -> FloatTensor<Self>;
 
     /// out = X·Yᵀ (X m×k, Y n×k → m×n): G·Aᵀ, A·Aᵀ and the re-orthonormalisation
@@ -193,6 +229,13 @@ pub trait SubTrackKernels: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
+fn limits(max_binding_bytes: usize, max_workgroups: usize) -> Limits {
+    Limits {
+        max_binding_bytes,
+        max_workgroups,
+    }
+}
+
 /// Output specs of the recovery kernels: ψ [1, b] and the norm [1].
 fn recovery_meta(
     grad: &TensorSpec,
@@ -212,8 +255,9 @@ impl SubTrackKernels for CubeBackend {
         basis: FloatTensor<Self>,
         g: FloatTensor<Self>,
         max_binding_bytes: usize,
+        max_workgroups: usize,
     ) -> FloatTensor<Self> {
-        project::launch(basis, g, max_binding_bytes)
+        project::launch(basis, g, limits(max_binding_bytes, max_workgroups))
     }
 
     fn wgsl_adam(
@@ -221,8 +265,11 @@ impl SubTrackKernels for CubeBackend {
         moment_2: FloatTensor<Self>,
         g_low: FloatTensor<Self>,
         params: FloatTensor<Self>,
+        max_binding_bytes: usize,
+        max_workgroups: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        adam::launch(moment_1, moment_2, g_low, params, None)
+        let limits = limits(max_binding_bytes, max_workgroups);
+        adam::launch(moment_1, moment_2, g_low, params, None, limits)
     }
 
     fn wgsl_adam_rotate(
@@ -231,8 +278,11 @@ impl SubTrackKernels for CubeBackend {
         g_low: FloatTensor<Self>,
         params: FloatTensor<Self>,
         change: FloatTensor<Self>,
+        max_binding_bytes: usize,
+        max_workgroups: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        adam::launch(moment_1, moment_2, g_low, params, Some(change))
+        let limits = limits(max_binding_bytes, max_workgroups);
+        adam::launch(moment_1, moment_2, g_low, params, Some(change), limits)
     }
 
     fn wgsl_recovery(
@@ -264,9 +314,10 @@ impl SubTrackKernels for CubeBackend {
         scalars: FloatTensor<Self>,
         transposed: bool,
         max_binding_bytes: usize,
+        max_workgroups: usize,
     ) -> FloatTensor<Self> {
-        let limit = max_binding_bytes;
-        update::launch(basis, normalized, weight, scalars, None, transposed, limit)
+        let limits = limits(max_binding_bytes, max_workgroups);
+        update::launch(basis, normalized, weight, scalars, None, transposed, limits)
     }
 
     fn wgsl_update_recovery(
@@ -279,10 +330,12 @@ impl SubTrackKernels for CubeBackend {
         g_low: FloatTensor<Self>,
         transposed: bool,
         max_binding_bytes: usize,
+        max_workgroups: usize,
     ) -> FloatTensor<Self> {
-        let (recovery, limit) = (Some((grad, psi, g_low)), max_binding_bytes);
+        let limits = limits(max_binding_bytes, max_workgroups);
+        let recovery = Some((grad, psi, g_low));
         update::launch(
-            basis, normalized, weight, scalars, recovery, transposed, limit,
+            basis, normalized, weight, scalars, recovery, transposed, limits,
         )
     }
 
@@ -362,29 +415,25 @@ fn report_fallback(device: &Device) {
 /// G̃ = SᵀG (algorithm.md §2): with `wgsl`, the WGSL kernel on wgpu/WGSL devices for f32
 /// tensors within its size limits; tensor ops otherwise.
 pub fn project(basis: &Tensor<2>, g: &Tensor<2>, wgsl: bool) -> Tensor<2> {
-    project_within(basis, g, wgsl, MAX_BINDING_BYTES)
+    project_within(basis, g, wgsl, Limits::WEBGPU)
 }
 
-/// [`project`] with storage bindings of at most `max_binding_bytes`: S and G larger than
-/// that are projected in row chunks. [`project`] uses the 128 MiB WebGPU default; a smaller
-/// value exercises the chunking on small tensors.
-pub fn project_within(
-    basis: &Tensor<2>,
-    g: &Tensor<2>,
-    wgsl: bool,
-    max_binding_bytes: usize,
-) -> Tensor<2> {
+/// [`project`] under `limits`: S and G over the binding limit are projected in row chunks,
+/// columns past the workgroup limit in several launches. [`project`] uses the WebGPU
+/// defaults; smaller limits exercise the splitting on small tensors.
+pub fn project_within(basis: &Tensor<2>, g: &Tensor<2>, wgsl: bool, limits: Limits) -> Tensor<2> {
     let device = g.device();
     let ([a, r], b) = (basis.dims(), g.dims()[1]);
     let runs = wgsl
         && [basis, g].iter().all(|t| t.dtype() == DType::F32)
-        && project::plan(a, r, b, max_binding_bytes).is_some()
+        && project::plan(a, r, b, limits).is_some()
         && wgsl_available(&device);
     if runs {
         Tensor::from_dispatch(Dispatch::wgsl_project(
             basis.clone().into_dispatch(),
             g.clone().into_dispatch(),
-            max_binding_bytes,
+            limits.max_binding_bytes,
+            limits.max_workgroups,
         ))
     } else {
         if wgsl {
@@ -465,6 +514,24 @@ pub fn adam(
     flag: Option<&Tensor<1>>,
     wgsl: bool,
 ) -> LowRankAdam {
+    let limits = Limits::WEBGPU;
+    adam_within(
+        moment_1, moment_2, g_low, adam, rotation, flag, wgsl, limits,
+    )
+}
+
+/// [`adam`] under `limits`: columns past the workgroup limit take several launches.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_within(
+    moment_1: Tensor<2>,
+    moment_2: Tensor<2>,
+    g_low: &Tensor<2>,
+    adam: &AdamParams,
+    rotation: Option<Rotation>,
+    flag: Option<&Tensor<1>>,
+    wgsl: bool,
+    limits: Limits,
+) -> LowRankAdam {
     let device = g_low.device();
     let [r, b] = moment_1.dims();
     let runs = wgsl
@@ -472,7 +539,7 @@ pub fn adam(
             .into_iter()
             .chain(rotation.map(|rot| rot.change_of_basis))
             .all(|t| t.dtype() == DType::F32)
-        && adam::plan(r, b, MAX_BINDING_BYTES)
+        && adam::plan(r, b, limits)
         && wgsl_available(&device);
     if runs {
         let v_scale = match rotation.map(|rot| rot.variant) {
@@ -494,11 +561,15 @@ pub fn adam(
             moment_2.into_dispatch(),
             g_low.clone().into_dispatch(),
         );
+        let Limits {
+            max_binding_bytes: bytes,
+            max_workgroups: groups,
+        } = limits;
         let (m, v, n) = match rotation {
-            None => Dispatch::wgsl_adam(m, v, g, params),
+            None => Dispatch::wgsl_adam(m, v, g, params, bytes, groups),
             Some(rot) => {
                 let c = rot.change_of_basis.clone().into_dispatch();
-                Dispatch::wgsl_adam_rotate(m, v, g, params, c)
+                Dispatch::wgsl_adam_rotate(m, v, g, params, c, bytes, groups)
             }
         };
         return LowRankAdam {
@@ -561,7 +632,7 @@ const SQUARINGS: usize = 10;
 
 /// Whether [`track`] runs its kernels for a basis a×r and a gradient a×b on `device`.
 pub fn tracking_runs(a: usize, r: usize, b: usize, dtype: DType, device: &Device) -> bool {
-    dtype == DType::F32 && tracking::plan(a, r, b, MAX_BINDING_BYTES) && wgsl_available(device)
+    dtype == DType::F32 && tracking::plan(a, r, b, Limits::WEBGPU) && wgsl_available(device)
 }
 
 /// The geodesic step of [`crate::geodesic::geodesic_step`] as WGSL kernels, reading nothing
@@ -585,19 +656,21 @@ pub fn track(
     if basis.dtype() != g.dtype() || !tracking_runs(a, r, b, g.dtype(), &device) {
         return None;
     }
-    let limit = MAX_BINDING_BYTES;
+    let limits = Limits::WEBGPU;
+    let (limit, groups) = (limits.max_binding_bytes, limits.max_workgroups);
     let d = |t: &Tensor<2>| t.clone().into_dispatch();
     let product = |x: &Tensor<2>, y: &Tensor<2>| {
         Tensor::<2>::from_dispatch(Dispatch::wgsl_product(d(x), d(y), limit))
     };
-    let gram =
-        |x: &Tensor<2>| Tensor::<2>::from_dispatch(Dispatch::wgsl_project(d(x), d(x), limit));
+    let gram = |x: &Tensor<2>| {
+        Tensor::<2>::from_dispatch(Dispatch::wgsl_project(d(x), d(x), limit, groups))
+    };
     let unit = |x: Tensor<2>| {
         let norm = x.clone().square().sum().sqrt().reshape([1, 1]);
         x / norm
     };
 
-    let coefficients = gram_of(basis, g, limit);
+    let coefficients = gram_of(basis, g, limits);
     let g_at = product(g, &coefficients);
     let a_at = product(&coefficients, &coefficients);
     // ∇F = −2·(G·Aᵀ − S·(A·Aᵀ)): the update kernel's d·(W − α·S·(s·N)) with W = G·Aᵀ,
@@ -610,6 +683,7 @@ pub fn track(
         scalars.into_dispatch(),
         false,
         limit,
+        groups,
     ));
     let normal = gram(&tangent);
     let mut powered = unit(normal.clone());
@@ -660,11 +734,12 @@ pub fn track(
 }
 
 /// A = SᵀG through the projection kernel.
-fn gram_of(basis: &Tensor<2>, g: &Tensor<2>, limit: usize) -> Tensor<2> {
+fn gram_of(basis: &Tensor<2>, g: &Tensor<2>, limits: Limits) -> Tensor<2> {
     Tensor::from_dispatch(Dispatch::wgsl_project(
         basis.clone().into_dispatch(),
         g.clone().into_dispatch(),
-        limit,
+        limits.max_binding_bytes,
+        limits.max_workgroups,
     ))
 }
 
@@ -685,7 +760,7 @@ pub fn recovery(
     flag: Option<&Tensor<1>>,
     wgsl: bool,
 ) -> RecoveryScales {
-    let limit = MAX_BINDING_BYTES;
+    let limits = Limits::WEBGPU;
     recovery_within(
         g,
         g_low,
@@ -696,12 +771,11 @@ pub fn recovery(
         previous,
         flag,
         wgsl,
-        limit,
+        limits,
     )
 }
 
-/// [`recovery`] with storage bindings of at most `max_binding_bytes`: G larger than that is
-/// read in row chunks.
+/// [`recovery`] under `limits`: G over the binding limit is read in row chunks.
 #[allow(clippy::too_many_arguments)]
 pub fn recovery_within(
     g: &Tensor<2>,
@@ -713,8 +787,9 @@ pub fn recovery_within(
     previous: Option<&Tensor<1>>,
     flag: Option<&Tensor<1>>,
     wgsl: bool,
-    max_binding_bytes: usize,
+    limits: Limits,
 ) -> RecoveryScales {
+    let max_binding_bytes = limits.max_binding_bytes;
     let device = g.device();
     let ([a, b], r) = (g.dims(), g_low.dims()[0]);
     let k = kept_weight(variant, scale);
@@ -724,7 +799,7 @@ pub fn recovery_within(
             .map(|t| t.dtype())
             .chain(previous.map(|p| p.dtype()))
             .all(|d| d == DType::F32)
-        && recovery::plan(a, r, b, max_binding_bytes).is_some()
+        && recovery::plan(a, r, b, limits).is_some()
         && wgsl_available(&device);
     if runs {
         let params = with_flag(&[2.0 * k - k * k, growth_limit], flag, &device).into_dispatch();
@@ -806,7 +881,7 @@ pub fn update(
     flag: Option<&Tensor<1>>,
     wgsl: bool,
 ) -> Tensor<2> {
-    let limit = MAX_BINDING_BYTES;
+    let limits = Limits::WEBGPU;
     update_within(
         basis,
         normalized,
@@ -816,13 +891,13 @@ pub fn update(
         transposed,
         flag,
         wgsl,
-        limit,
+        limits,
     )
 }
 
-/// [`update`] with storage bindings of at most `max_binding_bytes`: S, W and G larger than
-/// that are updated in row chunks (the left layout only; a transposed W over the limit
-/// takes the tensor-op path).
+/// [`update`] under `limits`: S, W and G over the binding limit are updated in row chunks
+/// (the left layout only; a transposed W over the limit takes the tensor-op path), columns
+/// past the workgroup limit in several launches.
 #[allow(clippy::too_many_arguments)]
 pub fn update_within(
     basis: &Tensor<2>,
@@ -833,7 +908,7 @@ pub fn update_within(
     transposed: bool,
     flag: Option<&Tensor<1>>,
     wgsl: bool,
-    max_binding_bytes: usize,
+    limits: Limits,
 ) -> Tensor<2> {
     let device = weight.device();
     let ([a, r], b) = (basis.dims(), normalized.dims()[1]);
@@ -847,7 +922,7 @@ pub fn update_within(
             .into_iter()
             .chain(recovery.iter().flat_map(|t| [&t.grad, &t.psi, &t.g_low]))
             .all(|t| t.dtype() == DType::F32)
-        && update::plan(a, r, b, transposed, max_binding_bytes).is_some()
+        && update::plan(a, r, b, transposed, limits).is_some()
         && wgsl_available(&device);
     if runs {
         let kept = recovery.as_ref().map_or(0.0, |t| t.kept_weight);
@@ -857,9 +932,11 @@ pub fn update_within(
             normalized.into_dispatch(),
             weight.into_dispatch(),
         );
-        let limit = max_binding_bytes;
+        let (limit, groups) = (limits.max_binding_bytes, limits.max_workgroups);
         return Tensor::from_dispatch(match recovery {
-            None => Dispatch::wgsl_update(basis, normalized, weight, scalars, transposed, limit),
+            None => Dispatch::wgsl_update(
+                basis, normalized, weight, scalars, transposed, limit, groups,
+            ),
             Some(t) => Dispatch::wgsl_update_recovery(
                 basis,
                 normalized,
@@ -870,6 +947,7 @@ pub fn update_within(
                 t.g_low.into_dispatch(),
                 transposed,
                 limit,
+                groups,
             ),
         });
     }

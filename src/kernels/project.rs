@@ -11,7 +11,7 @@ use burn::tensor::{DType, Shape};
 /// The shader text, templated by [`Project::source`].
 const SHADER: &str = include_str!("../../shaders/project.wgsl");
 
-use super::{BLOCK, MAX_WORKGROUPS, WGSL, chunk_rows, row_chunk};
+use super::{BLOCK, Limits, WGSL, chunk_rows, column_groups, row_chunk};
 
 #[derive(Debug)]
 struct Project {
@@ -19,6 +19,7 @@ struct Project {
     r: usize,
     b: usize,
     accumulate: bool,
+    j_block: usize,
 }
 
 impl KernelSource for Project {
@@ -28,10 +29,11 @@ impl KernelSource for Project {
             .register("r", self.r.to_string())
             .register("b", self.b.to_string())
             .register("accumulate", self.accumulate.to_string())
+            .register("j_block", self.j_block.to_string())
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.a, self.r, self.b, self.accumulate))
+        KernelId::new::<Self>().info((self.a, self.r, self.b, self.accumulate, self.j_block))
     }
 
     fn lang(&self) -> &'static str {
@@ -44,20 +46,19 @@ pub fn projected_shape(basis: &Shape, g: &Shape) -> Shape {
     Shape::from([basis[1], g[1]])
 }
 
-/// Rows per launch for G̃ = SᵀG with S a×r and G a×b under a `limit`-byte binding, or
-/// `None` when the kernel cannot run these sizes (G̃ itself over the limit, fewer than 64
-/// rows fitting, or too many workgroups).
-pub fn plan(a: usize, r: usize, b: usize, limit: usize) -> Option<usize> {
-    let fits = r * b * 4 <= limit
-        && b.div_ceil(BLOCK) <= MAX_WORKGROUPS
-        && r.div_ceil(BLOCK) <= MAX_WORKGROUPS;
-    chunk_rows(a, r.max(b), limit).filter(|_| fits)
+/// Rows per launch for G̃ = SᵀG with S a×r and G a×b under `limits`, or `None` when the
+/// kernel cannot run these sizes (G̃ itself over the binding limit, fewer than 64 rows
+/// fitting, or more than the workgroup limit of 64-row blocks of G̃). Columns past the
+/// workgroup limit are split over several launches.
+pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
+    let fits = r * b * 4 <= limits.max_binding_bytes && r.div_ceil(BLOCK) <= limits.max_workgroups;
+    chunk_rows(a, r.max(b), limits.max_binding_bytes).filter(|_| fits)
 }
 
 /// G̃ = SᵀG on the device, each storage binding at most `limit` bytes: S and G over the
 /// limit are split into row chunks whose partial products the kernel accumulates. The
 /// caller ([`super::project_within`]) has checked the runtime, the dtype and [`plan`].
-pub fn launch(basis: CubeTensor, g: CubeTensor, limit: usize) -> CubeTensor {
+pub fn launch(basis: CubeTensor, g: CubeTensor, limits: Limits) -> CubeTensor {
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = g.meta.shape()[1];
     assert_eq!(
@@ -66,7 +67,7 @@ pub fn launch(basis: CubeTensor, g: CubeTensor, limit: usize) -> CubeTensor {
         "project: basis is {a}×{r}, gradient has {} rows",
         g.meta.shape()[0]
     );
-    let rows = plan(a, r, b, limit).expect("project: sizes the kernel cannot run");
+    let rows = plan(a, r, b, limits).expect("project: sizes the kernel cannot run");
     assert!(basis.dtype == DType::F32 && g.dtype == DType::F32 && basis.client.name() == WGSL);
     let basis = into_contiguous(basis);
     let g = into_contiguous(g);
@@ -82,22 +83,25 @@ pub fn launch(basis: CubeTensor, g: CubeTensor, limit: usize) -> CubeTensor {
     let cube_dim = CubeDim::new_2d(16, 16);
     for (chunk, k0) in (0..a).step_by(rows).enumerate() {
         let k1 = (k0 + rows).min(a);
-        let kernel = Project {
-            a: k1 - k0,
-            r,
-            b,
-            accumulate: chunk > 0,
-        };
-        super::count_launch("project", [a, r, b]);
-        client.launch(
-            Box::new(SourceKernel::new(kernel, cube_dim)),
-            CubeCount::Static(b.div_ceil(BLOCK) as u32, r.div_ceil(BLOCK) as u32, 1),
-            KernelArguments::new().with_buffers(vec![
-                row_chunk(&basis, k0..k1, a, r),
-                row_chunk(&g, k0..k1, a, b),
-                output.handle.clone().binding(),
-            ]),
-        );
+        for (j_block, blocks) in column_groups(b, limits) {
+            let kernel = Project {
+                a: k1 - k0,
+                r,
+                b,
+                accumulate: chunk > 0,
+                j_block,
+            };
+            super::count_launch("project", [a, r, b]);
+            client.launch(
+                Box::new(SourceKernel::new(kernel, cube_dim)),
+                CubeCount::Static(blocks as u32, r.div_ceil(BLOCK) as u32, 1),
+                KernelArguments::new().with_buffers(vec![
+                    row_chunk(&basis, k0..k1, a, r),
+                    row_chunk(&g, k0..k1, a, b),
+                    output.handle.clone().binding(),
+                ]),
+            );
+        }
     }
     output
 }

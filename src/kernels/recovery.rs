@@ -9,7 +9,7 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Shape};
 
-use super::{MAX_WORKGROUPS, WGSL, chunk_rows, row_chunk};
+use super::{Limits, WGSL, chunk_rows, row_chunk};
 
 const NORMS: &str = include_str!("../../shaders/recovery_norms.wgsl");
 const LIMIT: &str = include_str!("../../shaders/recovery_limit.wgsl");
@@ -65,10 +65,13 @@ impl KernelSource for Limit {
     }
 }
 
-/// Rows of G per launch of the column-norm kernel for G a×b, G̃ and N r×b under a
-/// `limit`-byte binding, or `None` when the kernels cannot run these sizes.
-pub fn plan(a: usize, r: usize, b: usize, limit: usize) -> Option<usize> {
-    let fits = 3 * b * 4 <= limit && r * b * 4 <= limit && b.div_ceil(GROUP) <= MAX_WORKGROUPS;
+/// Rows of G per launch of the column-norm kernel for G a×b, G̃ and N r×b under `limits`,
+/// or `None` when the kernels cannot run these sizes (with WebGPU's limits the column sums
+/// fit one binding only up to b ≈ 11 M, well inside the workgroup limit).
+pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
+    let limit = limits.max_binding_bytes;
+    let fits =
+        3 * b * 4 <= limit && r * b * 4 <= limit && b.div_ceil(GROUP) <= limits.max_workgroups;
     chunk_rows(a, b, limit).filter(|_| fits)
 }
 
@@ -85,7 +88,11 @@ pub fn launch(
 ) -> (CubeTensor, CubeTensor) {
     let (a, b) = (grad.meta.shape()[0], grad.meta.shape()[1]);
     let r = g_low.meta.shape()[0];
-    let rows = plan(a, r, b, limit).expect("recovery: sizes the kernels cannot run");
+    let limits = super::Limits {
+        max_binding_bytes: limit,
+        ..Limits::WEBGPU
+    };
+    let rows = plan(a, r, b, limits).expect("recovery: sizes the kernels cannot run");
     assert!(
         [&grad, &g_low, &normalized, &params]
             .into_iter()

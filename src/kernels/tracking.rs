@@ -9,7 +9,7 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Shape};
 
-use super::{BLOCK, MAX_WORKGROUPS, WGSL, chunk_rows, row_chunk};
+use super::{BLOCK, Limits, MAX_WORKGROUPS, WGSL, chunk_rows, row_chunk};
 
 const TANGENT: &str = include_str!("../../shaders/tangent.wgsl");
 const TOP_SINGULAR: &str = include_str!("../../shaders/top_singular.wgsl");
@@ -77,14 +77,15 @@ pub fn product_plan(m: usize, n: usize, k: usize, limit: usize) -> Option<usize>
     chunk_rows(m, k.max(n), limit).filter(|_| fits)
 }
 
-/// Whether the tracking step's kernels run for S a×r and G a×b under a `limit`-byte binding.
-pub fn plan(a: usize, r: usize, b: usize, limit: usize) -> bool {
+/// Whether the tracking step's kernels run for S a×r and G a×b under `limits`.
+pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> bool {
+    let limit = limits.max_binding_bytes;
     r <= MAX_RANK
         && product_plan(a, r, b, limit).is_some()
-        && a.div_ceil(ROWS_PER_DIM) <= MAX_WORKGROUPS
-        && super::project::plan(a, r, b, limit).is_some()
-        && super::project::plan(a, r, r, limit).is_some()
-        && super::update::plan(a, r, r, false, limit).is_some()
+        && a.div_ceil(ROWS_PER_DIM) <= limits.max_workgroups
+        && super::project::plan(a, r, b, limits).is_some()
+        && super::project::plan(a, r, r, limits).is_some()
+        && super::update::plan(a, r, r, false, limits).is_some()
 }
 
 /// out = X·Yᵀ: X m×k (split into row chunks over `limit`), Y n×k.

@@ -8,7 +8,7 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Shape};
 
-use super::{BLOCK, MAX_WORKGROUPS, WGSL, chunk_rows, row_chunk};
+use super::{BLOCK, Limits, WGSL, chunk_rows, column_groups, row_chunk};
 
 /// The shader text, templated by [`Update::source`].
 const SHADER: &str = include_str!("../../shaders/update.wgsl");
@@ -26,6 +26,7 @@ struct Update {
     b: usize,
     transposed: bool,
     recovery: bool,
+    j_block: usize,
 }
 
 impl KernelSource for Update {
@@ -40,13 +41,21 @@ impl KernelSource for Update {
             .register("r", self.r.to_string())
             .register("b", self.b.to_string())
             .register("transposed", self.transposed.to_string())
+            .register("j_block", self.j_block.to_string())
             .register("recovery_bindings", bindings)
             .register("recovery_low", low)
             .register("recovery_term", term)
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.a, self.r, self.b, self.transposed, self.recovery))
+        KernelId::new::<Self>().info((
+            self.a,
+            self.r,
+            self.b,
+            self.transposed,
+            self.recovery,
+            self.j_block,
+        ))
     }
 
     fn lang(&self) -> &'static str {
@@ -54,25 +63,24 @@ impl KernelSource for Update {
     }
 }
 
-/// Rows per launch for the update of an a×b matrix at rank r under a `limit`-byte binding,
-/// or `None` when the kernel cannot run these sizes (L over the limit, a transposed W over
-/// it, fewer than 64 rows fitting, or too many workgroups).
-pub fn plan(a: usize, r: usize, b: usize, transposed: bool, limit: usize) -> Option<usize> {
-    let fits = r * b * 4 <= limit
-        && b.div_ceil(BLOCK) <= MAX_WORKGROUPS
-        && a.div_ceil(BLOCK) <= MAX_WORKGROUPS;
+/// Rows per launch for the update of an a×b matrix at rank r under `limits`, or `None`
+/// when the kernel cannot run these sizes (L over the binding limit, a transposed W over it,
+/// fewer than 64 rows fitting, or a row chunk over the workgroup limit of 64-row blocks).
+/// Columns past the workgroup limit are split over several launches.
+pub fn plan(a: usize, r: usize, b: usize, transposed: bool, limits: Limits) -> Option<usize> {
+    let limit = limits.max_binding_bytes;
     let rows = if transposed {
         // W is b×a: a row chunk of the canonical layout is not contiguous in it.
         (a * r.max(b) * 4 <= limit).then_some(a)
     } else {
         chunk_rows(a, r.max(b), limit)
     };
-    rows.filter(|_| fits)
+    rows.filter(|rows| r * b * 4 <= limit && rows.div_ceil(BLOCK) <= limits.max_workgroups)
 }
 
 /// W' = d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ, from `scalars` [α, d, s, k, flag];
-/// `recovery` holds (G, ψ, G̃) when recovery scaling is on. S, W and G over `limit` bytes
-/// are updated in row chunks (left layout only). The caller ([`super::update_within`]) has
+/// `recovery` holds (G, ψ, G̃) when recovery scaling is on. S, W and G over the binding
+/// limit are updated in row chunks (left layout only). The caller ([`super::update_within`]) has
 /// checked the runtime, the dtypes and [`plan`].
 pub fn launch(
     basis: CubeTensor,
@@ -81,11 +89,11 @@ pub fn launch(
     scalars: CubeTensor,
     recovery: Option<(CubeTensor, CubeTensor, CubeTensor)>,
     transposed: bool,
-    limit: usize,
+    limits: Limits,
 ) -> CubeTensor {
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = normalized.meta.shape()[1];
-    let rows = plan(a, r, b, transposed, limit).expect("update: sizes the kernel cannot run");
+    let rows = plan(a, r, b, transposed, limits).expect("update: sizes the kernel cannot run");
     let f32s = [&basis, &normalized, &weight, &scalars]
         .into_iter()
         .chain(recovery.iter().flat_map(|(g, p, l)| [g, p, l]))
@@ -119,23 +127,22 @@ pub fn launch(
             buffers.push(psi.handle.clone().binding());
             buffers.push(g_low.handle.clone().binding());
         }
-        let kernel = Update {
-            a: k1 - k0,
-            r,
-            b,
-            transposed,
-            recovery: recovery.is_some(),
-        };
-        super::count_launch("update", [a, r, b]);
-        client.launch(
-            Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),
-            CubeCount::Static(
-                b.div_ceil(BLOCK) as u32,
-                (k1 - k0).div_ceil(BLOCK) as u32,
-                1,
-            ),
-            KernelArguments::new().with_buffers(buffers),
-        );
+        for (j_block, blocks) in column_groups(b, limits) {
+            let kernel = Update {
+                a: k1 - k0,
+                r,
+                b,
+                transposed,
+                recovery: recovery.is_some(),
+                j_block,
+            };
+            super::count_launch("update", [a, r, b]);
+            client.launch(
+                Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),
+                CubeCount::Static(blocks as u32, (k1 - k0).div_ceil(BLOCK) as u32, 1),
+                KernelArguments::new().with_buffers(buffers.clone()),
+            );
+        }
     }
     output
 }

@@ -2,13 +2,21 @@
 
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor, TensorData};
-use subtrack::kernels::{self, RecoveryTerm, Rotation, UpdateCoefficients};
+use subtrack::kernels::{self, Limits, RecoveryTerm, Rotation, UpdateCoefficients};
 use subtrack::moments::AdamParams;
 use subtrack::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubTrackState};
 use subtrack::{basis, geodesic};
 
 use crate::reference::{Mat, Rng};
 use crate::{download, rel_err, upload, wgpu_device};
+
+/// WebGPU's limits with a smaller storage binding.
+fn bytes(max_binding_bytes: usize) -> Limits {
+    Limits {
+        max_binding_bytes,
+        ..Limits::WEBGPU
+    }
+}
 
 /// A random a×r matrix with orthonormal columns (Gram–Schmidt in f64).
 fn orthonormal(a: usize, r: usize, rng: &mut Rng) -> Mat {
@@ -85,7 +93,7 @@ fn projection_splits_tensors_over_the_binding_limit() {
     let expected = s.t().mul(&g);
     let (s_dev, g_dev) = (upload(&s, &device), upload(&g, &device));
     let before = kernels::launches("project", [a, r, b]);
-    let got = download(kernels::project_within(&s_dev, &g_dev, true, 46_080));
+    let got = download(kernels::project_within(&s_dev, &g_dev, true, bytes(46_080)));
     assert_eq!(
         kernels::launches("project", [a, r, b]),
         before + 3,
@@ -97,7 +105,7 @@ fn projection_splits_tensors_over_the_binding_limit() {
         rel_err(&got, &expected)
     );
     // A limit under 64 rows cannot be chunked with aligned offsets: Burn's matmul runs.
-    let fallback = download(kernels::project_within(&s_dev, &g_dev, true, 10_000));
+    let fallback = download(kernels::project_within(&s_dev, &g_dev, true, bytes(10_000)));
     assert_eq!(
         kernels::launches("project", [a, r, b]),
         before + 3,
@@ -133,7 +141,7 @@ fn update_splits_tensors_over_the_binding_limit() {
             transposed,
             None,
             true,
-            46_080,
+            bytes(46_080),
         ));
         let launched = kernels::launches("update", [a, r, b]) - before;
         assert_eq!(
@@ -482,7 +490,7 @@ fn recovery_kernels_match_the_portable_path() {
                         prev.as_ref(),
                         flag.as_ref(),
                         true,
-                        limit,
+                        bytes(limit),
                     );
                     assert_eq!(out.kept_weight, k);
                     let norm: f64 = out.norm.into_scalar::<f32>() as f64;
@@ -742,5 +750,106 @@ fn tracking_kernels_match_the_host_geodesic_step() {
         assert_eq!(download(step.basis).data, upload_roundtrip(&s));
         let identity = Mat::from_fn(r, r, |i, j| if i == j { 1.0 } else { 0.0 });
         assert_eq!(download(step.change_of_basis).data, identity.data);
+    }
+}
+
+#[test]
+fn wide_matrices_take_several_launches_past_the_workgroup_limit() {
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    let cpu = Device::flex();
+    let mut rng = Rng(53);
+    // b = 300 is five 64-column blocks; a limit of 2 workgroups a dimension splits every
+    // launch across the columns into 2 + 2 + 1 blocks.
+    let (a, r, b) = (70, 6, 300);
+    let narrow = Limits {
+        max_workgroups: 2,
+        ..Limits::WEBGPU
+    };
+    let s = orthonormal(a, r, &mut rng);
+    let g = rng.mat(a, b);
+    let before = kernels::launches("project", [a, r, b]);
+    let got = download(kernels::project_within(
+        &upload(&s, &device),
+        &upload(&g, &device),
+        true,
+        narrow,
+    ));
+    assert_eq!(
+        kernels::launches("project", [a, r, b]),
+        before + 3,
+        "three column groups"
+    );
+    assert!(rel_err(&got, &s.t().mul(&g)) < 1e-5, "projection vs f64");
+
+    let params = AdamParams {
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-6,
+    };
+    let (m, g_low) = (rng.mat(r, b), rng.mat(r, b));
+    let v = Mat::from_fn(r, b, |i, j| m.at(i, j).powi(2) + 0.1);
+    let c = Mat::from_fn(r, r, |i, j| if i == j { 0.9 } else { 0.05 });
+    let run = |dev: &Device, limits: Limits| {
+        let c_dev = upload(&c, dev);
+        let rotation = Rotation {
+            change_of_basis: &c_dev,
+            variant: ProjectionAware::Paper,
+            moved: None,
+        };
+        let out = kernels::adam_within(
+            upload(&m, dev),
+            upload(&v, dev),
+            &upload(&g_low, dev),
+            &params,
+            Some(rotation),
+            None,
+            true,
+            limits,
+        );
+        [out.moment_1, out.moment_2, out.normalized].map(download)
+    };
+    let before = kernels::launches("adam", [r, r, b]);
+    let got = run(&device, narrow);
+    assert_eq!(
+        kernels::launches("adam", [r, r, b]),
+        before + 3,
+        "three column groups"
+    );
+    let portable = run(&cpu, Limits::WEBGPU);
+    for k in 0..3 {
+        assert!(
+            rel_err(&got[k], &portable[k]) < 1e-5,
+            "adam output {k} vs portable"
+        );
+    }
+
+    let coefficients = UpdateCoefficients {
+        alpha: 0.05,
+        decay: 0.99,
+        scale: 0.25,
+    };
+    for transposed in [false, true] {
+        let case = UpdateCase::new(a, r, b, transposed, &mut rng);
+        let before = kernels::launches("update", [a, r, b]);
+        let got = download(kernels::update_within(
+            &upload(&case.basis, &device),
+            upload(&case.normalized, &device),
+            upload(&case.weight, &device),
+            Some(case.recovery(&device)),
+            coefficients,
+            transposed,
+            None,
+            true,
+            narrow,
+        ));
+        assert_eq!(
+            kernels::launches("update", [a, r, b]),
+            before + 3,
+            "transposed {transposed}"
+        );
+        let err = rel_err(&got, &case.expected(coefficients, true));
+        assert!(err < 1e-5, "update, transposed {transposed}: vs f64 {err}");
     }
 }
