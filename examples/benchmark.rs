@@ -239,19 +239,26 @@ struct StepRow {
     projected_bytes: usize,
 }
 
+/// Windows are interleaved across optimizers, in alternating order (forward on even reps,
+/// backward on odd), so that drift in the machine's speed or the allocator's state over the
+/// run does not favour whichever optimizer runs first.
 fn bench_amortised(picked: &Picked, size: &str, interval: usize, reps: usize) -> Vec<StepRow> {
     let dev = picked.device.clone().autodiff();
     let model_config = LlamaConfig::preset(size, 64).expect("preset");
-    let mut rows = Vec::new();
-    for kind in OptimizerKind::ALL {
-        let config = TrainConfig::new()
-            .with_size(size.into())
-            .with_optimizer(kind.name().into())
-            .with_update_interval(interval);
-        let mut totals = Vec::new();
-        let mut updates = 0;
-        let mut bytes = Default::default();
-        for rep in 0..reps {
+    let kinds = OptimizerKind::ALL;
+    let mut totals = vec![Vec::new(); kinds.len()];
+    let mut updates = vec![0; kinds.len()];
+    let mut bytes = vec![Default::default(); kinds.len()];
+    for rep in 0..reps {
+        let mut order: Vec<usize> = (0..kinds.len()).collect();
+        if rep % 2 == 1 {
+            order.reverse();
+        }
+        for k in order {
+            let config = TrainConfig::new()
+                .with_size(size.into())
+                .with_optimizer(kinds[k].name().into())
+                .with_update_interval(interval);
             dev.seed(rep as u64);
             let mut model = model_config.init(&dev).expect("model");
             let grads = Grads::of(&model);
@@ -265,23 +272,26 @@ fn bench_amortised(picked: &Picked, size: &str, interval: usize, reps: usize) ->
                 model = optim.step(1e-3, model, grads.params());
             }
             sync(&model.layers[0].attention.wq.weight.val());
-            totals.push(start.elapsed().as_secs_f64());
-            updates = report.as_ref().map_or(0, |r| r.subspace_updates()) - before;
-            bytes = state_bytes(&optim).expect("state");
+            totals[k].push(start.elapsed().as_secs_f64());
+            updates[k] = report.as_ref().map_or(0, |r| r.subspace_updates()) - before;
+            bytes[k] = state_bytes(&optim).expect("state");
         }
-        let total = median(totals);
+    }
+    let mut rows = Vec::new();
+    for (k, kind) in kinds.into_iter().enumerate() {
+        let total = median(totals[k].clone());
         let row = StepRow {
             optimizer: kind,
             per_step_ms: total / interval as f64 * 1e3,
-            updates,
-            state_bytes: bytes.total,
-            projected_bytes: bytes.projected,
+            updates: updates[k],
+            state_bytes: bytes[k].total,
+            projected_bytes: bytes[k].projected,
         };
         eprintln!(
             "  amortised {}: {:.2} ms/step ({} updates)",
             kind.label(),
             row.per_step_ms,
-            updates
+            updates[k]
         );
         rows.push(row);
     }
@@ -551,8 +561,9 @@ fn main() -> ExitCode {
         eprintln!("1. subspace update");
         updates = bench_updates(&dev, &update_shapes, &args);
     }
-    // Each repetition is T steps plus an initial SVD per matrix: 3 at most, 1 at full size.
-    let amortised_reps = if args.full { 1 } else { args.reps.min(3) };
+    // Each repetition is T steps plus an initial SVD per matrix: 3 at most, 2 at full size
+    // (one in each order).
+    let amortised_reps = if args.full { 2 } else { args.reps.min(3) };
     let mut steps = Vec::new();
     if on(2) {
         eprintln!("2. amortised optimizer step (llama {step_size} layer stack, T = {interval})");
