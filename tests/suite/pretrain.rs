@@ -478,22 +478,57 @@ fn trains_on_wgpu_when_an_adapter_exists() {
         description: "wgpu test adapter".into(),
         is_wgpu: true,
     };
-    let config = tiny(4)
-        .with_batch_size(4)
-        .with_warmup_steps(1)
-        .with_eval_every(4)
-        .with_eval_batches(1)
-        .with_update_interval(2);
-    let dir = fresh_dir("wgpu");
-    let s = train(&config, &config.corpus().unwrap(), &picked, &quiet(&dir)).unwrap();
+    // The portable route, then the WGSL kernels: the same run must give the same losses.
+    let mut finals = Vec::new();
+    for wgsl in [false, true] {
+        let config = tiny(4)
+            .with_batch_size(4)
+            .with_warmup_steps(1)
+            .with_eval_every(4)
+            .with_eval_batches(1)
+            .with_update_interval(2)
+            .with_wgsl_kernels(wgsl);
+        let dir = fresh_dir(if wgsl { "wgpu-kernels" } else { "wgpu" });
+        // The MLP's 64×176 weights at rank 16 (the only run at these sizes with kernels).
+        let launched = || {
+            ["update", "adam", "recovery"].map(|k| {
+                subtrack::kernels::launches(
+                    k,
+                    if k == "adam" {
+                        [16, 16, 176]
+                    } else {
+                        [64, 16, 176]
+                    },
+                )
+            })
+        };
+        let before = launched();
+        let s = train(&config, &config.corpus().unwrap(), &picked, &quiet(&dir)).unwrap();
+        let after = launched();
+        for k in 0..3 {
+            assert_eq!(
+                after[k] > before[k],
+                wgsl,
+                "WGSL kernels {wgsl}: launches {before:?} → {after:?}"
+            );
+        }
+        assert!(
+            s.final_eval_loss < s.eval_curve[0].1,
+            "WGSL kernels {wgsl}: held-out loss {} → {}",
+            s.eval_curve[0].1,
+            s.final_eval_loss
+        );
+        // One update of each of the 14 projected matrices, before step 3.
+        assert_eq!(s.subspace_updates, 14);
+        assert!(s.peak_memory.is_some_and(|m| m > 0));
+        finals.push(s.final_eval_loss);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let gap = (finals[0] - finals[1]).abs() / finals[0];
     assert!(
-        s.final_eval_loss < s.eval_curve[0].1,
-        "held-out loss {} → {}",
-        s.eval_curve[0].1,
-        s.final_eval_loss
+        gap < 1e-4,
+        "portable {} vs WGSL kernels {}",
+        finals[0],
+        finals[1]
     );
-    // One update of each of the 14 projected matrices, before step 3.
-    assert_eq!(s.subspace_updates, 14);
-    assert!(s.peak_memory.is_some_and(|m| m > 0));
-    let _ = std::fs::remove_dir_all(&dir);
 }
