@@ -954,19 +954,21 @@ pub fn update_within(
     if wgsl {
         report_fallback(&device);
     }
-    let mut low = normalized.mul_scalar(scale);
+    // α is folded into the r×b and 1×b factors, so that no a×b pass scales by it:
+    // α·(S·L + G⊙ψ) = S·(α·L) + G⊙(α·ψ).
+    let mut low = normalized.mul_scalar(alpha * scale);
     if let Some(t) = &recovery {
-        low = low - (t.g_low.clone() * t.psi.clone()).mul_scalar(t.kept_weight);
+        low = low - (t.g_low.clone() * t.psi.clone()).mul_scalar(alpha * t.kept_weight);
     }
     let mut u = crate::basis::project_back(basis, low);
     if let Some(t) = recovery {
-        u = u + t.grad * t.psi;
+        u = u + t.grad * t.psi.mul_scalar(alpha);
     }
     if transposed {
         u = u.transpose();
     }
     let old = flag.map(|_| weight.clone());
-    let stepped = weight - u.mul_scalar(alpha);
+    let stepped = weight - u;
     let stepped = if decay == 1.0 {
         stepped
     } else {
