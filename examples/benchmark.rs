@@ -453,7 +453,7 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize) -> Vec<KernelRow> {
         // The tracking step: kernels (no read-back) against tensor ops + the host r×r solve.
         let basis = subtrack::basis::top_singular_basis(&s, r);
         let kernel_ms = timed(&|| {
-            kernels::track(&basis, &g, 1e-3, None, 1e-5, None)
+            kernels::track(&basis, &g, 1e-3, None, 1e-5)
                 .expect("tracking kernels run")
                 .basis
         });

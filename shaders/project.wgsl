@@ -7,6 +7,8 @@
 //   @binding(0) basis  S,  a×r   (read)
 //   @binding(1) grad   G,  a×b   (read)
 //   @binding(2) output G̃, r×b   (written)
+//   @binding(3) flag   [1]: set to 0 where G holds NaN or ±∞, else left as the caller
+//                      filled it (1): the step flag, found without a pass of its own
 //
 // Template values (part of the kernel id): {{a}}, {{r}}, {{b}} the sizes, {{accumulate}}
 // (true: add to G̃ instead of writing it, for the row chunks a tensor over one storage
@@ -29,6 +31,14 @@ const BN: u32 = 64u;   // columns of G̃ per workgroup
 @group(0) @binding(0) var<storage, read_write> basis: array<f32>;
 @group(0) @binding(1) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(2) var<storage, read_write> output: array<f32>;
+@group(0) @binding(3) var<storage, read_write> flag: array<f32>;
+
+// Whether any component is NaN or ±∞ (all exponent bits set), by bits: robust to
+// compilers that assume finite math.
+fn non_finite(v: vec4<f32>) -> bool {
+    let exponent = vec4<u32>(0x7f800000u);
+    return any((bitcast<vec4<u32>>(v) & exponent) == exponent);
+}
 
 // s_tile[kk·16 + c] = S[k0 + kk, i0 + 4c … 4c + 3];  g_tile[kk·16 + c] = G[k0 + kk, j0 + 4c … 4c + 3]
 var<workgroup> s_tile: array<vec4<f32>, 256>;
@@ -84,9 +94,12 @@ fn main(
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
+    var bad = false;
     for (var k0: u32 = 0u; k0 < A; k0 = k0 + BK) {
         s_tile[t] = load_s(k0 + kk_load, i0 + c_load);
-        g_tile[t] = load_g(k0 + kk_load, j0 + c_load);
+        let g = load_g(k0 + kk_load, j0 + c_load);
+        bad = bad || non_finite(g);
+        g_tile[t] = g;
         workgroupBarrier();
         for (var kk: u32 = 0u; kk < BK; kk = kk + 1u) {
             let s4 = s_tile[kk * 16u + lid.y];
@@ -97,6 +110,9 @@ fn main(
             acc3 = acc3 + s4.w * g4;
         }
         workgroupBarrier();
+    }
+    if (bad) {
+        flag[0] = 0.0;
     }
     let rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var ii: u32 = 0u; ii < 4u; ii = ii + 1u) {

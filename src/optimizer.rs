@@ -216,7 +216,8 @@ impl SubTrack {
     }
 
     /// One projected step; `decay` = 1 − lr·wd is applied here (fused with the update).
-    /// `flag` is the device-side step flag when the finite check was left to the device.
+    /// With `on_device` the finite check is left to the device: the projection kernel finds
+    /// the step flag while it reads G, and the flag is returned for the skip count.
     fn projected_step(
         &self,
         lr: LearningRate,
@@ -224,8 +225,8 @@ impl SubTrack {
         tensor: Tensor<2>,
         grad: Tensor<2>,
         state: Option<ProjectedState>,
-        flag: Option<&Tensor<1>>,
-    ) -> (Tensor<2>, ProjectedState) {
+        on_device: bool,
+    ) -> (Tensor<2>, ProjectedState, Option<Tensor<1>>) {
         let cfg = &self.config;
         let [m, n] = tensor.dims();
         let (_, _, transposed) = canonical_layout(m, n);
@@ -250,7 +251,7 @@ impl SubTrack {
 
         let mut change = None;
         if state.step > 0 && state.step.is_multiple_of(cfg.update_interval) {
-            change = self.update_subspace(&mut state.basis, &g, flag);
+            change = self.update_subspace(&mut state.basis, &g, on_device);
         }
         let rotation = change
             .as_ref()
@@ -262,7 +263,13 @@ impl SubTrack {
             });
 
         let wgsl = cfg.wgsl_kernels;
-        let g_low = kernels::project(&state.basis, &g, wgsl);
+        let (g_low, flag) = if on_device {
+            let (g_low, flag) = kernels::project_checked(&state.basis, &g, wgsl);
+            (g_low, Some(flag))
+        } else {
+            (kernels::project(&state.basis, &g, wgsl), None)
+        };
+        let flag = flag.as_ref();
         state.step += 1;
         let adam = kernels::adam(
             state.moment_1,
@@ -312,17 +319,18 @@ impl SubTrack {
             flag,
             wgsl,
         );
-        (tensor, state)
+        (tensor, state, flag.cloned())
     }
 
     /// Refresh the basis in place; returns C = S_newᵀ·S_old on the device when it moved,
-    /// with a device flag saying whether it moved where only the device knows (with a step
-    /// `flag`, the device route: the tracking step's kernels, no read-back).
+    /// with a device flag saying whether it moved where only the device knows (`on_device`:
+    /// the tracking step's kernels, no read-back; they also keep the basis where G is not
+    /// finite).
     fn update_subspace(
         &self,
         basis: &mut Tensor<2>,
         g: &Tensor<2>,
-        flag: Option<&Tensor<1>>,
+        on_device: bool,
     ) -> Option<(Tensor<2>, Option<Tensor<1>>)> {
         let cfg = &self.config;
         let r = cfg.rank;
@@ -331,14 +339,13 @@ impl SubTrack {
             .subspace_updates
             .fetch_add(1, Ordering::Relaxed);
         match cfg.subspace_update {
-            SubspaceUpdate::Geodesic if flag.is_some() => {
+            SubspaceUpdate::Geodesic if on_device => {
                 let step = kernels::track(
                     basis,
                     g,
                     cfg.step_size,
                     cfg.max_theta,
                     cfg.orthonormality_tolerance,
-                    flag,
                 )
                 .expect("checks_on_device chose the device route for this update");
                 self.report
@@ -419,25 +426,27 @@ impl Optimizer for SubTrack {
         let reads = host::reads_on_this_thread();
         let dims = tensor.dims();
         let projected = self.is_projected(&dims);
-        let flag = if self.checks_on_device(projected, state.as_ref(), &tensor.device()) {
-            let flag = kernels::step_flag(&grad);
-            self.report.count_device_skips(&flag);
-            Some(flag)
-        } else {
-            if !host::read_flag(grad.clone().is_finite().all()) {
-                self.report
-                    .inner
-                    .nonfinite_skips
-                    .fetch_add(1, Ordering::Relaxed);
-                log::warn!(
-                    "SubTrack: non-finite gradient for a {:?} parameter at step {}; step skipped",
-                    tensor.dims(),
-                    state.as_ref().map_or(0, |s| s.step())
-                );
-                return (tensor, state);
-            }
-            None
+        let on_device = self.checks_on_device(projected, state.as_ref(), &tensor.device());
+        let count_reads = || {
+            let reads = host::reads_on_this_thread() - reads;
+            self.report
+                .inner
+                .host_reads
+                .fetch_add(reads, Ordering::Relaxed);
         };
+        if !on_device && !host::read_flag(grad.clone().is_finite().all()) {
+            self.report
+                .inner
+                .nonfinite_skips
+                .fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "SubTrack: non-finite gradient for a {:?} parameter at step {}; step skipped",
+                tensor.dims(),
+                state.as_ref().map_or(0, |s| s.step())
+            );
+            count_reads();
+            return (tensor, state);
+        }
 
         let decay = 1.0 - lr * self.config.weight_decay;
         let (tensor, state) = if projected {
@@ -450,14 +459,17 @@ impl Optimizer for SubTrack {
                 ),
                 None => None,
             };
-            let (w, s) = self.projected_step(
+            let (w, s, flag) = self.projected_step(
                 lr,
                 decay,
                 tensor.reshape([m, n]),
                 grad.reshape([m, n]),
                 state,
-                flag.as_ref(),
+                on_device,
             );
+            if let Some(flag) = flag {
+                self.report.count_device_skips(&flag);
+            }
             (w.reshape(dims), SubTrackState::Projected(s))
         } else {
             let state = match state {
@@ -469,14 +481,14 @@ impl Optimizer for SubTrack {
                 ),
                 None => None,
             };
+            let flag = on_device.then(|| kernels::step_flag(&grad));
+            if let Some(flag) = &flag {
+                self.report.count_device_skips(flag);
+            }
             let (w, s) = self.dense_step(lr, decay, tensor, grad, state, flag.as_ref());
             (w, SubTrackState::Dense(s))
         };
-        let reads = host::reads_on_this_thread() - reads;
-        self.report
-            .inner
-            .host_reads
-            .fetch_add(reads, Ordering::Relaxed);
+        count_reads();
         (tensor, Some(state))
     }
 

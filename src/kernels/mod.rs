@@ -7,8 +7,9 @@
 //!
 //! The kernels: [`project`], [`adam`] (with the moment rotation), [`recovery`] (column norms
 //! and limiter), [`update`] (back-projection fused with the weight update) and [`track`] (the
-//! geodesic tracking step). Each takes the device-side step flag of [`step_flag`], so a
-//! gradient holding NaN or ±∞ is skipped without a read-back.
+//! geodesic tracking step). The projection finds the step flag ([`project_checked`]: 0 where
+//! G holds NaN or ±∞) in the same pass over G, and the later kernels take it, so such a
+//! gradient is skipped without a read-back.
 //!
 //! Each kernel is an operation of the [`SubTrackKernels`] backend extension, registered for
 //! Burn's CubeCL backend and, lazily, for its fusion layer, so it works with Burn's default
@@ -102,16 +103,20 @@ fn row_chunk(t: &CubeTensor, rows: Range<usize>, total: usize, width: usize) -> 
 /// needs no read-back.
 #[backend_extension(Cube, Fusion)]
 pub trait SubTrackKernels: Backend {
-    /// G̃ = SᵀG: `basis` a×r, `g` a×b → r×b (algorithm.md §2, canonical left layout).
-    /// S and G over `max_binding_bytes` are split into row chunks, columns past
-    /// `max_workgroups` blocks into several launches.
-    #[fusion(dtype = g, shape = projected_shape(basis, g))]
+    /// (G̃ = SᵀG, flag): `basis` a×r, `g` a×b → r×b (algorithm.md §2, canonical left
+    /// layout), and the step flag [1] (0 where G holds NaN or ±∞). S and G over
+    /// `max_binding_bytes` are split into row chunks, columns past `max_workgroups` blocks
+    /// into several launches.
+    #[fusion(meta = |s, g, _b, _w| (
+        TensorSpec::new(projected_shape(&s.shape, &g.shape), g.dtype),
+        TensorSpec::new(Shape::from([1]), g.dtype),
+    ))]
     fn wgsl_project(
         basis: FloatTensor<Self>,
         g: FloatTensor<Self>,
         max_binding_bytes: usize,
         max_workgroups: usize,
-    ) -> FloatTensor<Self>;
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// Low-rank Adam (§2): (M', V', N) from M, V, G̃ (r×b) and `params`
     /// [β1, 1−β1, β2, 1−β2, ε, v_scale, moved, flag].
@@ -256,7 +261,7 @@ impl SubTrackKernels for CubeBackend {
         g: FloatTensor<Self>,
         max_binding_bytes: usize,
         max_workgroups: usize,
-    ) -> FloatTensor<Self> {
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         project::launch(basis, g, limits(max_binding_bytes, max_workgroups))
     }
 
@@ -415,13 +420,24 @@ fn report_fallback(device: &Device) {
 /// G̃ = SᵀG (algorithm.md §2): with `wgsl`, the WGSL kernel on wgpu/WGSL devices for f32
 /// tensors within its size limits; tensor ops otherwise.
 pub fn project(basis: &Tensor<2>, g: &Tensor<2>, wgsl: bool) -> Tensor<2> {
+    project_within(basis, g, wgsl, Limits::WEBGPU).0
+}
+
+/// (G̃, flag): [`project`] with the step flag of G ([`step_flag`]), which the WGSL kernel
+/// finds while it reads G (no pass of its own).
+pub fn project_checked(basis: &Tensor<2>, g: &Tensor<2>, wgsl: bool) -> (Tensor<2>, Tensor<1>) {
     project_within(basis, g, wgsl, Limits::WEBGPU)
 }
 
-/// [`project`] under `limits`: S and G over the binding limit are projected in row chunks,
+/// (G̃, flag) under `limits`: S and G over the binding limit are projected in row chunks,
 /// columns past the workgroup limit in several launches. [`project`] uses the WebGPU
 /// defaults; smaller limits exercise the splitting on small tensors.
-pub fn project_within(basis: &Tensor<2>, g: &Tensor<2>, wgsl: bool, limits: Limits) -> Tensor<2> {
+pub fn project_within(
+    basis: &Tensor<2>,
+    g: &Tensor<2>,
+    wgsl: bool,
+    limits: Limits,
+) -> (Tensor<2>, Tensor<1>) {
     let device = g.device();
     let ([a, r], b) = (basis.dims(), g.dims()[1]);
     let runs = wgsl
@@ -429,17 +445,18 @@ pub fn project_within(basis: &Tensor<2>, g: &Tensor<2>, wgsl: bool, limits: Limi
         && project::plan(a, r, b, limits).is_some()
         && wgsl_available(&device);
     if runs {
-        Tensor::from_dispatch(Dispatch::wgsl_project(
+        let (g_low, flag) = Dispatch::wgsl_project(
             basis.clone().into_dispatch(),
             g.clone().into_dispatch(),
             limits.max_binding_bytes,
             limits.max_workgroups,
-        ))
+        );
+        (Tensor::from_dispatch(g_low), Tensor::from_dispatch(flag))
     } else {
         if wgsl {
             report_fallback(&device);
         }
-        crate::basis::project(basis, g)
+        (crate::basis::project(basis, g), step_flag(g))
     }
 }
 
@@ -624,6 +641,8 @@ pub struct TrackedStep {
     pub sigma: Tensor<1>,
     /// The rotation angle θ = min(η·σ, θ_max) in radians ([1]; 0 where the basis stayed).
     pub theta: Tensor<1>,
+    /// The step flag of G ([`step_flag`]), found by the first projection.
+    pub flag: Tensor<1>,
 }
 
 /// Squarings of the normalised ∇Fᵀ∇F before the power iterations of `top_singular.wgsl`:
@@ -642,14 +661,14 @@ pub fn tracking_runs(a: usize, r: usize, b: usize, dtype: DType, device: &Device
 /// re-orthonormalisation where the drift max |S'ᵀS' − I| exceeds `tolerance`.
 ///
 /// `None` when [`tracking_runs`] is false: the caller takes the host path.
-/// `flag` is the step flag ([`step_flag`]): where it is 0 the basis stays.
+/// The step flag of G comes from the first projection (A = SᵀG); where G holds NaN or ±∞
+/// the basis stays, and [`TrackedStep::flag`] carries the flag on to the rest of the step.
 pub fn track(
     basis: &Tensor<2>,
     g: &Tensor<2>,
     step_size: f64,
     max_theta: Option<f64>,
     tolerance: f64,
-    flag: Option<&Tensor<1>>,
 ) -> Option<TrackedStep> {
     let ([a, r], b) = (basis.dims(), g.dims()[1]);
     let device = g.device();
@@ -663,14 +682,18 @@ pub fn track(
         Tensor::<2>::from_dispatch(Dispatch::wgsl_product(d(x), d(y), limit))
     };
     let gram = |x: &Tensor<2>| {
-        Tensor::<2>::from_dispatch(Dispatch::wgsl_project(d(x), d(x), limit, groups))
+        Tensor::<2>::from_dispatch(Dispatch::wgsl_project(d(x), d(x), limit, groups).0)
     };
     let unit = |x: Tensor<2>| {
         let norm = x.clone().square().sum().sqrt().reshape([1, 1]);
         x / norm
     };
 
-    let coefficients = gram_of(basis, g, limits);
+    let (coefficients, flag) = Dispatch::wgsl_project(d(basis), d(g), limit, groups);
+    let (coefficients, flag) = (
+        Tensor::<2>::from_dispatch(coefficients),
+        Tensor::<1>::from_dispatch(flag),
+    );
     let g_at = product(g, &coefficients);
     let a_at = product(&coefficients, &coefficients);
     // ∇F = −2·(G·Aᵀ − S·(A·Aᵀ)): the update kernel's d·(W − α·S·(s·N)) with W = G·Aᵀ,
@@ -703,7 +726,7 @@ pub fn track(
                 &device,
             ),
             g_norm2,
-            flag.cloned().unwrap_or_else(|| Tensor::ones([1], &device)),
+            flag.clone(),
         ],
         0,
     );
@@ -730,17 +753,8 @@ pub fn track(
         reorthonormalized: Tensor::from_dispatch(status),
         sigma: triplet.clone().narrow(0, r, 1),
         theta: triplet.narrow(0, r + 1, 1),
+        flag,
     })
-}
-
-/// A = SᵀG through the projection kernel.
-fn gram_of(basis: &Tensor<2>, g: &Tensor<2>, limits: Limits) -> Tensor<2> {
-    Tensor::from_dispatch(Dispatch::wgsl_project(
-        basis.clone().into_dispatch(),
-        g.clone().into_dispatch(),
-        limits.max_binding_bytes,
-        limits.max_workgroups,
-    ))
 }
 
 /// Recovery scales and the limiter (§7) from G (a×b), G̃ and N (r×b): see

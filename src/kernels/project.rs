@@ -58,7 +58,8 @@ pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
 /// G̃ = SᵀG on the device, each storage binding at most `limit` bytes: S and G over the
 /// limit are split into row chunks whose partial products the kernel accumulates. The
 /// caller ([`super::project_within`]) has checked the runtime, the dtype and [`plan`].
-pub fn launch(basis: CubeTensor, g: CubeTensor, limits: Limits) -> CubeTensor {
+/// Returns (G̃, flag): flag [1] is 0 where G holds NaN or ±∞, else 1.
+pub fn launch(basis: CubeTensor, g: CubeTensor, limits: Limits) -> (CubeTensor, CubeTensor) {
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = g.meta.shape()[1];
     assert_eq!(
@@ -80,6 +81,13 @@ pub fn launch(basis: CubeTensor, g: CubeTensor, limits: Limits) -> CubeTensor {
         handle,
         DType::F32,
     );
+    let flag = CubeTensor::new_contiguous(
+        client.clone(),
+        g.device.clone(),
+        Shape::from([1]),
+        client.create_from_slice(bytemuck::cast_slice(&[1f32])),
+        DType::F32,
+    );
     let cube_dim = CubeDim::new_2d(16, 16);
     for (chunk, k0) in (0..a).step_by(rows).enumerate() {
         let k1 = (k0 + rows).min(a);
@@ -99,9 +107,10 @@ pub fn launch(basis: CubeTensor, g: CubeTensor, limits: Limits) -> CubeTensor {
                     row_chunk(&basis, k0..k1, a, r),
                     row_chunk(&g, k0..k1, a, b),
                     output.handle.clone().binding(),
+                    flag.handle.clone().binding(),
                 ]),
             );
         }
     }
-    output
+    (output, flag)
 }

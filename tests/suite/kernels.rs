@@ -93,7 +93,7 @@ fn projection_splits_tensors_over_the_binding_limit() {
     let expected = s.t().mul(&g);
     let (s_dev, g_dev) = (upload(&s, &device), upload(&g, &device));
     let before = kernels::launches("project", [a, r, b]);
-    let got = download(kernels::project_within(&s_dev, &g_dev, true, bytes(46_080)));
+    let got = download(kernels::project_within(&s_dev, &g_dev, true, bytes(46_080)).0);
     assert_eq!(
         kernels::launches("project", [a, r, b]),
         before + 3,
@@ -105,13 +105,26 @@ fn projection_splits_tensors_over_the_binding_limit() {
         rel_err(&got, &expected)
     );
     // A limit under 64 rows cannot be chunked with aligned offsets: Burn's matmul runs.
-    let fallback = download(kernels::project_within(&s_dev, &g_dev, true, bytes(10_000)));
+    let fallback = download(kernels::project_within(&s_dev, &g_dev, true, bytes(10_000)).0);
     assert_eq!(
         kernels::launches("project", [a, r, b]),
         before + 3,
         "no launch"
     );
     assert!(rel_err(&fallback, &expected) < 1e-5);
+    // The step flag comes from the same pass over G, in every chunk: 1 for this G, 0 when a
+    // NaN or −∞ sits in the last chunk, on the kernel and on the fallback alike.
+    let flag = |g: &Mat, limit: usize| {
+        let (_, f) = kernels::project_within(&s_dev, &upload(g, &device), true, bytes(limit));
+        f.into_scalar::<f32>()
+    };
+    assert_eq!(flag(&g, 46_080), 1.0);
+    for bad in [f64::NAN, f64::NEG_INFINITY] {
+        let mut g_bad = g.clone();
+        g_bad.data[290 * b + 17] = bad;
+        assert_eq!(flag(&g_bad, 46_080), 0.0, "{bad} in a chunk");
+        assert_eq!(flag(&g_bad, 10_000), 0.0, "{bad}, fallback");
+    }
 }
 
 #[test]
@@ -658,8 +671,7 @@ fn tracking_kernels_match_the_host_geodesic_step() {
         let eta = target / geodesic::geodesic_step(&s_dev, &g_dev, 1.0, None, tol).sigma;
         let host = geodesic::geodesic_step(&s_dev, &g_dev, eta, max_theta, tol);
         let before = kernels::launches("geodesic_step", [a, r, r]);
-        let got =
-            kernels::track(&s_dev, &g_dev, eta, max_theta, tol, None).expect("the kernels run");
+        let got = kernels::track(&s_dev, &g_dev, eta, max_theta, tol).expect("the kernels run");
         let case = format!("{a}×{r}×{b}, η {eta}, θ_max {max_theta:?}, tol {tol}, off {off}");
         if off > 0.0 {
             assert!(
@@ -718,34 +730,23 @@ fn tracking_kernels_match_the_host_geodesic_step() {
     let (a, r, b) = (40, 5, 60);
     let s = orthonormal(a, r, &mut rng);
     let g = rng.mat(a, b);
-    let got = kernels::track(
-        &upload(&s, &device),
-        &upload(&g, &device),
-        10.0,
-        None,
-        1e-5,
-        None,
-    )
-    .unwrap();
+    let got = kernels::track(&upload(&s, &device), &upload(&g, &device), 10.0, None, 1e-5).unwrap();
     assert!(scalar(got.theta) > 100.0);
     let basis = download(got.basis);
     assert!(drift(&basis) < 1e-5, "large θ: drift {}", drift(&basis));
     let err = rel_err(&download(got.change_of_basis), &basis.t().mul(&s));
     assert!(err < 1e-5, "large θ: C vs S'ᵀS {err}");
 
-    // G inside span(S): σ = 0, the basis stays exactly and C = I; likewise for a skipped step.
+    // G inside span(S): σ = 0, the basis stays exactly and C = I; likewise for a gradient
+    // holding NaN or +∞ (a skipped step), whose flag the first projection reports.
     let inside = s.mul(&rng.mat(r, b));
-    for (g, flag) in [(&inside, None), (&g, Some(0.0))] {
-        let flag = flag.map(|f| Tensor::<1>::from_floats([f], &device));
-        let step = kernels::track(
-            &upload(&s, &device),
-            &upload(g, &device),
-            1e-2,
-            None,
-            1e-5,
-            flag.as_ref(),
-        )
-        .unwrap();
+    let (mut nan, mut inf) = (g.clone(), g.clone());
+    nan.data[7] = f64::NAN;
+    inf.data[b * 3 + 2] = f64::INFINITY;
+    for (g, finite) in [(&inside, true), (&nan, false), (&inf, false)] {
+        let step =
+            kernels::track(&upload(&s, &device), &upload(g, &device), 1e-2, None, 1e-5).unwrap();
+        assert_eq!(scalar(step.flag), if finite { 1.0 } else { 0.0 });
         assert_eq!(scalar(step.moved), 0.0);
         assert_eq!(download(step.basis).data, upload_roundtrip(&s));
         let identity = Mat::from_fn(r, r, |i, j| if i == j { 1.0 } else { 0.0 });
@@ -770,12 +771,9 @@ fn wide_matrices_take_several_launches_past_the_workgroup_limit() {
     let s = orthonormal(a, r, &mut rng);
     let g = rng.mat(a, b);
     let before = kernels::launches("project", [a, r, b]);
-    let got = download(kernels::project_within(
-        &upload(&s, &device),
-        &upload(&g, &device),
-        true,
-        narrow,
-    ));
+    let got = download(
+        kernels::project_within(&upload(&s, &device), &upload(&g, &device), true, narrow).0,
+    );
     assert_eq!(
         kernels::launches("project", [a, r, b]),
         before + 3,
