@@ -57,6 +57,7 @@ struct Args {
     out: PathBuf,
     svd_max: usize,
     sections: Vec<u32>,
+    wgsl_kernels: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -67,12 +68,14 @@ fn parse() -> Result<Args, String> {
         out: PathBuf::from("target/bench"),
         svd_max: 2048,
         sections: vec![1, 2, 3, 4],
+        wgsl_kernels: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--full" => args.full = true,
+            "--wgsl-kernels" => args.wgsl_kernels = true,
             "--device" => args.device = value()?,
             "--reps" => {
                 args.reps = value()?
@@ -94,7 +97,7 @@ fn parse() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?
             }
             "-h" | "--help" => {
-                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only)\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)".into())
+                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4] [--wgsl-kernels]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only)\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)\n  --wgsl-kernels: sections 2 and 3 run the projected optimizers with the WGSL kernels (wgpu)".into())
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -242,7 +245,13 @@ struct StepRow {
 /// Windows are interleaved across optimizers, in alternating order (forward on even reps,
 /// backward on odd), so that drift in the machine's speed or the allocator's state over the
 /// run does not favour whichever optimizer runs first.
-fn bench_amortised(picked: &Picked, size: &str, interval: usize, reps: usize) -> Vec<StepRow> {
+fn bench_amortised(
+    picked: &Picked,
+    size: &str,
+    interval: usize,
+    reps: usize,
+    wgsl: bool,
+) -> Vec<StepRow> {
     let dev = picked.device.clone().autodiff();
     let model_config = LlamaConfig::preset(size, 64).expect("preset");
     let kinds = OptimizerKind::ALL;
@@ -258,7 +267,8 @@ fn bench_amortised(picked: &Picked, size: &str, interval: usize, reps: usize) ->
             let config = TrainConfig::new()
                 .with_size(size.into())
                 .with_optimizer(kinds[k].name().into())
-                .with_update_interval(interval);
+                .with_update_interval(interval)
+                .with_wgsl_kernels(wgsl);
             dev.seed(rep as u64);
             let mut model = model_config.init(&dev).expect("model");
             let grads = Grads::of(&model);
@@ -318,6 +328,7 @@ fn bench_training(
     seq: usize,
     reps: usize,
     interval: usize,
+    wgsl: bool,
 ) -> Vec<TrainRow> {
     let dev = picked.device.clone().autodiff();
     let corpus = Corpus::synthetic(200_000, 20_000, 1);
@@ -346,21 +357,23 @@ fn bench_training(
     }
     let mut rows = Vec::new();
     for kind in OptimizerKind::ALL {
-        // The timed window holds exactly one subspace update: T = warm-up + reps / 2.
-        let warmup = 3;
-        let t = warmup + reps / 2;
+        // Subspace updates every t = 3 steps: the warm-up (steps k = 0 … 3) holds the first
+        // one, so that compiling the tracking step's kernels or autotuning its products is not
+        // timed; the timed steps hold at least one more.
+        let (t, warmup) = (3, 4);
         let config = TrainConfig::new()
             .with_size(size.into())
             .with_optimizer(kind.name().into())
-            .with_update_interval(t);
+            .with_update_interval(t)
+            .with_wgsl_kernels(wgsl);
         device::reset_peak();
         dev.seed(5);
         let mut model = model_config.init(&dev).expect("model");
         let (mut optim, report) = config.build_optimizer(&model_config).expect("optimizer");
         let mut peak = device::memory_in_use(&picked.device, picked.is_wgpu);
         let mut regular = Vec::new();
-        let mut update_step = f64::NAN;
-        for step in 0..warmup + reps + 1 {
+        let mut update_steps = Vec::new();
+        for step in 0..warmup + reps.max(3) {
             let before = report.as_ref().map_or(0, |r| r.subspace_updates());
             let start = Instant::now();
             let (x, y) = corpus.train_batch(5, step as u64, batch, seq, &dev);
@@ -374,7 +387,7 @@ fn bench_training(
             let updated = report.as_ref().map_or(0, |r| r.subspace_updates()) > before;
             if step >= warmup {
                 if updated {
-                    update_step = secs;
+                    update_steps.push(secs);
                 } else {
                     regular.push(secs);
                 }
@@ -383,10 +396,10 @@ fn bench_training(
         peak = peak.max(device::peak_memory(picked.is_wgpu));
         let step_s = median(regular);
         // AdamW has no update: its amortised step is its median step.
-        let update_s = if update_step.is_nan() {
+        let update_s = if update_steps.is_empty() {
             step_s
         } else {
-            update_step
+            median(update_steps)
         };
         let amortised = (step_s * (interval - 1) as f64 + update_s) / interval as f64;
         let row = TrainRow {
@@ -567,7 +580,8 @@ fn main() -> ExitCode {
     let mut steps = Vec::new();
     if on(2) {
         eprintln!("2. amortised optimizer step (llama {step_size} layer stack, T = {interval})");
-        steps = bench_amortised(&picked, step_size, interval, amortised_reps);
+        let wgsl = args.wgsl_kernels;
+        steps = bench_amortised(&picked, step_size, interval, amortised_reps, wgsl);
     }
     let mut training = Vec::new();
     if on(3) {
@@ -580,6 +594,7 @@ fn main() -> ExitCode {
                 *seq,
                 args.reps.max(4),
                 interval,
+                args.wgsl_kernels,
             ));
         }
     }
@@ -595,10 +610,10 @@ fn main() -> ExitCode {
         md,
         "Device: {} · backend {} · mode {mode} · medians of {} timed reps after warm-up · total {:.0} s\n",
         picked.description,
-        if picked.is_wgpu {
-            "wgpu (WGSL)"
-        } else {
-            "flex (CPU)"
+        match (picked.is_wgpu, args.wgsl_kernels) {
+            (true, true) => "wgpu (WGSL), SubTrack's WGSL kernels on in sections 2 and 3",
+            (true, false) => "wgpu (WGSL)",
+            (false, _) => "flex (CPU)",
         },
         args.reps,
         started.elapsed().as_secs_f64()
