@@ -16,7 +16,9 @@ use std::time::Instant;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Tensor};
-use subtrack::basis::top_singular_basis;
+use subtrack::basis::{
+    POWER_ITERATIONS, exact_singular_basis, randomized_singular_basis, top_singular_basis,
+};
 use subtrack::geodesic::geodesic_step;
 use subtrack::pretrain::alloc::CountingAlloc;
 use subtrack::pretrain::device::{self, Picked, pick};
@@ -127,6 +129,7 @@ struct UpdateRow {
     geodesic_ms: f64,
     svd_ms: Option<f64>,
     svd_reps: usize,
+    randomized_ms: f64,
 }
 
 fn bench_updates(dev: &Device, shapes: &[(usize, usize, usize)], args: &Args) -> Vec<UpdateRow> {
@@ -158,12 +161,20 @@ fn bench_updates(dev: &Device, shapes: &[(usize, usize, usize)], args: &Args) ->
             sync(&g.clone().matmul(g.clone().transpose()));
             let reps = if m.min(n) >= 2048 { 1 } else { args.reps };
             let t: Vec<f64> = (0..reps)
-                .map(|_| time(|| top_singular_basis(&g, r), sync).0 * 1e3)
+                .map(|_| time(|| exact_singular_basis(&g, r), sync).0 * 1e3)
                 .collect();
             (Some(median(t)), reps)
         } else {
             (None, 0)
         };
+        // The crate's randomized SVD (what `top_singular_basis` uses past 1024 rows).
+        let randomized = || randomized_singular_basis(&g, r, POWER_ITERATIONS);
+        sync(&randomized());
+        let randomized_ms = median(
+            (0..args.reps)
+                .map(|_| time(randomized, sync).0 * 1e3)
+                .collect(),
+        );
         let row = UpdateRow {
             m,
             n,
@@ -171,9 +182,10 @@ fn bench_updates(dev: &Device, shapes: &[(usize, usize, usize)], args: &Args) ->
             geodesic_ms: median(geodesic),
             svd_ms,
             svd_reps,
+            randomized_ms,
         };
         eprintln!(
-            "  update {m}×{n} r={r}: geodesic {:.2} ms, SVD {}",
+            "  update {m}×{n} r={r}: geodesic {:.2} ms, SVD {}, randomized SVD {randomized_ms:.1} ms",
             row.geodesic_ms,
             svd_ms.map_or("skipped".into(), |s| format!("{s:.1} ms"))
         );
@@ -622,12 +634,12 @@ fn main() -> ExitCode {
         let _ = writeln!(md, "### 1. One subspace update\n");
         let _ = writeln!(
             md,
-            "| shape (m×n) | r | SubTrack geodesic step (ms) | GaLore SVD refresh (ms) | SVD / geodesic |\n|---|---|---|---|---|"
+            "| shape (m×n) | r | SubTrack geodesic step (ms) | GaLore SVD refresh, exact (ms) | SVD / geodesic | randomized SVD, q = {POWER_ITERATIONS} (ms) | randomized / geodesic |\n|---|---|---|---|---|---|---|"
         );
         for u in &updates {
             let _ = writeln!(
                 md,
-                "| {}×{} | {} | {:.2} | {} | {} |",
+                "| {}×{} | {} | {:.2} | {} | {} | {:.1} | {:.1}× |",
                 u.m,
                 u.n,
                 u.r,
@@ -640,7 +652,9 @@ fn main() -> ExitCode {
                     }
                 }),
                 u.svd_ms
-                    .map_or("–".into(), |s| format!("{:.1}×", s / u.geodesic_ms))
+                    .map_or("–".into(), |s| format!("{:.1}×", s / u.geodesic_ms)),
+                u.randomized_ms,
+                u.randomized_ms / u.geodesic_ms
             );
         }
     }
@@ -744,13 +758,14 @@ fn main() -> ExitCode {
         .iter()
         .map(|u| {
             format!(
-                "    {{\"m\": {}, \"n\": {}, \"r\": {}, \"geodesic_ms\": {}, \"svd_ms\": {}, \"svd_reps\": {}}}",
+                "    {{\"m\": {}, \"n\": {}, \"r\": {}, \"geodesic_ms\": {}, \"svd_ms\": {}, \"svd_reps\": {}, \"randomized_svd_ms\": {}}}",
                 u.m,
                 u.n,
                 u.r,
                 jn(u.geodesic_ms),
                 u.svd_ms.map_or("null".into(), jn),
-                u.svd_reps
+                u.svd_reps,
+                jn(u.randomized_ms)
             )
         })
         .collect();

@@ -230,3 +230,57 @@ fn svd_refresh_spans_the_top_singular_subspace() {
         "refreshed basis off the SVD subspace: {cos:?}"
     );
 }
+
+/// G = U·diag(σ)·Vᵀ + noise·N with orthonormal U (a×r), V (b×r) and σ = 20, 19, … (distinct),
+/// so that the top-r singular subspace is U's up to the noise.
+fn gapped(rng: &mut Rng, a: usize, b: usize, r: usize, noise: f64) -> (Mat, Mat) {
+    let u = random_basis(rng, a, r);
+    let v = random_basis(rng, b, r);
+    let sigma = Mat::from_fn(r, r, |i, j| if i == j { 20.0 - i as f64 } else { 0.0 });
+    let g = u.mul(&sigma).mul(&v.t()).add(&rng.mat(a, b).scale(noise));
+    (g, u)
+}
+
+#[test]
+fn randomized_basis_matches_the_exact_one_on_a_gapped_spectrum() {
+    let device = Device::flex();
+    let mut rng = Rng(61);
+    let (a, b, r) = (120, 200, 6);
+    let (g, _) = gapped(&mut rng, a, b, r, 0.05);
+    let g_dev = upload(&g, &device);
+    let exact = download(subtrack::basis::exact_singular_basis(&g_dev, r));
+    let randomized = download(subtrack::basis::randomized_singular_basis(&g_dev, r, 4));
+    // Both have canonical signs, so the columns themselves agree.
+    let err = max_abs_diff(&randomized, &exact);
+    assert!(err < 1e-4, "randomized vs exact singular vectors: {err}");
+    let (drift, _) = orthonormality_drift(&upload(&randomized, &device));
+    assert!(drift < 1e-5, "drift {drift}");
+    // A zero gradient falls back to the exact path and still gives orthonormal columns.
+    let zero =
+        subtrack::basis::randomized_singular_basis(&upload(&Mat::zeros(a, b), &device), r, 2);
+    let (drift, _) = orthonormality_drift(&zero);
+    assert!(drift < 1e-5, "zero gradient: drift {drift}");
+}
+
+#[test]
+fn top_singular_basis_goes_randomized_past_the_exact_limit() {
+    // a = 1100 > 1024: the randomized path; it must find the exact top singular vectors
+    // (the noise moves them off U's by about 0.05 rad, the same for both).
+    let device = Device::flex();
+    let mut rng = Rng(67);
+    let (a, b, r) = (subtrack::basis::EXACT_SVD_MAX_SIDE + 76, 1200, 8);
+    let (g, u) = gapped(&mut rng, a, b, r, 0.01);
+    let g_dev = upload(&g, &device);
+    let s = download(top_singular_basis(&g_dev, r));
+    let exact = download(subtrack::basis::exact_singular_basis(&g_dev, r));
+    let err = max_abs_diff(&s, &exact);
+    assert!(err < 1e-4, "randomized vs exact singular vectors: {err}");
+    // ‖SᵀU‖²_F ≈ r: the subspace is U's up to the noise.
+    let captured = s.t().mul(&u).norm().powi(2);
+    assert!(
+        (captured - r as f64).abs() < 1e-2,
+        "captured {captured} of {r}"
+    );
+    let (drift, _) = orthonormality_drift(&upload(&s, &device));
+    assert!(drift < 1e-5, "drift {drift}");
+}
