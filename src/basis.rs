@@ -49,7 +49,7 @@ pub fn randomized_singular_basis(g: &Tensor<2>, rank: usize, iterations: usize) 
     let [a, b] = g.dims();
     let k = (rank + (rank.div_ceil(4)).max(8)).min(a).min(b);
     let omega = host::upload(
-        gaussian(b * k, (a * 31 + b) as u64),
+        host::gaussian(b * k, (a * 31 + b) as u64),
         b,
         k,
         g.dtype(),
@@ -72,25 +72,6 @@ pub fn randomized_singular_basis(g: &Tensor<2>, rank: usize, iterations: usize) 
     let rotation = linalg::top_left_singular_vectors(&small, k, rank);
     let basis = q.matmul(host::upload(rotation, k, rank, g.dtype(), &g.device()));
     canonical_signs(basis)
-}
-
-/// `n` standard normal values from SplitMix64 and the Box–Muller transform.
-fn gaussian(n: usize, seed: u64) -> Vec<f64> {
-    let mut state = seed;
-    let mut uniform = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    (0..n)
-        .map(|_| {
-            let (u, v) = (uniform(), uniform());
-            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-        })
-        .collect()
 }
 
 /// Y·R⁻¹ with YᵀY = RᵀR, twice (Cholesky-QR2), or `None` when YᵀY is not positive definite.

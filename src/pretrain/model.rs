@@ -6,7 +6,7 @@
 //! [`PROJECTED_PARAMS`]); `embedding`, `head` and the norms use AdamW.
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::{
     Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig,
     RotaryEncoding, RotaryEncodingConfig,
@@ -14,7 +14,7 @@ use burn::nn::{
 use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::PretrainError;
 
@@ -125,7 +125,21 @@ impl LlamaConfig {
         2 * v * d + self.num_layers * block + d
     }
 
-    /// Build the model on `device` (random init; seed the device first for reproducibility).
+    /// [`init`](Self::init), then every weight matrix (the linear layers and the embedding,
+    /// all N(0, init_std)) drawn again from a host generator seeded by `seed`: the initial
+    /// weights depend on the seed alone, not on Burn's process-wide random generator
+    /// (which other threads may draw from) nor on the backend.
+    pub fn init_seeded(&self, device: &Device, seed: u64) -> Result<Llama, PretrainError> {
+        let model = self.init(device)?;
+        Ok(model.map(&mut SeededNormal {
+            seed,
+            index: 0,
+            std: self.init_std,
+        }))
+    }
+
+    /// Build the model on `device` (random init from the device's generator; see
+    /// [`init_seeded`](Self::init_seeded) for initial weights that depend on a seed alone).
     pub fn init(&self, device: &Device) -> Result<Llama, PretrainError> {
         self.validate()?;
         let normal = Initializer::Normal {
@@ -172,6 +186,41 @@ impl LlamaConfig {
                 .init(device),
             head: linear(d, self.vocab_size),
             rope: RotaryEncodingConfig::new(self.max_seq_len, head_dim).init(device),
+        })
+    }
+}
+
+/// Replaces each 2-D parameter, in the module's traversal order, by N(0, std) values from
+/// the host generator seeded by (seed, its index).
+struct SeededNormal {
+    seed: u64,
+    index: u64,
+    std: f64,
+}
+
+impl ModuleMapper for SeededNormal {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if D != 2 {
+            return param;
+        }
+        let seed = self
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(self.index);
+        self.index += 1;
+        let std = self.std;
+        param.map(|tensor| {
+            let shape = tensor.shape();
+            let values: Vec<f32> = crate::host::gaussian(shape.num_elements(), seed)
+                .into_iter()
+                .map(|x| (x * std) as f32)
+                .collect();
+            let fresh = Tensor::from_data(TensorData::new(values, shape), &tensor.device());
+            if tensor.is_require_grad() {
+                fresh.require_grad()
+            } else {
+                fresh
+            }
         })
     }
 }

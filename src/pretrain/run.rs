@@ -2,7 +2,6 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use burn::config::{Config, config_to_json};
@@ -83,9 +82,6 @@ pub struct RunSummary {
     /// bases excluded; 0 for AdamW).
     pub subspace_updates: u64,
 }
-
-/// Held while a run seeds the device and draws its initial weights.
-static INIT_LOCK: Mutex<()> = Mutex::new(());
 
 /// Rough bytes a CPU run needs: weights, gradients and two moments, plus activations kept
 /// for the backward pass. Used to refuse a run that cannot fit before it starts.
@@ -252,14 +248,10 @@ fn train_inner(
     let svg_path = out.join("loss.svg");
     let io = |what: &str, e: std::io::Error| PretrainError::Io(format!("{what}: {e}"));
 
-    // Burn's CPU backend keeps one random generator per process: seeding and drawing the
-    // initial weights happen under a lock, so that runs in other threads (tests, a compare
-    // in parallel) cannot draw in between and change this run's weights.
-    let mut model = {
-        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        ad.seed(config.seed);
-        model_config.init(&ad)?
-    };
+    // Initial weights from the seed alone (Burn's CPU generator is process-wide, so other
+    // threads drawing from it would otherwise change them); the device is seeded too.
+    ad.seed(config.seed);
+    let mut model = model_config.init_seeded(&ad, config.seed)?;
     let (mut optim, report) = config.build_optimizer(model_config)?;
     let mut start = 0usize;
     if opts.resume {
