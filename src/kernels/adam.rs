@@ -1,43 +1,13 @@
 //! Launch of `shaders/adam.wgsl`: low-rank Adam with the optional moment rotation.
 
-use burn::backend::wgpu::{
-    CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
-};
-use burn::cubecl::prelude::KernelId;
+use burn::backend::wgpu::{CubeTensor, SourceKernel, into_contiguous};
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
-use burn::tensor::{DType, Shape};
+use burn::tensor::Shape;
 
-use super::{BLOCK, Limits, WGSL, column_groups};
+use super::{BLOCK, Limits, Templated, assert_f32_on_wgsl, column_groups, empty_f32, f32_from};
 
-/// The shader text, templated by [`Adam::source`].
 const SHADER: &str = include_str!("../../shaders/adam.wgsl");
-
-#[derive(Debug)]
-struct Adam {
-    r: usize,
-    b: usize,
-    rotate: bool,
-    j_block: usize,
-}
-
-impl KernelSource for Adam {
-    fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(SHADER)
-            .register("r", self.r.to_string())
-            .register("b", self.b.to_string())
-            .register("rotate", self.rotate.to_string())
-            .register("j_block", self.j_block.to_string())
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.r, self.b, self.rotate, self.j_block))
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
 
 /// Whether the kernel runs moments of r×b under `limits`: each moment fits one binding and
 /// its 64-row blocks fit the workgroup limit (columns past it take several launches).
@@ -57,32 +27,21 @@ pub fn launch(
     limits: Limits,
 ) -> (CubeTensor, CubeTensor, CubeTensor) {
     let (r, b) = (moment_1.meta.shape()[0], moment_1.meta.shape()[1]);
-    let inputs = [&moment_1, &moment_2, &g_low, &params];
-    assert!(
-        inputs
-            .into_iter()
-            .chain(change.as_ref())
-            .all(|t| t.dtype == DType::F32)
-            && moment_1.client.name() == WGSL
-    );
+    let inputs: Vec<&CubeTensor> = [&moment_1, &moment_2, &g_low, &params]
+        .into_iter()
+        .chain(change.as_ref())
+        .collect();
+    assert_f32_on_wgsl("adam", &inputs);
     let [moment_1, moment_2, g_low, params] =
         [moment_1, moment_2, g_low, params].map(into_contiguous);
     let client = moment_1.client.clone();
-    let output = || {
-        CubeTensor::new_contiguous(
-            client.clone(),
-            moment_1.device.clone(),
-            Shape::from([r, b]),
-            client.empty(r * b * 4),
-            DType::F32,
-        )
-    };
+    let output = || empty_f32(&moment_1, Shape::from([r, b]));
     let (out_m, out_v, out_n) = (output(), output(), output());
     let rotate = change.is_some();
     let change = match change {
         Some(c) => into_contiguous(c).handle.binding(),
-        None => client
-            .create_from_slice(bytemuck::cast_slice(&[0f32]))
+        None => f32_from(&moment_1, Shape::from([1]), &[0.0])
+            .handle
             .binding(),
     };
     let buffers = vec![
@@ -96,12 +55,11 @@ pub fn launch(
         change,
     ];
     for (j_block, blocks) in column_groups(b, limits) {
-        let kernel = Adam {
-            r,
-            b,
-            rotate,
-            j_block,
-        };
+        let kernel = Templated::new("adam", SHADER)
+            .with("r", r)
+            .with("b", b)
+            .with("rotate", rotate)
+            .with("j_block", j_block);
         super::count_launch("adam", [r, r, b]);
         client.launch(
             Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),

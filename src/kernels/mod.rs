@@ -28,8 +28,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::wgpu::{CubeBackend, CubeTensor};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceTemplate};
 use burn::backend::{Backend, Dispatch, DispatchDevice, backend_extension};
+use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::BufferBinding;
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 
@@ -86,6 +87,80 @@ fn chunk_rows(a: usize, widest: usize, limit: usize) -> Option<usize> {
     }
     let rows = limit / (4 * widest) / 64 * 64;
     (rows > 0).then_some(rows)
+}
+
+/// A WGSL shader (`shaders/`) with its template values, all part of the kernel id.
+#[derive(Debug)]
+struct Templated {
+    name: &'static str,
+    source: &'static str,
+    values: Vec<(&'static str, String)>,
+}
+
+impl Templated {
+    fn new(name: &'static str, source: &'static str) -> Self {
+        Self {
+            name,
+            source,
+            values: Vec::new(),
+        }
+    }
+
+    /// Register `{{key}}` = `value`.
+    fn with(mut self, key: &'static str, value: impl ToString) -> Self {
+        self.values.push((key, value.to_string()));
+        self
+    }
+}
+
+impl KernelSource for Templated {
+    fn source(&self) -> SourceTemplate {
+        self.values
+            .iter()
+            .fold(SourceTemplate::new(self.source), |t, (k, v)| {
+                t.register(*k, v)
+            })
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((self.name, self.values.clone()))
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+/// Panics unless every tensor is f32 on a runtime that compiles WGSL: the launchers'
+/// callers have checked both, so this only guards against misuse.
+fn assert_f32_on_wgsl(kernel: &str, tensors: &[&CubeTensor]) {
+    assert!(
+        tensors.iter().all(|t| t.dtype == DType::F32) && tensors[0].client.name() == WGSL,
+        "{kernel}: f32 tensors on a WGSL runtime"
+    );
+}
+
+/// A new, uninitialised contiguous f32 tensor of `shape` beside `like`.
+fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    let bytes = shape.num_elements() * 4;
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        like.client.empty(bytes),
+        DType::F32,
+    )
+}
+
+/// A contiguous f32 tensor of `shape` beside `like`, uploaded from `values`.
+fn f32_from(like: &CubeTensor, shape: Shape, values: &[f32]) -> CubeTensor {
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        like.client.create_from_slice(bytemuck::cast_slice(values)),
+        DType::F32,
+    )
 }
 
 /// Rows `rows` of a row-major matrix of `total` rows and `width` f32 columns, bound as a
@@ -482,9 +557,16 @@ fn with_flag(values: &[f64], flag: Option<&Tensor<1>>, device: &Device) -> Tenso
     with_flags(values, &[flag], device)
 }
 
-/// Host `values` followed by device flags, [1] where a flag is `None`, as one f32 tensor.
+/// Host `values` followed by device values ([1] each; [1.0] where `None`), as one f32
+/// tensor: the parameter buffers of the kernels.
 fn with_flags(values: &[f64], flags: &[Option<&Tensor<1>>], device: &Device) -> Tensor<1> {
-    let host: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+    let mut host: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+    if flags.iter().all(Option::is_none) {
+        // Every value is known on the host: one upload, no concatenation.
+        host.resize(values.len() + flags.len(), 1.0);
+        let n = host.len();
+        return Tensor::from_data(TensorData::new(host, [n]), device);
+    }
     let n = host.len();
     let mut parts = vec![Tensor::<1>::from_data(TensorData::new(host, [n]), device)];
     parts.extend(
@@ -719,17 +801,7 @@ pub fn track(
         max_theta.unwrap_or(-1.0),
         crate::geodesic::SIGMA_FLOOR,
     ];
-    let params = Tensor::cat(
-        vec![
-            Tensor::<1>::from_data(
-                TensorData::new(values.map(|x| x as f32).to_vec(), [3]),
-                &device,
-            ),
-            g_norm2,
-            flag.clone(),
-        ],
-        0,
-    );
+    let params = with_flags(&values, &[Some(&g_norm2), Some(&flag)], &device);
     let triplet = Tensor::<1>::from_dispatch(Dispatch::wgsl_top_singular(
         d(&normal),
         d(&powered),
@@ -741,7 +813,7 @@ pub fn track(
         Tensor::<2>::from_dispatch(moved_basis),
         Tensor::<2>::from_dispatch(change),
     );
-    let tol = Tensor::<1>::from_data(TensorData::new(vec![tolerance as f32], [1]), &device);
+    let tol = with_flags(&[tolerance], &[], &device);
     let (factor, status) =
         Dispatch::wgsl_reorthonormalize(gram(&moved_basis).into_dispatch(), tol.into_dispatch());
     let factor = Tensor::<2>::from_dispatch(factor);

@@ -1,45 +1,16 @@
 //! Launch of `shaders/project.wgsl`: G̃ = SᵀG.
 
-use burn::backend::wgpu::{
-    CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
-};
-use burn::cubecl::prelude::KernelId;
+use burn::backend::wgpu::{CubeTensor, SourceKernel, into_contiguous};
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
-use burn::tensor::{DType, Shape};
+use burn::tensor::Shape;
 
-/// The shader text, templated by [`Project::source`].
+use super::{
+    BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups, empty_f32, f32_from,
+    row_chunk,
+};
+
 const SHADER: &str = include_str!("../../shaders/project.wgsl");
-
-use super::{BLOCK, Limits, WGSL, chunk_rows, column_groups, row_chunk};
-
-#[derive(Debug)]
-struct Project {
-    a: usize,
-    r: usize,
-    b: usize,
-    accumulate: bool,
-    j_block: usize,
-}
-
-impl KernelSource for Project {
-    fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(SHADER)
-            .register("a", self.a.to_string())
-            .register("r", self.r.to_string())
-            .register("b", self.b.to_string())
-            .register("accumulate", self.accumulate.to_string())
-            .register("j_block", self.j_block.to_string())
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.a, self.r, self.b, self.accumulate, self.j_block))
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
 
 /// Output shape of the projection: basis [a, r], g [a, b] → [r, b].
 pub fn projected_shape(basis: &Shape, g: &Shape) -> Shape {
@@ -69,36 +40,22 @@ pub fn launch(basis: CubeTensor, g: CubeTensor, limits: Limits) -> (CubeTensor, 
         g.meta.shape()[0]
     );
     let rows = plan(a, r, b, limits).expect("project: sizes the kernel cannot run");
-    assert!(basis.dtype == DType::F32 && g.dtype == DType::F32 && basis.client.name() == WGSL);
+    assert_f32_on_wgsl("project", &[&basis, &g]);
     let basis = into_contiguous(basis);
     let g = into_contiguous(g);
     let client = g.client.clone();
-    let handle = client.empty(r * b * 4);
-    let output = CubeTensor::new_contiguous(
-        client.clone(),
-        g.device.clone(),
-        Shape::from([r, b]),
-        handle,
-        DType::F32,
-    );
-    let flag = CubeTensor::new_contiguous(
-        client.clone(),
-        g.device.clone(),
-        Shape::from([1]),
-        client.create_from_slice(bytemuck::cast_slice(&[1f32])),
-        DType::F32,
-    );
+    let output = empty_f32(&g, Shape::from([r, b]));
+    let flag = f32_from(&g, Shape::from([1]), &[1.0]);
     let cube_dim = CubeDim::new_2d(16, 16);
     for (chunk, k0) in (0..a).step_by(rows).enumerate() {
         let k1 = (k0 + rows).min(a);
         for (j_block, blocks) in column_groups(b, limits) {
-            let kernel = Project {
-                a: k1 - k0,
-                r,
-                b,
-                accumulate: chunk > 0,
-                j_block,
-            };
+            let kernel = Templated::new("project", SHADER)
+                .with("a", k1 - k0)
+                .with("r", r)
+                .with("b", b)
+                .with("accumulate", chunk > 0)
+                .with("j_block", j_block);
             super::count_launch("project", [a, r, b]);
             client.launch(
                 Box::new(SourceKernel::new(kernel, cube_dim)),

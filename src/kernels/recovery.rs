@@ -1,69 +1,18 @@
 //! Launches of `shaders/recovery_norms.wgsl` (column sums) and `shaders/recovery_limit.wgsl`
 //! (scales and limiter).
 
-use burn::backend::wgpu::{
-    CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
-};
-use burn::cubecl::prelude::KernelId;
+use burn::backend::wgpu::{CubeTensor, SourceKernel, into_contiguous};
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
-use burn::tensor::{DType, Shape};
+use burn::tensor::Shape;
 
-use super::{Limits, WGSL, chunk_rows, row_chunk};
+use super::{Limits, Templated, assert_f32_on_wgsl, chunk_rows, empty_f32, f32_from, row_chunk};
 
 const NORMS: &str = include_str!("../../shaders/recovery_norms.wgsl");
 const LIMIT: &str = include_str!("../../shaders/recovery_limit.wgsl");
 
 /// Invocations per workgroup of both kernels.
 const GROUP: usize = 256;
-
-#[derive(Debug)]
-struct Norms {
-    rows: usize,
-    r: usize,
-    b: usize,
-    first: bool,
-}
-
-impl KernelSource for Norms {
-    fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(NORMS)
-            .register("rows", self.rows.to_string())
-            .register("r", self.r.to_string())
-            .register("b", self.b.to_string())
-            .register("first", self.first.to_string())
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.rows, self.r, self.b, self.first))
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
-
-#[derive(Debug)]
-struct Limit {
-    b: usize,
-    has_previous: bool,
-}
-
-impl KernelSource for Limit {
-    fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(LIMIT)
-            .register("b", self.b.to_string())
-            .register("has_previous", self.has_previous.to_string())
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.b, self.has_previous))
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
 
 /// Rows of G per launch of the column-norm kernel for G a×b, G̃ and N r×b under `limits`,
 /// or `None` when the kernels cannot run these sizes (with WebGPU's limits the column sums
@@ -93,24 +42,21 @@ pub fn launch(
         ..Limits::WEBGPU
     };
     let rows = plan(a, r, b, limits).expect("recovery: sizes the kernels cannot run");
-    assert!(
-        [&grad, &g_low, &normalized, &params]
-            .into_iter()
-            .chain(previous.as_ref())
-            .all(|t| t.dtype == DType::F32)
-            && grad.client.name() == WGSL
-    );
+    let inputs: Vec<&CubeTensor> = [&grad, &g_low, &normalized, &params]
+        .into_iter()
+        .chain(previous.as_ref())
+        .collect();
+    assert_f32_on_wgsl("recovery", &inputs);
     let [grad, g_low, normalized, params] = [grad, g_low, normalized, params].map(into_contiguous);
     let client = grad.client.clone();
     let sums = client.empty(3 * b * 4);
     for (chunk, k0) in (0..a).step_by(rows).enumerate() {
         let k1 = (k0 + rows).min(a);
-        let kernel = Norms {
-            rows: k1 - k0,
-            r,
-            b,
-            first: chunk == 0,
-        };
+        let kernel = Templated::new("recovery_norms", NORMS)
+            .with("rows", k1 - k0)
+            .with("r", r)
+            .with("b", b)
+            .with("first", chunk == 0);
         super::count_launch("recovery", [a, r, b]);
         client.launch(
             Box::new(SourceKernel::new(kernel, CubeDim::new_1d(GROUP as u32))),
@@ -123,28 +69,18 @@ pub fn launch(
             ]),
         );
     }
-    let tensor = |shape: Shape, n: usize| {
-        CubeTensor::new_contiguous(
-            client.clone(),
-            grad.device.clone(),
-            shape,
-            client.empty(n * 4),
-            DType::F32,
-        )
-    };
-    let (psi, norm) = (tensor(Shape::from([1, b]), b), tensor(Shape::from([1]), 1));
+    let psi = empty_f32(&grad, Shape::from([1, b]));
+    let norm = empty_f32(&grad, Shape::from([1]));
     let has_previous = previous.is_some();
     let previous = match previous {
         Some(p) => into_contiguous(p).handle.binding(),
-        None => client
-            .create_from_slice(bytemuck::cast_slice(&[0f32]))
-            .binding(),
+        None => f32_from(&grad, Shape::from([1]), &[0.0]).handle.binding(),
     };
+    let kernel = Templated::new("recovery_limit", LIMIT)
+        .with("b", b)
+        .with("has_previous", has_previous);
     client.launch(
-        Box::new(SourceKernel::new(
-            Limit { b, has_previous },
-            CubeDim::new_1d(GROUP as u32),
-        )),
+        Box::new(SourceKernel::new(kernel, CubeDim::new_1d(GROUP as u32))),
         CubeCount::Static(1, 1, 1),
         KernelArguments::new().with_buffers(vec![
             sums.binding(),

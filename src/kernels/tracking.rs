@@ -1,15 +1,14 @@
 //! Launches of the tracking step's shaders (algorithm.md §4): `tangent.wgsl` (X·Yᵀ
 //! products), `top_singular.wgsl`, `geodesic_step.wgsl` and `reorthonormalize.wgsl`.
 
-use burn::backend::wgpu::{
-    CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
-};
-use burn::cubecl::prelude::KernelId;
+use burn::backend::wgpu::{CubeTensor, SourceKernel, into_contiguous};
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
-use burn::tensor::{DType, Shape};
+use burn::tensor::Shape;
 
-use super::{BLOCK, Limits, MAX_WORKGROUPS, WGSL, chunk_rows, row_chunk};
+use super::{
+    BLOCK, Limits, MAX_WORKGROUPS, Templated, assert_f32_on_wgsl, chunk_rows, empty_f32, row_chunk,
+};
 
 const TANGENT: &str = include_str!("../../shaders/tangent.wgsl");
 const TOP_SINGULAR: &str = include_str!("../../shaders/top_singular.wgsl");
@@ -22,51 +21,6 @@ pub const MAX_RANK: usize = 1024;
 const REFINE: usize = 4;
 /// Rows per dispatch dimension of the geodesic kernel (one workgroup per row).
 const ROWS_PER_DIM: usize = 32_768;
-
-/// A shader with its template values, all part of the kernel id.
-#[derive(Debug)]
-struct Templated {
-    name: &'static str,
-    source: &'static str,
-    values: Vec<(&'static str, usize)>,
-}
-
-impl KernelSource for Templated {
-    fn source(&self) -> SourceTemplate {
-        self.values
-            .iter()
-            .fold(SourceTemplate::new(self.source), |t, (k, v)| {
-                t.register(*k, v.to_string())
-            })
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.name, self.values.clone()))
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
-
-fn f32_on_wgsl(tensors: &[&CubeTensor]) {
-    assert!(
-        tensors.iter().all(|t| t.dtype == DType::F32) && tensors[0].client.name() == WGSL,
-        "tracking kernels: f32 tensors on a WGSL runtime"
-    );
-}
-
-fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
-    let client = like.client.clone();
-    let bytes = shape.num_elements() * 4;
-    CubeTensor::new_contiguous(
-        client.clone(),
-        like.device.clone(),
-        shape,
-        client.empty(bytes),
-        DType::F32,
-    )
-}
 
 /// Rows of X per launch of out = X·Yᵀ (X m×k, Y n×k) under a `limit`-byte binding, or
 /// `None` when the kernel cannot run these sizes.
@@ -99,16 +53,15 @@ pub fn product(x: CubeTensor, y: CubeTensor, limit: usize) -> CubeTensor {
         y.meta.shape()
     );
     let rows = product_plan(m, n, k, limit).expect("product: sizes the kernel cannot run");
-    f32_on_wgsl(&[&x, &y]);
+    assert_f32_on_wgsl("tangent", &[&x, &y]);
     let [x, y] = [x, y].map(into_contiguous);
-    let output = empty(&x, Shape::from([m, n]));
+    let output = empty_f32(&x, Shape::from([m, n]));
     for r0 in (0..m).step_by(rows) {
         let r1 = (r0 + rows).min(m);
-        let kernel = Templated {
-            name: "tangent",
-            source: TANGENT,
-            values: vec![("m", r1 - r0), ("n", n), ("k", k)],
-        };
+        let kernel = Templated::new("tangent", TANGENT)
+            .with("m", r1 - r0)
+            .with("n", n)
+            .with("k", k);
         super::count_launch("tangent", [m, n, k]);
         x.client.launch(
             Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),
@@ -132,14 +85,12 @@ pub fn product(x: CubeTensor, y: CubeTensor, limit: usize) -> CubeTensor {
 pub fn top_singular(normal: CubeTensor, powered: CubeTensor, params: CubeTensor) -> CubeTensor {
     let r = normal.meta.shape()[0];
     assert!(r <= MAX_RANK, "top_singular: rank {r} over {MAX_RANK}");
-    f32_on_wgsl(&[&normal, &powered, &params]);
+    assert_f32_on_wgsl("top_singular", &[&normal, &powered, &params]);
     let [normal, powered, params] = [normal, powered, params].map(into_contiguous);
-    let triplet = empty(&normal, Shape::from([r + 5]));
-    let kernel = Templated {
-        name: "top_singular",
-        source: TOP_SINGULAR,
-        values: vec![("r", r), ("refine", REFINE)],
-    };
+    let triplet = empty_f32(&normal, Shape::from([r + 5]));
+    let kernel = Templated::new("top_singular", TOP_SINGULAR)
+        .with("r", r)
+        .with("refine", REFINE);
     super::count_launch("top_singular", [r, r, r]);
     normal.client.launch(
         Box::new(SourceKernel::new(kernel, CubeDim::new_1d(256))),
@@ -161,16 +112,14 @@ pub fn geodesic_step(
     triplet: CubeTensor,
 ) -> (CubeTensor, CubeTensor) {
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
-    f32_on_wgsl(&[&basis, &tangent, &triplet]);
+    assert_f32_on_wgsl("geodesic_step", &[&basis, &tangent, &triplet]);
     let [basis, tangent, triplet] = [basis, tangent, triplet].map(into_contiguous);
-    let output = empty(&basis, Shape::from([a, r]));
-    let change = empty(&basis, Shape::from([r, r]));
+    let output = empty_f32(&basis, Shape::from([a, r]));
+    let change = empty_f32(&basis, Shape::from([r, r]));
     let rows = a.max(r);
-    let kernel = Templated {
-        name: "geodesic_step",
-        source: GEODESIC_STEP,
-        values: vec![("a", a), ("r", r)],
-    };
+    let kernel = Templated::new("geodesic_step", GEODESIC_STEP)
+        .with("a", a)
+        .with("r", r);
     super::count_launch("geodesic_step", [a, r, r]);
     basis.client.launch(
         Box::new(SourceKernel::new(kernel, CubeDim::new_1d(64))),
@@ -194,16 +143,12 @@ pub fn geodesic_step(
 /// exceeds tol (status [1]), else F = I (status [0]).
 pub fn reorthonormalize(gram: CubeTensor, params: CubeTensor) -> (CubeTensor, CubeTensor) {
     let r = gram.meta.shape()[0];
-    f32_on_wgsl(&[&gram, &params]);
+    assert_f32_on_wgsl("reorthonormalize", &[&gram, &params]);
     let [gram, params] = [gram, params].map(into_contiguous);
     let lower = gram.client.empty(r * r * 4);
-    let factor = empty(&gram, Shape::from([r, r]));
-    let status = empty(&gram, Shape::from([1]));
-    let kernel = Templated {
-        name: "reorthonormalize",
-        source: REORTHONORMALIZE,
-        values: vec![("r", r)],
-    };
+    let factor = empty_f32(&gram, Shape::from([r, r]));
+    let status = empty_f32(&gram, Shape::from([1]));
+    let kernel = Templated::new("reorthonormalize", REORTHONORMALIZE).with("r", r);
     super::count_launch("reorthonormalize", [r, r, r]);
     gram.client.launch(
         Box::new(SourceKernel::new(kernel, CubeDim::new_1d(256))),

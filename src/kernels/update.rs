@@ -1,16 +1,14 @@
 //! Launch of `shaders/update.wgsl`: W ← d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ.
 
-use burn::backend::wgpu::{
-    CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
-};
-use burn::cubecl::prelude::KernelId;
+use burn::backend::wgpu::{CubeTensor, SourceKernel, into_contiguous};
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
-use burn::tensor::{DType, Shape};
+use burn::tensor::Shape;
 
-use super::{BLOCK, Limits, WGSL, chunk_rows, column_groups, row_chunk};
+use super::{
+    BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups, empty_f32, row_chunk,
+};
 
-/// The shader text, templated by [`Update::source`].
 const SHADER: &str = include_str!("../../shaders/update.wgsl");
 
 const RECOVERY_BINDINGS: &str = "@group(0) @binding(5) var<storage, read_write> grad: array<f32>;
@@ -18,50 +16,6 @@ const RECOVERY_BINDINGS: &str = "@group(0) @binding(5) var<storage, read_write> 
 @group(0) @binding(7) var<storage, read_write> g_low: array<f32>;";
 const RECOVERY_LOW: &str = "    lv = lv - kept * (g_low[at] * psi[j]);";
 const RECOVERY_TERM: &str = "                u = u + grad[i * B + j] * psi[j];";
-
-#[derive(Debug)]
-struct Update {
-    a: usize,
-    r: usize,
-    b: usize,
-    transposed: bool,
-    recovery: bool,
-    j_block: usize,
-}
-
-impl KernelSource for Update {
-    fn source(&self) -> SourceTemplate {
-        let (bindings, low, term) = if self.recovery {
-            (RECOVERY_BINDINGS, RECOVERY_LOW, RECOVERY_TERM)
-        } else {
-            ("", "", "")
-        };
-        SourceTemplate::new(SHADER)
-            .register("a", self.a.to_string())
-            .register("r", self.r.to_string())
-            .register("b", self.b.to_string())
-            .register("transposed", self.transposed.to_string())
-            .register("j_block", self.j_block.to_string())
-            .register("recovery_bindings", bindings)
-            .register("recovery_low", low)
-            .register("recovery_term", term)
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((
-            self.a,
-            self.r,
-            self.b,
-            self.transposed,
-            self.recovery,
-            self.j_block,
-        ))
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
 
 /// Rows per launch for the update of an a×b matrix at rank r under `limits`, or `None`
 /// when the kernel cannot run these sizes (L over the binding limit, a transposed W over it,
@@ -94,22 +48,15 @@ pub fn launch(
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = normalized.meta.shape()[1];
     let rows = plan(a, r, b, transposed, limits).expect("update: sizes the kernel cannot run");
-    let f32s = [&basis, &normalized, &weight, &scalars]
+    let inputs: Vec<&CubeTensor> = [&basis, &normalized, &weight, &scalars]
         .into_iter()
         .chain(recovery.iter().flat_map(|(g, p, l)| [g, p, l]))
-        .all(|t| t.dtype == DType::F32);
-    assert!(f32s && basis.client.name() == WGSL);
+        .collect();
+    assert_f32_on_wgsl("update", &inputs);
     let [basis, normalized, weight, scalars] =
         [basis, normalized, weight, scalars].map(into_contiguous);
     let client = weight.client.clone();
-    let shape = Shape::from(weight.meta.shape().to_vec());
-    let output = CubeTensor::new_contiguous(
-        client.clone(),
-        weight.device.clone(),
-        shape,
-        client.empty(a * b * 4),
-        DType::F32,
-    );
+    let output = empty_f32(&weight, Shape::from(weight.meta.shape().to_vec()));
     let recovery =
         recovery.map(|(g, p, l)| (into_contiguous(g), into_contiguous(p), into_contiguous(l)));
     for k0 in (0..a).step_by(rows) {
@@ -128,14 +75,20 @@ pub fn launch(
             buffers.push(g_low.handle.clone().binding());
         }
         for (j_block, blocks) in column_groups(b, limits) {
-            let kernel = Update {
-                a: k1 - k0,
-                r,
-                b,
-                transposed,
-                recovery: recovery.is_some(),
-                j_block,
+            let (bindings, low, term) = if recovery.is_some() {
+                (RECOVERY_BINDINGS, RECOVERY_LOW, RECOVERY_TERM)
+            } else {
+                ("", "", "")
             };
+            let kernel = Templated::new("update", SHADER)
+                .with("a", k1 - k0)
+                .with("r", r)
+                .with("b", b)
+                .with("transposed", transposed)
+                .with("j_block", j_block)
+                .with("recovery_bindings", bindings)
+                .with("recovery_low", low)
+                .with("recovery_term", term);
             super::count_launch("update", [a, r, b]);
             client.launch(
                 Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),
