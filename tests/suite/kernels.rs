@@ -145,17 +145,7 @@ fn update_splits_tensors_over_the_binding_limit() {
         let before = kernels::launches("update", [a, r, b]);
         // 360 bytes a row: chunks of 128, 128 and 44 rows in the left layout; a transposed
         // W cannot be split by rows, so it takes the tensor-op path.
-        let got = download(kernels::update_within(
-            &upload(&case.basis, &device),
-            upload(&case.normalized, &device),
-            upload(&case.weight, &device),
-            Some(case.recovery(&device)),
-            coefficients,
-            transposed,
-            None,
-            true,
-            bytes(46_080),
-        ));
+        let got = case.run_within(coefficients, true, None, &device, bytes(46_080));
         let launched = kernels::launches("update", [a, r, b]) - before;
         assert_eq!(
             launched,
@@ -258,8 +248,19 @@ impl UpdateCase {
         flag: Option<f32>,
         device: &Device,
     ) -> Mat {
+        self.run_within(c, recovery, flag, device, Limits::WEBGPU)
+    }
+
+    fn run_within(
+        &self,
+        c: UpdateCoefficients,
+        recovery: bool,
+        flag: Option<f32>,
+        device: &Device,
+        limits: Limits,
+    ) -> Mat {
         let flag = flag.map(|f| Tensor::<1>::from_floats([f], device));
-        download(kernels::update(
+        download(kernels::update_within(
             &upload(&self.basis, device),
             upload(&self.normalized, device),
             upload(&self.weight, device),
@@ -268,6 +269,7 @@ impl UpdateCase {
             self.transposed,
             flag.as_ref(),
             true,
+            limits,
         ))
     }
 }
@@ -831,17 +833,7 @@ fn wide_matrices_take_several_launches_past_the_workgroup_limit() {
     for transposed in [false, true] {
         let case = UpdateCase::new(a, r, b, transposed, &mut rng);
         let before = kernels::launches("update", [a, r, b]);
-        let got = download(kernels::update_within(
-            &upload(&case.basis, &device),
-            upload(&case.normalized, &device),
-            upload(&case.weight, &device),
-            Some(case.recovery(&device)),
-            coefficients,
-            transposed,
-            None,
-            true,
-            narrow,
-        ));
+        let got = case.run_within(coefficients, true, None, &device, narrow);
         assert_eq!(
             kernels::launches("update", [a, r, b]),
             before + 3,
