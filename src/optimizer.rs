@@ -203,12 +203,14 @@ impl SubTrack {
         match state {
             _ if !projected => true,
             Some(SubTrackState::Projected(s)) => {
-                let [a, r] = s.basis.dims();
-                let b = s.moment_1.dims()[1];
-                let refresh_on_device = cfg.subspace_update == SubspaceUpdate::Geodesic
-                    && kernels::tracking_runs(a, r, b, s.basis.dtype(), device);
+                // Only a refresh step needs the tracking kernels' size plan.
+                let refresh_on_device = || {
+                    let ([a, r], b) = (s.basis.dims(), s.moment_1.dims()[1]);
+                    cfg.subspace_update == SubspaceUpdate::Geodesic
+                        && kernels::tracking_runs(a, r, b, s.basis.dtype(), device)
+                };
                 s.step > 0
-                    && (refresh_on_device || !s.step.is_multiple_of(cfg.update_interval))
+                    && (!s.step.is_multiple_of(cfg.update_interval) || refresh_on_device())
                     && (cfg.recovery_scaling == RecoveryScaling::Off || s.limiter_norm.is_some())
             }
             _ => false,
