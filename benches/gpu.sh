@@ -1,31 +1,54 @@
 #!/usr/bin/env bash
 # Build and run the benchmarks at GPU sizes, printing every table (issue 5), then a short
-# toy-LLaMA run on the same device. Meant for one call on a GPU machine; about 5 minutes
-# after the build.
+# toy-LLaMA run on the same device. Meant for one call on a GPU machine.
 #
-#   bash benches/gpu.sh                 # builds with cargo, then runs
+#   bash benches/gpu.sh                   # builds with cargo, then runs
 #   SUBTRACK_BIN=dir bash benches/gpu.sh  # runs prebuilt `benchmark` and `pretrain_llama`
 #
-# Results: $OUT (default target/bench)/benchmark.{md,json}, $OUT/wgsl/benchmark.{md,json}
-# (sections 2 and 3 with the WGSL kernels), $OUT/pretrain/ and $OUT/pretrain-wgsl/.
-set -euo pipefail
+# Variables: DEVICE (default auto), REPS (default 5), STEPS (pretrain steps, default 300),
+# OUT (default target/bench).
+# Results: $OUT/benchmark.{md,json}, $OUT/wgsl/benchmark.{md,json} (sections 2 and 3 with
+# the WGSL kernels), $OUT/pretrain/ and $OUT/pretrain-wgsl/. Every stage runs even when an
+# earlier one failed; the script exits non-zero if any did.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-target/bench}
 DEVICE=${DEVICE:-auto}
+REPS=${REPS:-5}
+STEPS=${STEPS:-300}
 mkdir -p "$OUT"
 if [ -n "${SUBTRACK_BIN:-}" ]; then
   BIN=$SUBTRACK_BIN
 else
-  cargo build --release --example benchmark --example pretrain_llama
+  cargo build --release --example benchmark --example pretrain_llama || exit 1
   BIN=target/release/examples
 fi
 # Burn loads optimizer records onto its default device before moving them; keep that on the CPU.
 export BURN_DEVICE=${BURN_DEVICE:-flex}
-echo "== benchmark --full"
-"$BIN/benchmark" --full --device "$DEVICE" --reps "${REPS:-5}" --out "$OUT"
-echo "== benchmark --full --sections 2,3 --wgsl-kernels (SubTrack's WGSL kernels on)"
-"$BIN/benchmark" --full --device "$DEVICE" --reps "${REPS:-5}" --sections 2,3 --wgsl-kernels --out "$OUT/wgsl"
-echo "== pretrain_llama (9m, SubTrack++, 300 steps)"
-"$BIN/pretrain_llama" --device "$DEVICE" --steps 300 --out "$OUT/pretrain" --overwrite
-echo "== pretrain_llama --wgsl-kernels (9m, SubTrack++, 300 steps)"
-"$BIN/pretrain_llama" --device "$DEVICE" --steps 300 --wgsl-kernels --out "$OUT/pretrain-wgsl" --overwrite
+
+failed=()
+stage() {
+  local name=$1
+  shift
+  local start=$SECONDS
+  echo "== $name"
+  if ! "$@"; then
+    failed+=("$name")
+    echo "!! $name failed"
+  fi
+  echo "== $name: $((SECONDS - start)) s"
+}
+start=$SECONDS
+stage "benchmark --full" \
+  "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --out "$OUT"
+stage "benchmark --full --sections 2,3 --wgsl-kernels" \
+  "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections 2,3 --wgsl-kernels --out "$OUT/wgsl"
+stage "pretrain_llama (9m, SubTrack++, $STEPS steps)" \
+  "$BIN/pretrain_llama" --device "$DEVICE" --steps "$STEPS" --out "$OUT/pretrain" --overwrite
+stage "pretrain_llama --wgsl-kernels (9m, SubTrack++, $STEPS steps)" \
+  "$BIN/pretrain_llama" --device "$DEVICE" --steps "$STEPS" --wgsl-kernels --out "$OUT/pretrain-wgsl" --overwrite
+echo "== total $((SECONDS - start)) s after the build"
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'failed: %s\n' "${failed[@]}"
+  exit 1
+fi
