@@ -61,6 +61,8 @@ struct Args {
     sections: Vec<u32>,
     wgsl_kernels: bool,
     batch: usize,
+    optimizers: Vec<OptimizerKind>,
+    train_sizes: Option<Vec<String>>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -73,6 +75,8 @@ fn parse() -> Result<Args, String> {
         sections: vec![1, 2, 3, 4],
         wgsl_kernels: false,
         batch: 1,
+        optimizers: OptimizerKind::ALL.to_vec(),
+        train_sizes: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -95,6 +99,15 @@ fn parse() -> Result<Args, String> {
                     .filter(|r| *r > 0)
                     .ok_or("--batch takes a positive integer")?
             }
+            "--optimizers" => {
+                args.optimizers = value()?
+                    .split(',')
+                    .map(|x| OptimizerKind::parse(x.trim()).map_err(|e| e.to_string()))
+                    .collect::<Result<_, _>>()?
+            }
+            "--train-sizes" => {
+                args.train_sizes = Some(value()?.split(',').map(|x| x.trim().into()).collect())
+            }
             "--out" => args.out = PathBuf::from(value()?),
             "--svd-max" => {
                 args.svd_max = value()?
@@ -108,7 +121,7 @@ fn parse() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?
             }
             "-h" | "--help" => {
-                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4] [--wgsl-kernels] [--batch N]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only)\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)\n  --wgsl-kernels: sections 2 and 3 run the projected optimizers with the WGSL kernels (wgpu)\n  --batch N: section 4 times N back-to-back calls per repetition and one device sync (default 1; on a GPU, hides the sync's latency)".into())
+                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4] [--wgsl-kernels] [--batch N] [--optimizers adamw,galore,subtrack-grad,subtrack++] [--train-sizes 20m,60m]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only)\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)\n  --wgsl-kernels: sections 2 and 3 run the projected optimizers with the WGSL kernels (wgpu)\n  --batch N: section 4 times N back-to-back calls per repetition and one device sync (projections and optimizer steps; default 1; on a GPU, hides the sync's latency)\n  --optimizers: which optimizers sections 2 and 3 run (default all four)\n  --train-sizes: the llama sizes of section 3 (default tiny,9m; 20m,60m with --full)".into())
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -272,10 +285,10 @@ fn bench_amortised(
     interval: usize,
     reps: usize,
     wgsl: bool,
+    kinds: &[OptimizerKind],
 ) -> Vec<StepRow> {
     let dev = picked.device.clone().autodiff();
     let model_config = LlamaConfig::preset(size, 64).expect("preset");
-    let kinds = OptimizerKind::ALL;
     let mut totals = vec![Vec::new(); kinds.len()];
     let mut updates = vec![0; kinds.len()];
     let mut bytes = vec![Default::default(); kinds.len()];
@@ -309,7 +322,7 @@ fn bench_amortised(
         }
     }
     let mut rows = Vec::new();
-    for (k, kind) in kinds.into_iter().enumerate() {
+    for (k, &kind) in kinds.iter().enumerate() {
         let total = median(totals[k].clone());
         let row = StepRow {
             optimizer: kind,
@@ -350,6 +363,7 @@ fn bench_training(
     reps: usize,
     interval: usize,
     wgsl: bool,
+    kinds: &[OptimizerKind],
 ) -> Vec<TrainRow> {
     let dev = picked.device.clone().autodiff();
     let corpus = Corpus::synthetic(200_000, 20_000, 1);
@@ -377,7 +391,7 @@ fn bench_training(
         );
     }
     let mut rows = Vec::new();
-    for kind in OptimizerKind::ALL {
+    for &kind in kinds {
         // Subspace updates every t = 3 steps: the warm-up (steps k = 0 … 3) holds the first
         // one, so that compiling the tracking step's kernels or autotuning its products is not
         // timed; the timed steps hold at least one more.
@@ -453,8 +467,9 @@ struct KernelRow {
     flops: f64,
 }
 
-/// Section 4. Each repetition times `batch` back-to-back calls (their outputs kept alive, so
-/// none is skipped) and one device sync, divided by `batch`.
+/// Section 4. Each repetition of a projection or an optimizer step times `batch`
+/// back-to-back calls (their outputs kept alive, so none is skipped) and one device sync,
+/// divided by `batch`; a tracking step is timed one call per sync.
 fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<KernelRow> {
     let dev = &picked.device;
     if !kernels::wgsl_available(dev) {
@@ -466,25 +481,30 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<
     if full {
         shapes.extend([(1024, 256, 2736), (2048, 512, 5461)]);
     }
-    for (a, r, b) in shapes {
+    let timed = |f: &dyn Fn() -> Tensor<2>, batch: usize| {
+        sync(&f()); // warm-up: compiles (and, for Burn's matmul, autotunes)
+        let rep = || {
+            let start = Instant::now();
+            let outputs: Vec<Tensor<2>> = (0..batch).map(|_| f()).collect();
+            dev.sync().expect("device sync");
+            let secs = start.elapsed().as_secs_f64();
+            drop(outputs);
+            secs * 1e3 / batch as f64
+        };
+        median((0..reps).map(|_| rep()).collect())
+    };
+    let inputs = |a: usize, r: usize, b: usize| {
         dev.seed(3);
-        // Timing only: S need not be orthonormal here.
+        // Timing only: S need not be orthonormal for the projection.
         let s = Tensor::<2>::random([a, r], Distribution::Normal(0.0, 1.0), dev);
         let g = Tensor::<2>::random([a, b], Distribution::Normal(0.0, 1.0), dev);
-        let timed = |f: &dyn Fn() -> Tensor<2>| {
-            sync(&f()); // warm-up: compiles (and, for Burn's matmul, autotunes)
-            let rep = || {
-                let start = Instant::now();
-                let outputs: Vec<Tensor<2>> = (0..batch).map(|_| f()).collect();
-                dev.sync().expect("device sync");
-                let secs = start.elapsed().as_secs_f64();
-                drop(outputs);
-                secs * 1e3 / batch as f64
-            };
-            median((0..reps).map(|_| rep()).collect())
-        };
-        let kernel_ms = timed(&|| kernels::project(&s, &g, true));
-        let portable_ms = timed(&|| subtrack::basis::project(&s, &g));
+        (s, g)
+    };
+    // Projections first, all shapes, then the tracking step, whose set-up reads back.
+    for &(a, r, b) in &shapes {
+        let (s, g) = inputs(a, r, b);
+        let kernel_ms = timed(&|| kernels::project(&s, &g, true), batch);
+        let portable_ms = timed(&|| subtrack::basis::project(&s, &g), batch);
         eprintln!(
             "  project {a}×{b} r={r}: WGSL {kernel_ms:.3} ms, Burn matmul {portable_ms:.3} ms"
         );
@@ -494,15 +514,25 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<
             portable_ms,
             flops: 2.0 * (a * r * b) as f64,
         });
-        // The tracking step: kernels (no read-back) against tensor ops + the host r×r solve.
-        let basis = subtrack::basis::top_singular_basis(&s, r);
-        let kernel_ms = timed(&|| {
-            kernels::track(&basis, &g, 1e-3, None, 1e-5)
-                .expect("tracking kernels run")
-                .basis
-        });
-        let portable_ms =
-            timed(&|| subtrack::geodesic::geodesic_step(&basis, &g, 1e-3, None, 1e-5).basis);
+    }
+    for &(a, r, b) in &shapes {
+        let (s, g) = inputs(a, r, b);
+        // The tracking step: kernels (no read-back) against tensor ops + the host r×r solve,
+        // from an orthonormal basis (the column space of S, by Cholesky-QR; cheap to make).
+        let basis = subtrack::basis::randomized_singular_basis(&s, r, 0);
+        // One call per sync: each takes milliseconds, and the portable step reads back.
+        let kernel_ms = timed(
+            &|| {
+                kernels::track(&basis, &g, 1e-3, None, 1e-5)
+                    .expect("tracking kernels run")
+                    .basis
+            },
+            1,
+        );
+        let portable_ms = timed(
+            &|| subtrack::geodesic::geodesic_step(&basis, &g, 1e-3, None, 1e-5).basis,
+            1,
+        );
         eprintln!(
             "  geodesic step {a}×{b} r={r}: WGSL {kernel_ms:.3} ms, portable {portable_ms:.3} ms"
         );
@@ -595,11 +625,15 @@ fn main() -> ExitCode {
     } else {
         ("20m", 200)
     };
-    let train_sizes: Vec<(&str, usize, usize)> = if args.full {
+    let mut train_sizes: Vec<(&str, usize, usize)> = if args.full {
         vec![("20m", 16, 256), ("60m", 16, 256)]
     } else {
         vec![("tiny", 8, 64), ("9m", 8, 128)]
     };
+    if let Some(sizes) = &args.train_sizes {
+        let (batch, seq) = if args.full { (16, 256) } else { (8, 128) };
+        train_sizes = sizes.iter().map(|s| (s.as_str(), batch, seq)).collect();
+    }
 
     let on = |n: u32| args.sections.contains(&n);
     let mut updates = Vec::new();
@@ -614,7 +648,14 @@ fn main() -> ExitCode {
     if on(2) {
         eprintln!("2. amortised optimizer step (llama {step_size} layer stack, T = {interval})");
         let wgsl = args.wgsl_kernels;
-        steps = bench_amortised(&picked, step_size, interval, amortised_reps, wgsl);
+        steps = bench_amortised(
+            &picked,
+            step_size,
+            interval,
+            amortised_reps,
+            wgsl,
+            &args.optimizers,
+        );
     }
     let mut training = Vec::new();
     if on(3) {
@@ -628,6 +669,7 @@ fn main() -> ExitCode {
                 args.reps.max(4),
                 interval,
                 args.wgsl_kernels,
+                &args.optimizers,
             ));
         }
     }
@@ -688,7 +730,10 @@ fn main() -> ExitCode {
             md,
             "| optimizer | ms/step | vs AdamW | subspace updates in window | optimizer state | projected part |\n|---|---|---|---|---|---|"
         );
-        let adamw_step = steps[0].per_step_ms;
+        let adamw_step = steps
+            .iter()
+            .find(|s| s.optimizer == OptimizerKind::AdamW)
+            .map_or(f64::NAN, |s| s.per_step_ms);
         for s in &steps {
             let _ = writeln!(
                 md,
@@ -712,8 +757,11 @@ fn main() -> ExitCode {
             md,
             "| size | optimizer | median step (ms) | update step (ms) | amortised (ms) | vs AdamW | tokens/s | optimizer state | peak memory ({mem_kind}) |\n|---|---|---|---|---|---|---|---|---|"
         );
-        for chunk in training.chunks(4) {
-            let base = chunk[0].amortised_ms;
+        for chunk in training.chunk_by(|x, y| x.size == y.size) {
+            let base = chunk
+                .iter()
+                .find(|t| t.optimizer == OptimizerKind::AdamW)
+                .map_or(f64::NAN, |t| t.amortised_ms);
             for t in chunk {
                 let _ = writeln!(
                     md,

@@ -462,6 +462,13 @@ pub fn wgsl_available(device: &Device) -> bool {
     }
 }
 
+/// Whether `device` is a CubeCL device (wgpu, CUDA, ROCm, …): it runs work on a queue,
+/// and a read-back waits for that queue to drain, so the optimizer keeps its per-step
+/// finite check on the device there, on the portable path too.
+pub fn queued_device(device: &Device) -> bool {
+    matches!(device.as_dispatch(), DispatchDevice::Cube(_))
+}
+
 static FALLBACK_REPORTED: AtomicBool = AtomicBool::new(false);
 static LAUNCHES: Mutex<BTreeMap<(&'static str, [usize; 3]), u64>> = Mutex::new(BTreeMap::new());
 

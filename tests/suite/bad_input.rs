@@ -42,7 +42,12 @@ fn non_finite_gradients_change_nothing_and_are_counted() {
                 let (nw, ns) = optim.step(0.01, w, upload(&g, &device), state);
                 assert_eq!(download(nw.clone()), w_before, "weights changed on {bad}");
                 let ns = ns.unwrap();
-                assert_eq!(ns.step(), s_before.step());
+                // On a GPU a step that refreshes no subspace checks on the device (no
+                // read-back) and still counts toward k; elsewhere the host check keeps k.
+                let dense = matches!(s_before, SubTrackState::Dense(_));
+                let on_device = subtrack::kernels::queued_device(&device)
+                    && (dense || !s_before.step().is_multiple_of(2));
+                assert_eq!(ns.step(), s_before.step() + usize::from(on_device));
                 match (&ns, &s_before) {
                     (SubTrackState::Projected(a), SubTrackState::Projected(b)) => {
                         assert_eq!(values(&a.basis), values(&b.basis));
