@@ -7,8 +7,9 @@
 #
 # Variables: DEVICE (default auto), REPS (default 5), STEPS (pretrain steps, default 300),
 # OUT (default target/bench).
-# Results: $OUT/benchmark.{md,json}, $OUT/wgsl/benchmark.{md,json} (sections 2 and 3 with
-# the WGSL kernels), $OUT/pretrain/ and $OUT/pretrain-wgsl/. Every stage runs even when an
+# Results: $OUT/benchmark.{md,json} (SubTrack's WGSL kernels on, the default),
+# $OUT/portable/benchmark.{md,json} (sections 2 and 3 on Burn's tensor ops),
+# $OUT/pretrain/ and $OUT/pretrain-portable/. Every stage runs even when an
 # earlier one failed; the script exits non-zero if any did.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,12 +42,12 @@ stage() {
 start=$SECONDS
 stage "benchmark --full" \
   "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --out "$OUT"
-stage "benchmark --full --sections 2,3 --wgsl-kernels" \
-  "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections 2,3 --wgsl-kernels --out "$OUT/wgsl"
+stage "benchmark --full --sections 2,3 --no-wgsl-kernels" \
+  "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections 2,3 --no-wgsl-kernels --out "$OUT/portable"
 stage "pretrain_llama (9m, SubTrack++, $STEPS steps)" \
   "$BIN/pretrain_llama" --device "$DEVICE" --steps "$STEPS" --out "$OUT/pretrain" --overwrite
-stage "pretrain_llama --wgsl-kernels (9m, SubTrack++, $STEPS steps)" \
-  "$BIN/pretrain_llama" --device "$DEVICE" --steps "$STEPS" --wgsl-kernels --out "$OUT/pretrain-wgsl" --overwrite
+stage "pretrain_llama --no-wgsl-kernels (9m, SubTrack++, $STEPS steps)" \
+  "$BIN/pretrain_llama" --device "$DEVICE" --steps "$STEPS" --no-wgsl-kernels --out "$OUT/pretrain-portable" --overwrite
 echo "== total $((SECONDS - start)) s after the build"
 if [ ${#failed[@]} -gt 0 ]; then
   printf 'failed: %s\n' "${failed[@]}"

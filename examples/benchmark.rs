@@ -73,7 +73,7 @@ fn parse() -> Result<Args, String> {
         out: PathBuf::from("target/bench"),
         svd_max: 2048,
         sections: vec![1, 2, 3, 4],
-        wgsl_kernels: false,
+        wgsl_kernels: SubTrackConfig::new().wgsl_kernels,
         batch: 1,
         optimizers: OptimizerKind::ALL.to_vec(),
         train_sizes: None,
@@ -84,6 +84,7 @@ fn parse() -> Result<Args, String> {
         match flag.as_str() {
             "--full" => args.full = true,
             "--wgsl-kernels" => args.wgsl_kernels = true,
+            "--no-wgsl-kernels" => args.wgsl_kernels = false,
             "--device" => args.device = value()?,
             "--reps" => {
                 args.reps = value()?
@@ -121,7 +122,7 @@ fn parse() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?
             }
             "-h" | "--help" => {
-                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4] [--wgsl-kernels] [--batch N] [--optimizers adamw,galore,subtrack-grad,subtrack++] [--train-sizes 20m,60m]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only)\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)\n  --wgsl-kernels: sections 2 and 3 run the projected optimizers with the WGSL kernels (wgpu)\n  --batch N: section 4 times N back-to-back calls per repetition and one device sync (projections and optimizer steps; default 1; on a GPU, hides the sync's latency)\n  --optimizers: which optimizers sections 2 and 3 run (default all four)\n  --train-sizes: the llama sizes of section 3 (default tiny,9m; 20m,60m with --full)".into())
+                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4] [--no-wgsl-kernels] [--batch N] [--optimizers adamw,galore,subtrack-grad,subtrack++] [--train-sizes 20m,60m]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only)\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)\n  --no-wgsl-kernels: sections 2 and 3 run the projected optimizers on Burn's tensor ops on wgpu too (default: the WGSL kernels, as SubTrackConfig does)\n  --batch N: section 4 times N back-to-back calls per repetition and one device sync (projections and optimizer steps; default 1; on a GPU, hides the sync's latency)\n  --optimizers: which optimizers sections 2 and 3 run (default all four)\n  --train-sizes: the llama sizes of section 3 (default tiny,9m; 20m,60m with --full)".into())
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -355,11 +356,10 @@ struct TrainRow {
     peak_memory: Option<u64>,
 }
 
+/// Section 3 at one model size; `(size, batch, seq)` names the preset and the batch shape.
 fn bench_training(
     picked: &Picked,
-    size: &str,
-    batch: usize,
-    seq: usize,
+    (size, batch, seq): (&str, usize, usize),
     reps: usize,
     interval: usize,
     wgsl: bool,
@@ -660,12 +660,10 @@ fn main() -> ExitCode {
     let mut training = Vec::new();
     if on(3) {
         eprintln!("3. training step");
-        for (size, batch, seq) in &train_sizes {
+        for &shape in &train_sizes {
             training.extend(bench_training(
                 &picked,
-                size,
-                *batch,
-                *seq,
+                shape,
                 args.reps.max(4),
                 interval,
                 args.wgsl_kernels,
@@ -687,7 +685,7 @@ fn main() -> ExitCode {
         picked.description,
         match (picked.is_wgpu, args.wgsl_kernels) {
             (true, true) => "wgpu (WGSL), SubTrack's WGSL kernels on in sections 2 and 3",
-            (true, false) => "wgpu (WGSL)",
+            (true, false) => "wgpu (WGSL), SubTrack's WGSL kernels off (portable path)",
             (false, _) => "flex (CPU)",
         },
         args.reps,

@@ -44,7 +44,7 @@ USAGE: cargo run --release --example pretrain_llama -- [OPTIONS]
   --valid-fraction X     held-out fraction                      [0.1]
   --out DIR              output directory     [runs/<optimizer> or runs/compare]
   --resume               continue from DIR/checkpoint.bin
-  --wgsl-kernels         run the WGSL kernels on wgpu (experimental; off by default)
+  --no-wgsl-kernels      Burn's tensor ops instead of the WGSL kernels on wgpu
   --overwrite            start over even if DIR holds a checkpoint
   -h, --help             this text
 ";
@@ -102,6 +102,7 @@ fn parse_args(args: &[String]) -> Result<Option<Cli>, String> {
             "--out" => out = Some(PathBuf::from(value()?)),
             "--resume" => resume = true,
             "--wgsl-kernels" => config.wgsl_kernels = true,
+            "--no-wgsl-kernels" => config.wgsl_kernels = false,
             "--overwrite" => overwrite = true,
             other => return Err(format!("unknown argument `{other}` (see --help)")),
         }

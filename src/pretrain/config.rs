@@ -133,8 +133,8 @@ pub struct TrainConfig {
     /// Fraction of the corpus held out for validation.
     #[config(default = 0.1)]
     pub valid_fraction: f64,
-    /// Run the WGSL kernels on wgpu (see [`SubTrackConfig::wgsl_kernels`]).
-    #[config(default = false)]
+    /// Run the WGSL kernels on wgpu (see [`SubTrackConfig::wgsl_kernels`]; on by default).
+    #[config(default = true)]
     pub wgsl_kernels: bool,
 }
 
