@@ -1,7 +1,7 @@
 //! Hand-written WGSL compute shaders (`shaders/`) on Burn's wgpu backend, and the routing
 //! that uses them only where they can run: a wgpu device whose runtime compiles WGSL. The
 //! optimizer asks for them through [`SubTrackConfig::wgsl_kernels`](crate::SubTrackConfig)
-//! (off by default until they beat Burn's own ops). Everywhere else (CPU backends, CUDA,
+//! (on by default). Everywhere else (CPU backends, CUDA,
 //! ROCm, wgpu builds on SPIR-V or MSL) the portable tensor-op path runs, and the first
 //! fallback is logged once.
 //!
