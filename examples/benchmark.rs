@@ -17,7 +17,8 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Tensor};
 use subtrack::basis::{
-    POWER_ITERATIONS, exact_singular_basis, randomized_singular_basis, top_singular_basis,
+    EXACT_SVD_MAX_SIDE, POWER_ITERATIONS, exact_singular_basis, randomized_singular_basis,
+    top_singular_basis,
 };
 use subtrack::geodesic::geodesic_step;
 use subtrack::pretrain::alloc::CountingAlloc;
@@ -153,6 +154,7 @@ struct UpdateRow {
     svd_ms: Option<f64>,
     svd_reps: usize,
     randomized_ms: f64,
+    randomized_reps: usize,
 }
 
 fn bench_updates(dev: &Device, shapes: &[(usize, usize, usize)], args: &Args) -> Vec<UpdateRow> {
@@ -161,9 +163,16 @@ fn bench_updates(dev: &Device, shapes: &[(usize, usize, usize)], args: &Args) ->
         dev.seed(1);
         let g = Tensor::<2>::random([m, n], Distribution::Normal(0.0, 1.0), dev);
         let g2 = Tensor::<2>::random([m, n], Distribution::Normal(0.0, 1.0), dev);
-        // An orthonormal starting basis: the top-r left singular vectors of another matrix
-        // (made once, outside the timings).
-        let basis = top_singular_basis(&g2, r);
+        // An orthonormal starting basis (made once, outside the timings): the top-r left
+        // singular vectors of another matrix, or past the exact solver's limit the column
+        // space of that matrix times a Gaussian one (no power iterations: the step's cost
+        // does not depend on which basis it starts from, and the full SVD would take minutes
+        // on a slow host at 4096×11008).
+        let basis = if m.min(n) > EXACT_SVD_MAX_SIDE {
+            randomized_singular_basis(&g2, r, 0)
+        } else {
+            top_singular_basis(&g2, r)
+        };
         let config = SubTrackConfig::subtrack_grad();
         let step = || {
             geodesic_step(
@@ -190,11 +199,19 @@ fn bench_updates(dev: &Device, shapes: &[(usize, usize, usize)], args: &Args) ->
         } else {
             (None, 0)
         };
-        // The crate's randomized SVD (what `top_singular_basis` uses past 1024 rows).
+        // The crate's randomized SVD (what `top_singular_basis` uses past 1024 rows). Its k×k
+        // host solves dominate at large sizes: there, one timed run after a warm-up with one
+        // power iteration (which runs every product shape once).
         let randomized = || randomized_singular_basis(&g, r, POWER_ITERATIONS);
-        sync(&randomized());
+        let large = m.min(n) >= 2048;
+        if large {
+            sync(&randomized_singular_basis(&g, r, 1));
+        } else {
+            sync(&randomized());
+        }
+        let randomized_reps = if large { 1 } else { args.reps };
         let randomized_ms = median(
-            (0..args.reps)
+            (0..randomized_reps)
                 .map(|_| time(randomized, sync).0 * 1e3)
                 .collect(),
         );
@@ -206,6 +223,7 @@ fn bench_updates(dev: &Device, shapes: &[(usize, usize, usize)], args: &Args) ->
             svd_ms,
             svd_reps,
             randomized_ms,
+            randomized_reps,
         };
         eprintln!(
             "  update {m}×{n} r={r}: geodesic {:.2} ms, SVD {}, randomized SVD {randomized_ms:.1} ms",
@@ -277,9 +295,11 @@ struct StepRow {
     projected_bytes: usize,
 }
 
-/// Windows are interleaved across optimizers, in alternating order (forward on even reps,
-/// backward on odd), so that drift in the machine's speed or the allocator's state over the
-/// run does not favour whichever optimizer runs first.
+/// Each optimizer is built once (model, state and the first step, which finds the initial
+/// bases, outside the timings) and then timed over `reps` windows of `interval` steps, each
+/// holding one subspace update. Windows are interleaved across optimizers, in alternating
+/// order (forward on even reps, backward on odd), so that drift in the machine's speed or the
+/// allocator's state over the run does not favour whichever optimizer runs first.
 fn bench_amortised(
     picked: &Picked,
     size: &str,
@@ -293,24 +313,32 @@ fn bench_amortised(
     let mut totals = vec![Vec::new(); kinds.len()];
     let mut updates = vec![0; kinds.len()];
     let mut bytes = vec![Default::default(); kinds.len()];
+    let mut runs: Vec<_> = kinds
+        .iter()
+        .map(|kind| {
+            let config = TrainConfig::new()
+                .with_size(size.into())
+                .with_optimizer(kind.name().into())
+                .with_update_interval(interval)
+                .with_wgsl_kernels(wgsl);
+            dev.seed(1);
+            let model = model_config.init(&dev).expect("model");
+            let grads = Grads::of(&model);
+            let (mut optim, report) = config.build_optimizer(&model_config).expect("optimizer");
+            // Step 1 builds the initial bases (an SVD each); excluded like any warm-up.
+            let model = optim.step(1e-3, model, grads.params());
+            sync(&model.layers[0].attention.wq.weight.val());
+            (Some(model), optim, report, grads)
+        })
+        .collect();
     for rep in 0..reps {
         let mut order: Vec<usize> = (0..kinds.len()).collect();
         if rep % 2 == 1 {
             order.reverse();
         }
         for k in order {
-            let config = TrainConfig::new()
-                .with_size(size.into())
-                .with_optimizer(kinds[k].name().into())
-                .with_update_interval(interval)
-                .with_wgsl_kernels(wgsl);
-            dev.seed(rep as u64);
-            let mut model = model_config.init(&dev).expect("model");
-            let grads = Grads::of(&model);
-            let (mut optim, report) = config.build_optimizer(&model_config).expect("optimizer");
-            // Step 1 builds the initial bases (an SVD each); excluded like any warm-up.
-            model = optim.step(1e-3, model, grads.params());
-            sync(&model.layers[0].attention.wq.weight.val());
+            let (slot, optim, report, grads) = &mut runs[k];
+            let mut model = slot.take().expect("model");
             let before = report.as_ref().map_or(0, |r| r.subspace_updates());
             let start = Instant::now();
             for _ in 0..interval {
@@ -319,7 +347,8 @@ fn bench_amortised(
             sync(&model.layers[0].attention.wq.weight.val());
             totals[k].push(start.elapsed().as_secs_f64());
             updates[k] = report.as_ref().map_or(0, |r| r.subspace_updates()) - before;
-            bytes[k] = state_bytes(&optim).expect("state");
+            bytes[k] = state_bytes(optim).expect("state");
+            *slot = Some(model);
         }
     }
     let mut rows = Vec::new();
@@ -641,8 +670,8 @@ fn main() -> ExitCode {
         eprintln!("1. subspace update");
         updates = bench_updates(&dev, &update_shapes, &args);
     }
-    // Each repetition is T steps plus an initial SVD per matrix: 3 at most, 2 at full size
-    // (one in each order).
+    // Each repetition is a window of T steps per optimizer: 3 at most, 2 at full size (one
+    // in each order).
     let amortised_reps = if args.full { 2 } else { args.reps.min(3) };
     let mut steps = Vec::new();
     if on(2) {
@@ -700,7 +729,7 @@ fn main() -> ExitCode {
         for u in &updates {
             let _ = writeln!(
                 md,
-                "| {}×{} | {} | {:.2} | {} | {} | {:.1} | {:.1}× |",
+                "| {}×{} | {} | {:.2} | {} | {} | {:.1}{} | {:.1}× |",
                 u.m,
                 u.n,
                 u.r,
@@ -715,6 +744,11 @@ fn main() -> ExitCode {
                 u.svd_ms
                     .map_or("–".into(), |s| format!("{:.1}×", s / u.geodesic_ms)),
                 u.randomized_ms,
+                if u.randomized_reps == 1 {
+                    " (1 run)"
+                } else {
+                    ""
+                },
                 u.randomized_ms / u.geodesic_ms
             );
         }
@@ -826,14 +860,15 @@ fn main() -> ExitCode {
         .iter()
         .map(|u| {
             format!(
-                "    {{\"m\": {}, \"n\": {}, \"r\": {}, \"geodesic_ms\": {}, \"svd_ms\": {}, \"svd_reps\": {}, \"randomized_svd_ms\": {}}}",
+                "    {{\"m\": {}, \"n\": {}, \"r\": {}, \"geodesic_ms\": {}, \"svd_ms\": {}, \"svd_reps\": {}, \"randomized_svd_ms\": {}, \"randomized_svd_reps\": {}}}",
                 u.m,
                 u.n,
                 u.r,
                 jn(u.geodesic_ms),
                 u.svd_ms.map_or("null".into(), jn),
                 u.svd_reps,
-                jn(u.randomized_ms)
+                jn(u.randomized_ms),
+                u.randomized_reps
             )
         })
         .collect();
