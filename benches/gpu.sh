@@ -6,7 +6,9 @@
 #   SUBTRACK_BIN=dir bash benches/gpu.sh  # runs prebuilt `benchmark` and `pretrain_llama`
 #
 # Variables: DEVICE (default auto), REPS (default 5), STEPS (pretrain steps, default 300),
-# OUT (default target/bench).
+# OUT (default target/bench), LIMIT (seconds per stage, default none: a stage past it is
+# stopped and reported failed, and the next one starts, so a time-boxed call still returns
+# the stages that finished).
 # Results: $OUT/benchmark.{md,json} (SubTrack's WGSL kernels on, the default),
 # $OUT/portable/benchmark.{md,json} (sections 2 and 3 on Burn's tensor ops),
 # $OUT/pretrain/ and $OUT/pretrain-portable/. Every stage runs even when an
@@ -33,7 +35,9 @@ stage() {
   shift
   local start=$SECONDS
   echo "== $name"
-  if ! "$@"; then
+  local limit=()
+  [ -n "${LIMIT:-}" ] && limit=(timeout "$LIMIT")
+  if ! ${limit[@]+"${limit[@]}"} "$@"; then
     failed+=("$name")
     echo "!! $name failed"
   fi

@@ -665,48 +665,128 @@ fn main() -> ExitCode {
     }
 
     let on = |n: u32| args.sections.contains(&n);
-    let mut updates = Vec::new();
-    if on(1) {
-        eprintln!("1. subspace update");
-        updates = bench_updates(&dev, &update_shapes, &args);
-    }
     // Each repetition is a window of T steps per optimizer: 3 at most, 2 at full size (one
     // in each order).
     let amortised_reps = if args.full { 2 } else { args.reps.min(3) };
-    let mut steps = Vec::new();
-    if on(2) {
-        eprintln!("2. amortised optimizer step (llama {step_size} layer stack, T = {interval})");
-        let wgsl = args.wgsl_kernels;
-        steps = bench_amortised(
-            &picked,
-            step_size,
-            interval,
-            amortised_reps,
-            wgsl,
-            &args.optimizers,
-        );
-    }
-    let mut training = Vec::new();
-    if on(3) {
-        eprintln!("3. training step");
-        for &shape in &train_sizes {
-            training.extend(bench_training(
-                &picked,
-                shape,
-                args.reps.max(4),
-                interval,
-                args.wgsl_kernels,
-                &args.optimizers,
-            ));
+    let mut results = Results::default();
+    let setup = Setup {
+        args: &args,
+        picked: &picked,
+        mode,
+        started,
+        step_size,
+        interval,
+        amortised_reps,
+    };
+    // The files are rewritten after each section, so a run stopped part-way keeps what it
+    // measured.
+    let checkpoint = |results: &Results| {
+        let (md, json) = render(&setup, results);
+        save(&args.out, &md, &json).map(|_| md)
+    };
+    let mut md = String::new();
+    for section in 1..=4 {
+        if !on(section) {
+            continue;
+        }
+        match section {
+            1 => {
+                eprintln!("1. subspace update");
+                results.updates = bench_updates(&dev, &update_shapes, &args);
+            }
+            2 => {
+                eprintln!(
+                    "2. amortised optimizer step (llama {step_size} layer stack, T = {interval})"
+                );
+                results.steps = bench_amortised(
+                    &picked,
+                    step_size,
+                    interval,
+                    amortised_reps,
+                    args.wgsl_kernels,
+                    &args.optimizers,
+                );
+            }
+            3 => {
+                eprintln!("3. training step");
+                for &shape in &train_sizes {
+                    results.training.extend(bench_training(
+                        &picked,
+                        shape,
+                        args.reps.max(4),
+                        interval,
+                        args.wgsl_kernels,
+                        &args.optimizers,
+                    ));
+                }
+            }
+            _ => {
+                eprintln!("4. WGSL kernels against the portable path on the same device");
+                results.kernel_rows = bench_kernels(&picked, args.full, args.reps, args.batch);
+            }
+        }
+        match checkpoint(&results) {
+            Ok(text) => md = text,
+            Err(e) => {
+                eprintln!("error: writing {}: {e}", args.out.display());
+                return ExitCode::FAILURE;
+            }
         }
     }
-    let mut kernel_rows = Vec::new();
-    if on(4) {
-        eprintln!("4. WGSL kernels against the portable path on the same device");
-        kernel_rows = bench_kernels(&picked, args.full, args.reps, args.batch);
+    if md.is_empty() {
+        match checkpoint(&results) {
+            Ok(text) => md = text,
+            Err(e) => {
+                eprintln!("error: writing {}: {e}", args.out.display());
+                return ExitCode::FAILURE;
+            }
+        }
     }
+    print!("{md}");
+    eprintln!(
+        "wrote {0}/benchmark.md and {0}/benchmark.json",
+        args.out.display()
+    );
+    ExitCode::SUCCESS
+}
 
-    // ---------------------------------------------------------------- report
+/// Everything measured so far.
+#[derive(Default)]
+struct Results {
+    updates: Vec<UpdateRow>,
+    steps: Vec<StepRow>,
+    training: Vec<TrainRow>,
+    kernel_rows: Vec<KernelRow>,
+}
+
+/// What the report's headings name: the run's fixed settings.
+struct Setup<'a> {
+    args: &'a Args,
+    picked: &'a Picked,
+    mode: &'a str,
+    started: Instant,
+    step_size: &'a str,
+    interval: usize,
+    amortised_reps: usize,
+}
+
+/// The markdown tables and the JSON document of `results`.
+fn render(setup: &Setup, results: &Results) -> (String, String) {
+    let Setup {
+        args,
+        picked,
+        mode,
+        started,
+        step_size,
+        interval,
+        amortised_reps,
+    } = *setup;
+    let Results {
+        updates,
+        steps,
+        training,
+        kernel_rows,
+    } = results;
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -726,7 +806,7 @@ fn main() -> ExitCode {
             md,
             "| shape (m×n) | r | SubTrack geodesic step (ms) | GaLore SVD refresh, exact (ms) | SVD / geodesic | randomized SVD, q = {POWER_ITERATIONS} (ms) | randomized / geodesic |\n|---|---|---|---|---|---|---|"
         );
-        for u in &updates {
+        for u in updates {
             let _ = writeln!(
                 md,
                 "| {}×{} | {} | {:.2} | {} | {} | {:.1}{} | {:.1}× |",
@@ -766,7 +846,7 @@ fn main() -> ExitCode {
             .iter()
             .find(|s| s.optimizer == OptimizerKind::AdamW)
             .map_or(f64::NAN, |s| s.per_step_ms);
-        for s in &steps {
+        for s in steps {
             let _ = writeln!(
                 md,
                 "| {} | {:.2} | {:.2}× | {} | {} | {} |",
@@ -821,7 +901,7 @@ fn main() -> ExitCode {
             md,
             "| what | WGSL (ms) | portable (ms) | WGSL / portable time | WGSL GFLOP/s | portable GFLOP/s |\n|---|---|---|---|---|---|"
         );
-        for k in &kernel_rows {
+        for k in kernel_rows {
             let gflops = |ms: f64| {
                 if k.flops.is_nan() {
                     "–".to_string()
@@ -841,7 +921,6 @@ fn main() -> ExitCode {
             );
         }
     }
-    print!("{md}");
 
     let mut json = String::from("{\n");
     let _ = writeln!(json, "  \"device\": {},", js(&picked.description));
@@ -926,16 +1005,12 @@ fn main() -> ExitCode {
         "  \"wgsl_kernels\": [\n{}\n  ]\n}}",
         items.join(",\n")
     );
-    if let Err(e) = std::fs::create_dir_all(&args.out)
-        .and_then(|_| std::fs::write(args.out.join("benchmark.md"), &md))
-        .and_then(|_| std::fs::write(args.out.join("benchmark.json"), &json))
-    {
-        eprintln!("error: writing {}: {e}", args.out.display());
-        return ExitCode::FAILURE;
-    }
-    eprintln!(
-        "wrote {0}/benchmark.md and {0}/benchmark.json",
-        args.out.display()
-    );
-    ExitCode::SUCCESS
+    (md, json)
+}
+
+/// Write `benchmark.md` and `benchmark.json` into `--out`.
+fn save(out: &std::path::Path, md: &str, json: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("benchmark.md"), md)?;
+    std::fs::write(out.join("benchmark.json"), json)
 }
