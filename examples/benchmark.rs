@@ -543,6 +543,18 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<
             portable_ms,
             flops: 2.0 * (a * r * b) as f64,
         });
+        // Split-K variants (experimental; partial sums added by Burn's reduction), against
+        // the same Burn matmul time.
+        for splits in [2, 4, 8] {
+            let kernel_ms = timed(&|| kernels::project_split(&s, &g, splits).0, batch);
+            eprintln!("  project {a}×{b} r={r} split-K ×{splits}: WGSL {kernel_ms:.3} ms");
+            rows.push(KernelRow {
+                what: format!("projection SᵀG split-K ×{splits}, {a}×{b}, r = {r}"),
+                kernel_ms,
+                portable_ms,
+                flops: 2.0 * (a * r * b) as f64,
+            });
+        }
     }
     for &(a, r, b) in &shapes {
         let (s, g) = inputs(a, r, b);

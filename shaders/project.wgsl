@@ -6,7 +6,8 @@
 // from shared buffers, see burn-0.22.md):
 //   @binding(0) basis  S,  a×r   (read)
 //   @binding(1) grad   G,  a×b   (read)
-//   @binding(2) output G̃, r×b   (written)
+//   @binding(2) output G̃, r×b   (written); with {{splits}} > 1, splits×r×b partial sums,
+//                      slice z = S[rows of split z]ᵀ·G[rows of split z] (Σ_z is G̃)
 //   @binding(3) flag   [1]: set to 0 where G holds NaN or ±∞, else left as the caller
 //                      filled it (1): the step flag, found without a pass of its own
 //
@@ -14,7 +15,9 @@
 // (true: add to G̃ instead of writing it, for the row chunks a tensor over one storage
 // binding's size limit is split into: G̃ = Σ_c S_cᵀ·G_c), {{j_block}} (the first 64-column
 // block of this launch: wider matrices take several launches of at most 65,535 workgroups
-// across). A workgroup of
+// across), {{splits}} and {{k_chunk}} (split-K: workgroup z of the third grid dimension
+// takes rows z·k_chunk … of S and G and writes its own partial sum; 1 and a without it). A
+// workgroup of
 // 16×16 invocations computes a 64×64 block of G̃, each invocation a 4×4 block held in
 // registers; the shared dimension a is walked 16 rows at a time through workgroup memory.
 // Every index is guarded: the shader is compiled without bounds checks.
@@ -24,6 +27,8 @@ const R: u32 = {{r}}u;
 const B: u32 = {{b}}u;
 const ACCUMULATE: bool = {{accumulate}};
 const J_BLOCK: u32 = {{j_block}}u;   // first 64-column block of this launch
+const SPLITS: u32 = {{splits}}u;     // partial sums over row ranges of S and G (split-K)
+const K_CHUNK: u32 = {{k_chunk}}u;   // rows per split, a multiple of BK
 const BK: u32 = 16u;   // rows of S and G per step
 const BM: u32 = 64u;   // rows of G̃ (columns of S) per workgroup
 const BN: u32 = 64u;   // columns of G̃ per workgroup
@@ -86,6 +91,9 @@ fn main(
 ) {
     let i0 = wid.y * BM;
     let j0 = (wid.x + J_BLOCK) * BN;
+    let k_start = wid.z * K_CHUNK;
+    let k_end = min(A, k_start + K_CHUNK);
+    let out0 = wid.z * R * B;   // this split's slice of the output
     let t = lid.y * 16u + lid.x;
     // Each invocation stages one vec4 of each tile: row kk = t / 16, columns 4·(t % 16)….
     let kk_load = t / 16u;
@@ -95,7 +103,7 @@ fn main(
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     var bad = false;
-    for (var k0: u32 = 0u; k0 < A; k0 = k0 + BK) {
+    for (var k0: u32 = k_start; k0 < k_end; k0 = k0 + BK) {
         s_tile[t] = load_s(k0 + kk_load, i0 + c_load);
         let g = load_g(k0 + kk_load, j0 + c_load);
         bad = bad || non_finite(g);
@@ -121,10 +129,11 @@ fn main(
         for (var jj: u32 = 0u; jj < 4u; jj = jj + 1u) {
             let j = j0 + lid.x * 4u + jj;
             if (i < R && j < B) {
+                let at = out0 + i * B + j;
                 if (ACCUMULATE) {
-                    output[i * B + j] = output[i * B + j] + row[jj];
+                    output[at] = output[at] + row[jj];
                 } else {
-                    output[i * B + j] = row[jj];
+                    output[at] = row[jj];
                 }
             }
         }

@@ -185,11 +185,13 @@ impl SubTrack {
         )
     }
 
-    /// Whether this step's finite check is left to the device: the parameter is on a
-    /// queued (GPU) device ([`kernels::queued_device`]) or the WGSL route is on and usable,
-    /// and the step reads nothing back anyway. Steps that find the first basis, a GaLore
-    /// refresh (host eigensolver) and a tracking step off the tracking kernels read back and
-    /// check on the host; so does a projected step that would start the limiter's norm.
+    /// Whether this step's finite check is left to the device: the WGSL route is on and
+    /// usable, and the step reads nothing back anyway. Steps that find the first basis, a
+    /// GaLore refresh (host eigensolver) and a tracking step the kernels cannot run read
+    /// back and check on the host; so does a projected step that would start the limiter's
+    /// norm. (The portable path on a GPU checks on the host too: its device-side selects
+    /// cost more than the read-backs on lavapipe, 562–571 against 279–384 ms for a 20m
+    /// SubTrack++ step; no GPU has compared them.)
     fn checks_on_device<const D: usize>(
         &self,
         projected: bool,
@@ -197,8 +199,7 @@ impl SubTrack {
         device: &Device,
     ) -> bool {
         let cfg = &self.config;
-        let wgsl = cfg.wgsl_kernels && kernels::wgsl_available(device);
-        if !wgsl && !kernels::queued_device(device) {
+        if !cfg.wgsl_kernels || !kernels::wgsl_available(device) {
             return false;
         }
         match state {
@@ -207,7 +208,7 @@ impl SubTrack {
                 // Only a refresh step needs the tracking kernels' size plan.
                 let refresh_on_device = || {
                     let ([a, r], b) = (s.basis.dims(), s.moment_1.dims()[1]);
-                    wgsl && cfg.subspace_update == SubspaceUpdate::Geodesic
+                    cfg.subspace_update == SubspaceUpdate::Geodesic
                         && kernels::tracking_runs(a, r, b, s.basis.dtype(), device)
                 };
                 s.step > 0
@@ -409,15 +410,13 @@ impl Optimizer for SubTrack {
     /// loaded state does not fit the parameter. A gradient holding NaN or ±∞ leaves the
     /// parameter and its state unchanged; the skip is counted in [`SubTrackReport`].
     ///
-    /// On a GPU (any CubeCL device: wgpu, CUDA, ROCm), steps that do not refresh the
-    /// subspace check the gradient on the device and read nothing back: the skip is a
-    /// select (inside the kernels with [`wgsl_kernels`](SubTrackConfig::wgsl_kernels)), and
-    /// its count is read only when the report is queried. Such a skipped step still counts
-    /// toward k (bias correction and the update interval), because only a read-back would
-    /// tell the host it was skipped; a read-back per parameter per step would stall the
-    /// GPU's queue. With the tracking kernels, refresh steps check on the device too.
-    /// On CPU backends the check is one read-back per parameter step, a skip leaves k
-    /// unchanged, and it is logged.
+    /// With [`wgsl_kernels`](SubTrackConfig::wgsl_kernels) on a wgpu/WGSL device, steps that
+    /// do not refresh the subspace (and tracking steps the kernels run) check the gradient on
+    /// the device and read nothing back: the skip is a select inside the kernels, and its
+    /// count is read only when the report is queried. Such a skipped step still counts toward
+    /// k (bias correction and the update interval), because only a read-back would tell the
+    /// host it was skipped. Everywhere else the check is one read-back per parameter step,
+    /// a skip leaves k unchanged, and it is logged.
     fn step<const D: usize>(
         &self,
         lr: LearningRate,

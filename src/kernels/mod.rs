@@ -193,6 +193,17 @@ pub trait SubTrackKernels: Backend {
         max_workgroups: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
+    /// Split-K projection: (`splits` partial sums of SᵀG stacked as (splits·r)×b, flag).
+    #[fusion(meta = |s, g, k| (
+        TensorSpec::new(Shape::from([k * s.shape[1], g.shape[1]]), g.dtype),
+        TensorSpec::new(Shape::from([1]), g.dtype),
+    ))]
+    fn wgsl_project_split(
+        basis: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        splits: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
     /// Low-rank Adam (§2): (M', V', N) from M, V, G̃ (r×b) and `params`
     /// [β1, 1−β1, β2, 1−β2, ε, v_scale, moved, flag].
     #[fusion(meta = |m, _v, _g, _p, _b, _w| (m.clone(), m.clone(), m.clone()))]
@@ -340,6 +351,14 @@ impl SubTrackKernels for CubeBackend {
         project::launch(basis, g, limits(max_binding_bytes, max_workgroups))
     }
 
+    fn wgsl_project_split(
+        basis: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        splits: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        project::launch_split(basis, g, splits, Limits::WEBGPU)
+    }
+
     fn wgsl_adam(
         moment_1: FloatTensor<Self>,
         moment_2: FloatTensor<Self>,
@@ -462,13 +481,6 @@ pub fn wgsl_available(device: &Device) -> bool {
     }
 }
 
-/// Whether `device` is a CubeCL device (wgpu, CUDA, ROCm, …): it runs work on a queue,
-/// and a read-back waits for that queue to drain, so the optimizer keeps its per-step
-/// finite check on the device there, on the portable path too.
-pub fn queued_device(device: &Device) -> bool {
-    matches!(device.as_dispatch(), DispatchDevice::Cube(_))
-}
-
 static FALLBACK_REPORTED: AtomicBool = AtomicBool::new(false);
 static LAUNCHES: Mutex<BTreeMap<(&'static str, [usize; 3]), u64>> = Mutex::new(BTreeMap::new());
 
@@ -540,6 +552,32 @@ pub fn project_within(
         }
         (crate::basis::project(basis, g), step_flag(g))
     }
+}
+
+/// (G̃, flag) by split-K (experimental, for tuning; the optimizer uses [`project_checked`]):
+/// the WGSL kernel writes `splits` partial sums over row ranges of S and G, and Burn's
+/// reduction adds them. More workgroups than [`project`] where r×b is small next to a (the
+/// 60m shapes on a GPU with many multiprocessors), at the cost of splits·r·b floats. Falls
+/// back to [`project_checked`] where `splits` is 1 or the split launch cannot run.
+pub fn project_split(basis: &Tensor<2>, g: &Tensor<2>, splits: usize) -> (Tensor<2>, Tensor<1>) {
+    let ([a, r], b) = (basis.dims(), g.dims()[1]);
+    let runs = splits > 1
+        && [basis, g].iter().all(|t| t.dtype() == DType::F32)
+        && project::split_plan(a, r, b, splits, Limits::WEBGPU).is_some()
+        && wgsl_available(&g.device());
+    if !runs {
+        return project_checked(basis, g, true);
+    }
+    let (partials, flag) = Dispatch::wgsl_project_split(
+        basis.clone().into_dispatch(),
+        g.clone().into_dispatch(),
+        splits,
+    );
+    let partials = Tensor::<2>::from_dispatch(partials).reshape([splits, r, b]);
+    (
+        partials.sum_dim(0).reshape([r, b]),
+        Tensor::from_dispatch(flag),
+    )
 }
 
 /// The step flag of a gradient on its device: [1.0] when every element is finite, [0.0]

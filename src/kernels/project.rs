@@ -55,7 +55,9 @@ pub fn launch(basis: CubeTensor, g: CubeTensor, limits: Limits) -> (CubeTensor, 
                 .with("r", r)
                 .with("b", b)
                 .with("accumulate", chunk > 0)
-                .with("j_block", j_block);
+                .with("j_block", j_block)
+                .with("splits", 1)
+                .with("k_chunk", k1 - k0);
             super::count_launch("project", [a, r, b]);
             client.launch(
                 Box::new(SourceKernel::new(kernel, cube_dim)),
@@ -69,5 +71,72 @@ pub fn launch(basis: CubeTensor, g: CubeTensor, limits: Limits) -> (CubeTensor, 
             );
         }
     }
+    (output, flag)
+}
+
+/// Rows of S and G per split when G̃ = SᵀG is split `splits` ways over its shared dimension
+/// a (a multiple of the kernel's 16-row step, so no tile straddles two splits), or `None`
+/// when this split launch cannot run these sizes under `limits`: it takes no row chunks and
+/// one launch across.
+pub fn split_plan(a: usize, r: usize, b: usize, splits: usize, limits: Limits) -> Option<usize> {
+    let k_chunk = a.div_ceil(splits).div_ceil(16) * 16;
+    let fits = splits >= 1
+        && splits <= limits.max_workgroups
+        && splits * r * b * 4 <= limits.max_binding_bytes
+        && column_groups(b, limits).len() == 1;
+    let one_chunk = plan(a, r, b, limits) == Some(a);
+    (fits && one_chunk).then_some(k_chunk)
+}
+
+/// Split-K G̃ = SᵀG: `splits` partial sums over row ranges of S and G, as one
+/// (splits·r)×b tensor whose r×b slices sum to G̃ (the caller reduces them), and the step
+/// flag [1] (0 where G holds NaN or ±∞). More workgroups than [`launch`] when r×b is small
+/// next to a, at the cost of the partial sums' memory and a reduction. The caller
+/// ([`super::project_split`]) has checked the runtime, the dtype and [`split_plan`].
+pub fn launch_split(
+    basis: CubeTensor,
+    g: CubeTensor,
+    splits: usize,
+    limits: Limits,
+) -> (CubeTensor, CubeTensor) {
+    let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
+    let b = g.meta.shape()[1];
+    assert_eq!(
+        g.meta.shape()[0],
+        a,
+        "project_split: basis is {a}×{r}, gradient has {} rows",
+        g.meta.shape()[0]
+    );
+    let k_chunk =
+        split_plan(a, r, b, splits, limits).expect("project_split: sizes the kernel cannot run");
+    assert_f32_on_wgsl("project_split", &[&basis, &g]);
+    let basis = into_contiguous(basis);
+    let g = into_contiguous(g);
+    let client = g.client.clone();
+    let output = empty_f32(&g, Shape::from([splits * r, b]));
+    let flag = f32_from(&g, Shape::from([1]), &[1.0]);
+    let kernel = Templated::new("project", SHADER)
+        .with("a", a)
+        .with("r", r)
+        .with("b", b)
+        .with("accumulate", false)
+        .with("j_block", 0)
+        .with("splits", splits)
+        .with("k_chunk", k_chunk);
+    super::count_launch("project_split", [a, r, b]);
+    client.launch(
+        Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),
+        CubeCount::Static(
+            b.div_ceil(BLOCK) as u32,
+            r.div_ceil(BLOCK) as u32,
+            splits as u32,
+        ),
+        KernelArguments::new().with_buffers(vec![
+            basis.handle.clone().binding(),
+            g.handle.clone().binding(),
+            output.handle.clone().binding(),
+            flag.handle.clone().binding(),
+        ]),
+    );
     (output, flag)
 }

@@ -79,6 +79,50 @@ fn projection_kernel_matches_the_portable_path() {
     }
 }
 
+/// Split-K projection: partial sums over row ranges of S and G, added by Burn, equal SᵀG,
+/// also where the last split is short or some are empty (a = 70 in 8 splits of 16 rows);
+/// the flag sees a NaN in any split's rows.
+#[test]
+fn split_projection_matches_the_portable_path() {
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    let mut rng = Rng(23);
+    for (a, r, b, splits) in [
+        (70, 5, 53, 2),
+        (70, 9, 37, 3),
+        (70, 4, 20, 8),
+        (257, 32, 40, 4),
+    ] {
+        let s = orthonormal(a, r, &mut rng);
+        let mut g = rng.mat(a, b);
+        let expected = s.t().mul(&g);
+        let (s_dev, g_dev) = (upload(&s, &device), upload(&g, &device));
+        let before = kernels::launches("project_split", [a, r, b]);
+        let (got, flag) = kernels::project_split(&s_dev, &g_dev, splits);
+        let got = download(got);
+        assert_eq!(
+            kernels::launches("project_split", [a, r, b]),
+            before + 1,
+            "the split kernel did not run"
+        );
+        let portable = download(basis::project(&s_dev, &g_dev));
+        for (what, reference) in [("portable", &portable), ("f64", &expected)] {
+            let err = rel_err(&got, reference);
+            assert!(err < 1e-5, "{a}×{r}×{b} in {splits}: vs {what} {err}");
+        }
+        assert_eq!(flag.into_scalar::<f32>(), 1.0);
+        // A NaN in the last row (the last non-empty split).
+        g.data[(a - 1) * b + 2] = f64::NAN;
+        let (_, flag) = kernels::project_split(&s_dev, &upload(&g, &device), splits);
+        assert_eq!(
+            flag.into_scalar::<f32>(),
+            0.0,
+            "{a}×{r}×{b} in {splits}: NaN missed"
+        );
+    }
+}
+
 #[test]
 fn projection_splits_tensors_over_the_binding_limit() {
     let Some(device) = wgpu_device() else {
@@ -569,72 +613,57 @@ fn snapshot(w: &Tensor<2>, state: &Option<SubTrackState<2>>) -> Vec<Vec<f64>> {
 }
 
 #[test]
-fn gpu_steps_check_gradients_on_the_device_and_read_nothing_back() {
+fn wgsl_route_checks_gradients_on_the_device_and_reads_nothing_back() {
     let Some(device) = wgpu_device() else {
         return;
     };
-    // The WGSL route, and the portable path on the same GPU device.
-    for wgsl in [true, false] {
-        let config = SubTrackConfig::subtrack_plus_plus()
-            .with_rank(4)
-            .with_update_interval(5)
-            .with_weight_decay(0.01)
-            .with_wgsl_kernels(wgsl);
-        let optim = config.build().unwrap();
-        let report = optim.report();
-        let mut rng = Rng(5);
-        // A projected 24×40 weight (left case) and a 1×40 one that AdamW updates.
-        for (rows, cols, projected) in [(24, 40, true), (1, 40, false)] {
-            let mut w = upload(&rng.mat(rows, cols), &device);
-            let mut state = None;
-            let step = |w: Tensor<2>, g: Tensor<2>, state| {
-                let reads = report.host_reads();
-                let (w, state) = optim.step(0.01, w, g, state);
-                (w, state, report.host_reads() - reads)
-            };
-            // Steps k = 0 … 9 and the NaN step k = 10 (a refresh step: the tracking kernels
-            // run it on the device); the portable path reads back on refresh steps (the host
-            // r×r solve), so there the NaN step is k = 11. Subspace updates at k = 5 and 10.
-            let clean = if wgsl { 10 } else { 11 };
-            for t in 0..clean {
-                let g = upload(&rng.mat(rows, cols), &device);
-                let (nw, ns, reads) = step(w, g, state);
-                (w, state) = (nw, ns);
-                if projected && t == 0 {
-                    assert!(reads > 0, "the first basis is found on the host");
-                } else if projected && t % 5 == 0 && !wgsl {
-                    assert!(
-                        reads > 0,
-                        "the portable tracking step solves r×r on the host"
-                    );
-                } else {
-                    assert_eq!(
-                        reads, 0,
-                        "step {t} of a {rows}×{cols} weight read back (wgsl {wgsl})"
-                    );
-                }
-            }
-            // A NaN gradient: nothing read back, nothing changed, the skip counted on the device.
-            let before = snapshot(&w, &state);
-            let skips = report.nonfinite_skips();
-            let mut bad = rng.mat(rows, cols);
-            bad.data[3] = f64::NAN;
-            let (nw, ns, reads) = step(w, upload(&bad, &device), state);
+    let config = SubTrackConfig::subtrack_plus_plus()
+        .with_rank(4)
+        .with_update_interval(5)
+        .with_weight_decay(0.01)
+        .with_wgsl_kernels(true);
+    let optim = config.build().unwrap();
+    let report = optim.report();
+    let mut rng = Rng(5);
+    // A projected 24×40 weight (left case) and a 1×40 one that AdamW updates.
+    for (rows, cols, projected) in [(24, 40, true), (1, 40, false)] {
+        let mut w = upload(&rng.mat(rows, cols), &device);
+        let mut state = None;
+        let step = |w: Tensor<2>, g: Tensor<2>, state| {
+            let reads = report.host_reads();
+            let (w, state) = optim.step(0.01, w, g, state);
+            (w, state, report.host_reads() - reads)
+        };
+        // Steps k = 0 … 9, subspace updates at k = 5 and the NaN step k = 10 included.
+        for t in 0..10 {
+            let g = upload(&rng.mat(rows, cols), &device);
+            let (nw, ns, reads) = step(w, g, state);
             (w, state) = (nw, ns);
-            assert_eq!(reads, 0, "a skipped {rows}×{cols} step read back");
-            assert_eq!(
-                snapshot(&w, &state),
-                before,
-                "a skipped {rows}×{cols} step changed the weight or its state"
-            );
-            assert_eq!(report.nonfinite_skips(), skips + 1);
-            // The skipped step still counts toward k (the host never learnt of it).
-            assert_eq!(state.as_ref().map(|s| s.step()), Some(clean + 1));
-            // Steps go on normally after the skip.
-            let (nw, _, _) = step(w, upload(&rng.mat(rows, cols), &device), state);
-            assert!(download(nw).data.iter().all(|x| x.is_finite()));
+            if projected && t == 0 {
+                assert!(reads > 0, "the first basis is found on the host");
+            } else {
+                assert_eq!(reads, 0, "step {t} of a {rows}×{cols} weight read back");
+            }
         }
-        assert_eq!(report.subspace_updates(), 2, "k = 5 and k = 10");
+        // A NaN gradient: nothing read back, nothing changed, the skip counted on the device.
+        let before = snapshot(&w, &state);
+        let skips = report.nonfinite_skips();
+        let mut bad = rng.mat(rows, cols);
+        bad.data[3] = f64::NAN;
+        let (nw, ns, reads) = step(w, upload(&bad, &device), state);
+        (w, state) = (nw, ns);
+        assert_eq!(reads, 0, "a skipped {rows}×{cols} step read back");
+        assert_eq!(
+            snapshot(&w, &state),
+            before,
+            "a skipped {rows}×{cols} step changed the weight or its state"
+        );
+        assert_eq!(report.nonfinite_skips(), skips + 1);
+        // The skipped step still counts toward k (the host never learnt of it).
+        assert_eq!(state.as_ref().map(|s| s.step()), Some(11));
+        // Steps go on normally after the skip.
+        let (nw, _, _) = step(w, upload(&rng.mat(rows, cols), &device), state);
+        assert!(download(nw).data.iter().all(|x| x.is_finite()));
     }
     assert!(
         kernels::launches("adam", [4, 4, 40]) > 0,
@@ -648,6 +677,7 @@ fn gpu_steps_check_gradients_on_the_device_and_read_nothing_back() {
         kernels::launches("geodesic_step", [24, 4, 4]) > 0,
         "the tracking kernels ran"
     );
+    assert_eq!(report.subspace_updates(), 2, "k = 5 and the skipped k = 10");
 }
 
 /// max |XᵀX − I| of an a×r matrix, in f64.
