@@ -64,6 +64,7 @@ struct Args {
     batch: usize,
     optimizers: Vec<OptimizerKind>,
     train_sizes: Option<Vec<String>>,
+    projection_splits: usize,
 }
 
 fn parse() -> Result<Args, String> {
@@ -78,6 +79,7 @@ fn parse() -> Result<Args, String> {
         batch: 1,
         optimizers: OptimizerKind::ALL.to_vec(),
         train_sizes: None,
+        projection_splits: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -110,6 +112,13 @@ fn parse() -> Result<Args, String> {
             "--train-sizes" => {
                 args.train_sizes = Some(value()?.split(',').map(|x| x.trim().into()).collect())
             }
+            "--projection-splits" => {
+                args.projection_splits = value()?
+                    .parse()
+                    .ok()
+                    .filter(|r| *r > 0)
+                    .ok_or("--projection-splits takes a positive integer")?
+            }
             "--out" => args.out = PathBuf::from(value()?),
             "--svd-max" => {
                 args.svd_max = value()?
@@ -123,7 +132,7 @@ fn parse() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?
             }
             "-h" | "--help" => {
-                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4] [--no-wgsl-kernels] [--batch N] [--optimizers adamw,galore,subtrack-grad,subtrack++] [--train-sizes 20m,60m]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only)\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)\n  --no-wgsl-kernels: sections 2 and 3 run the projected optimizers on Burn's tensor ops on wgpu too (default: the WGSL kernels, as SubTrackConfig does)\n  --batch N: section 4 times N back-to-back calls per repetition and one device sync (projections and optimizer steps; default 1; on a GPU, hides the sync's latency)\n  --optimizers: which optimizers sections 2 and 3 run (default all four)\n  --train-sizes: the llama sizes of section 3 (default tiny,9m; 20m,60m with --full)".into())
+                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4] [--no-wgsl-kernels] [--batch N] [--optimizers adamw,galore,subtrack-grad,subtrack++] [--train-sizes 20m,60m] [--projection-splits N]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only)\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)\n  --no-wgsl-kernels: sections 2 and 3 run the projected optimizers on Burn's tensor ops on wgpu too (default: the WGSL kernels, as SubTrackConfig does)\n  --batch N: section 4 times N back-to-back calls per repetition and one device sync (projections and optimizer steps; default 1; on a GPU, hides the sync's latency)\n  --optimizers: which optimizers sections 2 and 3 run (default all four)\n  --train-sizes: the llama sizes of section 3 (default tiny,9m; 20m,60m with --full)\n  --projection-splits N: the optimizer's WGSL projections use split-K with N partial sums (experimental; default 1, off)".into())
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -532,7 +541,8 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<
     // Projections first, all shapes, then the tracking step, whose set-up reads back.
     for &(a, r, b) in &shapes {
         let (s, g) = inputs(a, r, b);
-        let kernel_ms = timed(&|| kernels::project(&s, &g, true), batch);
+        let single = || kernels::project_within(&s, &g, true, kernels::Limits::WEBGPU).0;
+        let kernel_ms = timed(&single, batch);
         let portable_ms = timed(&|| subtrack::basis::project(&s, &g), batch);
         eprintln!(
             "  project {a}×{b} r={r}: WGSL {kernel_ms:.3} ms, Burn matmul {portable_ms:.3} ms"
@@ -643,6 +653,7 @@ fn main() -> ExitCode {
         }
     };
     let dev = picked.device.clone();
+    kernels::set_projection_splits(args.projection_splits);
     let mode = if args.full { "full" } else { "reduced" };
     let started = Instant::now();
     eprintln!(
@@ -812,6 +823,13 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
         args.reps,
         started.elapsed().as_secs_f64()
     );
+    if args.projection_splits > 1 {
+        let _ = writeln!(
+            md,
+            "Projections of the optimizer steps: split-K with {} partial sums (experimental).\n",
+            args.projection_splits
+        );
+    }
     if !updates.is_empty() {
         let _ = writeln!(md, "### 1. One subspace update\n");
         let _ = writeln!(

@@ -21,6 +21,7 @@ mod recovery;
 mod tracking;
 mod update;
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Mutex;
@@ -514,12 +515,28 @@ fn report_fallback(device: &Device) {
 /// G̃ = SᵀG (algorithm.md §2): with `wgsl`, the WGSL kernel on wgpu/WGSL devices for f32
 /// tensors within its size limits; tensor ops otherwise.
 pub fn project(basis: &Tensor<2>, g: &Tensor<2>, wgsl: bool) -> Tensor<2> {
-    project_within(basis, g, wgsl, Limits::WEBGPU).0
+    project_checked(basis, g, wgsl).0
+}
+
+thread_local! {
+    static PROJECTION_SPLITS: Cell<usize> = const { Cell::new(1) };
+}
+
+/// Experimental tuning hook: from now on, the WGSL projections on this thread ([`project`],
+/// [`project_checked`], so the optimizer's steps run here) use [`project_split`] with
+/// `splits` partial sums (1, the default, turns it off). For measuring split-K on a GPU
+/// (`benchmark --projection-splits N`); no default is set from it yet.
+pub fn set_projection_splits(splits: usize) {
+    PROJECTION_SPLITS.with(|s| s.set(splits.max(1)));
 }
 
 /// (G̃, flag): [`project`] with the step flag of G ([`step_flag`]), which the WGSL kernel
 /// finds while it reads G (no pass of its own).
 pub fn project_checked(basis: &Tensor<2>, g: &Tensor<2>, wgsl: bool) -> (Tensor<2>, Tensor<1>) {
+    let splits = PROJECTION_SPLITS.with(Cell::get);
+    if wgsl && splits > 1 {
+        return project_split(basis, g, splits);
+    }
     project_within(basis, g, wgsl, Limits::WEBGPU)
 }
 
@@ -558,7 +575,8 @@ pub fn project_within(
 /// the WGSL kernel writes `splits` partial sums over row ranges of S and G, and Burn's
 /// reduction adds them. More workgroups than [`project`] where r×b is small next to a (the
 /// 60m shapes on a GPU with many multiprocessors), at the cost of splits·r·b floats. Falls
-/// back to [`project_checked`] where `splits` is 1 or the split launch cannot run.
+/// back to the single launch ([`project_within`]) where `splits` is 1 or the split launch
+/// cannot run.
 pub fn project_split(basis: &Tensor<2>, g: &Tensor<2>, splits: usize) -> (Tensor<2>, Tensor<1>) {
     let ([a, r], b) = (basis.dims(), g.dims()[1]);
     let runs = splits > 1
@@ -566,7 +584,7 @@ pub fn project_split(basis: &Tensor<2>, g: &Tensor<2>, splits: usize) -> (Tensor
         && project::split_plan(a, r, b, splits, Limits::WEBGPU).is_some()
         && wgsl_available(&g.device());
     if !runs {
-        return project_checked(basis, g, true);
+        return project_within(basis, g, true, Limits::WEBGPU);
     }
     let (partials, flag) = Dispatch::wgsl_project_split(
         basis.clone().into_dispatch(),
