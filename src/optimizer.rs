@@ -43,7 +43,7 @@ struct Counters {
     device_reorthonormalizations: DeviceCount,
 }
 
-/// A count kept on the devices, one running total ([1], f32) per device, so that adding to
+/// A count kept on the devices, one running total (\[1\], f32) per device, so that adding to
 /// it reads nothing back; [`DeviceCount::read`] does.
 #[derive(Debug, Default)]
 struct DeviceCount {
@@ -51,7 +51,7 @@ struct DeviceCount {
 }
 
 impl DeviceCount {
-    /// Add `amount` ([1], on its device) to the running total of its device.
+    /// Add `amount` (\[1\], on its device) to the running total of its device.
     fn add(&self, amount: &Tensor<1>) {
         let device = amount.device();
         let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());

@@ -2,7 +2,7 @@
 //!
 //! Record leaves, under the parameter id `{id}`:
 //! - projected: tensors `basis` (a×r), `moment_1`, `moment_2` (r×b), optional
-//!   `limiter_norm` ([1]); scalars `step`, `transposed`;
+//!   `limiter_norm` (\[1\]); scalars `step`, `transposed`;
 //! - dense: tensors `moment_1`, `moment_2` (the parameter's shape); scalar `step`.
 //!
 //! a ≤ b are the parameter's sides in the canonical (left-projected) layout of algorithm.md

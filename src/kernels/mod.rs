@@ -180,7 +180,7 @@ fn row_chunk(t: &CubeTensor, rows: Range<usize>, total: usize, width: usize) -> 
 #[backend_extension(Cube, Fusion)]
 pub trait SubTrackKernels: Backend {
     /// (G̃ = SᵀG, flag): `basis` a×r, `g` a×b → r×b (algorithm.md §2, canonical left
-    /// layout), and the step flag [1] (0 where G holds NaN or ±∞). S and G over
+    /// layout), and the step flag \[1\] (0 where G holds NaN or ±∞). S and G over
     /// `max_binding_bytes` are split into row chunks, columns past `max_workgroups` blocks
     /// into several launches.
     #[fusion(meta = |s, g, _b, _w| (
@@ -230,7 +230,7 @@ pub trait SubTrackKernels: Backend {
         max_workgroups: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
-    /// Recovery scales (§7) without a previous norm: (ψ 1×b, ‖Λ‖ [1]) from G (a×b), G̃ and
+    /// Recovery scales (§7) without a previous norm: (ψ 1×b, ‖Λ‖ \[1\]) from G (a×b), G̃ and
     /// N (r×b) and `params` [2k − k², ζ, flag]. G over `max_binding_bytes` is read in row
     /// chunks.
     #[fusion(meta = recovery_meta)]
@@ -243,7 +243,7 @@ pub trait SubTrackKernels: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// [`wgsl_recovery`](SubTrackKernels::wgsl_recovery) with the norm-growth limiter
-    /// against `previous` = Λ_prev ([1]).
+    /// against `previous` = Λ_prev (\[1\]).
     #[fusion(meta = |g, _l, _n, _p, _q, _m| recovery_meta(g, _l, _n, _p, _m))]
     fn wgsl_recovery_limited(
         grad: FloatTensor<Self>,
@@ -312,7 +312,7 @@ pub trait SubTrackKernels: Backend {
         triplet: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// Re-orthonormalisation (§4): (F, status) from S'ᵀS' (r×r) and `params` [tol]; F = L⁻¹
+    /// Re-orthonormalisation (§4): (F, status) from S'ᵀS' (r×r) and `params` \[tol\]; F = L⁻¹
     /// of its Cholesky factor when the drift exceeds tol (status 1), else I (status 0).
     #[fusion(meta = |g, _p| (g.clone(), TensorSpec::new(Shape::from([1]), g.dtype)))]
     fn wgsl_reorthonormalize(
@@ -328,7 +328,7 @@ fn limits(max_binding_bytes: usize, max_workgroups: usize) -> Limits {
     }
 }
 
-/// Output specs of the recovery kernels: ψ [1, b] and the norm [1].
+/// Output specs of the recovery kernels: ψ [1, b] and the norm \[1\].
 fn recovery_meta(
     grad: &TensorSpec,
     _g_low: &TensorSpec,
@@ -620,7 +620,7 @@ fn with_flag(values: &[f64], flag: Option<&Tensor<1>>, device: &Device) -> Tenso
     with_flags(values, &[flag], device)
 }
 
-/// Host `values` followed by device values ([1] each; [1.0] where `None`), as one f32
+/// Host `values` followed by device values (\[1\] each; [1.0] where `None`), as one f32
 /// tensor: the parameter buffers of the kernels.
 fn with_flags(values: &[f64], flags: &[Option<&Tensor<1>>], device: &Device) -> Tensor<1> {
     let mut host: Vec<f32> = values.iter().map(|&x| x as f32).collect();
@@ -658,7 +658,7 @@ pub struct Rotation<'a> {
     pub change_of_basis: &'a Tensor<2>,
     /// The paper's V or the authors' code's (× (1 − β2)); not `Off`.
     pub variant: ProjectionAware,
-    /// Device flag: [1] where the basis moved, [0] where it did not (no rotation then);
+    /// Device flag: \[1\] where the basis moved, \[0\] where it did not (no rotation then);
     /// `None` means it moved.
     pub moved: Option<&'a Tensor<1>>,
 }
@@ -778,13 +778,13 @@ pub struct TrackedStep {
     pub basis: Tensor<2>,
     /// C = S'ᵀ·S, r×r (I where the basis did not move).
     pub change_of_basis: Tensor<2>,
-    /// [1] where the basis moved; [0] where σ was at round-off level, zero or not finite.
+    /// \[1\] where the basis moved; \[0\] where σ was at round-off level, zero or not finite.
     pub moved: Tensor<1>,
-    /// [1] where S' was re-orthonormalised, else [0].
+    /// \[1\] where S' was re-orthonormalised, else \[0\].
     pub reorthonormalized: Tensor<1>,
-    /// The top singular value σ of the tangent ([1]; 0 where not finite).
+    /// The top singular value σ of the tangent (\[1\]; 0 where not finite).
     pub sigma: Tensor<1>,
-    /// The rotation angle θ = min(η·σ, θ_max) in radians ([1]; 0 where the basis stayed).
+    /// The rotation angle θ = min(η·σ, θ_max) in radians (\[1\]; 0 where the basis stayed).
     pub theta: Tensor<1>,
     /// The step flag of G ([`step_flag`]), found by the first projection.
     pub flag: Tensor<1>,

@@ -29,7 +29,7 @@ pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
 /// G̃ = SᵀG on the device, each storage binding at most `limit` bytes: S and G over the
 /// limit are split into row chunks whose partial products the kernel accumulates. The
 /// caller ([`super::project_within`]) has checked the runtime, the dtype and [`plan`].
-/// Returns (G̃, flag): flag [1] is 0 where G holds NaN or ±∞, else 1.
+/// Returns (G̃, flag): flag \[1\] is 0 where G holds NaN or ±∞, else 1.
 pub fn launch(basis: CubeTensor, g: CubeTensor, limits: Limits) -> (CubeTensor, CubeTensor) {
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = g.meta.shape()[1];
@@ -90,7 +90,7 @@ pub fn split_plan(a: usize, r: usize, b: usize, splits: usize, limits: Limits) -
 
 /// Split-K G̃ = SᵀG: `splits` partial sums over row ranges of S and G, as one
 /// (splits·r)×b tensor whose r×b slices sum to G̃ (the caller reduces them), and the step
-/// flag [1] (0 where G holds NaN or ±∞). More workgroups than [`launch`] when r×b is small
+/// flag \[1\] (0 where G holds NaN or ±∞). More workgroups than [`launch`] when r×b is small
 /// next to a, at the cost of the partial sums' memory and a reduction. The caller
 /// ([`super::project_split`]) has checked the runtime, the dtype and [`split_plan`].
 pub fn launch_split(

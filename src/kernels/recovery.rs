@@ -24,7 +24,7 @@ pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
     chunk_rows(a, b, limit).filter(|_| fits)
 }
 
-/// (ψ 1×b, Λ_prev' [1]) from G (a×b), G̃ and N (r×b), `params` [2k − k², ζ, flag] and the
+/// (ψ 1×b, Λ_prev' \[1\]) from G (a×b), G̃ and N (r×b), `params` [2k − k², ζ, flag] and the
 /// previous limiter norm. The caller ([`super::recovery`]) has checked the runtime, the
 /// dtypes and [`plan`].
 pub fn launch(

@@ -139,8 +139,8 @@ pub fn geodesic_step(
     (output, change)
 }
 
-/// (F, status) from S'ᵀS' (r×r) and `params` [tol]: F = L⁻¹ with S'ᵀS' = L·Lᵀ when the drift
-/// exceeds tol (status [1]), else F = I (status [0]).
+/// (F, status) from S'ᵀS' (r×r) and `params` \[tol\]: F = L⁻¹ with S'ᵀS' = L·Lᵀ when the drift
+/// exceeds tol (status \[1\]), else F = I (status \[0\]).
 pub fn reorthonormalize(gram: CubeTensor, params: CubeTensor) -> (CubeTensor, CubeTensor) {
     let r = gram.meta.shape()[0];
     assert_f32_on_wgsl("reorthonormalize", &[&gram, &params]);
