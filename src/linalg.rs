@@ -31,7 +31,7 @@ fn symmetric_eigen_on(a: &[f64], n: usize, threads: usize) -> (Vec<f64>, Vec<f64
     }
     let mut d = vec![0.0; n];
     let mut e = vec![0.0; n];
-    tridiagonalize(&mut v, &mut d, &mut e, n);
+    tridiagonalize(&mut v, &mut d, &mut e, n, threads);
     ql_implicit(&mut v, &mut d, &mut e, n, threads);
 
     let mut order: Vec<usize> = (0..n).collect();
@@ -57,7 +57,7 @@ fn col_major(n: usize) -> impl Fn(usize, usize) -> usize {
 /// Householder reduction of the symmetric matrix in `v` to tridiagonal form; on return `v`
 /// holds the accumulated orthogonal transformation, `d` the diagonal and `e` the
 /// sub-diagonal (in `e[1..]`).
-fn tridiagonalize(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
+fn tridiagonalize(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize, threads: usize) {
     let at = col_major(n);
     for j in 0..n {
         d[j] = v[at(n - 1, j)];
@@ -122,35 +122,63 @@ fn tridiagonalize(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
         }
         d[i] = h;
     }
-    // Accumulate the transformations.
-    for i in 0..n - 1 {
-        v[at(n - 1, i)] = v[at(i, i)];
-        v[at(i, i)] = 1.0;
-        let h = d[i + 1];
-        if h != 0.0 {
-            for k in 0..=i {
-                d[k] = v[at(k, i + 1)] / h;
-            }
-            for j in 0..=i {
-                let mut g = 0.0;
-                for k in 0..=i {
-                    g += v[at(k, i + 1)] * v[at(k, j)];
-                }
-                for k in 0..=i {
-                    v[at(k, j)] -= g * d[k];
-                }
-            }
-        }
-        for k in 0..=i {
-            v[at(k, i + 1)] = 0.0;
-        }
-    }
-    for j in 0..n {
-        d[j] = v[at(n - 1, j)];
-        v[at(n - 1, j)] = 0.0;
-    }
-    v[at(n - 1, n - 1)] = 1.0;
+    accumulate(v, d, n, threads);
     e[0] = 0.0;
+}
+
+/// Accumulate the Householder transformations of [`tridiagonalize`] into `v` (EISPACK
+/// `tred2`'s second half), and leave the diagonal in `d`.
+///
+/// On entry column i + 1 of `v` holds the vector u_i of reflection i in rows 0..=i, with
+/// h_i = d[i + 1], the diagonal holds the tridiagonal's diagonal, and everything below it is
+/// zero. Column j of the result starts as the unit vector e_j and takes reflections
+/// i = j … n − 2 in turn, never reading another column of the result; so the columns are
+/// shared out across threads (round robin, as the work falls with j), and each column sees
+/// the same operations in the same order as in `tred2`, which interleaves them by i.
+fn accumulate(v: &mut [f64], d: &mut [f64], n: usize, threads: usize) {
+    let at = col_major(n);
+    let reflections = v.to_vec();
+    let h = d.to_vec();
+    for (j, dj) in d.iter_mut().enumerate() {
+        *dj = reflections[at(j, j)];
+    }
+    v.fill(0.0);
+    let column = |j: usize, col: &mut [f64]| {
+        col[j] = 1.0;
+        for i in j..n.saturating_sub(1) {
+            let hi = h[i + 1];
+            if hi != 0.0 {
+                let u = &reflections[at(0, i + 1)..=at(i, i + 1)];
+                let mut g = 0.0;
+                for (uk, ck) in u.iter().zip(col.iter()) {
+                    g += uk * ck;
+                }
+                for (ck, uk) in col.iter_mut().zip(u) {
+                    *ck -= g * (uk / hi);
+                }
+            }
+        }
+    };
+    let threads = threads.min(n / 32).max(1);
+    if threads == 1 {
+        for (j, col) in v.chunks_mut(n).enumerate() {
+            column(j, col);
+        }
+        return;
+    }
+    let mut shares: Vec<Vec<(usize, &mut [f64])>> = (0..threads).map(|_| Vec::new()).collect();
+    for (j, col) in v.chunks_mut(n).enumerate() {
+        shares[j % threads].push((j, col));
+    }
+    std::thread::scope(|scope| {
+        for share in shares {
+            scope.spawn(move || {
+                for (j, col) in share {
+                    column(j, col);
+                }
+            });
+        }
+    });
 }
 
 /// Implicit QL iterations on the tridiagonal matrix `(d, e)`, rotating the columns of `v`.
