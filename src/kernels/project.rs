@@ -31,47 +31,7 @@ pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
 /// caller ([`super::project_within`]) has checked the runtime, the dtype and [`plan`].
 /// Returns (G̃, flag): flag \[1\] is 0 where G holds NaN or ±∞, else 1.
 pub fn launch(basis: CubeTensor, g: CubeTensor, limits: Limits) -> (CubeTensor, CubeTensor) {
-    let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
-    let b = g.meta.shape()[1];
-    assert_eq!(
-        g.meta.shape()[0],
-        a,
-        "project: basis is {a}×{r}, gradient has {} rows",
-        g.meta.shape()[0]
-    );
-    let rows = plan(a, r, b, limits).expect("project: sizes the kernel cannot run");
-    assert_f32_on_wgsl("project", &[&basis, &g]);
-    let basis = into_contiguous(basis);
-    let g = into_contiguous(g);
-    let client = g.client.clone();
-    let output = empty_f32(&g, Shape::from([r, b]));
-    let flag = f32_from(&g, Shape::from([1]), &[1.0]);
-    let cube_dim = CubeDim::new_2d(16, 16);
-    for (chunk, k0) in (0..a).step_by(rows).enumerate() {
-        let k1 = (k0 + rows).min(a);
-        for (j_block, blocks) in column_groups(b, limits) {
-            let kernel = Templated::new("project", SHADER)
-                .with("a", k1 - k0)
-                .with("r", r)
-                .with("b", b)
-                .with("accumulate", chunk > 0)
-                .with("j_block", j_block)
-                .with("splits", 1)
-                .with("k_chunk", k1 - k0);
-            super::count_launch("project", [a, r, b]);
-            client.launch(
-                Box::new(SourceKernel::new(kernel, cube_dim)),
-                CubeCount::Static(blocks as u32, r.div_ceil(BLOCK) as u32, 1),
-                KernelArguments::new().with_buffers(vec![
-                    row_chunk(&basis, k0..k1, a, r),
-                    row_chunk(&g, k0..k1, a, b),
-                    output.handle.clone().binding(),
-                    flag.handle.clone().binding(),
-                ]),
-            );
-        }
-    }
-    (output, flag)
+    launch_with(basis, g, 1, limits)
 }
 
 /// Rows of S and G per split when G̃ = SᵀG is split `splits` ways over its shared dimension
@@ -99,44 +59,65 @@ pub fn launch_split(
     splits: usize,
     limits: Limits,
 ) -> (CubeTensor, CubeTensor) {
+    launch_with(basis, g, splits, limits)
+}
+
+/// [`launch`] (`splits` = 1: row chunks and column groups per [`plan`]) or
+/// [`launch_split`] (one chunk and one column group, `splits` partial sums per
+/// [`split_plan`], along the grid's third dimension).
+fn launch_with(
+    basis: CubeTensor,
+    g: CubeTensor,
+    splits: usize,
+    limits: Limits,
+) -> (CubeTensor, CubeTensor) {
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = g.meta.shape()[1];
     assert_eq!(
         g.meta.shape()[0],
         a,
-        "project_split: basis is {a}×{r}, gradient has {} rows",
+        "project: basis is {a}×{r}, gradient has {} rows",
         g.meta.shape()[0]
     );
-    let k_chunk =
-        split_plan(a, r, b, splits, limits).expect("project_split: sizes the kernel cannot run");
-    assert_f32_on_wgsl("project_split", &[&basis, &g]);
+    // (rows per launch, rows per split): the split launch takes all a rows at once.
+    let (rows, k_chunk, name) = if splits == 1 {
+        let rows = plan(a, r, b, limits).expect("project: sizes the kernel cannot run");
+        (rows, None, "project")
+    } else {
+        let k_chunk = split_plan(a, r, b, splits, limits)
+            .expect("project_split: sizes the kernel cannot run");
+        (a, Some(k_chunk), "project_split")
+    };
+    assert_f32_on_wgsl(name, &[&basis, &g]);
     let basis = into_contiguous(basis);
     let g = into_contiguous(g);
     let client = g.client.clone();
     let output = empty_f32(&g, Shape::from([splits * r, b]));
     let flag = f32_from(&g, Shape::from([1]), &[1.0]);
-    let kernel = Templated::new("project", SHADER)
-        .with("a", a)
-        .with("r", r)
-        .with("b", b)
-        .with("accumulate", false)
-        .with("j_block", 0)
-        .with("splits", splits)
-        .with("k_chunk", k_chunk);
-    super::count_launch("project_split", [a, r, b]);
-    client.launch(
-        Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),
-        CubeCount::Static(
-            b.div_ceil(BLOCK) as u32,
-            r.div_ceil(BLOCK) as u32,
-            splits as u32,
-        ),
-        KernelArguments::new().with_buffers(vec![
-            basis.handle.clone().binding(),
-            g.handle.clone().binding(),
-            output.handle.clone().binding(),
-            flag.handle.clone().binding(),
-        ]),
-    );
+    let cube_dim = CubeDim::new_2d(16, 16);
+    for (chunk, k0) in (0..a).step_by(rows).enumerate() {
+        let k1 = (k0 + rows).min(a);
+        for (j_block, blocks) in column_groups(b, limits) {
+            let kernel = Templated::new("project", SHADER)
+                .with("a", k1 - k0)
+                .with("r", r)
+                .with("b", b)
+                .with("accumulate", chunk > 0)
+                .with("j_block", j_block)
+                .with("splits", splits)
+                .with("k_chunk", k_chunk.unwrap_or(k1 - k0));
+            super::count_launch(name, [a, r, b]);
+            client.launch(
+                Box::new(SourceKernel::new(kernel, cube_dim)),
+                CubeCount::Static(blocks as u32, r.div_ceil(BLOCK) as u32, splits as u32),
+                KernelArguments::new().with_buffers(vec![
+                    row_chunk(&basis, k0..k1, a, r),
+                    row_chunk(&g, k0..k1, a, b),
+                    output.handle.clone().binding(),
+                    flag.handle.clone().binding(),
+                ]),
+            );
+        }
+    }
     (output, flag)
 }
