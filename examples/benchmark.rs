@@ -182,6 +182,9 @@ fn bench_updates(dev: &Device, shapes: &[(usize, usize, usize)], args: &Args) ->
         } else {
             top_singular_basis(&g2, r)
         };
+        // The host solves of both SVDs dominate at large sizes: one timed run each there.
+        let large = m.min(n) >= 2048;
+        let host_reps = if large { 1 } else { args.reps };
         let config = SubTrackConfig::subtrack_grad();
         let step = || {
             geodesic_step(
@@ -197,30 +200,25 @@ fn bench_updates(dev: &Device, shapes: &[(usize, usize, usize)], args: &Args) ->
             .map(|_| time(step, |s| sync(&s.basis)).0 * 1e3)
             .collect();
         let (svd_ms, svd_reps) = if m.min(n) <= args.svd_max {
-            // Warm the Gram product's kernels, then time the whole refresh. The host
-            // eigensolver dominates at large sizes, so fewer repetitions there.
+            // Warm the Gram product's kernels, then time the whole refresh.
             sync(&g.clone().matmul(g.clone().transpose()));
-            let reps = if m.min(n) >= 2048 { 1 } else { args.reps };
-            let t: Vec<f64> = (0..reps)
+            let t: Vec<f64> = (0..host_reps)
                 .map(|_| time(|| exact_singular_basis(&g, r), sync).0 * 1e3)
                 .collect();
-            (Some(median(t)), reps)
+            (Some(median(t)), host_reps)
         } else {
             (None, 0)
         };
-        // The crate's randomized SVD (what `top_singular_basis` uses past 1024 rows). Its k×k
-        // host solves dominate at large sizes: there, one timed run after a warm-up with one
-        // power iteration (which runs every product shape once).
+        // The crate's randomized SVD (what `top_singular_basis` uses past 1024 rows); at large
+        // sizes its warm-up takes one power iteration (which runs every product shape once).
         let randomized = || randomized_singular_basis(&g, r, POWER_ITERATIONS);
-        let large = m.min(n) >= 2048;
         if large {
             sync(&randomized_singular_basis(&g, r, 1));
         } else {
             sync(&randomized());
         }
-        let randomized_reps = if large { 1 } else { args.reps };
         let randomized_ms = median(
-            (0..randomized_reps)
+            (0..host_reps)
                 .map(|_| time(randomized, sync).0 * 1e3)
                 .collect(),
         );
@@ -232,7 +230,7 @@ fn bench_updates(dev: &Device, shapes: &[(usize, usize, usize)], args: &Args) ->
             svd_ms,
             svd_reps,
             randomized_ms,
-            randomized_reps,
+            randomized_reps: host_reps,
         };
         eprintln!(
             "  update {m}×{n} r={r}: geodesic {:.2} ms, SVD {}, randomized SVD {randomized_ms:.1} ms",
@@ -705,9 +703,15 @@ fn main() -> ExitCode {
     // measured.
     let checkpoint = |results: &Results| {
         let (md, json) = render(&setup, results);
-        save(&args.out, &md, &json).map(|_| md)
+        match save(&args.out, &md, &json) {
+            Ok(()) => Some(md),
+            Err(e) => {
+                eprintln!("error: writing {}: {e}", args.out.display());
+                None
+            }
+        }
     };
-    let mut md = String::new();
+    let mut md = None;
     for section in 1..=4 {
         if !on(section) {
             continue;
@@ -748,23 +752,15 @@ fn main() -> ExitCode {
                 results.kernel_rows = bench_kernels(&picked, args.full, args.reps, args.batch);
             }
         }
-        match checkpoint(&results) {
-            Ok(text) => md = text,
-            Err(e) => {
-                eprintln!("error: writing {}: {e}", args.out.display());
-                return ExitCode::FAILURE;
-            }
-        }
+        let Some(text) = checkpoint(&results) else {
+            return ExitCode::FAILURE;
+        };
+        md = Some(text);
     }
-    if md.is_empty() {
-        match checkpoint(&results) {
-            Ok(text) => md = text,
-            Err(e) => {
-                eprintln!("error: writing {}: {e}", args.out.display());
-                return ExitCode::FAILURE;
-            }
-        }
-    }
+    // No section ran: the (empty) report is written once here.
+    let Some(md) = md.or_else(|| checkpoint(&results)) else {
+        return ExitCode::FAILURE;
+    };
     print!("{md}");
     eprintln!(
         "wrote {0}/benchmark.md and {0}/benchmark.json",
