@@ -4,6 +4,12 @@
 #
 #   bash benches/gpu.sh                   # builds with cargo, then runs
 #   SUBTRACK_BIN=dir bash benches/gpu.sh  # runs prebuilt `benchmark` and `pretrain_llama`
+#                                         # (or their `.gz`, unpacked to a temporary folder)
+#   bash benches/gpu.sh pack              # builds both here, stripped and gzipped into
+#                                         # target/gpu-bin (about 50 MB): carry that folder to
+#                                         # a GPU machine of the same architecture and run
+#                                         # SUBTRACK_BIN=target/gpu-bin there, so the GPU
+#                                         # call spends none of its time on the build
 #
 # Variables: DEVICE (default auto), REPS (default 5), STEPS (pretrain steps, default 300),
 # OUT (default target/bench), LIMIT (seconds per stage, default none: a stage past it is
@@ -20,8 +26,25 @@ DEVICE=${DEVICE:-auto}
 REPS=${REPS:-5}
 STEPS=${STEPS:-300}
 mkdir -p "$OUT"
+if [ "${1:-}" = pack ]; then
+  cargo build --release --example benchmark --example pretrain_llama || exit 1
+  mkdir -p target/gpu-bin
+  for b in benchmark pretrain_llama; do
+    strip -o "target/gpu-bin/$b" "target/release/examples/$b" &&
+      gzip -f -9 "target/gpu-bin/$b" || exit 1
+  done
+  ls -l target/gpu-bin
+  exit 0
+fi
 if [ -n "${SUBTRACK_BIN:-}" ]; then
   BIN=$SUBTRACK_BIN
+  if [ -f "$BIN/benchmark.gz" ] && [ ! -x "$BIN/benchmark" ]; then
+    unpacked=$(mktemp -d)
+    for b in benchmark pretrain_llama; do
+      gunzip -c "$BIN/$b.gz" >"$unpacked/$b" && chmod +x "$unpacked/$b" || exit 1
+    done
+    BIN=$unpacked
+  fi
 else
   cargo build --release --example benchmark --example pretrain_llama || exit 1
   BIN=target/release/examples

@@ -36,7 +36,8 @@ pub fn tangent(basis: &Tensor<2>, g: &Tensor<2>) -> Tensor<2> {
 }
 
 /// One geodesic step S' = S + (cos θ − 1)·(S·v)·vᵀ − sin θ·u·vᵀ, θ = min(η·σ, θ_max),
-/// with (σ, u, v) the top singular triplet of ∇F found through the r×r matrix ∇Fᵀ∇F.
+/// with (σ, u, v) the top singular triplet of ∇F found through the r×r matrix ∇Fᵀ∇F (its
+/// top eigenvector alone, [`linalg::top_eigen`], on the host).
 ///
 /// Re-orthonormalises S' when max |S'ᵀS' − I| exceeds `tolerance`. σ at round-off level
 /// relative to ‖G‖²_F is treated as σ = 0, which leaves S unchanged.
@@ -59,8 +60,7 @@ pub fn geodesic_step(
 
     let grad_f = tangent(basis, g);
     let normal = host::read(grad_f.clone().transpose().matmul(grad_f.clone()));
-    let (_, vectors) = linalg::symmetric_eigen(&normal, r);
-    let v: Vec<f64> = (0..r).map(|i| vectors[i * r]).collect();
+    let (_, v) = linalg::top_eigen(&normal, r, 1);
     let v_tensor = host::upload(v.clone(), r, 1, dtype, &device);
     // σ = ‖∇F·v‖ rather than sqrt(λ): exact for the vector actually used, so u is unit.
     let grad_f_v = grad_f.matmul(v_tensor.clone());

@@ -1,9 +1,11 @@
 //! Small dense linear algebra on the host, in f64.
 //!
 //! The optimizer keeps every m×n product on the device; what reaches the host is an r×r or
-//! a×a symmetric matrix (a = the smaller side of a weight) whose eigen-decomposition gives
-//! the top singular vectors of §3, §4 and §6 of `algorithm.md`. Matrices are row-major
-//! `Vec<f64>` of `n * n` elements.
+//! a×a symmetric matrix (a = the smaller side of a weight) whose top eigenvectors give the
+//! top singular vectors of §3, §4 and §6 of `algorithm.md` ([`top_eigen`]; the full
+//! [`symmetric_eigen`] is its fallback), and the k×k Gram matrices of Cholesky-QR
+//! ([`cholesky`], [`inverse_transpose_lower`]). Matrices are row-major `Vec<f64>` of `n * n`
+//! elements. Every routine gives the same bits on any number of threads.
 
 /// Eigen-decomposition of a symmetric `n×n` matrix (row-major).
 ///
@@ -31,8 +33,11 @@ fn symmetric_eigen_on(a: &[f64], n: usize, threads: usize) -> (Vec<f64>, Vec<f64
     }
     let mut d = vec![0.0; n];
     let mut e = vec![0.0; n];
-    tridiagonalize(&mut v, &mut d, &mut e, n, threads);
-    ql_implicit(&mut v, &mut d, &mut e, n, threads);
+    reduce(&mut v, &mut d, &mut e, n);
+    accumulate(&mut v, &mut d, n, threads);
+    let mut rotations = Rotations::new(n, threads);
+    ql_implicit(&mut d, &mut e, n, |i, c, s| rotations.push(i, c, s, &mut v));
+    rotations.apply(&mut v);
 
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&x, &y| d[y].total_cmp(&d[x]));
@@ -47,6 +52,319 @@ fn symmetric_eigen_on(a: &[f64], n: usize, threads: usize) -> (Vec<f64>, Vec<f64
     (values, vectors)
 }
 
+/// The `k` largest eigenpairs of a symmetric `n×n` matrix (row-major).
+///
+/// Returns `(values, vectors)`: `k` eigenvalues in descending order and `vectors` row-major
+/// `n×k` with orthonormal columns, column `j` the eigenvector of `values[j]`. Where values
+/// tie, any orthonormal basis of their eigenspace may come back. Same Householder reduction
+/// as [`symmetric_eigen`], then only what the top `k` need: the eigenvalues by QL without
+/// vectors (O(n²)), the `k` eigenvectors of the tridiagonal by inverse iteration (O(n·k),
+/// re-orthogonalised within clusters of eigenvalues closer than 1e-7·‖T‖), and the
+/// reflections applied to those `k` vectors alone (2·n²·k, columns spread over the cores).
+/// That skips the accumulation of the n×n transformation (4/3·n³) and the QL rotations of
+/// its columns. The result is checked (finite, orthonormal to 1e-9, residuals at round-off);
+/// where the check fails it comes from [`symmetric_eigen`] instead. Deterministic: the
+/// same bits on any number of threads.
+pub fn top_eigen(a: &[f64], n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    top_eigen_on(a, n, k, threads).unwrap_or_else(|| {
+        let (values, vectors) = symmetric_eigen_on(a, n, threads);
+        leading(values, vectors, n, k)
+    })
+}
+
+/// The first `k` of `values` and the first `k` columns of the row-major `n×n` `vectors`.
+fn leading(values: Vec<f64>, vectors: Vec<f64>, n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut out = vec![0.0; n * k];
+    for i in 0..n {
+        out[i * k..(i + 1) * k].copy_from_slice(&vectors[i * n..i * n + k]);
+    }
+    (values[..k].to_vec(), out)
+}
+
+/// [`top_eigen`] on at most `threads` threads, or `None` when the inverse-iteration result
+/// fails its check.
+fn top_eigen_on(a: &[f64], n: usize, k: usize, threads: usize) -> Option<(Vec<f64>, Vec<f64>)> {
+    assert_eq!(a.len(), n * n, "top_eigen: expected {n}x{n} elements");
+    assert!(k <= n, "top_eigen: {k} eigenpairs of a {n}x{n} matrix");
+    if k == 0 {
+        return Some((Vec::new(), Vec::new()));
+    }
+    let at = col_major(n);
+    let mut v = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            v[at(i, j)] = 0.5 * (a[i * n + j] + a[j * n + i]);
+        }
+    }
+    let mut h = vec![0.0; n];
+    let mut e = vec![0.0; n];
+    reduce(&mut v, &mut h, &mut e, n);
+    let diag: Vec<f64> = (0..n).map(|j| v[at(j, j)]).collect();
+    // off[i] couples rows i and i + 1 of T.
+    let off: Vec<f64> = e[1..].to_vec();
+
+    let mut values = diag.clone();
+    ql_implicit(&mut values, &mut e, n, |_, _, _| {});
+    if !values.iter().all(|x| x.is_finite()) {
+        return None;
+    }
+    values.sort_by(|x, y| y.total_cmp(x));
+    values.truncate(k);
+
+    let mut z = tridiagonal_vectors(&diag, &off, &values)?;
+    apply_reflections(&v, &h, &mut z, n, threads);
+    if !orthonormal(&z, n, k, 1e-9, threads) {
+        return None;
+    }
+    let mut vectors = vec![0.0; n * k];
+    for (j, col) in z.chunks(n).enumerate() {
+        for (i, x) in col.iter().enumerate() {
+            vectors[i * k + j] = *x;
+        }
+    }
+    Some((values, vectors))
+}
+
+/// Eigenvectors of the symmetric tridiagonal T (diagonal `diag`, off-diagonal `off`) for
+/// its eigenvalues `values` (descending), by inverse iteration (LAPACK `dstein`'s scheme):
+/// column-major n×k, unit columns. Vectors whose eigenvalues lie within 1e-7·‖T‖ of each
+/// other in a chain form a cluster and are orthogonalised against the cluster's earlier
+/// members at every iteration, and shifts closer than 10·ε·‖T‖ are pulled apart. `None`
+/// when a vector's residual ‖T·z − λ·z‖ does not reach round-off level.
+fn tridiagonal_vectors(diag: &[f64], off: &[f64], values: &[f64]) -> Option<Vec<f64>> {
+    let (n, k) = (diag.len(), values.len());
+    let norm = (0..n)
+        .map(|i| {
+            let left = if i > 0 { off[i - 1].abs() } else { 0.0 };
+            let right = if i + 1 < n { off[i].abs() } else { 0.0 };
+            diag[i].abs() + left + right
+        })
+        .fold(0.0, f64::max);
+    let mut z = vec![0.0; n * k];
+    if norm == 0.0 {
+        // T = 0: every unit vector is an eigenvector.
+        for j in 0..k {
+            z[j * n + j] = 1.0;
+        }
+        return Some(z);
+    }
+    // Work on T/‖T‖, so that the tolerances below are relative.
+    let diag: Vec<f64> = diag.iter().map(|x| x / norm).collect();
+    let off: Vec<f64> = off.iter().map(|x| x / norm).collect();
+    let eps = f64::EPSILON;
+    let (cluster_gap, separation) = (1e-7, 10.0 * eps);
+    let mut cluster_start = 0;
+    let mut previous_shift = f64::INFINITY;
+    let mut x = vec![0.0; n];
+    for j in 0..k {
+        let value = values[j] / norm;
+        let mut shift = value;
+        if j > 0 && values[j - 1] / norm - value > cluster_gap {
+            cluster_start = j;
+        } else if j > 0 && previous_shift - shift < separation {
+            shift = previous_shift - separation;
+        }
+        previous_shift = shift;
+        let lu = TridiagonalLu::new(&diag, &off, shift, eps);
+        // A fixed pseudo-random start (as dstein), different for every vector.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (j as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let (before, rest) = z.split_at_mut(j * n);
+        let out = &mut rest[..n];
+        for xi in out.iter_mut() {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *xi = ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0;
+        }
+        for _ in 0..3 {
+            x.copy_from_slice(out);
+            lu.solve(&mut x);
+            for member in before[cluster_start * n..].chunks(n) {
+                let dot = dot(member, &x);
+                for (xi, p) in x.iter_mut().zip(member) {
+                    *xi -= dot * p;
+                }
+            }
+            let length = dot(&x, &x).sqrt();
+            if !length.is_finite() || length == 0.0 {
+                return None;
+            }
+            for (o, xi) in out.iter_mut().zip(&x) {
+                *o = xi / length;
+            }
+        }
+        // ‖T·z − shift·z‖ at round-off level (the shift is within k·10·ε of the value).
+        let residual = (0..n)
+            .map(|i| {
+                let mut t = (diag[i] - shift) * out[i];
+                if i > 0 {
+                    t += off[i - 1] * out[i - 1];
+                }
+                if i + 1 < n {
+                    t += off[i] * out[i + 1];
+                }
+                t * t
+            })
+            .sum::<f64>()
+            .sqrt();
+        if residual > 1e3 * (n as f64).sqrt() * eps {
+            return None;
+        }
+    }
+    Some(z)
+}
+
+/// LU factors of T − λ·I (T symmetric tridiagonal) with partial pivoting (LAPACK
+/// `dlagtf`): row i of U holds columns i, i + 1, i + 2; pivots below `tiny` are raised to it
+/// when solving, so an exact eigenvalue as λ still gives a (large) solution.
+struct TridiagonalLu {
+    upper: Vec<[f64; 3]>,
+    multiplier: Vec<f64>,
+    swapped: Vec<bool>,
+    tiny: f64,
+}
+
+impl TridiagonalLu {
+    fn new(diag: &[f64], off: &[f64], shift: f64, tiny: f64) -> Self {
+        let n = diag.len();
+        let coupling = |i: usize| if i + 1 < n { off[i] } else { 0.0 };
+        let mut upper = Vec::with_capacity(n);
+        let mut multiplier = Vec::with_capacity(n);
+        let mut swapped = Vec::with_capacity(n);
+        // The row that is the pivot candidate at step i: columns i, i + 1, i + 2.
+        let mut current = [diag[0] - shift, coupling(0), 0.0];
+        for i in 0..n - 1 {
+            let next = [off[i], diag[i + 1] - shift, coupling(i + 1)];
+            if current[0].abs() >= next[0].abs() {
+                let m = if current[0] == 0.0 {
+                    0.0
+                } else {
+                    next[0] / current[0]
+                };
+                upper.push(current);
+                multiplier.push(m);
+                swapped.push(false);
+                current = [next[1] - m * current[1], next[2] - m * current[2], 0.0];
+            } else {
+                let m = current[0] / next[0];
+                upper.push(next);
+                multiplier.push(m);
+                swapped.push(true);
+                current = [current[1] - m * next[1], current[2] - m * next[2], 0.0];
+            }
+        }
+        upper.push(current);
+        Self {
+            upper,
+            multiplier,
+            swapped,
+            tiny,
+        }
+    }
+
+    /// Overwrite `x` with (T − λ·I)⁻¹·x.
+    fn solve(&self, x: &mut [f64]) {
+        let n = x.len();
+        for i in 0..n - 1 {
+            if self.swapped[i] {
+                x.swap(i, i + 1);
+            }
+            x[i + 1] -= self.multiplier[i] * x[i];
+        }
+        for i in (0..n).rev() {
+            let [pivot, u1, u2] = self.upper[i];
+            let mut t = x[i];
+            if i + 1 < n {
+                t -= u1 * x[i + 1];
+            }
+            if i + 2 < n {
+                t -= u2 * x[i + 2];
+            }
+            let pivot = if pivot.abs() < self.tiny {
+                self.tiny.copysign(pivot)
+            } else {
+                pivot
+            };
+            x[i] = t / pivot;
+        }
+    }
+}
+
+/// Overwrite each column z of the column-major n×k `z` with Q·z = P_{n−2}⋯P_0·z, the
+/// reflections as left by [`reduce`] in `v` (column-major n×n) and `h`; columns are shared
+/// out across threads, each computed exactly as on one.
+fn apply_reflections(v: &[f64], h: &[f64], z: &mut [f64], n: usize, threads: usize) {
+    let reflect = |col: &mut [f64]| {
+        for i in 0..n.saturating_sub(1) {
+            let hi = h[i + 1];
+            if hi != 0.0 {
+                let u = &v[(i + 1) * n..(i + 1) * n + i + 1];
+                let g = dot(u, &col[..=i]);
+                for (c, p) in col.iter_mut().zip(u) {
+                    *c -= g * (p / hi);
+                }
+            }
+        }
+    };
+    let k = z.len() / n.max(1);
+    let threads = threads.min(k).min(n * n * k / (1 << 18) + 1).max(1);
+    if threads == 1 {
+        z.chunks_mut(n).for_each(reflect);
+        return;
+    }
+    let per = k.div_ceil(threads);
+    std::thread::scope(|scope| {
+        for part in z.chunks_mut(per * n) {
+            scope.spawn(move || part.chunks_mut(n).for_each(reflect));
+        }
+    });
+}
+
+/// Whether the `k` columns of the column-major n×k `z` are finite and orthonormal: every
+/// entry of ZᵀZ − I within `tolerance`.
+/// Rows of ZᵀZ are shared out over at most `threads` threads.
+fn orthonormal(z: &[f64], n: usize, k: usize, tolerance: f64, threads: usize) -> bool {
+    if !z.iter().all(|x| x.is_finite()) {
+        return false;
+    }
+    let threads = threads.min(n * k * k / (1 << 20) + 1);
+    let row = |i: usize| {
+        let zi = &z[i * n..(i + 1) * n];
+        (i..k).all(|j| {
+            let zj = &z[j * n..(j + 1) * n];
+            let id = if i == j { 1.0 } else { 0.0 };
+            (dot(zi, zj) - id).abs() <= tolerance
+        })
+    };
+    run_shares(shares(0..k, threads), row)
+        .into_iter()
+        .all(|ok| ok)
+}
+
+/// Σ aᵢ·bᵢ over the shorter of the two, in eight interleaved partial sums (which the
+/// compiler can vectorise; one running sum is a chain of dependent additions) added in a
+/// fixed order, so the result depends only on the inputs.
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let len = a.len().min(b.len());
+    let (a, b) = (&a[..len], &b[..len]);
+    let mut lanes = [0.0f64; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (a8.remainder(), b8.remainder());
+    for (x, y) in a8.zip(b8) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    let mut tail = 0.0;
+    for (x, y) in ra.iter().zip(rb) {
+        tail += x * y;
+    }
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+        + tail
+}
+
 /// Element (i, j) of the work matrix, stored column-major: every O(n³) inner loop of
 /// `tred2`/`tql2` runs down a column, so this keeps them on contiguous memory. (The input
 /// is symmetric, so storing it either way is the same matrix.)
@@ -54,10 +372,12 @@ fn col_major(n: usize) -> impl Fn(usize, usize) -> usize {
     move |i, j| j * n + i
 }
 
-/// Householder reduction of the symmetric matrix in `v` to tridiagonal form; on return `v`
-/// holds the accumulated orthogonal transformation, `d` the diagonal and `e` the
-/// sub-diagonal (in `e[1..]`).
-fn tridiagonalize(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize, threads: usize) {
+/// Householder reduction of the symmetric matrix in `v` to tridiagonal form (the first half
+/// of EISPACK `tred2`). On return column i + 1 of `v` holds the vector u_i of reflection
+/// P_i = I − u_i·u_iᵀ/h_i in rows 0..=i, with h_i = `d[i + 1]` (0: no reflection), the
+/// diagonal of `v` holds the tridiagonal's diagonal, everything below it is zero, and `e`
+/// holds the sub-diagonal in `e[1..]`. The orthogonal Q with A = Q·T·Qᵀ is P_{n−2}⋯P_0.
+fn reduce(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
     let at = col_major(n);
     for j in 0..n {
         d[j] = v[at(n - 1, j)];
@@ -94,10 +414,12 @@ fn tridiagonalize(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize, threads
             for j in 0..i {
                 let f = d[j];
                 v[at(j, i)] = f;
-                let mut g = e[j] + v[at(j, j)] * f;
-                for k in j + 1..i {
-                    g += v[at(k, j)] * d[k];
-                    e[k] += v[at(k, j)] * f;
+                // Column j of the leading block, below the diagonal: one dot product and
+                // one axpy (the block's upper part is its transpose).
+                let below = &v[at(j + 1, j)..at(i, j)];
+                let g = e[j] + v[at(j, j)] * f + dot(below, &d[j + 1..i]);
+                for (ek, vk) in e[j + 1..i].iter_mut().zip(below) {
+                    *ek += vk * f;
                 }
                 e[j] = g;
             }
@@ -122,11 +444,44 @@ fn tridiagonalize(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize, threads
         }
         d[i] = h;
     }
-    accumulate(v, d, n, threads);
     e[0] = 0.0;
 }
 
-/// Accumulate the Householder transformations of [`tridiagonalize`] into `v` (EISPACK
+/// Columns per block in [`cholesky`].
+const COLUMN_BLOCK: usize = 64;
+
+/// Round-robin shares of `items` for at most `threads` threads (fewer where there are
+/// fewer items).
+fn shares<T>(items: impl Iterator<Item = T>, threads: usize) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = (0..threads.max(1)).map(|_| Vec::new()).collect();
+    for (b, item) in items.enumerate() {
+        out[b % threads.max(1)].push(item);
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// `f` over every item of every share, one scoped thread per share beyond the first (which
+/// runs on the caller's thread); the results in item order within each share.
+fn run_shares<T: Send, R: Send>(shares: Vec<Vec<T>>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let f = &f;
+    let mut shares = shares.into_iter();
+    let Some(first) = shares.next() else {
+        return Vec::new();
+    };
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .map(|share| scope.spawn(move || share.into_iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out: Vec<R> = first.into_iter().map(f).collect();
+        for handle in handles {
+            out.extend(handle.join().expect("linalg worker panicked"));
+        }
+        out
+    })
+}
+
+/// Accumulate the Householder transformations of [`reduce`] into `v` (EISPACK
 /// `tred2`'s second half), and leave the diagonal in `d`.
 ///
 /// On entry column i + 1 of `v` holds the vector u_i of reflection i in rows 0..=i, with
@@ -149,10 +504,7 @@ fn accumulate(v: &mut [f64], d: &mut [f64], n: usize, threads: usize) {
             let hi = h[i + 1];
             if hi != 0.0 {
                 let u = &reflections[at(0, i + 1)..=at(i, i + 1)];
-                let mut g = 0.0;
-                for (uk, ck) in u.iter().zip(col.iter()) {
-                    g += uk * ck;
-                }
+                let g = dot(u, &col[..=i]);
                 for (ck, uk) in col.iter_mut().zip(u) {
                     *ck -= g * (uk / hi);
                 }
@@ -181,13 +533,16 @@ fn accumulate(v: &mut [f64], d: &mut [f64], n: usize, threads: usize) {
     });
 }
 
-/// Implicit QL iterations on the tridiagonal matrix `(d, e)`, rotating the columns of `v`.
+/// Implicit QL iterations (EISPACK `tql2`) on the tridiagonal matrix with diagonal `d` and
+/// sub-diagonal `e[1..]`: on return `d` holds its eigenvalues, unordered. Each plane
+/// rotation of columns (i, i + 1) that `tql2` applies to the eigenvectors is passed to
+/// `rotate(i, c, s)` instead, in order.
 ///
-/// The rotations never read `v`, so they are recorded and applied in batches by
-/// [`Rotations::apply`], rows split across threads; each element of `v` sees the same
-/// operations in the same order as when applied one by one, so the result is identical.
-fn ql_implicit(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize, threads: usize) {
-    let mut rotations = Rotations::new(n, threads);
+/// The rotations never read the eigenvectors, so [`symmetric_eigen`] records them and
+/// applies them in batches by [`Rotations::apply`], rows split across threads; each element
+/// sees the same operations in the same order as when applied one by one, so the result is
+/// identical. [`top_eigen`] ignores them.
+fn ql_implicit(d: &mut [f64], e: &mut [f64], n: usize, mut rotate: impl FnMut(usize, f64, f64)) {
     for i in 1..n {
         e[i - 1] = e[i];
     }
@@ -236,7 +591,7 @@ fn ql_implicit(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize, threads: u
                     c = p / r;
                     p = c * d[i] - s * g;
                     d[i + 1] = h + s * (c * g + s * d[i]);
-                    rotations.push(i, c, s, v);
+                    rotate(i, c, s);
                 }
                 p = -s * s2 * c3 * el1 * e[l] / dl1;
                 e[l] = s * p;
@@ -249,7 +604,6 @@ fn ql_implicit(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize, threads: u
         d[l] += f;
         e[l] = 0.0;
     }
-    rotations.apply(v);
 }
 
 /// Plane rotations of columns (i, i + 1) of an n×n column-major matrix, recorded in order.
@@ -342,19 +696,19 @@ impl Rotations {
 /// yields orthonormal columns.
 pub fn top_left_singular_vectors(gram: &[f64], a: usize, r: usize) -> Vec<f64> {
     assert!(r <= a, "rank {r} exceeds the side {a}");
-    let (_, vectors) = symmetric_eigen(gram, a);
-    let mut out = vec![0.0; a * r];
+    let (_, mut out) = top_eigen(gram, a, r);
     for j in 0..r {
         let mut pivot = 0.0f64;
         for i in 0..a {
-            let x = vectors[i * a + j];
+            let x = out[i * r + j];
             if x.abs() > pivot.abs() {
                 pivot = x;
             }
         }
-        let sign = if pivot < 0.0 { -1.0 } else { 1.0 };
-        for i in 0..a {
-            out[i * r + j] = sign * vectors[i * a + j];
+        if pivot < 0.0 {
+            for i in 0..a {
+                out[i * r + j] = -out[i * r + j];
+            }
         }
     }
     out
@@ -363,22 +717,52 @@ pub fn top_left_singular_vectors(gram: &[f64], a: usize, r: usize) -> Vec<f64> {
 /// Cholesky factor `L` (row-major, lower triangular) of a symmetric positive-definite `n×n`
 /// matrix, or `None` when a pivot is not positive.
 pub fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
+    // Below about a million multiply-adds threads cost more than they save.
+    let threads = match n * n * n < 3 << 20 {
+        true => 1,
+        false => std::thread::available_parallelism().map_or(1, |t| t.get()),
+    };
+    cholesky_on(a, n, threads)
+}
+
+/// [`cholesky`] on at most `threads` threads, by blocks of [`COLUMN_BLOCK`] columns: the
+/// block's diagonal rows first, then every row below it for the block's columns, rows
+/// shared out over the threads. Each entry is the same expression as in the row-by-row
+/// algorithm, so the result is too.
+fn cholesky_on(a: &[f64], n: usize, threads: usize) -> Option<Vec<f64>> {
+    let entry =
+        |l_i: &[f64], l_j: &[f64], i: usize, j: usize| a[i * n + j] - dot(&l_i[..j], &l_j[..j]);
     let mut l = vec![0.0; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let mut sum = a[i * n + j];
-            for k in 0..j {
-                sum -= l[i * n + k] * l[j * n + k];
-            }
-            if i == j {
-                if sum <= 0.0 || !sum.is_finite() {
-                    return None;
+    for j0 in (0..n).step_by(COLUMN_BLOCK) {
+        let j1 = (j0 + COLUMN_BLOCK).min(n);
+        for i in j0..j1 {
+            let (above, row) = l.split_at_mut(i * n);
+            let row = &mut row[..n];
+            for j in 0..=i {
+                if j < i {
+                    let l_j = &above[j * n..j * n + n];
+                    row[j] = entry(row, l_j, i, j) / l_j[j];
+                } else {
+                    let sum = entry(row, row, i, i);
+                    if sum <= 0.0 || !sum.is_finite() {
+                        return None;
+                    }
+                    row[i] = sum.sqrt();
                 }
-                l[i * n + i] = sum.sqrt();
-            } else {
-                l[i * n + j] = sum / l[j * n + j];
             }
         }
+        let (above, below) = l.split_at_mut(j1 * n);
+        let above = &*above;
+        let rows = below
+            .chunks_mut(n)
+            .enumerate()
+            .map(|(p, row)| (j1 + p, row));
+        run_shares(shares(rows, threads), |(i, row)| {
+            for j in j0..j1 {
+                let l_j = &above[j * n..j * n + n];
+                row[j] = entry(row, l_j, i, j) / l_j[j];
+            }
+        });
     }
     Some(l)
 }
@@ -386,19 +770,29 @@ pub fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
 /// Inverse of the transpose of a lower-triangular `L`: returns `L⁻ᵀ` (upper triangular,
 /// row-major `n×n`).
 pub fn inverse_transpose_lower(l: &[f64], n: usize) -> Vec<f64> {
+    // Below about a million multiply-adds threads cost more than they save.
+    let threads = match n * n * n < 6 << 20 {
+        true => 1,
+        false => std::thread::available_parallelism().map_or(1, |t| t.get()),
+    };
+    inverse_transpose_lower_on(l, n, threads)
+}
+
+/// [`inverse_transpose_lower`] with the rows shared out over at most `threads` threads
+/// (each row is computed the same way on any number).
+fn inverse_transpose_lower_on(l: &[f64], n: usize, threads: usize) -> Vec<f64> {
     // Column c of L⁻¹ solves L·x = e_c by forward substitution; x is zero above row c, and
     // it is row c of L⁻ᵀ, so each solve writes one contiguous output row. n³/6 multiply-adds,
-    // all along contiguous rows.
-    let mut out = vec![0.0; n * n];
-    for c in 0..n {
-        let x = &mut out[c * n..(c + 1) * n];
+    // all along contiguous rows; the solves are independent.
+    let solve = |(c, x): (usize, &mut [f64])| {
         for i in c..n {
             let row = &l[i * n..i * n + i];
-            let dot: f64 = row[c..].iter().zip(&x[c..i]).map(|(a, b)| a * b).sum();
             let unit = if i == c { 1.0 } else { 0.0 };
-            x[i] = (unit - dot) / l[i * n + i];
+            x[i] = (unit - dot(&row[c..], &x[c..i])) / l[i * n + i];
         }
-    }
+    };
+    let mut out = vec![0.0; n * n];
+    run_shares(shares(out.chunks_mut(n.max(1)).enumerate(), threads), solve);
     out
 }
 
@@ -463,6 +857,133 @@ mod tests {
         }
     }
 
+    /// ‖A·x − λ·x‖ for column j of the row-major n×k `vectors`.
+    fn residual(a: &[f64], n: usize, value: f64, vectors: &[f64], k: usize, j: usize) -> f64 {
+        (0..n)
+            .map(|i| {
+                let ax: f64 = (0..n).map(|p| a[i * n + p] * vectors[p * k + j]).sum();
+                (ax - value * vectors[i * k + j]).powi(2)
+            })
+            .sum::<f64>()
+            .sqrt()
+    }
+
+    /// Max |XᵀX − I| over the k columns of the row-major n×k `x`.
+    fn drift(x: &[f64], n: usize, k: usize) -> f64 {
+        let mut worst = 0.0f64;
+        for i in 0..k {
+            for j in 0..k {
+                let dot: f64 = (0..n).map(|p| x[p * k + i] * x[p * k + j]).sum();
+                let id = if i == j { 1.0 } else { 0.0 };
+                worst = worst.max((dot - id).abs());
+            }
+        }
+        worst
+    }
+
+    /// Checks `top_eigen`'s fast path (no fallback) on `a` against the full solver: the same
+    /// values, eigen-residuals at round-off, orthonormal columns, and the same top-k
+    /// subspace where the spectrum has a gap after k.
+    fn check_top(a: &[f64], n: usize, k: usize, what: &str) {
+        let (values, vectors) =
+            top_eigen_on(a, n, k, 2).unwrap_or_else(|| panic!("{what}: fell back"));
+        let (all, full) = symmetric_eigen(a, n);
+        let scale = all.iter().fold(1e-300f64, |m, x| m.max(x.abs()));
+        for j in 0..k {
+            assert!(
+                (values[j] - all[j]).abs() <= 1e-12 * scale,
+                "{what}: value {j}: {} vs {}",
+                values[j],
+                all[j]
+            );
+            let res = residual(a, n, values[j], &vectors, k, j);
+            assert!(res <= 1e-11 * scale, "{what}: residual {j}: {res}");
+        }
+        assert!(drift(&vectors, n, k) < 1e-10, "{what}: not orthonormal");
+        if k < n && all[k - 1] - all[k] > 1e-6 * scale {
+            // ‖P_top − P_full‖ through ‖Vfullᵀ·Vtop‖_F² = k on equal subspaces.
+            let mut captured = 0.0;
+            for p in 0..k {
+                for q in 0..k {
+                    let dot: f64 = (0..n).map(|i| full[i * n + p] * vectors[i * k + q]).sum();
+                    captured += dot * dot;
+                }
+            }
+            assert!(
+                (captured - k as f64).abs() < 1e-10,
+                "{what}: subspace {captured}"
+            );
+        }
+    }
+
+    #[test]
+    fn top_eigen_matches_the_full_solver() {
+        for n in [1, 2, 3, 7, 33, 150, 301] {
+            let a = sym(n, 100 + n as u64);
+            for k in [1, n.div_ceil(4), n] {
+                check_top(&a, n, k, &format!("random n={n} k={k}"));
+            }
+        }
+    }
+
+    /// Ties and near-ties: the identity, zero, a Gram matrix of rank 3, a block-diagonal
+    /// matrix repeating one block (its tridiagonal splits), and Wilkinson's W21+, whose top
+    /// two eigenvalues agree to about 14 digits.
+    #[test]
+    fn top_eigen_handles_clusters_and_ties() {
+        let n = 40;
+        let identity: Vec<f64> = (0..n * n)
+            .map(|p| if p / n == p % n { 1.0 } else { 0.0 })
+            .collect();
+        check_top(&identity, n, 10, "identity");
+        check_top(&vec![0.0; n * n], n, 10, "zero");
+
+        let x = sym(n, 5);
+        let mut gram = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                gram[i * n + j] = (0..3).map(|p| x[i * n + p] * x[j * n + p]).sum();
+            }
+        }
+        check_top(&gram, n, 10, "rank 3");
+
+        let block = sym(5, 8);
+        let mut blocks = vec![0.0; n * n];
+        for b in 0..n / 5 {
+            for i in 0..5 {
+                for j in 0..5 {
+                    blocks[(5 * b + i) * n + 5 * b + j] = block[i * 5 + j];
+                }
+            }
+        }
+        check_top(&blocks, n, 16, "repeated blocks");
+
+        let w = 21;
+        let mut wilkinson = vec![0.0; w * w];
+        for i in 0..w {
+            wilkinson[i * w + i] = (10.0 - i as f64).abs();
+            if i + 1 < w {
+                wilkinson[i * w + i + 1] = 1.0;
+                wilkinson[(i + 1) * w + i] = 1.0;
+            }
+        }
+        check_top(&wilkinson, w, 2, "Wilkinson W21+");
+        check_top(&wilkinson, w, 7, "Wilkinson W21+, k = 7");
+    }
+
+    #[test]
+    fn top_eigen_is_the_same_on_any_number_of_threads() {
+        let n = 150;
+        let a = sym(n, 4);
+        let one = top_eigen_on(&a, n, 40, 1).unwrap();
+        for threads in [2, 4, 7] {
+            assert!(
+                one == top_eigen_on(&a, n, 40, threads).unwrap(),
+                "{threads}"
+            );
+        }
+    }
+
     #[test]
     fn eigen_of_diagonal_and_zero() {
         let (w, _) = symmetric_eigen(&[3.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 5.0], 3);
@@ -474,13 +995,37 @@ mod tests {
 
     #[test]
     fn cholesky_inverse_orthonormalises() {
-        for n in [1, 4, 37] {
+        for n in [1, 4, 37, 70] {
             let mut a = sym(n, 9);
             for i in 0..n {
                 a[i * n + i] += 5.0 * n as f64;
             }
             let l = cholesky(&a, n).unwrap();
             let r_inv = inverse_transpose_lower(&l, n);
+            for threads in [1, 3] {
+                assert!(
+                    r_inv == inverse_transpose_lower_on(&l, n, threads),
+                    "{threads}"
+                );
+            }
+            // The blocked, threaded factor has the bits of the row-by-row algorithm.
+            let mut rows = vec![0.0; n * n];
+            for i in 0..n {
+                for j in 0..=i {
+                    let sum = a[i * n + j] - dot(&rows[i * n..i * n + j], &rows[j * n..j * n + j]);
+                    rows[i * n + j] = if i == j {
+                        sum.sqrt()
+                    } else {
+                        sum / rows[j * n + j]
+                    };
+                }
+            }
+            for threads in [1, 3] {
+                assert!(
+                    rows == cholesky_on(&a, n, threads).unwrap(),
+                    "n = {n}, {threads}"
+                );
+            }
             // L⁻ᵀ is upper triangular, and L⁻¹·A·L⁻ᵀ = I.
             for i in 0..n {
                 for j in 0..i {

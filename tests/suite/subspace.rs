@@ -262,6 +262,46 @@ fn randomized_basis_matches_the_exact_one_on_a_gapped_spectrum() {
     assert!(drift < 1e-5, "zero gradient: drift {drift}");
 }
 
+/// A full-rank spectrum decaying by a decade every six values, so that the power iterates
+/// are ill-conditioned (σ₁/σ₁₆ ≈ 300): the single-pass Cholesky-QR of the intermediate
+/// iterates still gives the top-r singular vectors of an independent f64 computation
+/// (Jacobi on G·Gᵀ), to f32 precision.
+#[test]
+fn randomized_basis_is_accurate_on_a_decaying_spectrum() {
+    let device = Device::flex();
+    let mut rng = Rng(71);
+    let (a, b, r) = (120, 200, 8);
+    let u = random_basis(&mut rng, a, a);
+    let v = random_basis(&mut rng, b, a);
+    let sigma = Mat::from_fn(a, a, |i, j| {
+        if i == j {
+            10f64.powf(-(i as f64) / 6.0)
+        } else {
+            0.0
+        }
+    });
+    let g = u.mul(&sigma).mul(&v.t());
+    let expected = top_eigvecs(&g.mul(&g.t()), r);
+    let g_dev = upload(&g, &device);
+    let randomized = download(subtrack::basis::randomized_singular_basis(&g_dev, r, 6));
+    let captured = randomized.t().mul(&expected).norm().powi(2);
+    assert!(
+        (captured - r as f64).abs() < 1e-5,
+        "captured {captured} of {r}"
+    );
+    // Both have canonical signs, so the columns themselves agree.
+    let err = max_abs_diff(&randomized, &expected);
+    assert!(err < 1e-4, "randomized vs f64 singular vectors: {err}");
+    // It did not fall back to the exact path, whose f32 result differs in the last bits.
+    let exact = download(subtrack::basis::exact_singular_basis(&g_dev, r));
+    assert!(
+        max_abs_diff(&randomized, &exact) > 0.0,
+        "fell back to the exact SVD"
+    );
+    let (drift, _) = orthonormality_drift(&upload(&randomized, &device));
+    assert!(drift < 1e-5, "drift {drift}");
+}
+
 #[test]
 fn top_singular_basis_goes_randomized_past_the_exact_limit() {
     // a = 1100 > 1024: the randomized path; it must find the exact top singular vectors
