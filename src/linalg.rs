@@ -300,9 +300,9 @@ fn apply_reflections(v: &[f64], h: &[f64], z: &mut [f64], n: usize, threads: usi
             let hi = h[i + 1];
             if hi != 0.0 {
                 let u = &v[(i + 1) * n..(i + 1) * n + i + 1];
-                let g = dot(u, &col[..=i]);
+                let g = dot(u, &col[..=i]) / hi;
                 for (c, p) in col.iter_mut().zip(u) {
-                    *c -= g * (p / hi);
+                    *c -= g * p;
                 }
             }
         }
@@ -322,8 +322,8 @@ fn apply_reflections(v: &[f64], h: &[f64], z: &mut [f64], n: usize, threads: usi
 }
 
 /// Whether the `k` columns of the column-major n×k `z` are finite and orthonormal: every
-/// entry of ZᵀZ − I within `tolerance`.
-/// Rows of ZᵀZ are shared out over at most `threads` threads.
+/// entry of ZᵀZ − I within `tolerance`. Rows of ZᵀZ are shared out over at most `threads`
+/// threads.
 fn orthonormal(z: &[f64], n: usize, k: usize, tolerance: f64, threads: usize) -> bool {
     if !z.iter().all(|x| x.is_finite()) {
         return false;
