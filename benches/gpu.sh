@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build and run the benchmarks at GPU sizes, printing every table (issue 5), then a short
-# toy-LLaMA run on the same device. Meant for one call on a GPU machine.
+# Build and run the benchmarks at GPU sizes, printing every table (issue 5); with EXTRA=1
+# also sections 2 and 3 on Burn's tensor ops and two short toy-LLaMA runs. Meant for one
+# call on a GPU machine.
 #
 #   bash benches/gpu.sh                   # builds with cargo, then runs
 #   SUBTRACK_BIN=dir bash benches/gpu.sh  # runs prebuilt `benchmark` and `pretrain_llama`
@@ -11,12 +12,14 @@
 #                                         # SUBTRACK_BIN=target/gpu-bin there, so the GPU
 #                                         # call spends none of its time on the build
 #
-# Variables: DEVICE (default auto), REPS (default 5), STEPS (pretrain steps, default 300),
+# Variables: DEVICE (default auto), REPS (default 5), EXTRA (1: the extra stages below;
+# default off, so that the default call measures what the issues ask and no more), STEPS
+# (pretrain steps, default 300),
 # OUT (default target/bench), LIMIT (seconds per stage, default none: a stage past it is
 # stopped and reported failed, and the next one starts, so a time-boxed call still returns
 # the stages that finished).
 # Results: $OUT/benchmark.{md,json} (SubTrack's WGSL kernels on, the default),
-# $OUT/portable/benchmark.{md,json} (sections 2 and 3 on Burn's tensor ops),
+# with EXTRA=1 $OUT/portable/benchmark.{md,json} (sections 2 and 3 on Burn's tensor ops),
 # $OUT/pretrain/ and $OUT/pretrain-portable/. Every stage runs even when an
 # earlier one failed; the script exits non-zero if any did.
 set -uo pipefail
@@ -69,12 +72,14 @@ stage() {
 start=$SECONDS
 stage "benchmark --full" \
   "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --out "$OUT"
-stage "benchmark --full --sections 2,3 --no-wgsl-kernels" \
-  "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections 2,3 --no-wgsl-kernels --out "$OUT/portable"
-stage "pretrain_llama (9m, SubTrack++, $STEPS steps)" \
-  "$BIN/pretrain_llama" --device "$DEVICE" --steps "$STEPS" --out "$OUT/pretrain" --overwrite
-stage "pretrain_llama --no-wgsl-kernels (9m, SubTrack++, $STEPS steps)" \
-  "$BIN/pretrain_llama" --device "$DEVICE" --steps "$STEPS" --no-wgsl-kernels --out "$OUT/pretrain-portable" --overwrite
+if [ "${EXTRA:-0}" = 1 ]; then
+  stage "benchmark --full --sections 2,3 --no-wgsl-kernels" \
+    "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections 2,3 --no-wgsl-kernels --out "$OUT/portable"
+  stage "pretrain_llama (9m, SubTrack++, $STEPS steps)" \
+    "$BIN/pretrain_llama" --device "$DEVICE" --steps "$STEPS" --out "$OUT/pretrain" --overwrite
+  stage "pretrain_llama --no-wgsl-kernels (9m, SubTrack++, $STEPS steps)" \
+    "$BIN/pretrain_llama" --device "$DEVICE" --steps "$STEPS" --no-wgsl-kernels --out "$OUT/pretrain-portable" --overwrite
+fi
 echo "== total $((SECONDS - start)) s after the build"
 if [ ${#failed[@]} -gt 0 ]; then
   printf 'failed: %s\n' "${failed[@]}"
