@@ -12,6 +12,9 @@
 #                                         # SUBTRACK_BIN=target/gpu-bin there, so the GPU
 #                                         # call spends none of its time on the build
 #
+# wgpu needs a Vulkan loader: on a bare NVIDIA machine that is libvulkan1 and, for NVIDIA's
+# driver, libglvnd's libraries (libegl1, libglvnd0, libgl1, libglx0, libgles2, libopengl0).
+#
 # Variables: DEVICE (default auto), REPS (default 5), EXTRA (1: the extra stages below;
 # default off, so that the default call measures what the issues ask and no more), STEPS
 # (pretrain steps, default 300),
