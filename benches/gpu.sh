@@ -31,7 +31,6 @@ OUT=${OUT:-target/bench}
 DEVICE=${DEVICE:-auto}
 REPS=${REPS:-5}
 STEPS=${STEPS:-300}
-mkdir -p "$OUT"
 if [ "${1:-}" = pack ]; then
   cargo build --release --example benchmark --example pretrain_llama || exit 1
   mkdir -p target/gpu-bin
@@ -42,10 +41,12 @@ if [ "${1:-}" = pack ]; then
   ls -l target/gpu-bin
   exit 0
 fi
+mkdir -p "$OUT"
 if [ -n "${SUBTRACK_BIN:-}" ]; then
   BIN=$SUBTRACK_BIN
   if [ -f "$BIN/benchmark.gz" ] && [ ! -x "$BIN/benchmark" ]; then
     unpacked=$(mktemp -d)
+    trap 'rm -rf "$unpacked"' EXIT
     for b in benchmark pretrain_llama; do
       gunzip -c "$BIN/$b.gz" >"$unpacked/$b" && chmod +x "$unpacked/$b" || exit 1
     done

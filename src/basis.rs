@@ -40,8 +40,8 @@ pub fn exact_singular_basis(g: &Tensor<2>, rank: usize) -> Tensor<2> {
 /// Martinsson & Tropp 2011, Alg. 4.4) with k = r + max(8, ⌈r/4⌉) columns and `iterations`
 /// power iterations, each half-step re-orthonormalised by Cholesky-QR (the last by
 /// Cholesky-QR2), then a Rayleigh–Ritz step: the top r eigenvectors of the k×k matrix
-/// (QᵀG)(QᵀG)ᵀ, found on the host. The
-/// products run on the device (O(a·b·k) each); only k×k matrices are read back. Accurate
+/// (QᵀG)(QᵀG)ᵀ, found on the host. The products run on the device (O(a·b·k) each); only
+/// k×k matrices are read back. Accurate
 /// where the spectrum has a gap after r (error shrinks like (σ_{k+1}/σ_r)^(2q+1)). Falls back
 /// to [`exact_singular_basis`] when G is rank-deficient (a zero gradient included). The
 /// random start is a fixed pseudo-random Gaussian matrix made on the host (seeded by the

@@ -13,8 +13,30 @@
 /// `n×n` whose column `j` is the unit eigenvector of `values[j]`. Householder reduction to
 /// tridiagonal form followed by the implicit QL algorithm (EISPACK `tred2`/`tql2`).
 pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-    symmetric_eigen_on(a, n, threads)
+    symmetric_eigen_on(a, n, cores())
+}
+
+/// The threads the routines here may use: every core.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |t| t.get())
+}
+
+/// Threads for a job of `multiply_adds`: one below about a million, where spawning costs
+/// more than it saves, else [`cores`].
+fn threads_for(multiply_adds: usize) -> usize {
+    if multiply_adds < 1 << 20 { 1 } else { cores() }
+}
+
+/// The symmetrised copy (A + Aᵀ)/2 of the row-major n×n `a`, so that round-off asymmetry
+/// cannot bias the result. Being symmetric, it reads the same row- or column-major.
+fn symmetrised(a: &[f64], n: usize) -> Vec<f64> {
+    let mut v = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            v[i * n + j] = 0.5 * (a[i * n + j] + a[j * n + i]);
+        }
+    }
+    v
 }
 
 /// [`symmetric_eigen`] with the QL rotations spread over at most `threads` threads (the
@@ -24,13 +46,7 @@ fn symmetric_eigen_on(a: &[f64], n: usize, threads: usize) -> (Vec<f64>, Vec<f64
     if n == 0 {
         return (Vec::new(), Vec::new());
     }
-    // Work on the symmetrised copy so that round-off asymmetry cannot bias the result.
-    let mut v = vec![0.0; n * n];
-    for i in 0..n {
-        for j in 0..n {
-            v[i * n + j] = 0.5 * (a[i * n + j] + a[j * n + i]);
-        }
-    }
+    let mut v = symmetrised(a, n);
     let mut d = vec![0.0; n];
     let mut e = vec![0.0; n];
     reduce(&mut v, &mut d, &mut e, n);
@@ -66,7 +82,7 @@ fn symmetric_eigen_on(a: &[f64], n: usize, threads: usize) -> (Vec<f64>, Vec<f64
 /// where the check fails it comes from [`symmetric_eigen`] instead. Deterministic: the
 /// same bits on any number of threads.
 pub fn top_eigen(a: &[f64], n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let threads = cores();
     top_eigen_on(a, n, k, threads).unwrap_or_else(|| {
         let (values, vectors) = symmetric_eigen_on(a, n, threads);
         leading(values, vectors, n, k)
@@ -91,12 +107,7 @@ fn top_eigen_on(a: &[f64], n: usize, k: usize, threads: usize) -> Option<(Vec<f6
         return Some((Vec::new(), Vec::new()));
     }
     let at = col_major(n);
-    let mut v = vec![0.0; n * n];
-    for i in 0..n {
-        for j in 0..n {
-            v[at(i, j)] = 0.5 * (a[i * n + j] + a[j * n + i]);
-        }
-    }
+    let mut v = symmetrised(a, n);
     let mut h = vec![0.0; n];
     let mut e = vec![0.0; n];
     reduce(&mut v, &mut h, &mut e, n);
@@ -308,17 +319,8 @@ fn apply_reflections(v: &[f64], h: &[f64], z: &mut [f64], n: usize, threads: usi
         }
     };
     let k = z.len() / n.max(1);
-    let threads = threads.min(k).min(n * n * k / (1 << 18) + 1).max(1);
-    if threads == 1 {
-        z.chunks_mut(n).for_each(reflect);
-        return;
-    }
-    let per = k.div_ceil(threads);
-    std::thread::scope(|scope| {
-        for part in z.chunks_mut(per * n) {
-            scope.spawn(move || part.chunks_mut(n).for_each(reflect));
-        }
-    });
+    let threads = threads.min(n * n * k / (1 << 18) + 1);
+    run_shares(shares(z.chunks_mut(n.max(1)), threads), reflect);
 }
 
 /// Whether the `k` columns of the column-major n×k `z` are finite and orthonormal: every
@@ -511,25 +513,9 @@ fn accumulate(v: &mut [f64], d: &mut [f64], n: usize, threads: usize) {
             }
         }
     };
-    let threads = threads.min(n / 32).max(1);
-    if threads == 1 {
-        for (j, col) in v.chunks_mut(n).enumerate() {
-            column(j, col);
-        }
-        return;
-    }
-    let mut shares: Vec<Vec<(usize, &mut [f64])>> = (0..threads).map(|_| Vec::new()).collect();
-    for (j, col) in v.chunks_mut(n).enumerate() {
-        shares[j % threads].push((j, col));
-    }
-    std::thread::scope(|scope| {
-        for share in shares {
-            scope.spawn(move || {
-                for (j, col) in share {
-                    column(j, col);
-                }
-            });
-        }
+    let threads = threads.min(n / 32);
+    run_shares(shares(v.chunks_mut(n).enumerate(), threads), |(j, col)| {
+        column(j, col)
     });
 }
 
@@ -717,12 +703,7 @@ pub fn top_left_singular_vectors(gram: &[f64], a: usize, r: usize) -> Vec<f64> {
 /// Cholesky factor `L` (row-major, lower triangular) of a symmetric positive-definite `n×n`
 /// matrix, or `None` when a pivot is not positive.
 pub fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
-    // Below about a million multiply-adds threads cost more than they save.
-    let threads = match n * n * n < 3 << 20 {
-        true => 1,
-        false => std::thread::available_parallelism().map_or(1, |t| t.get()),
-    };
-    cholesky_on(a, n, threads)
+    cholesky_on(a, n, threads_for(n * n * n / 3))
 }
 
 /// [`cholesky`] on at most `threads` threads, by blocks of [`COLUMN_BLOCK`] columns: the
@@ -770,12 +751,7 @@ fn cholesky_on(a: &[f64], n: usize, threads: usize) -> Option<Vec<f64>> {
 /// Inverse of the transpose of a lower-triangular `L`: returns `L⁻ᵀ` (upper triangular,
 /// row-major `n×n`).
 pub fn inverse_transpose_lower(l: &[f64], n: usize) -> Vec<f64> {
-    // Below about a million multiply-adds threads cost more than they save.
-    let threads = match n * n * n < 6 << 20 {
-        true => 1,
-        false => std::thread::available_parallelism().map_or(1, |t| t.get()),
-    };
-    inverse_transpose_lower_on(l, n, threads)
+    inverse_transpose_lower_on(l, n, threads_for(n * n * n / 6))
 }
 
 /// [`inverse_transpose_lower`] with the rows shared out over at most `threads` threads
