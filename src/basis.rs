@@ -120,6 +120,12 @@ pub fn project_back(basis: &Tensor<2>, x: Tensor<2>) -> Tensor<2> {
     basis.clone().matmul(x)
 }
 
+/// (S·X)ᵀ = Xᵀ·Sᵀ, b×a: [`project_back`] in the right case's own layout, computed as one
+/// product so that the result is stored b×a rather than as a transposed view.
+pub fn project_back_transposed(basis: &Tensor<2>, x: Tensor<2>) -> Tensor<2> {
+    x.transpose().matmul(basis.clone().transpose())
+}
+
 /// max |SᵀS − I| of an a×r basis, with the r×r Gram matrix SᵀS (row-major, f64).
 pub fn orthonormality_drift(basis: &Tensor<2>) -> (f64, Vec<f64>) {
     let r = basis.dims()[1];

@@ -291,6 +291,7 @@ impl SubTrack {
         let recovery = (cfg.recovery_scaling != RecoveryScaling::Off).then(|| {
             let scales = kernels::recovery(
                 &g,
+                transposed,
                 &g_low,
                 &adam.normalized,
                 cfg.recovery_scaling,
@@ -439,7 +440,7 @@ impl Optimizer for SubTrack {
                 .host_reads
                 .fetch_add(reads, Ordering::Relaxed);
         };
-        if !on_device && !host::read_flag(grad.clone().is_finite().all()) {
+        if !on_device && !host::read_all_finite(grad.clone()) {
             self.report
                 .inner
                 .nonfinite_skips

@@ -33,8 +33,12 @@ pub fn kept_weight(variant: RecoveryScaling, scale: f64) -> f64 {
 ///
 /// Uses ‖g_j − k·S·g̃_j‖² = ‖g_j‖² − (2k − k²)·‖g̃_j‖², exact when SᵀS = I and G̃ = SᵀG
 /// (S is kept orthonormal to `orthonormality_tolerance`); clamped at 0 against round-off.
+/// `transposed`: `g` is the transposed view of the parameter's gradient (the right case of
+/// §1), whose column sums are then taken along the stored rows (see [`column_sq`]).
+#[allow(clippy::too_many_arguments)]
 pub fn recovery_scales(
     g: &Tensor<2>,
+    transposed: bool,
     g_low: &Tensor<2>,
     normalized: &Tensor<2>,
     variant: RecoveryScaling,
@@ -42,11 +46,11 @@ pub fn recovery_scales(
     growth_limit: f64,
     previous_norm: Option<&Tensor<1>>,
 ) -> RecoveryScales {
-    let column_sq = |x: &Tensor<2>| x.clone().square().sum_dim(0);
-    let g_low_sq = column_sq(g_low);
-    let phi = column_sq(normalized).sqrt() / g_low_sq.clone().sqrt().add_scalar(1e-8);
+    let g_low_sq = column_sq(g_low, false);
+    let phi = column_sq(normalized, false).sqrt() / g_low_sq.clone().sqrt().add_scalar(1e-8);
     let k = kept_weight(variant, scale);
-    let residual_sq = (column_sq(g) - g_low_sq.mul_scalar(2.0 * k - k * k)).clamp_min(0.0);
+    let residual_sq =
+        (column_sq(g, transposed) - g_low_sq.mul_scalar(2.0 * k - k * k)).clamp_min(0.0);
     let norm = (residual_sq * phi.clone().square()).sum().sqrt();
     match previous_norm {
         None => RecoveryScales {
@@ -64,6 +68,18 @@ pub fn recovery_scales(
                 norm: norm * factor,
             }
         }
+    }
+}
+
+/// Σ_i x_ij², shape [1, b], of `x` (a×b). With `transposed`, `x` is the transposed view of
+/// a b×a tensor and the sums run along that tensor's rows: the same sums, in one contiguous
+/// pass (on Burn's `flex` CPU backend an element-wise pass over a transposed view of a
+/// 256×688 matrix took 0.2 ms against 0.02 contiguous).
+pub fn column_sq(x: &Tensor<2>, transposed: bool) -> Tensor<2> {
+    if transposed {
+        x.clone().transpose().square().sum_dim(1).transpose()
+    } else {
+        x.clone().square().sum_dim(0)
     }
 }
 
@@ -137,7 +153,28 @@ mod tests {
                     recovery_term(&g, &basis, &g_low, &normalized, variant, s, 1.01, previous);
                 let expected =
                     project_back(&basis, normalized.clone().mul_scalar(s)) + explicit.term;
-                let scales = recovery_scales(&g, &g_low, &normalized, variant, s, 1.01, previous);
+                let scales =
+                    recovery_scales(&g, false, &g_low, &normalized, variant, s, 1.01, previous);
+                // The right case: the same G as the transposed view of a stored b×a tensor.
+                let stored = Tensor::<2>::from_data(g.clone().transpose().into_data(), &device);
+                let viewed = recovery_scales(
+                    &stored.transpose(),
+                    true,
+                    &g_low,
+                    &normalized,
+                    variant,
+                    s,
+                    1.01,
+                    previous,
+                );
+                let psi_err = (viewed.scaled_phi - scales.scaled_phi.clone())
+                    .abs()
+                    .max()
+                    .into_scalar::<f32>();
+                assert!(
+                    psi_err < 1e-6,
+                    "{variant:?}: ψ from the stored rows: {psi_err}"
+                );
                 let low = normalized.clone().mul_scalar(s)
                     - (g_low.clone() * scales.scaled_phi.clone()).mul_scalar(scales.kept_weight);
                 let folded = project_back(&basis, low) + g.clone() * scales.scaled_phi;

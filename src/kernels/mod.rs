@@ -515,7 +515,10 @@ fn report_fallback(device: &Device) {
 /// G̃ = SᵀG (algorithm.md §2): with `wgsl`, the WGSL kernel on wgpu/WGSL devices for f32
 /// tensors within its size limits; tensor ops otherwise.
 pub fn project(basis: &Tensor<2>, g: &Tensor<2>, wgsl: bool) -> Tensor<2> {
-    project_checked(basis, g, wgsl).0
+    if wgsl && PROJECTION_SPLITS.with(Cell::get) > 1 {
+        return project_checked(basis, g, wgsl).0;
+    }
+    project_flagged(basis, g, wgsl, Limits::WEBGPU).0
 }
 
 thread_local! {
@@ -549,6 +552,20 @@ pub fn project_within(
     wgsl: bool,
     limits: Limits,
 ) -> (Tensor<2>, Tensor<1>) {
+    match project_flagged(basis, g, wgsl, limits) {
+        (g_low, Some(flag)) => (g_low, flag),
+        (g_low, None) => (g_low, step_flag(g)),
+    }
+}
+
+/// (G̃, the kernel's step flag): the flag only where the WGSL kernel found it while reading
+/// G; the tensor-op path leaves it to the caller, who may not need it (two passes over G).
+fn project_flagged(
+    basis: &Tensor<2>,
+    g: &Tensor<2>,
+    wgsl: bool,
+    limits: Limits,
+) -> (Tensor<2>, Option<Tensor<1>>) {
     let device = g.device();
     let ([a, r], b) = (basis.dims(), g.dims()[1]);
     let runs = wgsl
@@ -562,12 +579,15 @@ pub fn project_within(
             limits.max_binding_bytes,
             limits.max_workgroups,
         );
-        (Tensor::from_dispatch(g_low), Tensor::from_dispatch(flag))
+        (
+            Tensor::from_dispatch(g_low),
+            Some(Tensor::from_dispatch(flag)),
+        )
     } else {
         if wgsl {
             report_fallback(&device);
         }
-        (crate::basis::project(basis, g), step_flag(g))
+        (crate::basis::project(basis, g), None)
     }
 }
 
@@ -892,14 +912,15 @@ pub fn track(
     })
 }
 
-/// Recovery scales and the limiter (§7) from G (a×b), G̃ and N (r×b): see
-/// [`recovery_scales`]. `flag` as in [`adam`]: where the step is skipped the returned norm
+/// Recovery scales and the limiter (§7) from G (a×b; with `transposed`, the transposed view
+/// of the parameter's gradient), G̃ and N (r×b): see [`recovery_scales`]. `flag` as in [`adam`]: where the step is skipped the returned norm
 /// is `previous` (when there is one). With `wgsl`, two WGSL kernels (column norms, then
 /// limiter) on wgpu/WGSL devices for f32 tensors within their size limits; tensor ops
 /// otherwise.
 #[allow(clippy::too_many_arguments)]
 pub fn recovery(
     g: &Tensor<2>,
+    transposed: bool,
     g_low: &Tensor<2>,
     normalized: &Tensor<2>,
     variant: RecoveryScaling,
@@ -912,6 +933,7 @@ pub fn recovery(
     let limits = Limits::WEBGPU;
     recovery_within(
         g,
+        transposed,
         g_low,
         normalized,
         variant,
@@ -928,6 +950,7 @@ pub fn recovery(
 #[allow(clippy::too_many_arguments)]
 pub fn recovery_within(
     g: &Tensor<2>,
+    transposed: bool,
     g_low: &Tensor<2>,
     normalized: &Tensor<2>,
     variant: RecoveryScaling,
@@ -977,7 +1000,16 @@ pub fn recovery_within(
     if wgsl {
         report_fallback(&device);
     }
-    let scales = recovery_scales(g, g_low, normalized, variant, scale, growth_limit, previous);
+    let scales = recovery_scales(
+        g,
+        transposed,
+        g_low,
+        normalized,
+        variant,
+        scale,
+        growth_limit,
+        previous,
+    );
     match (flag, previous) {
         (Some(flag), Some(previous)) => RecoveryScales {
             norm: keep_on_skip(scales.norm, previous.clone(), flag),
@@ -1109,13 +1141,22 @@ pub fn update_within(
     if let Some(t) = &recovery {
         low = low - (t.g_low.clone() * t.psi.clone()).mul_scalar(alpha * t.kept_weight);
     }
-    let mut u = crate::basis::project_back(basis, low);
-    if let Some(t) = recovery {
-        u = u + t.grad * t.psi.mul_scalar(alpha);
-    }
-    if transposed {
-        u = u.transpose();
-    }
+    // The a×b terms are formed in W's own layout: in the right case (S·L)ᵀ = Lᵀ·Sᵀ and
+    // (G⊙ψ)ᵀ = Gᵀ⊙ψᵀ, so no element-wise pass runs over a transposed view (on `flex` such a
+    // pass costs about 10× a contiguous one).
+    let u = if transposed {
+        let u = crate::basis::project_back_transposed(basis, low);
+        match recovery {
+            Some(t) => u + t.grad.transpose() * t.psi.mul_scalar(alpha).transpose(),
+            None => u,
+        }
+    } else {
+        let u = crate::basis::project_back(basis, low);
+        match recovery {
+            Some(t) => u + t.grad * t.psi.mul_scalar(alpha),
+            None => u,
+        }
+    };
     let old = flag.map(|_| weight.clone());
     let stepped = weight - u;
     let stepped = if decay == 1.0 {

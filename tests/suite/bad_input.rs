@@ -82,6 +82,40 @@ fn non_finite_gradients_change_nothing_and_are_counted() {
     }
 }
 
+/// The host check reads a gradient's sum first: a sum that overflows to ∞ although every
+/// element is finite must not skip the step.
+#[test]
+fn huge_finite_gradients_are_not_skipped() {
+    for (device, optim_wgsl) in devices()
+        .into_iter()
+        .flat_map(|d| [(d.clone(), true), (d, false)])
+    {
+        let optim = SubTrackConfig::subtrack_plus_plus()
+            .with_rank(2)
+            .with_wgsl_kernels(optim_wgsl)
+            .build()
+            .unwrap();
+        let report = optim.report();
+        let mut rng = Rng(12);
+        for (rows, cols) in [(6, 9), (2, 3)] {
+            let w = upload(&rng.mat(rows, cols), &device);
+            let (w, state) = optim.step(0.01, w, upload(&rng.mat(rows, cols), &device), None);
+            let mut g = rng.mat(rows, cols);
+            g.data[1] = f32::MAX as f64;
+            g.data[4] = f32::MAX as f64;
+            let w_before = download(w.clone());
+            let (nw, ns) = optim.step(0.01, w, upload(&g, &device), state);
+            assert_eq!(report.nonfinite_skips(), 0, "{rows}×{cols} skipped");
+            assert_eq!(ns.unwrap().step(), 2, "{rows}×{cols}: k did not advance");
+            assert_ne!(
+                download(nw),
+                w_before,
+                "{rows}×{cols}: the weight did not move"
+            );
+        }
+    }
+}
+
 #[test]
 fn zero_gradients_produce_no_nan() {
     for device in devices() {

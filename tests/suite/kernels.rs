@@ -578,6 +578,7 @@ fn recovery_kernels_match_the_portable_path() {
                     let prev = previous.map(|p| Tensor::<1>::from_floats([p as f32], dev));
                     let out = kernels::recovery_within(
                         &upload(&g, dev),
+                        false,
                         &upload(&g_low, dev),
                         &upload(&n, dev),
                         variant,
