@@ -5,7 +5,8 @@
 // Bindings (all row-major f32; declared read_write because CubeCL sub-allocates tensors
 // from shared buffers, see burn-0.22.md):
 //   @binding(0) basis  S,  a×r   (read)
-//   @binding(1) grad   G,  a×b   (read)
+//   @binding(1) grad   G,  a×b   (read); with {{g_transposed}}, its transpose b×a (the
+//                      right case's G = ∇Wᵀ, read in place)
 //   @binding(2) output G̃, r×b   (written); with {{splits}} > 1, splits×r×b partial sums,
 //                      slice z = S[rows of split z]ᵀ·G[rows of split z] (Σ_z is G̃)
 //   @binding(3) flag   [1]: set to 0 where G holds NaN or ±∞, else left as the caller
@@ -16,8 +17,8 @@
 // binding's size limit is split into: G̃ = Σ_c S_cᵀ·G_c), {{j_block}} (the first 64-column
 // block of this launch: wider matrices take several launches of at most 65,535 workgroups
 // across), {{splits}} and {{k_chunk}} (split-K: workgroup z of the third grid dimension
-// takes rows z·k_chunk … of S and G and writes its own partial sum; 1 and a without it). A
-// workgroup of
+// takes rows z·k_chunk … of S and G and writes its own partial sum; 1 and a without it),
+// {{g_transposed}} (true: grad holds Gᵀ row-major). A workgroup of
 // 16×16 invocations computes a 64×64 block of G̃, each invocation a 4×4 block held in
 // registers; the shared dimension a is walked 16 rows at a time through workgroup memory.
 // Every index is guarded: the shader is compiled without bounds checks.
@@ -29,6 +30,7 @@ const ACCUMULATE: bool = {{accumulate}};
 const J_BLOCK: u32 = {{j_block}}u;   // first 64-column block of this launch
 const SPLITS: u32 = {{splits}}u;     // partial sums over row ranges of S and G (split-K)
 const K_CHUNK: u32 = {{k_chunk}}u;   // rows per split, a multiple of BK
+const G_TRANSPOSED: bool = {{g_transposed}};   // grad holds Gᵀ (b×a) row-major
 const BK: u32 = 16u;   // rows of S and G per step
 const BM: u32 = 64u;   // rows of G̃ (columns of S) per workgroup
 const BN: u32 = 64u;   // columns of G̃ per workgroup
@@ -84,6 +86,25 @@ fn load_g(row: u32, col: u32) -> vec4<f32> {
     return v;
 }
 
+// G[row … row + 3, col] from Gᵀ stored b×a: four consecutive elements of stored row `col`,
+// zero past the edges.
+fn load_g_transposed(row: u32, col: u32) -> vec4<f32> {
+    if (col >= B) {
+        return vec4<f32>(0.0);
+    }
+    let at = col * A + row;
+    if (row + 3u < A) {
+        return vec4<f32>(grad[at], grad[at + 1u], grad[at + 2u], grad[at + 3u]);
+    }
+    var v = vec4<f32>(0.0);
+    for (var q: u32 = 0u; q < 4u; q = q + 1u) {
+        if (row + q < A) {
+            v[q] = grad[at + q];
+        }
+    }
+    return v;
+}
+
 @compute @workgroup_size(16, 16, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -96,8 +117,12 @@ fn main(
     let out0 = wid.z * R * B;   // this split's slice of the output
     let t = lid.y * 16u + lid.x;
     // Each invocation stages one vec4 of each tile: row kk = t / 16, columns 4·(t % 16)….
+    // From a stored Gᵀ it reads along the stored rows instead, so that neighbours read
+    // neighbouring addresses: column j0 + t / 4 of G, rows k0 + 4·(t % 4) … + 3.
     let kk_load = t / 16u;
     let c_load = (t % 16u) * 4u;
+    let j_load_t = t / 4u;
+    let kk_load_t = (t % 4u) * 4u;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
@@ -105,9 +130,17 @@ fn main(
     var bad = false;
     for (var k0: u32 = k_start; k0 < k_end; k0 = k0 + BK) {
         s_tile[t] = load_s(k0 + kk_load, i0 + c_load);
-        let g = load_g(k0 + kk_load, j0 + c_load);
-        bad = bad || non_finite(g);
-        g_tile[t] = g;
+        if (G_TRANSPOSED) {
+            let g = load_g_transposed(k0 + kk_load_t, j0 + j_load_t);
+            bad = bad || non_finite(g);
+            for (var q: u32 = 0u; q < 4u; q = q + 1u) {
+                g_tile[(kk_load_t + q) * 16u + j_load_t / 4u][j_load_t % 4u] = g[q];
+            }
+        } else {
+            let g = load_g(k0 + kk_load, j0 + c_load);
+            bad = bad || non_finite(g);
+            g_tile[t] = g;
+        }
         workgroupBarrier();
         for (var kk: u32 = 0u; kk < BK; kk = kk + 1u) {
             let s4 = s_tile[kk * 16u + lid.y];

@@ -16,7 +16,8 @@
 //   @binding(2) weight      W, a×b, or b×a if transposed    (read)
 //   @binding(3) output      W', the layout of W             (written)
 //   @binding(4) scalars     [α, d, s, k, flag]; flag 1 = step, 0 = skip (read)
-//   @binding(5) grad        G, a×b canonical layout         (read; only with recovery)
+//   @binding(5) grad        G in W's layout: a×b, or b×a    (read; only with recovery)
+//                           if transposed (∇W itself)
 //   @binding(6) psi         ψ, 1×b                          (read; only with recovery)
 //   @binding(7) g_low       G̃, r×b                          (read; only with recovery)
 //
@@ -118,12 +119,12 @@ fn main(
         for (var jj: u32 = 0u; jj < 4u; jj = jj + 1u) {
             let j = j0 + lid.x * 4u + jj;
             if (i < A && j < B) {
-                var u = row[jj];
-{{recovery_term}}
                 var at = i * B + j;
                 if (TRANSPOSED) {
                     at = j * A + i;
                 }
+                var u = row[jj];
+{{recovery_term}}
                 if (step) {
                     output[at] = decay * (weight[at] - alpha * u);
                 } else {

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceTemplate};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceTemplate, into_contiguous};
 use burn::backend::{Backend, Dispatch, DispatchDevice, backend_extension};
 use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::BufferBinding;
@@ -162,6 +162,32 @@ fn f32_from(like: &CubeTensor, shape: Shape, values: &[f32]) -> CubeTensor {
         like.client.create_from_slice(bytemuck::cast_slice(values)),
         DType::F32,
     )
+}
+
+/// Whether `t` (2-D) is the transposed view of a row-major tensor: its buffer then holds tᵀ
+/// row by row, and a kernel can read it in place. The right case's canonical gradient is
+/// such a view (G = ∇Wᵀ, §1); copying it to rows of its own would cost a pass over G.
+fn is_transposed_view(t: &CubeTensor) -> bool {
+    let (shape, strides) = (t.meta.shape(), t.meta.strides());
+    !t.meta.is_tiled() && shape.len() == 2 && strides[0] == 1 && strides[1] == shape[0]
+}
+
+/// tᵀ of a 2-D tensor, row-major: the view swapped back where `t` is a transposed view
+/// ([`is_transposed_view`], no copy), else a copy.
+fn contiguous_transpose(mut t: CubeTensor) -> CubeTensor {
+    t.meta.swap(0, 1);
+    into_contiguous(t)
+}
+
+/// G (a×b) as a kernel reads it: in place as its stored transpose (b×a rows, `true`) where
+/// it is a transposed view and one launch takes all its rows (`rows_per_launch` = a), else
+/// row-major a×b (`false`, a copy where it is not already).
+fn stored_gradient(g: CubeTensor, rows_per_launch: usize) -> (CubeTensor, bool) {
+    if is_transposed_view(&g) && rows_per_launch == g.meta.shape()[0] {
+        (contiguous_transpose(g), true)
+    } else {
+        (into_contiguous(g), false)
+    }
 }
 
 /// Rows `rows` of a row-major matrix of `total` rows and `width` f32 columns, bound as a
@@ -494,6 +520,8 @@ fn count_launch(kernel: &'static str, sizes: [usize; 3]) {
 /// How many times `kernel` (`"project"`, `"adam"`, `"recovery"` (one per row chunk of G)
 /// or `"update"`) was launched at sizes `[a, r, b]` in
 /// this process: lets callers and tests see that the WGSL kernel, not a fallback, ran.
+/// `"project: Gᵀ in place"`, `"recovery: Gᵀ in place"` and `"update: Gᵀ in place"` count
+/// the launches that read a transposed-view gradient from its own buffer, uncopied.
 pub fn launches(kernel: &str, sizes: [usize; 3]) -> u64 {
     let map = LAUNCHES.lock().unwrap_or_else(|e| e.into_inner());
     map.iter()

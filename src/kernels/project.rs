@@ -7,7 +7,7 @@ use burn::tensor::Shape;
 
 use super::{
     BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups, empty_f32, f32_from,
-    row_chunk,
+    row_chunk, stored_gradient,
 };
 
 const SHADER: &str = include_str!("../../shaders/project.wgsl");
@@ -90,7 +90,8 @@ fn launch_with(
     };
     assert_f32_on_wgsl(name, &[&basis, &g]);
     let basis = into_contiguous(basis);
-    let g = into_contiguous(g);
+    // The right case's G = ∇Wᵀ is read in place where one launch takes all its rows.
+    let (g, g_transposed) = stored_gradient(g, rows);
     let client = g.client.clone();
     let output = empty_f32(&g, Shape::from([splits * r, b]));
     let flag = f32_from(&g, Shape::from([1]), &[1.0]);
@@ -105,8 +106,12 @@ fn launch_with(
                 .with("accumulate", chunk > 0)
                 .with("j_block", j_block)
                 .with("splits", splits)
-                .with("k_chunk", k_chunk.unwrap_or(k1 - k0));
+                .with("k_chunk", k_chunk.unwrap_or(k1 - k0))
+                .with("g_transposed", g_transposed);
             super::count_launch(name, [a, r, b]);
+            if g_transposed {
+                super::count_launch("project: Gᵀ in place", [a, r, b]);
+            }
             client.launch(
                 Box::new(SourceKernel::new(kernel, cube_dim)),
                 CubeCount::Static(blocks as u32, r.div_ceil(BLOCK) as u32, splits as u32),

@@ -6,7 +6,10 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::Shape;
 
-use super::{Limits, Templated, assert_f32_on_wgsl, chunk_rows, empty_f32, f32_from, row_chunk};
+use super::{
+    Limits, Templated, assert_f32_on_wgsl, chunk_rows, empty_f32, f32_from, row_chunk,
+    stored_gradient,
+};
 
 const NORMS: &str = include_str!("../../shaders/recovery_norms.wgsl");
 const LIMIT: &str = include_str!("../../shaders/recovery_limit.wgsl");
@@ -47,7 +50,9 @@ pub fn launch(
         .chain(previous.as_ref())
         .collect();
     assert_f32_on_wgsl("recovery", &inputs);
-    let [grad, g_low, normalized, params] = [grad, g_low, normalized, params].map(into_contiguous);
+    let [g_low, normalized, params] = [g_low, normalized, params].map(into_contiguous);
+    // The right case's G = ∇Wᵀ is read in place where one launch takes all its rows.
+    let (grad, g_transposed) = stored_gradient(grad, rows);
     let client = grad.client.clone();
     let sums = client.empty(3 * b * 4);
     for (chunk, k0) in (0..a).step_by(rows).enumerate() {
@@ -56,8 +61,12 @@ pub fn launch(
             .with("rows", k1 - k0)
             .with("r", r)
             .with("b", b)
-            .with("first", chunk == 0);
+            .with("first", chunk == 0)
+            .with("g_transposed", g_transposed);
         super::count_launch("recovery", [a, r, b]);
+        if g_transposed {
+            super::count_launch("recovery: Gᵀ in place", [a, r, b]);
+        }
         client.launch(
             Box::new(SourceKernel::new(kernel, CubeDim::new_1d(GROUP as u32))),
             CubeCount::Static(b.div_ceil(GROUP) as u32, 1, 1),

@@ -6,7 +6,8 @@ use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::Shape;
 
 use super::{
-    BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups, empty_f32, row_chunk,
+    BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups, contiguous_transpose,
+    empty_f32, is_transposed_view, row_chunk,
 };
 
 const SHADER: &str = include_str!("../../shaders/update.wgsl");
@@ -15,7 +16,7 @@ const RECOVERY_BINDINGS: &str = "@group(0) @binding(5) var<storage, read_write> 
 @group(0) @binding(6) var<storage, read_write> psi: array<f32>;
 @group(0) @binding(7) var<storage, read_write> g_low: array<f32>;";
 const RECOVERY_LOW: &str = "    lv = lv - kept * (g_low[at] * psi[j]);";
-const RECOVERY_TERM: &str = "                u = u + grad[i * B + j] * psi[j];";
+const RECOVERY_TERM: &str = "                u = u + grad[at] * psi[j];";
 
 /// Rows per launch for the update of an a×b matrix at rank r under `limits`, or `None`
 /// when the kernel cannot run these sizes (L over the binding limit, a transposed W over it,
@@ -57,8 +58,19 @@ pub fn launch(
         [basis, normalized, weight, scalars].map(into_contiguous);
     let client = weight.client.clone();
     let output = empty_f32(&weight, Shape::from(weight.meta.shape().to_vec()));
-    let recovery =
-        recovery.map(|(g, p, l)| (into_contiguous(g), into_contiguous(p), into_contiguous(l)));
+    // G in W's layout, so that the right case's G = ∇Wᵀ is read in place.
+    let in_place = transposed
+        && recovery
+            .as_ref()
+            .is_some_and(|(g, _, _)| is_transposed_view(g));
+    let recovery = recovery.map(|(g, p, l)| {
+        let g = if transposed {
+            contiguous_transpose(g)
+        } else {
+            into_contiguous(g)
+        };
+        (g, into_contiguous(p), into_contiguous(l))
+    });
     for k0 in (0..a).step_by(rows) {
         let k1 = (k0 + rows).min(a);
         let slice = |t: &CubeTensor, width: usize| row_chunk(t, k0..k1, a, width);
@@ -90,6 +102,9 @@ pub fn launch(
                 .with("recovery_low", low)
                 .with("recovery_term", term);
             super::count_launch("update", [a, r, b]);
+            if in_place {
+                super::count_launch("update: Gᵀ in place", [a, r, b]);
+            }
             client.launch(
                 Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),
                 CubeCount::Static(blocks as u32, (k1 - k0).div_ceil(BLOCK) as u32, 1),

@@ -57,25 +57,57 @@ fn projection_kernel_matches_the_portable_path() {
         let s = orthonormal(a, r, &mut rng);
         let g = rng.mat(a, b);
         let expected = s.t().mul(&g);
-        let (s_dev, g_dev) = (upload(&s, &device), upload(&g, &device));
-        let before = kernels::launches("project", [a, r, b]);
-        let got = download(kernels::project(&s_dev, &g_dev, true));
-        assert_eq!(
-            kernels::launches("project", [a, r, b]),
-            before + 1,
-            "the WGSL kernel did not run"
-        );
-        let portable = download(basis::project(&s_dev, &g_dev));
-        assert!(
-            rel_err(&got, &portable) < 1e-5,
-            "{a}×{r}×{b}: kernel vs portable {}",
-            rel_err(&got, &portable)
-        );
-        assert!(
-            rel_err(&got, &expected) < 1e-5,
-            "{a}×{r}×{b}: kernel vs f64 {}",
-            rel_err(&got, &expected)
-        );
+        let s_dev = upload(&s, &device);
+        // G stored a×b, and G as the transposed view of a stored b×a (the right case's
+        // G = ∇Wᵀ, which the kernel reads in place).
+        for view in [false, true] {
+            let g_dev = stored(&g, view, &device);
+            let before = kernels::launches("project", [a, r, b]);
+            let in_place = kernels::launches("project: Gᵀ in place", [a, r, b]);
+            let (got, flag) = kernels::project_checked(&s_dev, &g_dev, true);
+            let got = download(got);
+            assert_eq!(
+                kernels::launches("project", [a, r, b]),
+                before + 1,
+                "the WGSL kernel did not run"
+            );
+            assert_eq!(
+                kernels::launches("project: Gᵀ in place", [a, r, b]),
+                in_place + u64::from(view),
+                "{a}×{r}×{b}: the view is read in place, and only the view"
+            );
+            assert_eq!(flag.into_scalar::<f32>(), 1.0);
+            let portable = download(basis::project(&s_dev, &g_dev));
+            let case = format!("{a}×{r}×{b}, view {view}");
+            assert!(
+                rel_err(&got, &portable) < 1e-5,
+                "{case}: kernel vs portable {}",
+                rel_err(&got, &portable)
+            );
+            assert!(
+                rel_err(&got, &expected) < 1e-5,
+                "{case}: kernel vs f64 {}",
+                rel_err(&got, &expected)
+            );
+            // The flag sees a NaN or ∞ anywhere, here in the last row and column.
+            for bad in [f64::NAN, f64::INFINITY] {
+                let mut g_bad = g.clone();
+                g_bad.data[a * b - 1] = bad;
+                let (_, flag) =
+                    kernels::project_checked(&s_dev, &stored(&g_bad, view, &device), true);
+                assert_eq!(flag.into_scalar::<f32>(), 0.0, "{case}: {bad}");
+            }
+        }
+    }
+}
+
+/// `m` on `device`, stored as it is or (`view`) as the transposed view of its stored
+/// transpose, the layout of the right case's canonical gradient.
+fn stored(m: &Mat, view: bool, device: &Device) -> Tensor<2> {
+    if view {
+        upload(&m.t(), device).transpose()
+    } else {
+        upload(m, device)
     }
 }
 
@@ -185,6 +217,22 @@ fn projection_splits_tensors_over_the_binding_limit() {
         "chunked vs f64 {}",
         rel_err(&got, &expected)
     );
+    // A transposed view over the limit is laid out a×b and chunked the same way.
+    let viewed = stored(&g, true, &device);
+    let in_place = kernels::launches("project: Gᵀ in place", [a, r, b]);
+    let got = download(kernels::project_within(&s_dev, &viewed, true, bytes(46_080)).0);
+    assert_eq!(
+        kernels::launches("project", [a, r, b]),
+        before + 6,
+        "three chunks of the view"
+    );
+    assert_eq!(
+        kernels::launches("project: Gᵀ in place", [a, r, b]),
+        in_place,
+        "a chunked view is copied first"
+    );
+    assert!(rel_err(&got, &expected) < 1e-5, "chunked view vs f64");
+    let before = before + 3;
     // A limit under 64 rows cannot be chunked with aligned offsets: Burn's matmul runs.
     let fallback = download(kernels::project_within(&s_dev, &g_dev, true, bytes(10_000)).0);
     assert_eq!(
@@ -267,6 +315,8 @@ struct UpdateCase {
     g_low: Mat,
     kept_weight: f64,
     transposed: bool,
+    /// With `transposed`: G as the transposed view of ∇W (else stored a×b).
+    grad_view: bool,
 }
 
 impl UpdateCase {
@@ -287,12 +337,14 @@ impl UpdateCase {
             g_low,
             kept_weight: 0.7,
             transposed,
+            grad_view: true,
         }
     }
 
     fn recovery(&self, device: &Device) -> RecoveryTerm {
         RecoveryTerm {
-            grad: upload(&self.grad, device),
+            // Transposed: G = ∇Wᵀ as the optimizer holds it, a view of the stored ∇W.
+            grad: stored(&self.grad, self.transposed && self.grad_view, device),
             psi: upload(&self.psi, device),
             g_low: upload(&self.g_low, device),
             kept_weight: self.kept_weight,
@@ -368,20 +420,31 @@ fn update_kernel_matches_the_portable_path() {
     };
     let cpu = Device::flex();
     for (a, r, b) in [(37, 5, 53), (16, 16, 16), (70, 17, 150), (130, 70, 90)] {
-        for transposed in [false, true] {
+        for (transposed, grad_view) in [(false, false), (true, true), (true, false)] {
             for recovery in [false, true] {
-                let case = UpdateCase::new(a, r, b, transposed, &mut rng);
+                let case = UpdateCase {
+                    grad_view,
+                    ..UpdateCase::new(a, r, b, transposed, &mut rng)
+                };
                 let expected = case.expected(coefficients, recovery);
                 let before = kernels::launches("update", [a, r, b]);
+                let in_place = kernels::launches("update: Gᵀ in place", [a, r, b]);
                 let got = case.run(coefficients, recovery, None, &device);
                 assert_eq!(
                     kernels::launches("update", [a, r, b]),
                     before + 1,
                     "the WGSL kernel did not run"
                 );
+                assert_eq!(
+                    kernels::launches("update: Gᵀ in place", [a, r, b]),
+                    in_place + u64::from(recovery && grad_view),
+                    "only a transposed view of ∇W is read in place"
+                );
                 // The portable path: the same formula in tensor ops on the CPU backend.
                 let portable = case.run(coefficients, recovery, None, &cpu);
-                let name = format!("{a}×{r}×{b}, transposed {transposed}, recovery {recovery}");
+                let name = format!(
+                    "{a}×{r}×{b}, transposed {transposed} (G a view {grad_view}), recovery {recovery}"
+                );
                 assert!(
                     rel_err(&got, &portable) < 1e-5,
                     "{name}: vs portable {}",
@@ -570,15 +633,19 @@ fn recovery_kernels_match_the_portable_path() {
                 1.0
             };
             let unlimited = recovery_f64(&s, &g, &n, k, zeta, None).1;
-            // No previous norm, a previous norm that binds the limiter, and one that does not.
-            for previous in [None, Some(0.5 * unlimited), Some(2.0 * unlimited)] {
+            // No previous norm, a previous norm that binds the limiter, and one that does
+            // not; G stored a×b or as the transposed view of its stored transpose.
+            let cases = [None, Some(0.5 * unlimited), Some(2.0 * unlimited)]
+                .into_iter()
+                .flat_map(|p| [(p, false), (p, true)]);
+            for (previous, view) in cases {
                 let (psi_f64, norm_f64) = recovery_f64(&s, &g, &n, k, zeta, previous);
                 let run = |dev: &Device, flag: Option<f32>| {
                     let flag = flag.map(|f| Tensor::<1>::from_floats([f], dev));
                     let prev = previous.map(|p| Tensor::<1>::from_floats([p as f32], dev));
                     let out = kernels::recovery_within(
-                        &upload(&g, dev),
-                        false,
+                        &stored(&g, view, dev),
+                        view,
                         &upload(&g_low, dev),
                         &upload(&n, dev),
                         variant,
@@ -594,14 +661,20 @@ fn recovery_kernels_match_the_portable_path() {
                     (download(out.scaled_phi), norm)
                 };
                 let before = kernels::launches("recovery", [a, r, b]);
+                let in_place = kernels::launches("recovery: Gᵀ in place", [a, r, b]);
                 let (psi, norm) = run(&device, None);
                 let chunks = a.div_ceil(if limit < a * b * 4 { 128 } else { a });
                 assert_eq!(
                     kernels::launches("recovery", [a, r, b]),
                     before + chunks as u64
                 );
+                // A view is read in place when one launch takes all of G, else copied.
+                assert_eq!(
+                    kernels::launches("recovery: Gᵀ in place", [a, r, b]),
+                    in_place + u64::from(view && chunks == 1)
+                );
                 let (psi_cpu, norm_cpu) = run(&cpu, None);
-                let case = format!("{a}×{r}×{b}, {variant:?}, previous {previous:?}");
+                let case = format!("{a}×{r}×{b}, {variant:?}, previous {previous:?}, view {view}");
                 assert!(
                     rel_err(&psi, &psi_cpu) < 1e-5,
                     "{case}: ψ vs portable {}",
