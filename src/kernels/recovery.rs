@@ -16,14 +16,23 @@ const LIMIT: &str = include_str!("../../shaders/recovery_limit.wgsl");
 
 /// Invocations per workgroup of both kernels.
 const GROUP: usize = 256;
+/// Rows and columns of the tile a column-norm workgroup sums.
+const TILE: usize = 64;
+
+/// Partial sums per column: ⌈a/64⌉ row blocks of G, ⌈r/64⌉ of G̃ and of N.
+fn partials(a: usize, r: usize) -> usize {
+    a.div_ceil(TILE) + 2 * r.div_ceil(TILE)
+}
 
 /// Rows of G per launch of the column-norm kernel for G a×b, G̃ and N r×b under `limits`,
-/// or `None` when the kernels cannot run these sizes (with WebGPU's limits the column sums
-/// fit one binding only up to b ≈ 11 M, well inside the workgroup limit).
+/// or `None` when the kernels cannot run these sizes (the partial sums over one binding, or
+/// more column or row blocks than the workgroup limit).
 pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
     let limit = limits.max_binding_bytes;
-    let fits =
-        3 * b * 4 <= limit && r * b * 4 <= limit && b.div_ceil(GROUP) <= limits.max_workgroups;
+    let fits = partials(a, r) * b * 4 <= limit
+        && r * b * 4 <= limit
+        && b.div_ceil(TILE) <= limits.max_workgroups
+        && partials(a, r) <= limits.max_workgroups;
     chunk_rows(a, b, limit).filter(|_| fits)
 }
 
@@ -54,22 +63,27 @@ pub fn launch(
     // The right case's G = ∇Wᵀ is read in place where one launch takes all its rows.
     let (grad, g_transposed) = stored_gradient(grad, rows);
     let client = grad.client.clone();
-    let sums = client.empty(3 * b * 4);
+    let (g_blocks, r_blocks) = (a.div_ceil(TILE), r.div_ceil(TILE));
+    let sums = client.empty(partials(a, r) * b * 4);
     for (chunk, k0) in (0..a).step_by(rows).enumerate() {
         let k1 = (k0 + rows).min(a);
+        // Chunks start on 64-row boundaries (`chunk_rows`), so each owns whole row blocks;
+        // the first launch also sums G̃ and N.
+        let blocks = (k1 - k0).div_ceil(TILE) + if chunk == 0 { 2 * r_blocks } else { 0 };
         let kernel = Templated::new("recovery_norms", NORMS)
             .with("rows", k1 - k0)
             .with("r", r)
             .with("b", b)
-            .with("first", chunk == 0)
-            .with("g_transposed", g_transposed);
+            .with("g_transposed", g_transposed)
+            .with("block0", k0 / TILE)
+            .with("g_blocks", g_blocks);
         super::count_launch("recovery", [a, r, b]);
         if g_transposed {
             super::count_launch("recovery: Gᵀ in place", [a, r, b]);
         }
         client.launch(
             Box::new(SourceKernel::new(kernel, CubeDim::new_1d(GROUP as u32))),
-            CubeCount::Static(b.div_ceil(GROUP) as u32, 1, 1),
+            CubeCount::Static(b.div_ceil(TILE) as u32, blocks as u32, 1),
             KernelArguments::new().with_buffers(vec![
                 row_chunk(&grad, k0..k1, a, b),
                 g_low.handle.clone().binding(),
@@ -87,7 +101,9 @@ pub fn launch(
     };
     let kernel = Templated::new("recovery_limit", LIMIT)
         .with("b", b)
-        .with("has_previous", has_previous);
+        .with("has_previous", has_previous)
+        .with("g_blocks", g_blocks)
+        .with("r_blocks", r_blocks);
     client.launch(
         Box::new(SourceKernel::new(kernel, CubeDim::new_1d(GROUP as u32))),
         CubeCount::Static(1, 1, 1),

@@ -616,10 +616,12 @@ fn recovery_kernels_match_the_portable_path() {
     let cpu = Device::flex();
     let mut rng = Rng(43);
     let (zeta, scale) = (1.01, 0.25);
-    // (a, r, b, binding limit): the last splits G into chunks of 128, 128 and 44 rows.
+    // (a, r, b, binding limit): the last splits G into chunks of 128, 128 and 44 rows;
+    // 150×70×130 takes three 64-row blocks of G and two of G̃ and N in one launch.
     for (a, r, b, limit) in [
         (37, 5, 53, 128 << 20),
         (16, 4, 300, 128 << 20),
+        (150, 70, 130, 128 << 20),
         (300, 20, 90, 46_080),
     ] {
         let s = orthonormal(a, r, &mut rng);
