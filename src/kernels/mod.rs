@@ -1164,10 +1164,10 @@ pub fn update_within(
         report_fallback(&device);
     }
     // α is folded into the r×b and 1×b factors, so that no a×b pass scales by it:
-    // α·(S·L + G⊙ψ) = S·(α·L) + G⊙(α·ψ).
+    // α·(S·L + G⊙ψ) = S·(α·L) + G⊙(α·ψ); α·k scales ψ (1×b) rather than G̃⊙ψ (r×b).
     let mut low = normalized.mul_scalar(alpha * scale);
     if let Some(t) = &recovery {
-        low = low - (t.g_low.clone() * t.psi.clone()).mul_scalar(alpha * t.kept_weight);
+        low = low - t.g_low.clone() * t.psi.clone().mul_scalar(alpha * t.kept_weight);
     }
     // The a×b terms are formed in W's own layout: in the right case (S·L)ᵀ = Lᵀ·Sᵀ and
     // (G⊙ψ)ᵀ = Gᵀ⊙ψᵀ, so no element-wise pass runs over a transposed view (on `flex` such a
