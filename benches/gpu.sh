@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build and run the benchmarks at GPU sizes, printing every table (issue 5); with EXTRA=1
-# also sections 2 and 3 on Burn's tensor ops and two short toy-LLaMA runs. Meant for one
+# also the tiled column-norm kernel at 60m, sections 2 and 3 on Burn's tensor ops and two
+# short toy-LLaMA runs. Meant for one
 # call on a GPU machine.
 #
 #   bash benches/gpu.sh                   # builds with cargo, then runs
@@ -22,7 +23,9 @@
 # stopped and reported failed, and the next one starts, so a time-boxed call still returns
 # the stages that finished).
 # Results: $OUT/benchmark.{md,json} (SubTrack's WGSL kernels on, the default),
-# with EXTRA=1 $OUT/portable/benchmark.{md,json} (sections 2 and 3 on Burn's tensor ops),
+# with EXTRA=1 $OUT/tiled-norms/benchmark.{md,json} (the 60m SubTrack++ training step with
+# the experimental tiled column-norm kernel, against the default's in the first stage),
+# $OUT/portable/benchmark.{md,json} (sections 2 and 3 on Burn's tensor ops),
 # $OUT/pretrain/ and $OUT/pretrain-portable/. Every stage runs even when an
 # earlier one failed; the script exits non-zero if any did.
 set -uo pipefail
@@ -77,6 +80,8 @@ start=$SECONDS
 stage "benchmark --full" \
   "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --out "$OUT"
 if [ "${EXTRA:-0}" = 1 ]; then
+  stage "benchmark --full --sections 3 --train-sizes 60m --optimizers subtrack++ --tiled-recovery-norms" \
+    "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections 3 --train-sizes 60m --optimizers subtrack++ --tiled-recovery-norms --out "$OUT/tiled-norms"
   stage "benchmark --full --sections 2,3 --no-wgsl-kernels" \
     "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections 2,3 --no-wgsl-kernels --out "$OUT/portable"
   stage "pretrain_llama (9m, SubTrack++, $STEPS steps)" \

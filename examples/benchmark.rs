@@ -65,6 +65,7 @@ struct Args {
     optimizers: Vec<OptimizerKind>,
     train_sizes: Option<Vec<String>>,
     projection_splits: usize,
+    tiled_recovery_norms: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -80,6 +81,7 @@ fn parse() -> Result<Args, String> {
         optimizers: OptimizerKind::ALL.to_vec(),
         train_sizes: None,
         projection_splits: 1,
+        tiled_recovery_norms: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -119,6 +121,7 @@ fn parse() -> Result<Args, String> {
                     .filter(|r| *r > 0)
                     .ok_or("--projection-splits takes a positive integer")?
             }
+            "--tiled-recovery-norms" => args.tiled_recovery_norms = true,
             "--out" => args.out = PathBuf::from(value()?),
             "--svd-max" => {
                 args.svd_max = value()?
@@ -132,7 +135,7 @@ fn parse() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?
             }
             "-h" | "--help" => {
-                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4] [--no-wgsl-kernels] [--batch N] [--optimizers adamw,galore,subtrack-grad,subtrack++] [--train-sizes 20m,60m] [--projection-splits N]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only)\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)\n  --no-wgsl-kernels: sections 2 and 3 run the projected optimizers on Burn's tensor ops on wgpu too (default: the WGSL kernels, as SubTrackConfig does)\n  --batch N: section 4 times N back-to-back calls per repetition and one device sync (projections and optimizer steps; default 1; on a GPU, hides the sync's latency)\n  --optimizers: which optimizers sections 2 and 3 run (default all four)\n  --train-sizes: the llama sizes of section 3 (default tiny,9m; 20m,60m with --full)\n  --projection-splits N: the optimizer's WGSL projections use split-K with N partial sums (experimental; default 1, off)".into())
+                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4] [--no-wgsl-kernels] [--batch N] [--optimizers adamw,galore,subtrack-grad,subtrack++] [--train-sizes 20m,60m] [--projection-splits N] [--tiled-recovery-norms]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only)\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)\n  --no-wgsl-kernels: sections 2 and 3 run the projected optimizers on Burn's tensor ops on wgpu too (default: the WGSL kernels, as SubTrackConfig does)\n  --batch N: section 4 times N back-to-back calls per repetition and one device sync (projections and optimizer steps; default 1; on a GPU, hides the sync's latency)\n  --optimizers: which optimizers sections 2 and 3 run (default all four)\n  --train-sizes: the llama sizes of section 3 (default tiny,9m; 20m,60m with --full)\n  --projection-splits N: the optimizer's WGSL projections use split-K with N partial sums (experimental; default 1, off)\n  --tiled-recovery-norms: the optimizer's WGSL recovery column norms use 64×64 tiles over a 2-D grid (experimental; default off)".into())
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -652,6 +655,7 @@ fn main() -> ExitCode {
     };
     let dev = picked.device.clone();
     kernels::set_projection_splits(args.projection_splits);
+    kernels::set_tiled_recovery_norms(args.tiled_recovery_norms);
     let mode = if args.full { "full" } else { "reduced" };
     let started = Instant::now();
     eprintln!(
@@ -819,6 +823,12 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
         args.reps,
         started.elapsed().as_secs_f64()
     );
+    if args.tiled_recovery_norms {
+        let _ = writeln!(
+            md,
+            "Recovery column norms of the optimizer steps: 64×64 tiles (experimental).\n"
+        );
+    }
     if args.projection_splits > 1 {
         let _ = writeln!(
             md,

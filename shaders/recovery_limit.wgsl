@@ -11,7 +11,8 @@
 //
 // Bindings (f32, read_write because CubeCL sub-allocates tensors from shared buffers):
 //   @binding(0) sums      partial sums of G², G̃², N² over row blocks, ({{g_blocks}} +
-//                         2·{{r_blocks}})·b, laid out as recovery_norms.wgsl says (read)
+//                         2·{{r_blocks}})·b, laid out as recovery_norms_tiled.wgsl says
+//                         (recovery_norms.wgsl: one block each, 3·b) (read)
 //   @binding(1) psi       ψ, 1×b (φ first, then scaled)             (written)
 //   @binding(2) norm      [Λ_prev']                                  (written)
 //   @binding(3) params    [2k − k², ζ, flag]; flag 1 = step, 0 = skip  (read)

@@ -258,19 +258,21 @@ pub trait SubTrackKernels: Backend {
 
     /// Recovery scales (§7) without a previous norm: (ψ 1×b, ‖Λ‖ \[1\]) from G (a×b), G̃ and
     /// N (r×b) and `params` [2k − k², ζ, flag]. G over `max_binding_bytes` is read in row
-    /// chunks.
-    #[fusion(meta = recovery_meta)]
+    /// chunks. `tiled`: the column norms by 64×64 tiles (experimental, see
+    /// [`set_tiled_recovery_norms`]).
+    #[fusion(meta = |g, _l, _n, _p, _m, _t| recovery_meta(g, _l, _n, _p, _m))]
     fn wgsl_recovery(
         grad: FloatTensor<Self>,
         g_low: FloatTensor<Self>,
         normalized: FloatTensor<Self>,
         params: FloatTensor<Self>,
         max_binding_bytes: usize,
+        tiled: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// [`wgsl_recovery`](SubTrackKernels::wgsl_recovery) with the norm-growth limiter
     /// against `previous` = Λ_prev (\[1\]).
-    #[fusion(meta = |g, _l, _n, _p, _q, _m| recovery_meta(g, _l, _n, _p, _m))]
+    #[fusion(meta = |g, _l, _n, _p, _q, _m, _t| recovery_meta(g, _l, _n, _p, _m))]
     fn wgsl_recovery_limited(
         grad: FloatTensor<Self>,
         g_low: FloatTensor<Self>,
@@ -278,6 +280,7 @@ pub trait SubTrackKernels: Backend {
         params: FloatTensor<Self>,
         previous: FloatTensor<Self>,
         max_binding_bytes: usize,
+        tiled: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// W' = d·(W − α·s·S·N) (§2): `basis` a×r, `normalized` r×b, `weight` a×b or b×a
@@ -417,8 +420,17 @@ impl SubTrackKernels for CubeBackend {
         normalized: FloatTensor<Self>,
         params: FloatTensor<Self>,
         max_binding_bytes: usize,
+        tiled: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        recovery::launch(grad, g_low, normalized, params, None, max_binding_bytes)
+        recovery::launch(
+            grad,
+            g_low,
+            normalized,
+            params,
+            None,
+            max_binding_bytes,
+            tiled,
+        )
     }
 
     fn wgsl_recovery_limited(
@@ -428,9 +440,18 @@ impl SubTrackKernels for CubeBackend {
         params: FloatTensor<Self>,
         previous: FloatTensor<Self>,
         max_binding_bytes: usize,
+        tiled: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let limit = max_binding_bytes;
-        recovery::launch(grad, g_low, normalized, params, Some(previous), limit)
+        recovery::launch(
+            grad,
+            g_low,
+            normalized,
+            params,
+            Some(previous),
+            limit,
+            tiled,
+        )
     }
 
     fn wgsl_update(
@@ -551,6 +572,17 @@ pub fn project(basis: &Tensor<2>, g: &Tensor<2>, wgsl: bool) -> Tensor<2> {
 
 thread_local! {
     static PROJECTION_SPLITS: Cell<usize> = const { Cell::new(1) };
+    static TILED_RECOVERY_NORMS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Experimental tuning hook: from now on, the WGSL recovery column norms on this thread use
+/// 64×64 tiles over a 2-D grid with partial sums per 64-row block
+/// (`shaders/recovery_norms_tiled.wgsl`) instead of one invocation per column over all rows
+/// (`recovery_norms.wgsl`, the default). The tiled kernel fills a GPU (⌈b/256⌉ workgroups
+/// are 2–6 at the 60m shapes) but was slower on lavapipe (437–448 against 389–418 ms for
+/// a 20m SubTrack++ step); `benchmark --tiled-recovery-norms` measures it on a GPU.
+pub fn set_tiled_recovery_norms(on: bool) {
+    TILED_RECOVERY_NORMS.with(|t| t.set(on));
 }
 
 /// Experimental tuning hook: from now on, the WGSL projections on this thread ([`project`],
@@ -1008,8 +1040,9 @@ pub fn recovery_within(
             g_low.clone().into_dispatch(),
             normalized.clone().into_dispatch(),
         );
+        let tiled = TILED_RECOVERY_NORMS.with(Cell::get);
         let (psi, norm) = match previous {
-            None => Dispatch::wgsl_recovery(gd, ld, nd, params, max_binding_bytes),
+            None => Dispatch::wgsl_recovery(gd, ld, nd, params, max_binding_bytes, tiled),
             Some(p) => Dispatch::wgsl_recovery_limited(
                 gd,
                 ld,
@@ -1017,6 +1050,7 @@ pub fn recovery_within(
                 params,
                 p.clone().into_dispatch(),
                 max_binding_bytes,
+                tiled,
             ),
         };
         return RecoveryScales {

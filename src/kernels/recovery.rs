@@ -1,5 +1,5 @@
-//! Launches of `shaders/recovery_norms.wgsl` (column sums) and `shaders/recovery_limit.wgsl`
-//! (scales and limiter).
+//! Launches of `shaders/recovery_norms.wgsl` or `recovery_norms_tiled.wgsl` (column sums)
+//! and `shaders/recovery_limit.wgsl` (scales and limiter).
 
 use burn::backend::wgpu::{CubeTensor, SourceKernel, into_contiguous};
 use burn::cubecl::server::KernelArguments;
@@ -12,6 +12,7 @@ use super::{
 };
 
 const NORMS: &str = include_str!("../../shaders/recovery_norms.wgsl");
+const NORMS_TILED: &str = include_str!("../../shaders/recovery_norms_tiled.wgsl");
 const LIMIT: &str = include_str!("../../shaders/recovery_limit.wgsl");
 
 /// Invocations per workgroup of both kernels.
@@ -19,9 +20,14 @@ const GROUP: usize = 256;
 /// Rows and columns of the tile a column-norm workgroup sums.
 const TILE: usize = 64;
 
-/// Partial sums per column: ⌈a/64⌉ row blocks of G, ⌈r/64⌉ of G̃ and of N.
-fn partials(a: usize, r: usize) -> usize {
-    a.div_ceil(TILE) + 2 * r.div_ceil(TILE)
+/// Partial sums per column: ⌈a/64⌉ row blocks of G, ⌈r/64⌉ of G̃ and of N (the tiled
+/// kernel), or one of each.
+fn partials(a: usize, r: usize, tiled: bool) -> usize {
+    if tiled {
+        a.div_ceil(TILE) + 2 * r.div_ceil(TILE)
+    } else {
+        3
+    }
 }
 
 /// Rows of G per launch of the column-norm kernel for G a×b, G̃ and N r×b under `limits`,
@@ -29,16 +35,17 @@ fn partials(a: usize, r: usize) -> usize {
 /// more column or row blocks than the workgroup limit).
 pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
     let limit = limits.max_binding_bytes;
-    let fits = partials(a, r) * b * 4 <= limit
+    // Both kernels' limits, so that the choice between them never changes the route.
+    let fits = partials(a, r, true) * b * 4 <= limit
         && r * b * 4 <= limit
         && b.div_ceil(TILE) <= limits.max_workgroups
-        && partials(a, r) <= limits.max_workgroups;
+        && partials(a, r, true) <= limits.max_workgroups;
     chunk_rows(a, b, limit).filter(|_| fits)
 }
 
 /// (ψ 1×b, Λ_prev' \[1\]) from G (a×b), G̃ and N (r×b), `params` [2k − k², ζ, flag] and the
-/// previous limiter norm. The caller ([`super::recovery`]) has checked the runtime, the
-/// dtypes and [`plan`].
+/// previous limiter norm; `tiled` picks the column-norm kernel. The caller
+/// ([`super::recovery`]) has checked the runtime, the dtypes and [`plan`].
 pub fn launch(
     grad: CubeTensor,
     g_low: CubeTensor,
@@ -46,6 +53,7 @@ pub fn launch(
     params: CubeTensor,
     previous: Option<CubeTensor>,
     limit: usize,
+    tiled: bool,
 ) -> (CubeTensor, CubeTensor) {
     let (a, b) = (grad.meta.shape()[0], grad.meta.shape()[1]);
     let r = g_low.meta.shape()[0];
@@ -63,27 +71,50 @@ pub fn launch(
     // The right case's G = ∇Wᵀ is read in place where one launch takes all its rows.
     let (grad, g_transposed) = stored_gradient(grad, rows);
     let client = grad.client.clone();
-    let (g_blocks, r_blocks) = (a.div_ceil(TILE), r.div_ceil(TILE));
-    let sums = client.empty(partials(a, r) * b * 4);
+    // The limit kernel adds up `g_blocks` partial sums of ‖G[:, j]‖² and `r_blocks` each of
+    // ‖G̃[:, j]‖² and ‖N[:, j]‖²; the per-column kernel leaves one of each.
+    let (g_blocks, r_blocks) = if tiled {
+        (a.div_ceil(TILE), r.div_ceil(TILE))
+    } else {
+        (1, 1)
+    };
+    let sums = client.empty(partials(a, r, tiled) * b * 4);
     for (chunk, k0) in (0..a).step_by(rows).enumerate() {
         let k1 = (k0 + rows).min(a);
-        // Chunks start on 64-row boundaries (`chunk_rows`), so each owns whole row blocks;
-        // the first launch also sums G̃ and N.
-        let blocks = (k1 - k0).div_ceil(TILE) + if chunk == 0 { 2 * r_blocks } else { 0 };
-        let kernel = Templated::new("recovery_norms", NORMS)
-            .with("rows", k1 - k0)
-            .with("r", r)
-            .with("b", b)
-            .with("g_transposed", g_transposed)
-            .with("block0", k0 / TILE)
-            .with("g_blocks", g_blocks);
+        let (kernel, count) = if tiled {
+            // Chunks start on 64-row boundaries (`chunk_rows`), so each owns whole row
+            // blocks; the first launch also sums G̃ and N.
+            let blocks = (k1 - k0).div_ceil(TILE) + if chunk == 0 { 2 * r_blocks } else { 0 };
+            let kernel = Templated::new("recovery_norms_tiled", NORMS_TILED)
+                .with("rows", k1 - k0)
+                .with("r", r)
+                .with("b", b)
+                .with("g_transposed", g_transposed)
+                .with("block0", k0 / TILE)
+                .with("g_blocks", g_blocks);
+            (
+                kernel,
+                CubeCount::Static(b.div_ceil(TILE) as u32, blocks as u32, 1),
+            )
+        } else {
+            let kernel = Templated::new("recovery_norms", NORMS)
+                .with("rows", k1 - k0)
+                .with("r", r)
+                .with("b", b)
+                .with("first", chunk == 0)
+                .with("g_transposed", g_transposed);
+            (kernel, CubeCount::Static(b.div_ceil(GROUP) as u32, 1, 1))
+        };
         super::count_launch("recovery", [a, r, b]);
         if g_transposed {
             super::count_launch("recovery: Gᵀ in place", [a, r, b]);
         }
+        if tiled {
+            super::count_launch("recovery: tiled", [a, r, b]);
+        }
         client.launch(
             Box::new(SourceKernel::new(kernel, CubeDim::new_1d(GROUP as u32))),
-            CubeCount::Static(b.div_ceil(TILE) as u32, blocks as u32, 1),
+            count,
             KernelArguments::new().with_buffers(vec![
                 row_chunk(&grad, k0..k1, a, b),
                 g_low.handle.clone().binding(),

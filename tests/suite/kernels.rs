@@ -617,13 +617,18 @@ fn recovery_kernels_match_the_portable_path() {
     let mut rng = Rng(43);
     let (zeta, scale) = (1.01, 0.25);
     // (a, r, b, binding limit): the last splits G into chunks of 128, 128 and 44 rows;
-    // 150×70×130 takes three 64-row blocks of G and two of G̃ and N in one launch.
-    for (a, r, b, limit) in [
-        (37, 5, 53, 128 << 20),
-        (16, 4, 300, 128 << 20),
-        (150, 70, 130, 128 << 20),
-        (300, 20, 90, 46_080),
-    ] {
+    // 150×70×130 takes three 64-row blocks of G and two of G̃ and N in one launch of the
+    // tiled kernel. Both column-norm kernels, the default and the tiled one.
+    for (tiled, (a, r, b, limit)) in [false, true].into_iter().flat_map(|t| {
+        [
+            (37, 5, 53, 128 << 20),
+            (16, 4, 300, 128 << 20),
+            (150, 70, 130, 128 << 20),
+            (300, 20, 90, 46_080),
+        ]
+        .map(|size| (t, size))
+    }) {
+        kernels::set_tiled_recovery_norms(tiled);
         let s = orthonormal(a, r, &mut rng);
         let g = rng.mat(a, b);
         let g_low = s.t().mul(&g);
@@ -664,11 +669,17 @@ fn recovery_kernels_match_the_portable_path() {
                 };
                 let before = kernels::launches("recovery", [a, r, b]);
                 let in_place = kernels::launches("recovery: Gᵀ in place", [a, r, b]);
+                let tiled_before = kernels::launches("recovery: tiled", [a, r, b]);
                 let (psi, norm) = run(&device, None);
                 let chunks = a.div_ceil(if limit < a * b * 4 { 128 } else { a });
                 assert_eq!(
                     kernels::launches("recovery", [a, r, b]),
                     before + chunks as u64
+                );
+                assert_eq!(
+                    kernels::launches("recovery: tiled", [a, r, b]),
+                    tiled_before + if tiled { chunks as u64 } else { 0 },
+                    "the kernel asked for ran"
                 );
                 // A view is read in place when one launch takes all of G, else copied.
                 assert_eq!(
@@ -676,7 +687,9 @@ fn recovery_kernels_match_the_portable_path() {
                     in_place + u64::from(view && chunks == 1)
                 );
                 let (psi_cpu, norm_cpu) = run(&cpu, None);
-                let case = format!("{a}×{r}×{b}, {variant:?}, previous {previous:?}, view {view}");
+                let case = format!(
+                    "{a}×{r}×{b}, {variant:?}, previous {previous:?}, view {view}, tiled {tiled}"
+                );
                 assert!(
                     rel_err(&psi, &psi_cpu) < 1e-5,
                     "{case}: ψ vs portable {}",
