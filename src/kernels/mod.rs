@@ -973,10 +973,10 @@ pub fn track(
 }
 
 /// Recovery scales and the limiter (§7) from G (a×b; with `transposed`, the transposed view
-/// of the parameter's gradient), G̃ and N (r×b): see [`recovery_scales`]. `flag` as in [`adam`]: where the step is skipped the returned norm
-/// is `previous` (when there is one). With `wgsl`, two WGSL kernels (column norms, then
-/// limiter) on wgpu/WGSL devices for f32 tensors within their size limits; tensor ops
-/// otherwise.
+/// of the parameter's gradient), G̃ and N (r×b): see [`recovery_scales`]. `flag` as in
+/// [`adam`]: where the step is skipped the returned norm is `previous` (when there is one).
+/// With `wgsl`, two WGSL kernels (column norms, then limiter) on wgpu/WGSL devices for f32
+/// tensors within their size limits; tensor ops otherwise.
 #[allow(clippy::too_many_arguments)]
 pub fn recovery(
     g: &Tensor<2>,
@@ -1206,19 +1206,15 @@ pub fn update_within(
     // The a×b terms are formed in W's own layout: in the right case (S·L)ᵀ = Lᵀ·Sᵀ and
     // (G⊙ψ)ᵀ = Gᵀ⊙ψᵀ, so no element-wise pass runs over a transposed view (on `flex` such a
     // pass costs about 10× a contiguous one).
-    let u = if transposed {
-        let u = crate::basis::project_back_transposed(basis, low);
-        match recovery {
-            Some(t) => u + t.grad.transpose() * t.psi.mul_scalar(alpha).transpose(),
-            None => u,
-        }
+    let own_layout = |x: Tensor<2>| if transposed { x.transpose() } else { x };
+    let mut u = if transposed {
+        crate::basis::project_back_transposed(basis, low)
     } else {
-        let u = crate::basis::project_back(basis, low);
-        match recovery {
-            Some(t) => u + t.grad * t.psi.mul_scalar(alpha),
-            None => u,
-        }
+        crate::basis::project_back(basis, low)
     };
+    if let Some(t) = recovery {
+        u = u + own_layout(t.grad) * own_layout(t.psi.mul_scalar(alpha));
+    }
     let old = flag.map(|_| weight.clone());
     let stepped = weight - u;
     let stepped = if decay == 1.0 {

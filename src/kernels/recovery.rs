@@ -20,13 +20,13 @@ const GROUP: usize = 256;
 /// Rows and columns of the tile a column-norm workgroup sums.
 const TILE: usize = 64;
 
-/// Partial sums per column: ⌈a/64⌉ row blocks of G, ⌈r/64⌉ of G̃ and of N (the tiled
-/// kernel), or one of each.
-fn partials(a: usize, r: usize, tiled: bool) -> usize {
+/// (G's, and each of G̃'s and N's) partial sums per column: ⌈a/64⌉ and ⌈r/64⌉ row blocks
+/// with the tiled kernel, one each with the per-column one. The limit kernel adds them up.
+fn blocks(a: usize, r: usize, tiled: bool) -> (usize, usize) {
     if tiled {
-        a.div_ceil(TILE) + 2 * r.div_ceil(TILE)
+        (a.div_ceil(TILE), r.div_ceil(TILE))
     } else {
-        3
+        (1, 1)
     }
 }
 
@@ -35,11 +35,14 @@ fn partials(a: usize, r: usize, tiled: bool) -> usize {
 /// more column or row blocks than the workgroup limit).
 pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
     let limit = limits.max_binding_bytes;
-    // Both kernels' limits, so that the choice between them never changes the route.
-    let fits = partials(a, r, true) * b * 4 <= limit
+    // Both kernels' limits (the tiled one's are the tighter), so that the choice between
+    // them never changes the route.
+    let (g_blocks, r_blocks) = blocks(a, r, true);
+    let partials = g_blocks + 2 * r_blocks;
+    let fits = partials * b * 4 <= limit
         && r * b * 4 <= limit
         && b.div_ceil(TILE) <= limits.max_workgroups
-        && partials(a, r, true) <= limits.max_workgroups;
+        && partials <= limits.max_workgroups;
     chunk_rows(a, b, limit).filter(|_| fits)
 }
 
@@ -71,14 +74,8 @@ pub fn launch(
     // The right case's G = ∇Wᵀ is read in place where one launch takes all its rows.
     let (grad, g_transposed) = stored_gradient(grad, rows);
     let client = grad.client.clone();
-    // The limit kernel adds up `g_blocks` partial sums of ‖G[:, j]‖² and `r_blocks` each of
-    // ‖G̃[:, j]‖² and ‖N[:, j]‖²; the per-column kernel leaves one of each.
-    let (g_blocks, r_blocks) = if tiled {
-        (a.div_ceil(TILE), r.div_ceil(TILE))
-    } else {
-        (1, 1)
-    };
-    let sums = client.empty(partials(a, r, tiled) * b * 4);
+    let (g_blocks, r_blocks) = blocks(a, r, tiled);
+    let sums = client.empty((g_blocks + 2 * r_blocks) * b * 4);
     for (chunk, k0) in (0..a).step_by(rows).enumerate() {
         let k1 = (k0 + rows).min(a);
         let (kernel, count) = if tiled {
