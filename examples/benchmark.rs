@@ -61,6 +61,7 @@ struct Args {
     svd_max: usize,
     sections: Vec<u32>,
     wgsl_kernels: bool,
+    cpu_kernels: bool,
     batch: usize,
     optimizers: Vec<OptimizerKind>,
     train_sizes: Option<Vec<String>>,
@@ -77,6 +78,7 @@ fn parse() -> Result<Args, String> {
         svd_max: 2048,
         sections: vec![1, 2, 3, 4],
         wgsl_kernels: SubTrackConfig::new().wgsl_kernels,
+        cpu_kernels: SubTrackConfig::new().cpu_kernels,
         batch: 1,
         optimizers: OptimizerKind::ALL.to_vec(),
         train_sizes: None,
@@ -90,6 +92,7 @@ fn parse() -> Result<Args, String> {
             "--full" => args.full = true,
             "--wgsl-kernels" => args.wgsl_kernels = true,
             "--no-wgsl-kernels" => args.wgsl_kernels = false,
+            "--no-cpu-kernels" => args.cpu_kernels = false,
             "--device" => args.device = value()?,
             "--reps" => {
                 args.reps = value()?
@@ -135,12 +138,17 @@ fn parse() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?
             }
             "-h" | "--help" => {
-                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4] [--no-wgsl-kernels] [--batch N] [--optimizers adamw,galore,subtrack-grad,subtrack++] [--train-sizes 20m,60m] [--projection-splits N] [--tiled-recovery-norms]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only)\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)\n  --no-wgsl-kernels: sections 2 and 3 run the projected optimizers on Burn's tensor ops on wgpu too (default: the WGSL kernels, as SubTrackConfig does)\n  --batch N: section 4 times N back-to-back calls per repetition and one device sync (projections and optimizer steps; default 1; on a GPU, hides the sync's latency)\n  --optimizers: which optimizers sections 2 and 3 run (default all four)\n  --train-sizes: the llama sizes of section 3 (default tiny,9m; 20m,60m with --full)\n  --projection-splits N: the optimizer's WGSL projections use split-K with N partial sums (experimental; default 1, off)\n  --tiled-recovery-norms: the optimizer's WGSL recovery column norms use 64×64 tiles over a 2-D grid (experimental; default off)".into())
+                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4] [--no-wgsl-kernels] [--no-cpu-kernels] [--batch N] [--optimizers adamw,galore,subtrack-grad,subtrack++] [--train-sizes 20m,60m] [--projection-splits N] [--tiled-recovery-norms]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only)\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)\n  --no-wgsl-kernels: sections 2 and 3 run the projected optimizers on Burn's tensor ops on wgpu too (default: the WGSL kernels, as SubTrackConfig does)\n  --no-cpu-kernels: sections 2 and 3 run the projected optimizers' a×b passes on Burn's tensor ops on the CPU (flex) too (default: the fused loops)\n  --batch N: section 4 times N back-to-back calls per repetition and one device sync (projections and optimizer steps; default 1; on a GPU, hides the sync's latency)\n  --optimizers: which optimizers sections 2 and 3 run (default all four)\n  --train-sizes: the llama sizes of section 3 (default tiny,9m; 20m,60m with --full)\n  --projection-splits N: the optimizer's WGSL projections use split-K with N partial sums (experimental; default 1, off)\n  --tiled-recovery-norms: the optimizer's WGSL recovery column norms use 64×64 tiles over a 2-D grid (experimental; default off)".into())
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
     Ok(args)
+}
+
+/// `x / base` as "1.23×", or "–" where the baseline was not run.
+fn ratio(x: f64, base: Option<f64>) -> String {
+    base.map_or("–".into(), |b| format!("{:.2}×", x / b))
 }
 
 /// JSON string escaping for the few free-text fields.
@@ -316,6 +324,7 @@ fn bench_amortised(
     interval: usize,
     reps: usize,
     wgsl: bool,
+    cpu: bool,
     kinds: &[OptimizerKind],
 ) -> Vec<StepRow> {
     let dev = picked.device.clone().autodiff();
@@ -330,7 +339,8 @@ fn bench_amortised(
                 .with_size(size.into())
                 .with_optimizer(kind.name().into())
                 .with_update_interval(interval)
-                .with_wgsl_kernels(wgsl);
+                .with_wgsl_kernels(wgsl)
+                .with_cpu_kernels(cpu);
             dev.seed(1);
             let model = model_config.init(&dev).expect("model");
             let grads = Grads::of(&model);
@@ -402,6 +412,7 @@ fn bench_training(
     reps: usize,
     interval: usize,
     wgsl: bool,
+    cpu: bool,
     kinds: &[OptimizerKind],
 ) -> Vec<TrainRow> {
     let dev = picked.device.clone().autodiff();
@@ -439,7 +450,8 @@ fn bench_training(
             .with_size(size.into())
             .with_optimizer(kind.name().into())
             .with_update_interval(t)
-            .with_wgsl_kernels(wgsl);
+            .with_wgsl_kernels(wgsl)
+            .with_cpu_kernels(cpu);
         device::reset_peak();
         dev.seed(5);
         let mut model = model_config.init(&dev).expect("model");
@@ -735,6 +747,7 @@ fn main() -> ExitCode {
                     interval,
                     amortised_reps,
                     args.wgsl_kernels,
+                    args.cpu_kernels,
                     &args.optimizers,
                 );
             }
@@ -747,6 +760,7 @@ fn main() -> ExitCode {
                         args.reps.max(4),
                         interval,
                         args.wgsl_kernels,
+                        args.cpu_kernels,
                         &args.optimizers,
                     ));
                 }
@@ -815,10 +829,11 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
         md,
         "Device: {} · backend {} · mode {mode} · medians of {} timed reps after warm-up · total {:.0} s\n",
         picked.description,
-        match (picked.is_wgpu, args.wgsl_kernels) {
-            (true, true) => "wgpu (WGSL), SubTrack's WGSL kernels on in sections 2 and 3",
-            (true, false) => "wgpu (WGSL), SubTrack's WGSL kernels off (portable path)",
-            (false, _) => "flex (CPU)",
+        match (picked.is_wgpu, args.wgsl_kernels, args.cpu_kernels) {
+            (true, true, _) => "wgpu (WGSL), SubTrack's WGSL kernels on in sections 2 and 3",
+            (true, false, _) => "wgpu (WGSL), SubTrack's WGSL kernels off (portable path)",
+            (false, _, true) => "flex (CPU), SubTrack's fused CPU loops on in sections 2 and 3",
+            (false, _, false) => "flex (CPU), SubTrack's fused CPU loops off (portable path)",
         },
         args.reps,
         started.elapsed().as_secs_f64()
@@ -876,19 +891,23 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
         );
         let _ = writeln!(
             md,
-            "| optimizer | ms/step | vs AdamW | subspace updates in window | optimizer state | projected part |\n|---|---|---|---|---|---|"
+            "| optimizer | ms/step | vs AdamW | vs GaLore | subspace updates in window | optimizer state | projected part |\n|---|---|---|---|---|---|---|"
         );
-        let adamw_step = steps
-            .iter()
-            .find(|s| s.optimizer == OptimizerKind::AdamW)
-            .map_or(f64::NAN, |s| s.per_step_ms);
+        let base = |kind| {
+            steps
+                .iter()
+                .find(|s| s.optimizer == kind)
+                .map(|s| s.per_step_ms)
+        };
+        let (adamw_step, galore_step) = (base(OptimizerKind::AdamW), base(OptimizerKind::GaLore));
         for s in steps {
             let _ = writeln!(
                 md,
-                "| {} | {:.2} | {:.2}× | {} | {} | {} |",
+                "| {} | {:.2} | {} | {} | {} | {} | {} |",
                 s.optimizer.label(),
                 s.per_step_ms,
-                s.per_step_ms / adamw_step,
+                ratio(s.per_step_ms, adamw_step),
+                ratio(s.per_step_ms, galore_step),
                 s.updates,
                 human_bytes(s.state_bytes as u64),
                 human_bytes(s.projected_bytes as u64)
@@ -909,17 +928,17 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
             let base = chunk
                 .iter()
                 .find(|t| t.optimizer == OptimizerKind::AdamW)
-                .map_or(f64::NAN, |t| t.amortised_ms);
+                .map(|t| t.amortised_ms);
             for t in chunk {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2}× | {:.0} | {} | {} |",
+                    "| {} | {} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {} | {} |",
                     t.size,
                     t.optimizer.label(),
                     t.step_ms,
                     t.update_step_ms,
                     t.amortised_ms,
-                    t.amortised_ms / base,
+                    ratio(t.amortised_ms, base),
                     t.tokens_per_s,
                     human_bytes(t.state_bytes as u64),
                     t.peak_memory.map_or("n/a".into(), human_bytes)

@@ -45,6 +45,7 @@ USAGE: cargo run --release --example pretrain_llama -- [OPTIONS]
   --out DIR              output directory     [runs/<optimizer> or runs/compare]
   --resume               continue from DIR/checkpoint.bin
   --no-wgsl-kernels      Burn's tensor ops instead of the WGSL kernels on wgpu
+  --no-cpu-kernels       Burn's tensor ops instead of the fused loops on the CPU (flex)
   --overwrite            start over even if DIR holds a checkpoint
   -h, --help             this text
 ";
@@ -103,6 +104,7 @@ fn parse_args(args: &[String]) -> Result<Option<Cli>, String> {
             "--resume" => resume = true,
             "--wgsl-kernels" => config.wgsl_kernels = true,
             "--no-wgsl-kernels" => config.wgsl_kernels = false,
+            "--no-cpu-kernels" => config.cpu_kernels = false,
             "--overwrite" => overwrite = true,
             other => return Err(format!("unknown argument `{other}` (see --help)")),
         }

@@ -104,6 +104,12 @@ pub struct SubTrackConfig {
     /// off to use Burn's tensor ops on wgpu too.
     #[config(default = true)]
     pub wgsl_kernels: bool,
+    /// On Burn's `flex` CPU backend, run the projected step's memory-bound a×b passes as
+    /// fused loops: G's column sums of squares (recovery scaling) in one read, and the weight
+    /// update W' = d·(W − S·L − G⊙ψ) in one pass, where Burn's tensor ops take several. Off:
+    /// the portable tensor ops there too. No effect on other backends.
+    #[config(default = true)]
+    pub cpu_kernels: bool,
 }
 
 impl SubTrackConfig {

@@ -28,7 +28,14 @@ pub(crate) fn read_flag(tensor: Tensor<1, Bool>) -> bool {
 /// non-finite sum, a NaN or ±∞ element or an overflow, takes the exact element-wise check
 /// (a second read-back). One reduction instead of `is_finite().all()`'s four passes.
 pub(crate) fn read_all_finite<const D: usize>(tensor: Tensor<D>) -> bool {
-    read_scalar(tensor.clone().sum()).is_finite() || read_flag(tensor.is_finite().all())
+    all_finite_given(tensor.clone().sum(), tensor)
+}
+
+/// [`read_all_finite`] from a reduction already at hand: `total` (\[1\]) adds up terms
+/// each of which is NaN or ±∞ where an element of `tensor` is, such as `tensor`'s sum or
+/// the sum of its squares. Only a non-finite `total` takes the exact check.
+pub(crate) fn all_finite_given<const D: usize>(total: Tensor<1>, tensor: Tensor<D>) -> bool {
+    read_scalar(total).is_finite() || read_flag(tensor.is_finite().all())
 }
 
 /// Read a tensor back as row-major f64 values.

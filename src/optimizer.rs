@@ -219,15 +219,26 @@ impl SubTrack {
         }
     }
 
+    /// Whether this optimizer's recovery scaling runs on the portable path on `device`
+    /// (it is on, and the WGSL kernels are off or not usable there).
+    fn recovers_portably(&self, device: &Device) -> bool {
+        let cfg = &self.config;
+        cfg.recovery_scaling != RecoveryScaling::Off
+            && !(cfg.wgsl_kernels && kernels::wgsl_available(device))
+    }
+
     /// One projected step; `decay` = 1 − lr·wd is applied here (fused with the update).
     /// With `on_device` the finite check is left to the device: the projection kernel finds
-    /// the step flag while it reads G, and the flag is returned for the skip count.
+    /// the step flag while it reads G, and the flag is returned for the skip count. `g_sq`:
+    /// G's column sums of squares, when the caller formed them (see [`kernels::recovery`]).
+    #[allow(clippy::too_many_arguments)]
     fn projected_step(
         &self,
         lr: LearningRate,
         decay: f64,
         tensor: Tensor<2>,
         grad: Tensor<2>,
+        g_sq: Option<Tensor<2>>,
         state: Option<ProjectedState>,
         on_device: bool,
     ) -> (Tensor<2>, ProjectedState, Option<Tensor<1>>) {
@@ -292,6 +303,7 @@ impl SubTrack {
             let scales = kernels::recovery(
                 &g,
                 transposed,
+                g_sq,
                 &g_low,
                 &adam.normalized,
                 cfg.recovery_scaling,
@@ -300,6 +312,7 @@ impl SubTrack {
                 state.limiter_norm.as_ref(),
                 flag,
                 wgsl,
+                cfg.cpu_kernels,
             );
             state.limiter_norm = Some(scales.norm);
             kernels::RecoveryTerm {
@@ -323,6 +336,7 @@ impl SubTrack {
             transposed,
             flag,
             wgsl,
+            cfg.cpu_kernels,
         );
         (tensor, state, flag.cloned())
     }
@@ -440,7 +454,21 @@ impl Optimizer for SubTrack {
                 .host_reads
                 .fetch_add(reads, Ordering::Relaxed);
         };
-        if !on_device && !host::read_all_finite(grad.clone()) {
+        // The portable recovery scaling (SubTrack++) needs G's column sums of squares, and
+        // their total carries any NaN or ±∞ of G: one pass over G serves both.
+        let g_sq =
+            (projected && !on_device && self.recovers_portably(&tensor.device())).then(|| {
+                let (_, _, transposed) = canonical_layout(dims[0], dims[1]);
+                let g = grad.clone().reshape([dims[0], dims[1]]);
+                let g = if transposed { g.transpose() } else { g };
+                kernels::column_sq_fused(&g, transposed, self.config.cpu_kernels)
+            });
+        let finite = on_device
+            || match &g_sq {
+                Some(sq) => host::all_finite_given(sq.clone().sum(), grad.clone()),
+                None => host::read_all_finite(grad.clone()),
+            };
+        if !finite {
             self.report
                 .inner
                 .nonfinite_skips
@@ -470,6 +498,7 @@ impl Optimizer for SubTrack {
                 decay,
                 tensor.reshape([m, n]),
                 grad.reshape([m, n]),
+                g_sq,
                 state,
                 on_device,
             );

@@ -33,24 +33,22 @@ pub fn kept_weight(variant: RecoveryScaling, scale: f64) -> f64 {
 ///
 /// Uses ‖g_j − k·S·g̃_j‖² = ‖g_j‖² − (2k − k²)·‖g̃_j‖², exact when SᵀS = I and G̃ = SᵀG
 /// (S is kept orthonormal to `orthonormality_tolerance`); clamped at 0 against round-off.
-/// `transposed`: `g` is the transposed view of the parameter's gradient (the right case of
-/// §1), whose column sums are then taken along the stored rows (see [`column_sq`]).
-#[allow(clippy::too_many_arguments)]
+/// Takes the column sums of squares ([`column_sq`], each [1, b]) of G (`g_sq`), G̃ (`g_low_sq`)
+/// and N (`normalized_sq`), the only terms that read the a×b and r×b matrices, so that the
+/// caller forms them where it can do so cheapest (the optimizer's finite check needs `g_sq`
+/// too; `flex` has fused loops for them).
 pub fn recovery_scales(
-    g: &Tensor<2>,
-    transposed: bool,
-    g_low: &Tensor<2>,
-    normalized: &Tensor<2>,
+    g_sq: Tensor<2>,
+    g_low_sq: Tensor<2>,
+    normalized_sq: Tensor<2>,
     variant: RecoveryScaling,
     scale: f64,
     growth_limit: f64,
     previous_norm: Option<&Tensor<1>>,
 ) -> RecoveryScales {
-    let g_low_sq = column_sq(g_low, false);
-    let phi = column_sq(normalized, false).sqrt() / g_low_sq.clone().sqrt().add_scalar(1e-8);
+    let phi = normalized_sq.sqrt() / g_low_sq.clone().sqrt().add_scalar(1e-8);
     let k = kept_weight(variant, scale);
-    let residual_sq =
-        (column_sq(g, transposed) - g_low_sq.mul_scalar(2.0 * k - k * k)).clamp_min(0.0);
+    let residual_sq = (g_sq - g_low_sq.mul_scalar(2.0 * k - k * k)).clamp_min(0.0);
     let norm = (residual_sq * phi.clone().square()).sum().sqrt();
     match previous_norm {
         None => RecoveryScales {
@@ -153,15 +151,23 @@ mod tests {
                     recovery_term(&g, &basis, &g_low, &normalized, variant, s, 1.01, previous);
                 let expected =
                     project_back(&basis, normalized.clone().mul_scalar(s)) + explicit.term;
-                let scales =
-                    recovery_scales(&g, false, &g_low, &normalized, variant, s, 1.01, previous);
+                let (g_low_sq, normalized_sq) =
+                    (column_sq(&g_low, false), column_sq(&normalized, false));
+                let scales = recovery_scales(
+                    column_sq(&g, false),
+                    g_low_sq.clone(),
+                    normalized_sq.clone(),
+                    variant,
+                    s,
+                    1.01,
+                    previous,
+                );
                 // The right case: the same G as the transposed view of a stored b×a tensor.
                 let stored = Tensor::<2>::from_data(g.clone().transpose().into_data(), &device);
                 let viewed = recovery_scales(
-                    &stored.transpose(),
-                    true,
-                    &g_low,
-                    &normalized,
+                    column_sq(&stored.transpose(), true),
+                    g_low_sq,
+                    normalized_sq,
                     variant,
                     s,
                     1.01,

@@ -16,6 +16,7 @@
 //! kernel fusion on.
 
 mod adam;
+mod flex;
 mod project;
 mod recovery;
 mod tracking;
@@ -37,7 +38,7 @@ use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 
 use crate::config::{ProjectionAware, RecoveryScaling};
 use crate::moments::{AdamParams, rotate_moments};
-use crate::recovery::{RecoveryScales, kept_weight, recovery_scales};
+use crate::recovery::{RecoveryScales, column_sq, kept_weight, recovery_scales};
 
 pub use project::projected_shape;
 
@@ -542,7 +543,8 @@ fn count_launch(kernel: &'static str, sizes: [usize; 3]) {
 /// or `"update"`) was launched at sizes `[a, r, b]` in
 /// this process: lets callers and tests see that the WGSL kernel, not a fallback, ran.
 /// `"project: Gᵀ in place"`, `"recovery: Gᵀ in place"` and `"update: Gᵀ in place"` count
-/// the launches that read a transposed-view gradient from its own buffer, uncopied.
+/// the launches that read a transposed-view gradient from its own buffer, uncopied;
+/// `"update: flex"` and `"column_sq: flex"` (sizes [a, 0, b]) the fused CPU loops.
 pub fn launches(kernel: &str, sizes: [usize; 3]) -> u64 {
     let map = LAUNCHES.lock().unwrap_or_else(|e| e.into_inner());
     map.iter()
@@ -973,14 +975,18 @@ pub fn track(
 }
 
 /// Recovery scales and the limiter (§7) from G (a×b; with `transposed`, the transposed view
-/// of the parameter's gradient), G̃ and N (r×b): see [`recovery_scales`]. `flag` as in
+/// of the parameter's gradient), G̃ and N (r×b): see [`recovery_scales`]. `g_sq`: G's
+/// column sums of squares ([`column_sq`]) where the caller has them; the portable path then
+/// skips its pass over G (the kernels form their own). `flag` as in
 /// [`adam`]: where the step is skipped the returned norm is `previous` (when there is one).
 /// With `wgsl`, two WGSL kernels (column norms, then limiter) on wgpu/WGSL devices for f32
-/// tensors within their size limits; tensor ops otherwise.
+/// tensors within their size limits; tensor ops otherwise, where `cpu` makes G's column
+/// sums one fused pass on `flex` ([`column_sq_fused`]).
 #[allow(clippy::too_many_arguments)]
 pub fn recovery(
     g: &Tensor<2>,
     transposed: bool,
+    g_sq: Option<Tensor<2>>,
     g_low: &Tensor<2>,
     normalized: &Tensor<2>,
     variant: RecoveryScaling,
@@ -989,11 +995,13 @@ pub fn recovery(
     previous: Option<&Tensor<1>>,
     flag: Option<&Tensor<1>>,
     wgsl: bool,
+    cpu: bool,
 ) -> RecoveryScales {
     let limits = Limits::WEBGPU;
     recovery_within(
         g,
         transposed,
+        g_sq,
         g_low,
         normalized,
         variant,
@@ -1002,6 +1010,7 @@ pub fn recovery(
         previous,
         flag,
         wgsl,
+        cpu,
         limits,
     )
 }
@@ -1011,6 +1020,7 @@ pub fn recovery(
 pub fn recovery_within(
     g: &Tensor<2>,
     transposed: bool,
+    g_sq: Option<Tensor<2>>,
     g_low: &Tensor<2>,
     normalized: &Tensor<2>,
     variant: RecoveryScaling,
@@ -1019,6 +1029,7 @@ pub fn recovery_within(
     previous: Option<&Tensor<1>>,
     flag: Option<&Tensor<1>>,
     wgsl: bool,
+    cpu: bool,
     limits: Limits,
 ) -> RecoveryScales {
     let max_binding_bytes = limits.max_binding_bytes;
@@ -1063,10 +1074,9 @@ pub fn recovery_within(
         report_fallback(&device);
     }
     let scales = recovery_scales(
-        g,
-        transposed,
-        g_low,
-        normalized,
+        g_sq.unwrap_or_else(|| column_sq_fused(g, transposed, cpu)),
+        column_sq_fused(g_low, false, cpu),
+        column_sq_fused(normalized, false, cpu),
         variant,
         scale,
         growth_limit,
@@ -1079,6 +1089,23 @@ pub fn recovery_within(
         },
         _ => scales,
     }
+}
+
+/// G's column sums of squares, [1, b], as [`column_sq`] computes them: with `cpu`, in one
+/// fused pass on `flex` (G (a×b), or with `transposed` the transposed view of a b×a tensor,
+/// whose rows then hold G's columns).
+pub fn column_sq_fused(g: &Tensor<2>, transposed: bool, cpu: bool) -> Tensor<2> {
+    if cpu && flex::runs(&g.device(), &[g]) {
+        let [a, b] = g.dims();
+        count_launch("column_sq: flex", [a, 0, b]);
+        let stored = if transposed {
+            g.clone().transpose()
+        } else {
+            g.clone()
+        };
+        return flex::column_sq(stored, transposed);
+    }
+    column_sq(g, transposed)
 }
 
 /// The recovery inputs of the weight update: G (a×b), ψ (1×b), G̃ (r×b) and the residual's
@@ -1112,7 +1139,9 @@ pub struct UpdateCoefficients {
 /// `basis` S a×r and `normalized` N r×b in the canonical layout; `weight` W a×b, or b×a when
 /// `transposed` (the right case of §1). `flag` as in [`adam`]: where the step is skipped W
 /// is returned unchanged. With `wgsl`, one fused WGSL kernel on wgpu/WGSL devices for f32
-/// tensors within its size limits (S·L is never stored); tensor ops otherwise.
+/// tensors within its size limits (S·L is never stored); tensor ops otherwise, where `cpu`
+/// makes the a×b part one fused pass on `flex` (W, S·L and G read once, S·L's buffer
+/// written; not with a `flag`).
 #[allow(clippy::too_many_arguments)]
 pub fn update(
     basis: &Tensor<2>,
@@ -1123,6 +1152,7 @@ pub fn update(
     transposed: bool,
     flag: Option<&Tensor<1>>,
     wgsl: bool,
+    cpu: bool,
 ) -> Tensor<2> {
     let limits = Limits::WEBGPU;
     update_within(
@@ -1134,6 +1164,7 @@ pub fn update(
         transposed,
         flag,
         wgsl,
+        cpu,
         limits,
     )
 }
@@ -1151,6 +1182,7 @@ pub fn update_within(
     transposed: bool,
     flag: Option<&Tensor<1>>,
     wgsl: bool,
+    cpu: bool,
     limits: Limits,
 ) -> Tensor<2> {
     let device = weight.device();
@@ -1199,10 +1231,29 @@ pub fn update_within(
     }
     // α is folded into the r×b and 1×b factors, so that no a×b pass scales by it:
     // α·(S·L + G⊙ψ) = S·(α·L) + G⊙(α·ψ); α·k scales ψ (1×b) rather than G̃⊙ψ (r×b).
-    let mut low = normalized.mul_scalar(alpha * scale);
-    if let Some(t) = &recovery {
-        low = low - t.g_low.clone() * t.psi.clone().mul_scalar(alpha * t.kept_weight);
-    }
+    // The fused CPU loops (not with a device-side flag, which only the WGSL route makes).
+    let fused = cpu && flag.is_none() && {
+        let terms = recovery.iter().flat_map(|t| [&t.grad, &t.psi, &t.g_low]);
+        let all: Vec<_> = [basis, &normalized, &weight]
+            .into_iter()
+            .chain(terms)
+            .collect();
+        flex::runs(&device, &all)
+    };
+    let low = match &recovery {
+        Some(t) if fused => flex::low(
+            normalized,
+            t.g_low.clone(),
+            t.psi.clone(),
+            alpha * scale,
+            alpha * t.kept_weight,
+        ),
+        Some(t) => {
+            normalized.mul_scalar(alpha * scale)
+                - t.g_low.clone() * t.psi.clone().mul_scalar(alpha * t.kept_weight)
+        }
+        None => normalized.mul_scalar(alpha * scale),
+    };
     // The a×b terms are formed in W's own layout: in the right case (S·L)ᵀ = Lᵀ·Sᵀ and
     // (G⊙ψ)ᵀ = Gᵀ⊙ψᵀ, so no element-wise pass runs over a transposed view (on `flex` such a
     // pass costs about 10× a contiguous one).
@@ -1212,6 +1263,12 @@ pub fn update_within(
     } else {
         crate::basis::project_back(basis, low)
     };
+    if fused {
+        // One pass over W, U (and G) instead of Burn's separate element-wise ops.
+        count_launch("update: flex", [a, r, b]);
+        let recovery = recovery.map(|t| (own_layout(t.grad), t.psi, alpha, transposed));
+        return flex::update(weight, u, recovery, decay);
+    }
     if let Some(t) = recovery {
         u = u + own_layout(t.grad) * own_layout(t.psi.mul_scalar(alpha));
     }

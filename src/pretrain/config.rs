@@ -136,6 +136,9 @@ pub struct TrainConfig {
     /// Run the WGSL kernels on wgpu (see [`SubTrackConfig::wgsl_kernels`]; on by default).
     #[config(default = true)]
     pub wgsl_kernels: bool,
+    /// Run the fused CPU loops on `flex` (see [`SubTrackConfig::cpu_kernels`]; on by default).
+    #[config(default = true)]
+    pub cpu_kernels: bool,
 }
 
 impl TrainConfig {
@@ -267,6 +270,7 @@ impl TrainConfig {
             .with_update_interval(self.update_interval)
             .with_weight_decay(self.weight_decay)
             .with_wgsl_kernels(self.wgsl_kernels)
+            .with_cpu_kernels(self.cpu_kernels)
     }
 
     /// The optimizer: AdamW on everything, or the SubTrack/GaLore group on

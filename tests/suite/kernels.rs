@@ -392,6 +392,25 @@ impl UpdateCase {
         device: &Device,
         limits: Limits,
     ) -> Mat {
+        self.run_routed(c, recovery, flag, device, limits, true, false)
+    }
+
+    /// With the fused CPU loops on `flex` and the WGSL kernels off.
+    fn run_fused(&self, c: UpdateCoefficients, recovery: bool, device: &Device) -> Mat {
+        self.run_routed(c, recovery, None, device, Limits::WEBGPU, false, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_routed(
+        &self,
+        c: UpdateCoefficients,
+        recovery: bool,
+        flag: Option<f32>,
+        device: &Device,
+        limits: Limits,
+        wgsl: bool,
+        cpu: bool,
+    ) -> Mat {
         let flag = flag.map(|f| Tensor::<1>::from_floats([f], device));
         download(kernels::update_within(
             &upload(&self.basis, device),
@@ -401,7 +420,8 @@ impl UpdateCase {
             c,
             self.transposed,
             flag.as_ref(),
-            true,
+            wgsl,
+            cpu,
             limits,
         ))
     }
@@ -469,6 +489,97 @@ fn update_kernel_matches_the_portable_path() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// The fused CPU update on `flex` against the tensor-op path on the same device and the f64
+/// formula: both layouts, G a view or stored, with and without recovery and decay.
+#[test]
+fn fused_cpu_update_matches_the_portable_path() {
+    let mut rng = Rng(29);
+    let cpu = Device::flex();
+    for decay in [1.0, 0.999] {
+        let c = UpdateCoefficients {
+            alpha: 0.03,
+            decay,
+            scale: 0.25,
+        };
+        for (a, r, b) in [(37, 5, 53), (1, 1, 9), (70, 17, 150)] {
+            for (transposed, grad_view) in [(false, false), (true, true), (true, false)] {
+                for recovery in [false, true] {
+                    let case = UpdateCase {
+                        grad_view,
+                        ..UpdateCase::new(a, r, b, transposed, &mut rng)
+                    };
+                    let name = format!(
+                        "{a}×{r}×{b}, transposed {transposed} (G a view {grad_view}), recovery {recovery}, decay {decay}"
+                    );
+                    let before = kernels::launches("update: flex", [a, r, b]);
+                    let fused = case.run_fused(c, recovery, &cpu);
+                    assert_eq!(
+                        kernels::launches("update: flex", [a, r, b]),
+                        before + 1,
+                        "{name}: the fused loop did not run"
+                    );
+                    let portable = case.run_within(c, recovery, None, &cpu, Limits::WEBGPU);
+                    let expected = case.expected(c, recovery);
+                    let (vs_portable, vs_f64) =
+                        (rel_err(&fused, &portable), rel_err(&fused, &expected));
+                    assert!(vs_portable < 1e-6, "{name}: vs portable {vs_portable}");
+                    assert!(vs_f64 < 1e-5, "{name}: vs f64 {vs_f64}");
+                }
+            }
+        }
+    }
+}
+
+/// The fused column sums of squares on `flex` against the tensor ops and f64: G stored a×b,
+/// the transposed view of a stored b×a tensor, and a strided view (a column slice).
+#[test]
+fn fused_cpu_column_sums_match_the_portable_path() {
+    let mut rng = Rng(31);
+    let cpu = Device::flex();
+    for (a, b) in [(37, 53), (1, 9), (9, 1), (256, 688)] {
+        let g = rng.mat(a, b);
+        let expected: Vec<f64> = (0..b)
+            .map(|j| (0..a).map(|i| (g.at(i, j) as f32 as f64).powi(2)).sum())
+            .collect();
+        let wide = rng.mat(a, b + 3);
+        let sliced: Vec<f64> = (0..b)
+            .map(|j| {
+                (0..a)
+                    .map(|i| (wide.at(i, j + 2) as f32 as f64).powi(2))
+                    .sum()
+            })
+            .collect();
+        let cases = [
+            ("stored", stored(&g, false, &cpu), false, &expected),
+            ("view", stored(&g, true, &cpu), true, &expected),
+            (
+                "slice",
+                upload(&wide, &cpu).slice([0..a, 2..b + 2]),
+                false,
+                &sliced,
+            ),
+        ];
+        for (what, x, transposed, expected) in cases {
+            let before = kernels::launches("column_sq: flex", [a, 0, b]);
+            let fused = download(kernels::column_sq_fused(&x, transposed, true));
+            assert_eq!(kernels::launches("column_sq: flex", [a, 0, b]), before + 1);
+            let portable = download(kernels::column_sq_fused(&x, transposed, false));
+            let expected = Mat {
+                rows: 1,
+                cols: b,
+                data: expected.clone(),
+            };
+            assert_eq!(fused.cols, b);
+            let (vs_portable, vs_f64) = (rel_err(&fused, &portable), rel_err(&fused, &expected));
+            assert!(
+                vs_portable < 1e-5,
+                "{a}×{b} {what}: vs portable {vs_portable}"
+            );
+            assert!(vs_f64 < 1e-5, "{a}×{b} {what}: vs f64 {vs_f64}");
         }
     }
 }
@@ -653,6 +764,7 @@ fn recovery_kernels_match_the_portable_path() {
                     let out = kernels::recovery_within(
                         &stored(&g, view, dev),
                         view,
+                        None,
                         &upload(&g_low, dev),
                         &upload(&n, dev),
                         variant,
@@ -661,6 +773,7 @@ fn recovery_kernels_match_the_portable_path() {
                         prev.as_ref(),
                         flag.as_ref(),
                         true,
+                        false,
                         bytes(limit),
                     );
                     assert_eq!(out.kept_weight, k);

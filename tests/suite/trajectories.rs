@@ -103,30 +103,41 @@ fn presets() -> Vec<(&'static str, SubTrackConfig)> {
 #[test]
 fn presets_match_the_f64_reference_for_50_steps() {
     for device in devices() {
-        // On wgpu both routes: the portable path and the WGSL kernels.
-        let routes: &[bool] = if kernels::wgsl_available(&device) {
-            &[false, true]
+        // Both routes of each device: the portable path and the WGSL kernels on wgpu, the
+        // portable path and the fused CPU loops on flex (as (wgsl, cpu) switches).
+        let wgsl = kernels::wgsl_available(&device);
+        let routes: &[(bool, bool)] = if wgsl {
+            &[(false, false), (true, false)]
         } else {
-            &[false]
+            &[(false, false), (false, true)]
         };
+        let fused_before = kernels::launches("update: flex", [12, 4, 20]);
         for (name, config) in presets().into_iter().flat_map(|(n, c)| {
             routes
                 .iter()
-                .map(move |&k| (n, c.clone().with_wgsl_kernels(k)))
+                .map(move |&(k, cpu)| (n, c.clone().with_wgsl_kernels(k).with_cpu_kernels(cpu)))
         }) {
             for (rows, cols) in [(12, 20), (20, 12)] {
                 let (got, want) = run(&config, rows, cols, 50, &device);
                 let err = rel_err(&got, &want);
                 assert!(
                     err < 1e-4,
-                    "{name} {rows}x{cols} on {device:?} (WGSL kernels {}): relative error {err:e} of the 50-step change",
-                    config.wgsl_kernels
+                    "{name} {rows}x{cols} on {device:?} (WGSL kernels {}, CPU loops {}): relative error {err:e} of the 50-step change",
+                    config.wgsl_kernels,
+                    config.cpu_kernels
                 );
                 // The trajectory must actually go somewhere.
                 assert!(want.norm() > 0.1, "{name}: reference barely moved");
             }
         }
-        if routes.contains(&true) {
+        if !wgsl {
+            // 5 presets × 2 shapes × 50 steps with the loops on.
+            assert!(
+                kernels::launches("update: flex", [12, 4, 20]) >= fused_before + 500,
+                "the fused CPU update did not run"
+            );
+        }
+        if wgsl {
             // Both shapes share the canonical layout a = 12, b = 20 at r = 4.
             for (kernel, sizes) in [
                 ("project", [12, 4, 20]),
