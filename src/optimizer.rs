@@ -13,7 +13,9 @@ use crate::geodesic::geodesic_step;
 use crate::host;
 use crate::kernels;
 use crate::moments::AdamParams;
-use crate::state::{DenseState, ProjectedState, SubTrackState, canonical_layout};
+use crate::state::{
+    DenseState, ProjectedState, SubTrackState, canonical_gradient, canonical_layout,
+};
 
 /// The SubTrack optimizer: SubTrack-Grad, SubTrack++ or GaLore for projected matrices, and
 /// AdamW for every other parameter. Built by [`SubTrackConfig::build`].
@@ -199,7 +201,7 @@ impl SubTrack {
         device: &Device,
     ) -> bool {
         let cfg = &self.config;
-        if !cfg.wgsl_kernels || !kernels::wgsl_available(device) {
+        if !self.uses_wgsl(device) {
             return false;
         }
         match state {
@@ -219,12 +221,15 @@ impl SubTrack {
         }
     }
 
+    /// Whether the WGSL kernels are asked for and usable on `device`.
+    fn uses_wgsl(&self, device: &Device) -> bool {
+        self.config.wgsl_kernels && kernels::wgsl_available(device)
+    }
+
     /// Whether this optimizer's recovery scaling runs on the portable path on `device`
     /// (it is on, and the WGSL kernels are off or not usable there).
     fn recovers_portably(&self, device: &Device) -> bool {
-        let cfg = &self.config;
-        cfg.recovery_scaling != RecoveryScaling::Off
-            && !(cfg.wgsl_kernels && kernels::wgsl_available(device))
+        self.config.recovery_scaling != RecoveryScaling::Off && !self.uses_wgsl(device)
     }
 
     /// One projected step; `decay` = 1 − lr·wd is applied here (fused with the update).
@@ -244,8 +249,7 @@ impl SubTrack {
     ) -> (Tensor<2>, ProjectedState, Option<Tensor<1>>) {
         let cfg = &self.config;
         let [m, n] = tensor.dims();
-        let (_, _, transposed) = canonical_layout(m, n);
-        let g = if transposed { grad.transpose() } else { grad };
+        let (g, transposed) = canonical_gradient(grad);
         let [a, b] = g.dims();
 
         let mut state = match state {
@@ -458,9 +462,7 @@ impl Optimizer for SubTrack {
         // their total carries any NaN or ±∞ of G: one pass over G serves both.
         let g_sq =
             (projected && !on_device && self.recovers_portably(&tensor.device())).then(|| {
-                let (_, _, transposed) = canonical_layout(dims[0], dims[1]);
-                let g = grad.clone().reshape([dims[0], dims[1]]);
-                let g = if transposed { g.transpose() } else { g };
+                let (g, transposed) = canonical_gradient(grad.clone().reshape([dims[0], dims[1]]));
                 kernels::column_sq_fused(&g, transposed, self.config.cpu_kernels)
             });
         let finite = on_device

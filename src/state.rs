@@ -97,6 +97,14 @@ pub(crate) fn canonical_layout(m: usize, n: usize) -> (usize, usize, bool) {
     (m.min(n), m.max(n), m >= n)
 }
 
+/// An m×n gradient as G in the canonical layout (a×b, a ≤ b): itself, or its transposed
+/// view in the right case; with whether it was transposed.
+pub(crate) fn canonical_gradient(grad: Tensor<2>) -> (Tensor<2>, bool) {
+    let [m, n] = grad.dims();
+    let (_, _, transposed) = canonical_layout(m, n);
+    (if transposed { grad.transpose() } else { grad }, transposed)
+}
+
 /// Leaf names of the record format.
 pub(crate) mod leaf {
     pub const BASIS: &str = "basis";

@@ -64,6 +64,12 @@ fn values(x: &mut FloatTensor<Flex>) -> (&[f32], [usize; 2]) {
     (x.as_slice::<f32>().expect("contiguous f32"), dims)
 }
 
+/// The values of ψ times `factor`.
+fn scaled(psi: &mut FloatTensor<Flex>, factor: f64) -> Vec<f32> {
+    let factor = factor as f32;
+    values(psi).0.iter().map(|p| p * factor).collect()
+}
+
 /// U made contiguous and uniquely owned, so that its buffer can take the result.
 fn writable(mut u: FloatTensor<Flex>) -> FloatTensor<Flex> {
     let elements = u.layout().num_elements();
@@ -117,7 +123,7 @@ impl FlexKernels for Flex {
     ) -> FloatTensor<Self> {
         let (n, [r, b]) = values(&mut normalized);
         let (g, _) = values(&mut g_low);
-        let psi: Vec<f32> = values(&mut psi).0.iter().map(|x| x * q as f32).collect();
+        let psi = scaled(&mut psi, q);
         let p = p as f32;
         let mut out = Vec::with_capacity(r * b);
         for (n, g) in n.chunks_exact(b).zip(g.chunks_exact(b)) {
@@ -151,11 +157,7 @@ impl FlexKernels for Flex {
     ) -> FloatTensor<Self> {
         let (w, [_, cols]) = values(&mut weight);
         let (g, _) = values(&mut grad);
-        let psi: Vec<f32> = values(&mut psi)
-            .0
-            .iter()
-            .map(|p| p * alpha as f32)
-            .collect();
+        let psi = scaled(&mut psi, alpha);
         let mut u = writable(product);
         let d = decay as f32;
         let rows = u.storage_mut::<f32>().chunks_exact_mut(cols);
