@@ -1,21 +1,35 @@
-//! Fused loops for Burn's `flex` CPU backend: the projected step's two memory-bound passes
-//! over a×b matrices, each of which Burn's tensor ops run as several (flex has no fused
-//! element-wise ops, so every op reads and writes whole matrices):
+//! Fused loops for Burn's `flex` CPU backend: the projected step's memory-bound passes over
+//! a×b matrices, each of which Burn's tensor ops run as several (flex has no fused
+//! element-wise ops, so every op reads and writes whole matrices, on one thread below 4M
+//! elements):
 //!
 //! - [`column_sq`]: Σ_i x_ij² (recovery scaling, algorithm.md §7) in one read of x, instead
 //!   of a squared copy and a sum;
 //! - [`low`]: the r×b factor L = α·s·N − α·k·G̃⊙ψ of the back-projection in one pass;
-//! - [`update`]: W' = d·(W − U − G⊙ψ) (§2 with §7 folded in) in one pass, written into the
-//!   back-projection product U's own buffer, instead of up to four passes.
+//! - [`step`]: W' = d·(W − α·G⊙ψ) − d·S·L (§2 with §7 folded in) in W's own buffer: the
+//!   recovery term in one pass, then one gemm that reads and writes W (dst := d·dst −
+//!   d·S·L). Burn's matmul would allocate, zero and copy an a×b product, and the update
+//!   would read it again.
 //!
-//! Both work in the matrix's stored layout; `along_rows` says that the per-column scale
-//! runs along the stored rows (the right case of §1, where G = ∇Wᵀ). Each is tested against
-//! the tensor-op path it replaces.
+//! All work in the matrix's stored layout; `along_rows` (or `transposed`) says that the
+//! per-column scale runs along the stored rows (the right case of §1, where G = ∇Wᵀ).
+//! Passes over at least [`PARALLEL_ELEMENTS`] elements split their rows into a fixed
+//! number of blocks on rayon's pool (the one gemm uses), so results do not depend on the
+//! thread count. Each is tested against the tensor-op path it replaces.
 
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::tensor::{DType, Device, Tensor, TensorData};
+use rayon::prelude::*;
+
+/// Elements from which a pass runs on several threads (on a 2-core VM, 256×688 passes ran
+/// faster on one thread, 512×512 and larger on two).
+const PARALLEL_ELEMENTS: usize = 1 << 18;
+/// Row blocks of a parallel pass (fixed, so that sums do not depend on the thread count).
+const BLOCKS: usize = 16;
+/// m·n·k above which the gemm runs on several threads (Burn flex's own threshold).
+const PARALLEL_GEMM: usize = 192 * 192 * 192;
 
 /// Operations with a fused implementation on `flex`.
 #[backend_extension(Flex)]
@@ -33,24 +47,28 @@ pub trait FlexKernels: Backend {
         q: f64,
     ) -> FloatTensor<Self>;
 
-    /// d·(W − U), element-wise over f32 matrices of one shape, in U's buffer.
-    fn flex_update(
+    /// d·(W − S·L) in W's buffer: S a×r, L r×b, W a×b, or with `transposed` W b×a and
+    /// d·(W − (S·L)ᵀ).
+    fn flex_step(
         weight: FloatTensor<Self>,
-        product: FloatTensor<Self>,
+        basis: FloatTensor<Self>,
+        low: FloatTensor<Self>,
         decay: f64,
+        transposed: bool,
     ) -> FloatTensor<Self>;
 
-    /// d·(W − U − α·G⊙ψ), ψ broadcast down the columns (length cols) or, with
-    /// `along_rows`, along the rows (length rows), in U's buffer.
+    /// d·(W − α·G⊙ψ − S·L) in W's buffer, G in W's stored layout and ψ (length b) broadcast
+    /// down W's columns, or with `transposed` along its rows.
     #[allow(clippy::too_many_arguments)]
-    fn flex_update_recovery(
+    fn flex_step_recovery(
         weight: FloatTensor<Self>,
-        product: FloatTensor<Self>,
+        basis: FloatTensor<Self>,
+        low: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         psi: FloatTensor<Self>,
         alpha: f64,
         decay: f64,
-        along_rows: bool,
+        transposed: bool,
     ) -> FloatTensor<Self>;
 }
 
@@ -70,16 +88,28 @@ fn scaled(psi: &mut FloatTensor<Flex>, factor: f64) -> Vec<f32> {
     values(psi).0.iter().map(|p| p * factor).collect()
 }
 
-/// U made contiguous and uniquely owned, so that its buffer can take the result.
-fn writable(mut u: FloatTensor<Flex>) -> FloatTensor<Flex> {
-    let elements = u.layout().num_elements();
-    let exact = u.as_slice::<f32>().is_some()
-        && u.layout().start_offset() == 0
-        && u.bytes().len() == 4 * elements;
-    if !exact || !u.is_unique() {
-        u = u.to_contiguous();
+/// `x` made contiguous over its whole buffer, so that the buffer can take the result. A
+/// shared buffer is copied on the first write (flex's copy-on-write `storage_mut`), which
+/// leaves the other owners' values as they were.
+fn writable(mut x: FloatTensor<Flex>) -> FloatTensor<Flex> {
+    let elements = x.layout().num_elements();
+    let exact = x.as_slice::<f32>().is_some()
+        && x.layout().start_offset() == 0
+        && x.bytes().len() == 4 * elements;
+    if !exact {
+        x = x.to_contiguous();
     }
-    u
+    x
+}
+
+/// Rows per block when `rows`×`cols` is split into [`BLOCKS`], or all of them when the
+/// matrix is too small to be worth it.
+fn block_rows(rows: usize, cols: usize) -> usize {
+    if rows * cols < PARALLEL_ELEMENTS {
+        rows.max(1)
+    } else {
+        rows.div_ceil(BLOCKS)
+    }
 }
 
 /// Σ x² in f32 with eight independent partial sums, so that the loop vectorises.
@@ -95,16 +125,130 @@ fn sum_sq(x: &[f32]) -> f32 {
     partial.iter().sum::<f32>() + tail
 }
 
+/// Σ_i x_ij² of row-major `rows` (whole rows of `cols`) into `acc`.
+fn add_column_sq(acc: &mut [f32], rows: &[f32]) {
+    for row in rows.chunks_exact(acc.len()) {
+        for (a, x) in acc.iter_mut().zip(row) {
+            *a += x * x;
+        }
+    }
+}
+
+/// W −= G⊙ψ over whole rows of `cols`: ψ per column, or with `along_rows` ψ[i] per row i
+/// (`first` the index of the first row).
+fn subtract_scaled(
+    w: &mut [f32],
+    g: &[f32],
+    psi: &[f32],
+    cols: usize,
+    first: usize,
+    along_rows: bool,
+) {
+    for (i, (w, g)) in w
+        .chunks_exact_mut(cols)
+        .zip(g.chunks_exact(cols))
+        .enumerate()
+    {
+        if along_rows {
+            let p = psi[first + i];
+            for (w, g) in w.iter_mut().zip(g) {
+                *w -= g * p;
+            }
+        } else {
+            for ((w, g), p) in w.iter_mut().zip(g).zip(psi) {
+                *w -= g * p;
+            }
+        }
+    }
+}
+
+/// W ← d·W − d·S·L (or with `transposed`, (S·L)ᵀ into W b×a) by one gemm with W as the
+/// destination.
+fn back_project_into(
+    w: &mut FloatTensor<Flex>,
+    mut basis: FloatTensor<Flex>,
+    mut low: FloatTensor<Flex>,
+    decay: f64,
+    transposed: bool,
+) {
+    let (s, [a, r]) = values(&mut basis);
+    let (l, [r_low, b]) = values(&mut low);
+    assert_eq!(r, r_low, "flex_step: S is {a}×{r} but L has {r_low} rows");
+    let out = w.storage_mut::<f32>();
+    assert_eq!(
+        out.len(),
+        a * b,
+        "flex_step: W does not hold {a}×{b} values"
+    );
+    // Element (i, j) of the a×b product lands at W[i, j], or W[j, i] when transposed.
+    let (dst_rs, dst_cs) = if transposed {
+        (1, a as isize)
+    } else {
+        (b as isize, 1)
+    };
+    let parallelism = if a * b * r >= PARALLEL_GEMM {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    let d = decay as f32;
+    // SAFETY: `out` holds a·b values, written at i·dst_rs + j·dst_cs < a·b; S (a×r) and L
+    // (r×b) are contiguous row-major slices of the sizes read; `out` is W's own unique
+    // buffer (see `writable`), so it aliases neither.
+    unsafe {
+        gemm::gemm(
+            a,
+            b,
+            r,
+            out.as_mut_ptr(),
+            dst_cs,
+            dst_rs,
+            true,
+            s.as_ptr(),
+            1,
+            r as isize,
+            l.as_ptr(),
+            1,
+            b as isize,
+            d,
+            -d,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
 impl FlexKernels for Flex {
     fn flex_column_sq(mut x: FloatTensor<Self>, along_rows: bool) -> FloatTensor<Self> {
         let (v, [rows, cols]) = values(&mut x);
-        let out: Vec<f32> = if along_rows {
-            v.chunks_exact(cols).map(sum_sq).collect()
+        let per_block = block_rows(rows, cols) * cols.max(1);
+        let out: Vec<f32> = if cols == 0 {
+            vec![0.0; if along_rows { rows } else { 0 }]
+        } else if along_rows {
+            let mut out = Vec::with_capacity(rows);
+            v.par_chunks(per_block)
+                .map(|block| block.chunks_exact(cols).map(sum_sq).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+                .into_iter()
+                .for_each(|sums| out.extend(sums));
+            out
         } else {
-            let mut acc = vec![0.0f32; cols];
-            for row in v.chunks_exact(cols) {
-                for (a, x) in acc.iter_mut().zip(row) {
-                    *a += x * x;
+            // Per-block column sums, added in block order.
+            let partial: Vec<Vec<f32>> = v
+                .par_chunks(per_block)
+                .map(|block| {
+                    let mut acc = vec![0.0f32; cols];
+                    add_column_sq(&mut acc, block);
+                    acc
+                })
+                .collect();
+            let mut blocks = partial.into_iter();
+            let mut acc = blocks.next().unwrap_or_else(|| vec![0.0; cols]);
+            for block in blocks {
+                for (a, p) in acc.iter_mut().zip(block) {
+                    *a += p;
                 }
             }
             acc
@@ -132,52 +276,47 @@ impl FlexKernels for Flex {
         Flex::float_from_data(TensorData::new(out, [r, b]), &Default::default())
     }
 
-    fn flex_update(
-        mut weight: FloatTensor<Self>,
-        product: FloatTensor<Self>,
+    fn flex_step(
+        weight: FloatTensor<Self>,
+        basis: FloatTensor<Self>,
+        low: FloatTensor<Self>,
         decay: f64,
+        transposed: bool,
     ) -> FloatTensor<Self> {
-        let (w, _) = values(&mut weight);
-        let mut u = writable(product);
-        let d = decay as f32;
-        for (u, w) in u.storage_mut::<f32>().iter_mut().zip(w) {
-            *u = d * (w - *u);
-        }
-        u
+        let mut w = writable(weight);
+        back_project_into(&mut w, basis, low, decay, transposed);
+        w
     }
 
-    fn flex_update_recovery(
-        mut weight: FloatTensor<Self>,
-        product: FloatTensor<Self>,
+    fn flex_step_recovery(
+        weight: FloatTensor<Self>,
+        basis: FloatTensor<Self>,
+        low: FloatTensor<Self>,
         mut grad: FloatTensor<Self>,
         mut psi: FloatTensor<Self>,
         alpha: f64,
         decay: f64,
-        along_rows: bool,
+        transposed: bool,
     ) -> FloatTensor<Self> {
-        let (w, [_, cols]) = values(&mut weight);
-        let (g, _) = values(&mut grad);
+        let mut w = writable(weight);
+        let [rows, cols] = {
+            let shape = w.layout().shape();
+            [shape[0], shape[1]]
+        };
         let psi = scaled(&mut psi, alpha);
-        let mut u = writable(product);
-        let d = decay as f32;
-        let rows = u.storage_mut::<f32>().chunks_exact_mut(cols);
-        for (i, ((u, w), g)) in rows
-            .zip(w.chunks_exact(cols))
-            .zip(g.chunks_exact(cols))
+        let (g, g_dims) = values(&mut grad);
+        assert_eq!(g_dims, [rows, cols], "flex_step: G is not in W's layout");
+        let per_block = block_rows(rows, cols) * cols;
+        let rows_per_block = per_block / cols.max(1);
+        w.storage_mut::<f32>()
+            .par_chunks_mut(per_block.max(1))
+            .zip(g.par_chunks(per_block.max(1)))
             .enumerate()
-        {
-            if along_rows {
-                let p = psi[i];
-                for ((u, w), g) in u.iter_mut().zip(w).zip(g) {
-                    *u = d * (w - *u - g * p);
-                }
-            } else {
-                for (((u, w), g), p) in u.iter_mut().zip(w).zip(g).zip(&psi) {
-                    *u = d * (w - *u - g * p);
-                }
-            }
-        }
-        u
+            .for_each(|(k, (w, g))| {
+                subtract_scaled(w, g, &psi, cols, k * rows_per_block, transposed)
+            });
+        back_project_into(&mut w, basis, low, decay, transposed);
+        w
     }
 }
 
@@ -202,25 +341,33 @@ pub fn low(normalized: Tensor<2>, g_low: Tensor<2>, psi: Tensor<2>, p: f64, q: f
     Tensor::from_dispatch(Dispatch::flex_low(n, g, psi, p, q))
 }
 
-/// d·(W − U), or d·(W − U − α·G⊙ψ) with `recovery` = (G, ψ, α, along_rows), all in W's
-/// stored layout.
-pub fn update(
+/// d·(W − S·L), or d·(W − α·G⊙ψ − S·L) with `recovery` = (G, ψ, α), all in W's stored
+/// layout: W a×b, or b×a with `transposed` (then S·L enters transposed and ψ runs along
+/// W's rows).
+pub fn step(
     weight: Tensor<2>,
-    product: Tensor<2>,
-    recovery: Option<(Tensor<2>, Tensor<2>, f64, bool)>,
+    basis: &Tensor<2>,
+    low: Tensor<2>,
+    recovery: Option<(Tensor<2>, Tensor<2>, f64)>,
     decay: f64,
+    transposed: bool,
 ) -> Tensor<2> {
-    let (w, u) = (weight.into_dispatch(), product.into_dispatch());
+    let (w, s, l) = (
+        weight.into_dispatch(),
+        basis.clone().into_dispatch(),
+        low.into_dispatch(),
+    );
     Tensor::from_dispatch(match recovery {
-        None => Dispatch::flex_update(w, u, decay),
-        Some((g, psi, alpha, along_rows)) => Dispatch::flex_update_recovery(
+        None => Dispatch::flex_step(w, s, l, decay, transposed),
+        Some((g, psi, alpha)) => Dispatch::flex_step_recovery(
             w,
-            u,
+            s,
+            l,
             g.into_dispatch(),
             psi.into_dispatch(),
             alpha,
             decay,
-            along_rows,
+            transposed,
         ),
     })
 }

@@ -1140,8 +1140,8 @@ pub struct UpdateCoefficients {
 /// `transposed` (the right case of §1). `flag` as in [`adam`]: where the step is skipped W
 /// is returned unchanged. With `wgsl`, one fused WGSL kernel on wgpu/WGSL devices for f32
 /// tensors within its size limits (S·L is never stored); tensor ops otherwise, where `cpu`
-/// makes the a×b part one fused pass on `flex` (W, S·L and G read once, S·L's buffer
-/// written; not with a `flag`).
+/// makes the a×b part W's own buffer on `flex`: one pass over W and G, then one gemm into W
+/// (S·L is never stored; not with a `flag`).
 #[allow(clippy::too_many_arguments)]
 pub fn update(
     basis: &Tensor<2>,
@@ -1258,17 +1258,18 @@ pub fn update_within(
     // (G⊙ψ)ᵀ = Gᵀ⊙ψᵀ, so no element-wise pass runs over a transposed view (on `flex` such a
     // pass costs about 10× a contiguous one).
     let own_layout = |x: Tensor<2>| if transposed { x.transpose() } else { x };
+    if fused {
+        // W's own buffer takes the result: one pass over W and G for the recovery term,
+        // then one gemm into W; S·L is never stored.
+        count_launch("update: flex", [a, r, b]);
+        let recovery = recovery.map(|t| (own_layout(t.grad), t.psi, alpha));
+        return flex::step(weight, basis, low, recovery, decay, transposed);
+    }
     let mut u = if transposed {
         crate::basis::project_back_transposed(basis, low)
     } else {
         crate::basis::project_back(basis, low)
     };
-    if fused {
-        // One pass over W, U (and G) instead of Burn's separate element-wise ops.
-        count_launch("update: flex", [a, r, b]);
-        let recovery = recovery.map(|t| (own_layout(t.grad), t.psi, alpha, transposed));
-        return flex::update(weight, u, recovery, decay);
-    }
     if let Some(t) = recovery {
         u = u + own_layout(t.grad) * own_layout(t.psi.mul_scalar(alpha));
     }

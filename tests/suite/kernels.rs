@@ -505,7 +505,9 @@ fn fused_cpu_update_matches_the_portable_path() {
             decay,
             scale: 0.25,
         };
-        for (a, r, b) in [(37, 5, 53), (1, 1, 9), (70, 17, 150)] {
+        // 400×40×700 is past the sizes where the recovery pass and the gemm run on
+        // several threads.
+        for (a, r, b) in [(37, 5, 53), (1, 1, 9), (70, 17, 150), (400, 40, 700)] {
             for (transposed, grad_view) in [(false, false), (true, true), (true, false)] {
                 for recovery in [false, true] {
                     let case = UpdateCase {
@@ -534,13 +536,53 @@ fn fused_cpu_update_matches_the_portable_path() {
     }
 }
 
+/// The fused CPU update writes into W's buffer: where another tensor shares that buffer
+/// (a clone the caller kept), the clone keeps its values and the result is still right.
+#[test]
+fn fused_cpu_update_leaves_a_shared_weight_intact() {
+    let mut rng = Rng(37);
+    let cpu = Device::flex();
+    let c = UpdateCoefficients {
+        alpha: 0.03,
+        decay: 0.999,
+        scale: 0.25,
+    };
+    for transposed in [false, true] {
+        for recovery in [false, true] {
+            let case = UpdateCase::new(40, 6, 70, transposed, &mut rng);
+            let weight = upload(&case.weight, &cpu);
+            let kept = weight.clone();
+            let stepped = download(kernels::update_within(
+                &upload(&case.basis, &cpu),
+                upload(&case.normalized, &cpu),
+                weight,
+                recovery.then(|| case.recovery(&cpu)),
+                c,
+                transposed,
+                None,
+                false,
+                true,
+                Limits::WEBGPU,
+            ));
+            let name = format!("transposed {transposed}, recovery {recovery}");
+            assert_eq!(
+                download(kept).data,
+                upload_roundtrip(&case.weight),
+                "{name}: the shared W changed"
+            );
+            let err = rel_err(&stepped, &case.expected(c, recovery));
+            assert!(err < 1e-5, "{name}: vs f64 {err}");
+        }
+    }
+}
+
 /// The fused column sums of squares on `flex` against the tensor ops and f64: G stored a×b,
 /// the transposed view of a stored b×a tensor, and a strided view (a column slice).
 #[test]
 fn fused_cpu_column_sums_match_the_portable_path() {
     let mut rng = Rng(31);
     let cpu = Device::flex();
-    for (a, b) in [(37, 53), (1, 9), (9, 1), (256, 688)] {
+    for (a, b) in [(37, 53), (1, 9), (9, 1), (256, 688), (512, 600)] {
         let g = rng.mat(a, b);
         let expected: Vec<f64> = (0..b)
             .map(|j| (0..a).map(|i| (g.at(i, j) as f32 as f64).powi(2)).sum())
