@@ -102,14 +102,14 @@ fn writable(mut x: FloatTensor<Flex>) -> FloatTensor<Flex> {
     x
 }
 
-/// Rows per block when `rows`×`cols` is split into [`BLOCKS`], or all of them when the
-/// matrix is too small to be worth it.
-fn block_rows(rows: usize, cols: usize) -> usize {
-    if rows * cols < PARALLEL_ELEMENTS {
-        rows.max(1)
-    } else {
-        rows.div_ceil(BLOCKS)
-    }
+/// How a pass over `rows`×`cols` splits: `None` when it is too small to be worth it (it
+/// then runs on the calling thread, without handing work to rayon's pool), else
+/// `Some((rows per block, elements per block))` for [`BLOCKS`] blocks.
+fn blocks(rows: usize, cols: usize) -> Option<(usize, usize)> {
+    (rows * cols >= PARALLEL_ELEMENTS).then(|| {
+        let rows_per_block = rows.div_ceil(BLOCKS);
+        (rows_per_block, rows_per_block * cols)
+    })
 }
 
 /// Σ x² in f32 with eight independent partial sums, so that the loop vectorises.
@@ -193,8 +193,8 @@ fn back_project_into(
     };
     let d = decay as f32;
     // SAFETY: `out` holds a·b values, written at i·dst_rs + j·dst_cs < a·b; S (a×r) and L
-    // (r×b) are contiguous row-major slices of the sizes read; `out` is W's own unique
-    // buffer (see `writable`), so it aliases neither.
+    // (r×b) are contiguous row-major slices of the sizes read; `out` is W's buffer, which
+    // `storage_mut` made unique (copying it if shared), so it aliases neither.
     unsafe {
         gemm::gemm(
             a,
@@ -223,35 +223,39 @@ fn back_project_into(
 impl FlexKernels for Flex {
     fn flex_column_sq(mut x: FloatTensor<Self>, along_rows: bool) -> FloatTensor<Self> {
         let (v, [rows, cols]) = values(&mut x);
-        let per_block = block_rows(rows, cols) * cols.max(1);
         let out: Vec<f32> = if cols == 0 {
             vec![0.0; if along_rows { rows } else { 0 }]
         } else if along_rows {
-            let mut out = Vec::with_capacity(rows);
-            v.par_chunks(per_block)
-                .map(|block| block.chunks_exact(cols).map(sum_sq).collect::<Vec<_>>())
-                .collect::<Vec<_>>()
-                .into_iter()
-                .for_each(|sums| out.extend(sums));
-            out
+            // Each row's sum is formed alone, so splitting does not change it.
+            match blocks(rows, cols) {
+                None => v.chunks_exact(cols).map(sum_sq).collect(),
+                Some((rows_per_block, _)) => v
+                    .par_chunks_exact(cols)
+                    .with_min_len(rows_per_block)
+                    .map(sum_sq)
+                    .collect(),
+            }
         } else {
-            // Per-block column sums, added in block order.
-            let partial: Vec<Vec<f32>> = v
-                .par_chunks(per_block)
-                .map(|block| {
-                    let mut acc = vec![0.0f32; cols];
-                    add_column_sq(&mut acc, block);
+            let column_sq = |block: &[f32]| {
+                let mut acc = vec![0.0f32; cols];
+                add_column_sq(&mut acc, block);
+                acc
+            };
+            match blocks(rows, cols) {
+                None => column_sq(v),
+                Some((_, per_block)) => {
+                    // Per-block column sums, added in block order.
+                    let partial: Vec<Vec<f32>> = v.par_chunks(per_block).map(column_sq).collect();
+                    let mut blocks = partial.into_iter();
+                    let mut acc = blocks.next().unwrap_or_else(|| vec![0.0; cols]);
+                    for block in blocks {
+                        for (a, p) in acc.iter_mut().zip(block) {
+                            *a += p;
+                        }
+                    }
                     acc
-                })
-                .collect();
-            let mut blocks = partial.into_iter();
-            let mut acc = blocks.next().unwrap_or_else(|| vec![0.0; cols]);
-            for block in blocks {
-                for (a, p) in acc.iter_mut().zip(block) {
-                    *a += p;
                 }
             }
-            acc
         };
         let len = out.len();
         debug_assert_eq!(len, if along_rows { rows } else { cols });
@@ -306,15 +310,17 @@ impl FlexKernels for Flex {
         let psi = scaled(&mut psi, alpha);
         let (g, g_dims) = values(&mut grad);
         assert_eq!(g_dims, [rows, cols], "flex_step: G is not in W's layout");
-        let per_block = block_rows(rows, cols) * cols;
-        let rows_per_block = per_block / cols.max(1);
-        w.storage_mut::<f32>()
-            .par_chunks_mut(per_block.max(1))
-            .zip(g.par_chunks(per_block.max(1)))
-            .enumerate()
-            .for_each(|(k, (w, g))| {
-                subtract_scaled(w, g, &psi, cols, k * rows_per_block, transposed)
-            });
+        let out = w.storage_mut::<f32>();
+        match blocks(rows, cols) {
+            None => subtract_scaled(out, g, &psi, cols, 0, transposed),
+            Some((rows_per_block, per_block)) => out
+                .par_chunks_mut(per_block)
+                .zip(g.par_chunks(per_block))
+                .enumerate()
+                .for_each(|(k, (w, g))| {
+                    subtract_scaled(w, g, &psi, cols, k * rows_per_block, transposed)
+                }),
+        }
         back_project_into(&mut w, basis, low, decay, transposed);
         w
     }
