@@ -286,7 +286,10 @@ impl SubTrack {
             let (g_low, flag) = kernels::project_checked(&state.basis, &g, wgsl);
             (g_low, Some(flag))
         } else {
-            (kernels::project(&state.basis, &g, wgsl), None)
+            (
+                kernels::project(&state.basis, &g, wgsl, cfg.cpu_kernels),
+                None,
+            )
         };
         let flag = flag.as_ref();
         state.step += 1;
@@ -298,6 +301,7 @@ impl SubTrack {
             rotation,
             flag,
             wgsl,
+            cfg.cpu_kernels,
         );
         state.moment_1 = adam.moment_1;
         state.moment_2 = adam.moment_2;

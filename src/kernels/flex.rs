@@ -3,8 +3,11 @@
 //! element-wise ops, so every op reads and writes whole matrices, on one thread below 4M
 //! elements):
 //!
+//! - [`project`]: G̃ = SᵀG (§2) as one gemm read straight from S's and G's views, with this
+//!   module's thread threshold instead of Burn's (see [`PARALLEL_GEMM`]);
 //! - [`column_sq`]: Σ_i x_ij² (recovery scaling, algorithm.md §7) in one read of x, instead
 //!   of a squared copy and a sum;
+//! - [`adam`]: low-rank Adam's M', V' and N (§2) in one r×b pass instead of ten tensor ops;
 //! - [`low`]: the r×b factor L = α·s·N − α·k·G̃⊙ψ of the back-projection in one pass;
 //! - [`step`]: W' = d·(W − α·G⊙ψ) − d·S·L (§2 with §7 folded in) in W's own buffer: the
 //!   recovery term in one pass, then one gemm that reads and writes W (dst := d·dst −
@@ -28,8 +31,12 @@ use rayon::prelude::*;
 const PARALLEL_ELEMENTS: usize = 1 << 18;
 /// Row blocks of a parallel pass (fixed, so that sums do not depend on the thread count).
 const BLOCKS: usize = 16;
-/// m·n·k above which the gemm runs on several threads (Burn flex's own threshold).
-const PARALLEL_GEMM: usize = 192 * 192 * 192;
+/// m·n·k from which a gemm runs on several threads. Burn flex's own threshold is 192³
+/// (7.1 M); on a 2-core VM the 20m optimizer step (256×688×64, 11.3 M) ran about 20 %
+/// faster with its products on one thread, since each hand-off to rayon's pool from the
+/// caller's thread wakes a sleeping worker and then the caller; the 512-wide 60m products
+/// (33.6 M and up) keep both threads.
+const PARALLEL_GEMM: usize = 1 << 25;
 
 /// Operations with a fused implementation on `flex`.
 #[backend_extension(Flex)]
@@ -37,6 +44,22 @@ pub trait FlexKernels: Backend {
     /// Σ x² of the f32 matrix `x` (rows×cols) down its columns, [1, cols], or with
     /// `along_rows` along its rows, [1, rows].
     fn flex_column_sq(x: FloatTensor<Self>, along_rows: bool) -> FloatTensor<Self>;
+
+    /// G̃ = SᵀG (r×b) of S (a×r) and G (a×b), either a strided view (a transposed one in
+    /// the right case), by one gemm read straight from the views.
+    fn flex_project(basis: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Low-rank Adam (algorithm.md §2) in one pass over r×b: M' = β1·M + (1−β1)·G̃,
+    /// V' = β2·V + (1−β2)·G̃⊙G̃ (in M's and V's buffers) and N = M' ⊘ (sqrt(V') + ε), in
+    /// the tensor ops' order of f32 operations.
+    fn flex_adam(
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        beta_1: f64,
+        beta_2: f64,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// L = p·N − q·G̃⊙ψ (r×b, ψ of length b broadcast down the columns), in one pass.
     fn flex_low(
@@ -162,6 +185,28 @@ fn subtract_scaled(
     }
 }
 
+/// One thread below [`PARALLEL_GEMM`], rayon's pool from it.
+fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_GEMM {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+/// (pointer to the first element, [rows, cols], [row stride, column stride]) of a 2-D f32
+/// flex view, any strides the layout holds. The pointer comes from the whole buffer, so
+/// it may step back by a negative stride.
+fn view(x: &FloatTensor<Flex>) -> (*const f32, [usize; 2], [isize; 2]) {
+    let layout = x.layout();
+    let (rows, cols, rs, cs) = layout.as_2d_strides().expect("a 2-D tensor");
+    let data: &[f32] = x.storage();
+    let offset = layout.start_offset();
+    assert!(offset <= data.len(), "view: offset past the buffer");
+    // SAFETY: the offset is within the buffer (checked above).
+    (unsafe { data.as_ptr().add(offset) }, [rows, cols], [rs, cs])
+}
+
 /// W ← d·W − d·S·L (or with `transposed`, (S·L)ᵀ into W b×a) by one gemm with W as the
 /// destination.
 fn back_project_into(
@@ -186,11 +231,7 @@ fn back_project_into(
     } else {
         (b as isize, 1)
     };
-    let parallelism = if a * b * r >= PARALLEL_GEMM {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
+    let parallelism = gemm_parallelism(a, b, r);
     let d = decay as f32;
     // SAFETY: `out` holds a·b values, written at i·dst_rs + j·dst_cs < a·b; S (a×r) and L
     // (r×b) are contiguous row-major slices of the sizes read; `out` is W's buffer, which
@@ -221,6 +262,43 @@ fn back_project_into(
 }
 
 impl FlexKernels for Flex {
+    fn flex_project(basis: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (s, [a, r], [s_rs, s_cs]) = view(&basis);
+        let (g, [a_g, b], [g_rs, g_cs]) = view(&grad);
+        assert_eq!(a, a_g, "flex_project: S has {a} rows but G has {a_g}");
+        let mut out = vec![0.0f32; r * b];
+        if a > 0 && r > 0 && b > 0 {
+            // SAFETY: element (i, j) of Sᵀ (r×a) is S[j, i] at j·s_rs + i·s_cs, element
+            // (i, j) of G at i·g_rs + j·g_cs, all inside the views' storage (the layouts
+            // were built for it, negative strides included); `out` holds r·b values
+            // written at i·b + j and aliases neither.
+            unsafe {
+                gemm::gemm(
+                    r,
+                    b,
+                    a,
+                    out.as_mut_ptr(),
+                    1,
+                    b as isize,
+                    false,
+                    s,
+                    s_rs,
+                    s_cs,
+                    g,
+                    g_cs,
+                    g_rs,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm_parallelism(r, b, a),
+                );
+            }
+        }
+        Flex::float_from_data(TensorData::new(out, [r, b]), &Default::default())
+    }
+
     fn flex_column_sq(mut x: FloatTensor<Self>, along_rows: bool) -> FloatTensor<Self> {
         let (v, [rows, cols]) = values(&mut x);
         let out: Vec<f32> = if cols == 0 {
@@ -260,6 +338,37 @@ impl FlexKernels for Flex {
         let len = out.len();
         debug_assert_eq!(len, if along_rows { rows } else { cols });
         Flex::float_from_data(TensorData::new(out, [1, len]), &Default::default())
+    }
+
+    fn flex_adam(
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        mut g_low: FloatTensor<Self>,
+        beta_1: f64,
+        beta_2: f64,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (mut m, mut v) = (writable(moment_1), writable(moment_2));
+        let (g, dims) = values(&mut g_low);
+        for (what, x) in [("M", &m), ("V", &v)] {
+            let shape = x.layout().shape();
+            assert_eq!(
+                [shape[0], shape[1]],
+                dims,
+                "flex_adam: {what} is not G̃'s shape"
+            );
+        }
+        let [b1, c1, b2, c2, eps] =
+            [beta_1, 1.0 - beta_1, beta_2, 1.0 - beta_2, epsilon].map(|x| x as f32);
+        let mut n = vec![0.0f32; g.len()];
+        let (ms, vs) = (m.storage_mut::<f32>(), v.storage_mut::<f32>());
+        for (((m, v), g), n) in ms.iter_mut().zip(vs.iter_mut()).zip(g).zip(&mut n) {
+            *m = *m * b1 + *g * c1;
+            *v = *v * b2 + (*g * *g) * c2;
+            *n = *m / (v.sqrt() + eps);
+        }
+        let n = Flex::float_from_data(TensorData::new(n, dims), &Default::default());
+        (m, v, n)
     }
 
     fn flex_low(
@@ -335,6 +444,36 @@ pub fn runs(device: &Device, tensors: &[&Tensor<2>]) -> bool {
 /// Σ x² of `x` (stored rows×cols) down the columns, [1, cols], or along the rows, [1, rows].
 pub fn column_sq(x: Tensor<2>, along_rows: bool) -> Tensor<2> {
     Tensor::from_dispatch(Dispatch::flex_column_sq(x.into_dispatch(), along_rows))
+}
+
+/// G̃ = SᵀG (r×b) of S (a×r) and G (a×b, any strides).
+pub fn project(basis: &Tensor<2>, grad: &Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::flex_project(
+        basis.clone().into_dispatch(),
+        grad.clone().into_dispatch(),
+    ))
+}
+
+/// (M', V', N) of low-rank Adam (§2) on r×b moments, M' and V' in M's and V's buffers.
+pub fn adam(
+    moment_1: Tensor<2>,
+    moment_2: Tensor<2>,
+    g_low: &Tensor<2>,
+    params: &crate::moments::AdamParams,
+) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+    let (m, v, n) = Dispatch::flex_adam(
+        moment_1.into_dispatch(),
+        moment_2.into_dispatch(),
+        g_low.clone().into_dispatch(),
+        params.beta_1,
+        params.beta_2,
+        params.epsilon,
+    );
+    (
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
+        Tensor::from_dispatch(n),
+    )
 }
 
 /// L = p·N − q·G̃⊙ψ (r×b; ψ [1, b]).

@@ -544,7 +544,8 @@ fn count_launch(kernel: &'static str, sizes: [usize; 3]) {
 /// this process: lets callers and tests see that the WGSL kernel, not a fallback, ran.
 /// `"project: Gᵀ in place"`, `"recovery: Gᵀ in place"` and `"update: Gᵀ in place"` count
 /// the launches that read a transposed-view gradient from its own buffer, uncopied;
-/// `"update: flex"` and `"column_sq: flex"` (sizes [a, 0, b]) the fused CPU loops.
+/// `"project: flex"`, `"update: flex"`, `"adam: flex"` (sizes [r, 0, b]) and
+/// `"column_sq: flex"` (sizes [a, 0, b]) the fused CPU loops.
 pub fn launches(kernel: &str, sizes: [usize; 3]) -> u64 {
     let map = LAUNCHES.lock().unwrap_or_else(|e| e.into_inner());
     map.iter()
@@ -563,9 +564,15 @@ fn report_fallback(device: &Device) {
     }
 }
 
-/// G̃ = SᵀG (algorithm.md §2): with `wgsl`, the WGSL kernel on wgpu/WGSL devices for f32
-/// tensors within its size limits; tensor ops otherwise.
-pub fn project(basis: &Tensor<2>, g: &Tensor<2>, wgsl: bool) -> Tensor<2> {
+/// G̃ = SᵀG (algorithm.md §2): with `cpu`, one gemm on `flex` read from S's and G's views
+/// ([`flex::project`]); with `wgsl`, the WGSL kernel on wgpu/WGSL devices for f32 tensors
+/// within its size limits; tensor ops otherwise.
+pub fn project(basis: &Tensor<2>, g: &Tensor<2>, wgsl: bool, cpu: bool) -> Tensor<2> {
+    if cpu && flex::runs(&g.device(), &[basis, g]) {
+        let ([a, r], b) = (basis.dims(), g.dims()[1]);
+        count_launch("project: flex", [a, r, b]);
+        return flex::project(basis, g);
+    }
     if wgsl && PROJECTION_SPLITS.with(Cell::get) > 1 {
         return project_checked(basis, g, wgsl).0;
     }
@@ -748,7 +755,9 @@ pub struct Rotation<'a> {
 /// Low-rank Adam on M, V (r×b) with G̃ (r×b), after the projection-aware rotation (§5)
 /// when `rotation` is given. `flag` is the device-side step flag ([`step_flag`]); `None`
 /// means the step runs. With `wgsl`, one WGSL kernel on wgpu/WGSL devices for f32 tensors
-/// within its size limits; tensor ops otherwise.
+/// within its size limits; with `cpu` and no flag, the moments and N in one fused pass on
+/// `flex` ([`flex::adam`], after the rotation's tensor ops); tensor ops otherwise.
+#[allow(clippy::too_many_arguments)]
 pub fn adam(
     moment_1: Tensor<2>,
     moment_2: Tensor<2>,
@@ -757,10 +766,11 @@ pub fn adam(
     rotation: Option<Rotation>,
     flag: Option<&Tensor<1>>,
     wgsl: bool,
+    cpu: bool,
 ) -> LowRankAdam {
     let limits = Limits::WEBGPU;
     adam_within(
-        moment_1, moment_2, g_low, adam, rotation, flag, wgsl, limits,
+        moment_1, moment_2, g_low, adam, rotation, flag, wgsl, cpu, limits,
     )
 }
 
@@ -774,6 +784,7 @@ pub fn adam_within(
     rotation: Option<Rotation>,
     flag: Option<&Tensor<1>>,
     wgsl: bool,
+    cpu: bool,
     limits: Limits,
 ) -> LowRankAdam {
     let device = g_low.device();
@@ -838,6 +849,15 @@ pub fn adam_within(
         }
         None => (moment_1, moment_2),
     };
+    if cpu && flag.is_none() && flex::runs(&device, &[&m, &v, g_low]) {
+        count_launch("adam: flex", [r, 0, b]);
+        let (moment_1, moment_2, normalized) = flex::adam(m, v, g_low, adam);
+        return LowRankAdam {
+            moment_1,
+            moment_2,
+            normalized,
+        };
+    }
     let (m, v) = adam.update_moments(m, v, g_low);
     let n = adam.normalize(&m, &v);
     match (flag, old) {

@@ -298,7 +298,7 @@ fn projection_falls_back_off_wgsl() {
         TensorData::new((0..12).map(|x| x as f32).collect::<Vec<_>>(), [3, 4]),
         &device,
     );
-    let got: Vec<f32> = kernels::project(&s, &g, true)
+    let got: Vec<f32> = kernels::project(&s, &g, true, false)
         .into_data()
         .try_into_vec()
         .unwrap();
@@ -626,6 +626,74 @@ fn fused_cpu_column_sums_match_the_portable_path() {
     }
 }
 
+/// The fused CPU projection on `flex` against the tensor ops and f64: G stored, the
+/// transposed view of a stored b×a tensor, a column slice and a row-flipped view (negative
+/// stride), S stored and a column slice; one size past the gemm's parallel threshold.
+#[test]
+fn fused_cpu_projection_matches_the_portable_path() {
+    let mut rng = Rng(41);
+    let cpu = Device::flex();
+    for (a, r, b) in [(37, 5, 53), (1, 1, 9), (256, 64, 688), (600, 64, 900)] {
+        let round = |m: &Mat| Mat::from_fn(m.rows, m.cols, |i, j| m.at(i, j) as f32 as f64);
+        let s = rng.mat(a, r);
+        let g = rng.mat(a, b);
+        let wide_s = rng.mat(a, r + 2);
+        let wide_g = rng.mat(a, b + 3);
+        let s_slice = Mat::from_fn(a, r, |i, j| wide_s.at(i, j + 1));
+        let g_slice = Mat::from_fn(a, b, |i, j| wide_g.at(i, j + 2));
+        let g_flip = Mat::from_fn(a, b, |i, j| g.at(a - 1 - i, j));
+        let cases = [
+            ("stored", upload(&s, &cpu), &s, stored(&g, false, &cpu), &g),
+            (
+                "G a transposed view",
+                upload(&s, &cpu),
+                &s,
+                stored(&g, true, &cpu),
+                &g,
+            ),
+            (
+                "G a slice",
+                upload(&s, &cpu),
+                &s,
+                upload(&wide_g, &cpu).slice([0..a, 2..b + 2]),
+                &g_slice,
+            ),
+            (
+                "G flipped",
+                upload(&s, &cpu),
+                &s,
+                upload(&g, &cpu).flip([0]),
+                &g_flip,
+            ),
+            (
+                "S a slice",
+                upload(&wide_s, &cpu).slice([0..a, 1..r + 1]),
+                &s_slice,
+                upload(&g, &cpu),
+                &g,
+            ),
+        ];
+        for (what, basis, s_ref, grad, g_ref) in cases {
+            let expected = round(s_ref).t().mul(&round(g_ref));
+            let before = kernels::launches("project: flex", [a, r, b]);
+            let fused = download(kernels::project(&basis, &grad, false, true));
+            assert_eq!(
+                kernels::launches("project: flex", [a, r, b]),
+                before + 1,
+                "{a}×{r}×{b} {what}: the fused projection did not run"
+            );
+            let portable = download(kernels::project(&basis, &grad, false, false));
+            assert_eq!((fused.rows, fused.cols), (r, b));
+            let (vs_portable, vs_f64) = (rel_err(&fused, &portable), rel_err(&fused, &expected));
+            assert!(
+                vs_portable < 1e-6,
+                "{a}×{r}×{b} {what}: vs portable {vs_portable}"
+            );
+            assert!(vs_f64 < 1e-5, "{a}×{r}×{b} {what}: vs f64 {vs_f64}");
+        }
+    }
+}
+
 /// f64 low-rank Adam: (M', V', N), after the rotation by C when given (`code`: V × (1 − β2)).
 fn adam_f64(m: &Mat, v: &Mat, g: &Mat, c: Option<(&Mat, bool)>, p: &AdamParams) -> [Mat; 3] {
     let (m, v) = match c {
@@ -706,6 +774,7 @@ fn adam_kernel_matches_the_portable_path() {
                     }),
                     flag.as_ref(),
                     true,
+                    false,
                 );
                 [out.moment_1, out.moment_2, out.normalized].map(download)
             };
@@ -732,6 +801,82 @@ fn adam_kernel_matches_the_portable_path() {
                 assert_eq!(m2.data, upload_roundtrip(&m), "skip keeps M");
                 assert_eq!(v2.data, upload_roundtrip(&v), "skip keeps V");
                 assert!(n2.data.iter().all(|&x| x == 0.0), "skip zeroes N");
+            }
+        }
+    }
+}
+
+/// The fused CPU Adam on `flex` against the tensor ops on the same device and f64, with and
+/// without the rotation (which stays tensor ops, the moments' update after it fused); the
+/// moments passed in share their buffers with kept clones, which must not change.
+#[test]
+fn fused_cpu_adam_matches_the_portable_path() {
+    let cpu = Device::flex();
+    let params = AdamParams {
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-6,
+    };
+    let mut rng = Rng(43);
+    for (r, b) in [(5, 53), (1, 1), (64, 688)] {
+        for rotation in [
+            None,
+            Some(ProjectionAware::Paper),
+            Some(ProjectionAware::Code),
+        ] {
+            let m = rng.mat(r, b);
+            let spread = rng.mat(r, b);
+            let v = Mat::from_fn(r, b, |i, j| m.at(i, j).powi(2) + spread.at(i, j).powi(2));
+            let g = rng.mat(r, b);
+            let c = Mat::from_fn(r, r, |i, j| if i == j { 0.9 } else { 0.05 });
+            let code = rotation == Some(ProjectionAware::Code);
+            let expected = adam_f64(&m, &v, &g, rotation.map(|_| (&c, code)), &params);
+            let c_dev = upload(&c, &cpu);
+            let run = |fused: bool| {
+                let (m_dev, v_dev) = (upload(&m, &cpu), upload(&v, &cpu));
+                let kept = (m_dev.clone(), v_dev.clone());
+                let out = kernels::adam(
+                    m_dev,
+                    v_dev,
+                    &upload(&g, &cpu),
+                    &params,
+                    rotation.map(|variant| Rotation {
+                        change_of_basis: &c_dev,
+                        variant,
+                        moved: None,
+                    }),
+                    None,
+                    false,
+                    fused,
+                );
+                assert_eq!(
+                    download(kept.0).data,
+                    upload_roundtrip(&m),
+                    "kept M changed"
+                );
+                assert_eq!(
+                    download(kept.1).data,
+                    upload_roundtrip(&v),
+                    "kept V changed"
+                );
+                [out.moment_1, out.moment_2, out.normalized].map(download)
+            };
+            let before = kernels::launches("adam: flex", [r, 0, b]);
+            let fused = run(true);
+            assert_eq!(
+                kernels::launches("adam: flex", [r, 0, b]),
+                before + 1,
+                "{r}×{b}: the fused loop did not run"
+            );
+            let portable = run(false);
+            for (k, name) in ["M", "V", "N"].iter().enumerate() {
+                let case = format!("{r}×{b}, rotation {rotation:?}, {name}");
+                let (vs_portable, vs_f64) = (
+                    rel_err(&fused[k], &portable[k]),
+                    rel_err(&fused[k], &expected[k]),
+                );
+                assert!(vs_portable < 1e-6, "{case}: vs portable {vs_portable}");
+                assert!(vs_f64 < 1e-5, "{case}: vs f64 {vs_f64}");
             }
         }
     }
@@ -1131,6 +1276,7 @@ fn wide_matrices_take_several_launches_past_the_workgroup_limit() {
             Some(rotation),
             None,
             true,
+            false,
             limits,
         );
         [out.moment_1, out.moment_2, out.normalized].map(download)
