@@ -45,8 +45,8 @@ pub trait FlexKernels: Backend {
     /// `along_rows` along its rows, [1, rows].
     fn flex_column_sq(x: FloatTensor<Self>, along_rows: bool) -> FloatTensor<Self>;
 
-    /// G̃ = SᵀG (r×b) of S (a×r) and G (a×b), either a strided view (a transposed one in
-    /// the right case), by one gemm read straight from the views.
+    /// G̃ = SᵀG (r×b) of S (a×r) and G (a×b), each possibly a strided view (G a transposed
+    /// one in the right case), by one gemm that reads the views in place.
     fn flex_project(basis: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// Low-rank Adam (algorithm.md §2) in one pass over r×b: M' = β1·M + (1−β1)·G̃,
