@@ -32,8 +32,9 @@ const PARALLEL_ELEMENTS: usize = 1 << 18;
 /// Row blocks of a parallel pass (fixed, so that sums do not depend on the thread count).
 const BLOCKS: usize = 16;
 /// m·n·k from which a gemm runs on several threads. Burn flex's own threshold is 192³
-/// (7.1 M); on a 2-core VM the 20m optimizer step (256×688×64, 11.3 M) ran about 20 %
-/// faster with its products on one thread, since each hand-off to rayon's pool from the
+/// (7.1 M); on a 2-core VM the 20m GaLore step (256×688×64, 11.3 M) ran 8–23 % faster
+/// with its products on one thread (three alternated pairs), since each hand-off to
+/// rayon's pool from the
 /// caller's thread wakes a sleeping worker and then the caller; the 512-wide 60m products
 /// (33.6 M and up) keep both threads.
 const PARALLEL_GEMM: usize = 1 << 25;
