@@ -34,9 +34,8 @@ const BLOCKS: usize = 16;
 /// m·n·k from which a gemm runs on several threads. Burn flex's own threshold is 192³
 /// (7.1 M); on a 2-core VM the 20m GaLore step (256×688×64, 11.3 M) ran 8–23 % faster
 /// with its products on one thread (three alternated pairs), since each hand-off to
-/// rayon's pool from the
-/// caller's thread wakes a sleeping worker and then the caller; the 512-wide 60m products
-/// (33.6 M and up) keep both threads.
+/// rayon's pool from the caller's thread wakes a sleeping worker and then the caller; the
+/// 512-wide 60m products (33.6 M and up) keep both threads.
 const PARALLEL_GEMM: usize = 1 << 25;
 
 /// Operations with a fused implementation on `flex`.
