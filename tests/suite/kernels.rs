@@ -744,10 +744,7 @@ fn adam_kernel_matches_the_portable_path() {
             (Some(ProjectionAware::Paper), false),
         ];
         for (rotation, moved) in variants {
-            let m = rng.mat(r, b);
-            let spread = rng.mat(r, b);
-            let v = Mat::from_fn(r, b, |i, j| m.at(i, j).powi(2) + spread.at(i, j).powi(2));
-            let g = rng.mat(r, b);
+            let [m, v, g] = adam_inputs(r, b, &mut rng);
             // A change of basis of the geodesic's form I − (1 − cos θ)·w·wᵀ, perturbed so
             // that it is a general dense matrix.
             let w = orthonormal(r, 1, &mut rng);
@@ -786,15 +783,8 @@ fn adam_kernel_matches_the_portable_path() {
                 "the WGSL kernel did not run"
             );
             let portable = run(&cpu, None);
-            for (k, name) in ["M", "V", "N"].iter().enumerate() {
-                let case = format!("{r}×{b}, rotation {rotation:?}, moved {moved}, {name}");
-                let (vs_portable, vs_f64) = (
-                    rel_err(&got[k], &portable[k]),
-                    rel_err(&got[k], &expected[k]),
-                );
-                assert!(vs_portable < 1e-5, "{case}: vs portable {vs_portable}");
-                assert!(vs_f64 < 1e-5, "{case}: vs f64 {vs_f64}");
-            }
+            let case = format!("{r}×{b}, rotation {rotation:?}, moved {moved}");
+            assert_adam_close(&got, &portable, &expected, 1e-5, &case);
             // A skipped step keeps M and V exactly and gives N = 0, on both paths.
             for dev in [&device, &cpu] {
                 let [m2, v2, n2] = run(dev, Some(0.0));
@@ -824,10 +814,7 @@ fn fused_cpu_adam_matches_the_portable_path() {
             Some(ProjectionAware::Paper),
             Some(ProjectionAware::Code),
         ] {
-            let m = rng.mat(r, b);
-            let spread = rng.mat(r, b);
-            let v = Mat::from_fn(r, b, |i, j| m.at(i, j).powi(2) + spread.at(i, j).powi(2));
-            let g = rng.mat(r, b);
+            let [m, v, g] = adam_inputs(r, b, &mut rng);
             let c = Mat::from_fn(r, r, |i, j| if i == j { 0.9 } else { 0.05 });
             let code = rotation == Some(ProjectionAware::Code);
             let expected = adam_f64(&m, &v, &g, rotation.map(|_| (&c, code)), &params);
@@ -869,16 +856,40 @@ fn fused_cpu_adam_matches_the_portable_path() {
                 "{r}×{b}: the fused loop did not run"
             );
             let portable = run(false);
-            for (k, name) in ["M", "V", "N"].iter().enumerate() {
-                let case = format!("{r}×{b}, rotation {rotation:?}, {name}");
-                let (vs_portable, vs_f64) = (
-                    rel_err(&fused[k], &portable[k]),
-                    rel_err(&fused[k], &expected[k]),
-                );
-                assert!(vs_portable < 1e-6, "{case}: vs portable {vs_portable}");
-                assert!(vs_f64 < 1e-5, "{case}: vs f64 {vs_f64}");
-            }
+            let case = format!("{r}×{b}, rotation {rotation:?}");
+            assert_adam_close(&fused, &portable, &expected, 1e-6, &case);
         }
+    }
+}
+
+/// Inputs of a low-rank Adam case, r×b each: M, V (at least M⊙M, as a second moment is)
+/// and G̃.
+fn adam_inputs(r: usize, b: usize, rng: &mut Rng) -> [Mat; 3] {
+    let m = rng.mat(r, b);
+    let spread = rng.mat(r, b);
+    let v = Mat::from_fn(r, b, |i, j| m.at(i, j).powi(2) + spread.at(i, j).powi(2));
+    let g = rng.mat(r, b);
+    [m, v, g]
+}
+
+/// (M', V', N) `got` within `portable_tol` (relative) of the tensor-op path and 1e-5 of f64.
+fn assert_adam_close(
+    got: &[Mat; 3],
+    portable: &[Mat; 3],
+    expected: &[Mat; 3],
+    portable_tol: f64,
+    case: &str,
+) {
+    for (k, name) in ["M", "V", "N"].iter().enumerate() {
+        let (vs_portable, vs_f64) = (
+            rel_err(&got[k], &portable[k]),
+            rel_err(&got[k], &expected[k]),
+        );
+        assert!(
+            vs_portable < portable_tol,
+            "{case}, {name}: vs portable {vs_portable}"
+        );
+        assert!(vs_f64 < 1e-5, "{case}, {name}: vs f64 {vs_f64}");
     }
 }
 
