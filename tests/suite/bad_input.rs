@@ -15,103 +15,207 @@ fn values<const D: usize>(t: &Tensor<D>) -> Vec<f64> {
     t.to_data().convert::<f64>().try_into_vec::<f64>().unwrap()
 }
 
+/// The three presets, named.
+fn presets() -> [(&'static str, SubTrackConfig); 3] {
+    [
+        ("GaLore", SubTrackConfig::galore()),
+        ("SubTrack-Grad", SubTrackConfig::subtrack_grad()),
+        ("SubTrack++", SubTrackConfig::subtrack_plus_plus()),
+    ]
+}
+
 #[test]
 fn non_finite_gradients_change_nothing_and_are_counted() {
     // Both routes: the WGSL kernels (where the device runs them) and the portable path.
+    // Every preset; with T = 2 the bad steps (k = 3 on the host route) do not refresh the
+    // subspace (GaLore's and SubTrack-Grad's host check then reads G̃), with T = 3 the
+    // first one does (the check then reads G first).
     for (device, optim_wgsl) in devices()
         .into_iter()
         .flat_map(|d| [(d.clone(), true), (d, false)])
     {
-        let config = SubTrackConfig::subtrack_plus_plus()
-            .with_rank(2)
-            .with_update_interval(2)
-            .with_wgsl_kernels(optim_wgsl);
-        let optim = config.build().unwrap();
-        let report = optim.report();
-        let mut rng = Rng(11);
-        for (rows, cols) in [(6, 9), (2, 3)] {
-            // (6, 9) is projected at rank 2; (2, 3) is dense.
-            let mut w = upload(&rng.mat(rows, cols), &device);
-            let mut state = None;
-            for _ in 0..3 {
-                let (nw, ns) = optim.step(0.01, w, upload(&rng.mat(rows, cols), &device), state);
-                (w, state) = (nw, ns);
+        for (name, preset) in presets() {
+            for interval in [2, 3] {
+                let config = preset
+                    .clone()
+                    .with_rank(2)
+                    .with_update_interval(interval)
+                    .with_wgsl_kernels(optim_wgsl);
+                let what = format!("{name}, T = {interval}, WGSL {optim_wgsl}");
+                non_finite_gradients_are_skipped(&device, config, &what);
             }
-            for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-                let before_skips = report.nonfinite_skips();
-                let mut g = rng.mat(rows, cols);
-                g.data[4] = bad;
-                let w_before = download(w.clone());
-                let s_before = state.clone().unwrap();
-                let (nw, ns) = optim.step(0.01, w, upload(&g, &device), state);
-                assert_eq!(download(nw.clone()), w_before, "weights changed on {bad}");
-                let ns = ns.unwrap();
-                // On the WGSL route the check runs on the device (no read-back; every step
-                // here, the tracking kernels run these sizes) and the skipped step still
-                // counts toward k; elsewhere the host check keeps k.
-                let on_device = optim_wgsl && subtrack::kernels::wgsl_available(&device);
-                assert_eq!(ns.step(), s_before.step() + usize::from(on_device));
-                match (&ns, &s_before) {
-                    (SubTrackState::Projected(a), SubTrackState::Projected(b)) => {
-                        assert_eq!(values(&a.basis), values(&b.basis));
-                        assert_eq!(values(&a.moment_1), values(&b.moment_1));
-                        assert_eq!(values(&a.moment_2), values(&b.moment_2));
-                    }
-                    (SubTrackState::Dense(a), SubTrackState::Dense(b)) => {
-                        assert_eq!(values(&a.moment_1), values(&b.moment_1));
-                        assert_eq!(values(&a.moment_2), values(&b.moment_2));
-                    }
-                    _ => panic!("state kind changed"),
-                }
-                assert_eq!(report.nonfinite_skips(), before_skips + 1);
-                (w, state) = (nw, Some(ns));
-            }
-            // Training continues normally afterwards, through a subspace update.
-            for _ in 0..3 {
-                let (nw, ns) = optim.step(0.01, w, upload(&rng.mat(rows, cols), &device), state);
-                (w, state) = (nw, ns);
-            }
-            assert!(download(w).data.iter().all(|x| x.is_finite()));
         }
-        // A non-finite gradient at the very first step leaves no state behind.
-        let w = upload(&rng.mat(6, 9), &device);
-        let mut g = rng.mat(6, 9);
-        g.data[0] = f64::NAN;
-        let (_, state) = optim.step(0.01, w, upload(&g, &device), None);
-        assert!(state.is_none());
     }
 }
 
-/// The host check reads a gradient's sum first: a sum that overflows to ∞ although every
-/// element is finite must not skip the step.
+/// Steps with NaN and ±∞ in G leave W and the state as they were and are counted, on a
+/// projected and a dense parameter; training then goes on.
+fn non_finite_gradients_are_skipped(device: &Device, config: SubTrackConfig, what: &str) {
+    let optim_wgsl = config.wgsl_kernels;
+    let (interval, svd) = (
+        config.update_interval,
+        config.subspace_update == SubspaceUpdate::Svd,
+    );
+    let optim = config.build().unwrap();
+    let report = optim.report();
+    let mut rng = Rng(11);
+    for (rows, cols) in [(6, 9), (2, 3)] {
+        // (6, 9) is projected at rank 2; (2, 3) is dense.
+        let mut w = upload(&rng.mat(rows, cols), device);
+        let mut state = None;
+        for _ in 0..3 {
+            let (nw, ns) = optim.step(0.01, w, upload(&rng.mat(rows, cols), device), state);
+            (w, state) = (nw, ns);
+        }
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let before_skips = report.nonfinite_skips();
+            let mut g = rng.mat(rows, cols);
+            g.data[4] = bad;
+            let w_before = download(w.clone());
+            let s_before = state.clone().unwrap();
+            let (nw, ns) = optim.step(0.01, w, upload(&g, device), state);
+            assert_eq!(
+                download(nw.clone()),
+                w_before,
+                "{what}: weights changed on {bad}"
+            );
+            let ns = ns.unwrap();
+            // On the WGSL route the check runs on the device (no read-back; every step
+            // here, the tracking kernels run these sizes, GaLore's refresh does not) and
+            // the skipped step still counts toward k; elsewhere the host check keeps k.
+            let svd_refresh = svd && rows == 6 && s_before.step().is_multiple_of(interval);
+            let on_device = optim_wgsl && subtrack::kernels::wgsl_available(device) && !svd_refresh;
+            assert_eq!(
+                ns.step(),
+                s_before.step() + usize::from(on_device),
+                "{what}: k on {bad}"
+            );
+            match (&ns, &s_before) {
+                (SubTrackState::Projected(a), SubTrackState::Projected(b)) => {
+                    assert_eq!(values(&a.basis), values(&b.basis), "{what}: basis");
+                    assert_eq!(values(&a.moment_1), values(&b.moment_1), "{what}: M");
+                    assert_eq!(values(&a.moment_2), values(&b.moment_2), "{what}: V");
+                }
+                (SubTrackState::Dense(a), SubTrackState::Dense(b)) => {
+                    assert_eq!(values(&a.moment_1), values(&b.moment_1), "{what}: M");
+                    assert_eq!(values(&a.moment_2), values(&b.moment_2), "{what}: V");
+                }
+                _ => panic!("{what}: state kind changed"),
+            }
+            assert_eq!(report.nonfinite_skips(), before_skips + 1, "{what}: count");
+            (w, state) = (nw, Some(ns));
+        }
+        // Training continues normally afterwards, through a subspace update.
+        for _ in 0..3 {
+            let (nw, ns) = optim.step(0.01, w, upload(&rng.mat(rows, cols), device), state);
+            (w, state) = (nw, ns);
+        }
+        assert!(download(w).data.iter().all(|x| x.is_finite()), "{what}");
+    }
+    // A non-finite gradient at the very first step leaves no state behind.
+    let w = upload(&rng.mat(6, 9), device);
+    let mut g = rng.mat(6, 9);
+    g.data[0] = f64::NAN;
+    let (_, state) = optim.step(0.01, w, upload(&g, device), None);
+    assert!(state.is_none(), "{what}");
+}
+
+/// The host check reads a sum first (of G, of its column sums of squares, or of G̃): a sum
+/// that overflows to ∞ although every element of G is finite must not skip the step.
 #[test]
 fn huge_finite_gradients_are_not_skipped() {
     for (device, optim_wgsl) in devices()
         .into_iter()
         .flat_map(|d| [(d.clone(), true), (d, false)])
     {
-        let optim = SubTrackConfig::subtrack_plus_plus()
-            .with_rank(2)
-            .with_wgsl_kernels(optim_wgsl)
-            .build()
-            .unwrap();
-        let report = optim.report();
-        let mut rng = Rng(12);
-        for (rows, cols) in [(6, 9), (2, 3)] {
-            let w = upload(&rng.mat(rows, cols), &device);
-            let (w, state) = optim.step(0.01, w, upload(&rng.mat(rows, cols), &device), None);
-            let mut g = rng.mat(rows, cols);
-            g.data[1] = f32::MAX as f64;
-            g.data[4] = f32::MAX as f64;
-            let w_before = download(w.clone());
-            let (nw, ns) = optim.step(0.01, w, upload(&g, &device), state);
-            assert_eq!(report.nonfinite_skips(), 0, "{rows}×{cols} skipped");
-            assert_eq!(ns.unwrap().step(), 2, "{rows}×{cols}: k did not advance");
-            assert_ne!(
-                download(nw),
-                w_before,
-                "{rows}×{cols}: the weight did not move"
-            );
+        for (name, preset) in presets() {
+            let optim = preset
+                .with_rank(2)
+                .with_wgsl_kernels(optim_wgsl)
+                .build()
+                .unwrap();
+            let report = optim.report();
+            let mut rng = Rng(12);
+            for (rows, cols) in [(6, 9), (2, 3)] {
+                let what = format!("{name}, WGSL {optim_wgsl}, {rows}×{cols}");
+                let w = upload(&rng.mat(rows, cols), &device);
+                let (w, state) = optim.step(0.01, w, upload(&rng.mat(rows, cols), &device), None);
+                let mut g = rng.mat(rows, cols);
+                g.data[1] = f32::MAX as f64;
+                g.data[4] = f32::MAX as f64;
+                let w_before = download(w.clone());
+                let (nw, ns) = optim.step(0.01, w, upload(&g, &device), state);
+                assert_eq!(report.nonfinite_skips(), 0, "{what}: skipped");
+                assert_eq!(ns.unwrap().step(), 2, "{what}: k did not advance");
+                assert_ne!(download(nw), w_before, "{what}: the weight did not move");
+            }
+        }
+    }
+}
+
+/// A NaN or ∞ in a row of G that the basis does not reach (S's row is zero, so G̃ = SᵀG
+/// would be finite in exact arithmetic) is still caught on a step that checks G̃: IEEE
+/// products carry it (NaN·0 = ∞·0 = NaN). Left and right case (a zero row of W's gradient,
+/// or a zero column).
+#[test]
+fn non_finite_values_outside_the_basis_are_caught() {
+    for (device, optim_wgsl) in devices()
+        .into_iter()
+        .flat_map(|d| [(d.clone(), true), (d, false)])
+    {
+        for (name, preset) in presets() {
+            for (rows, cols) in [(6, 9), (9, 6)] {
+                let what = format!("{name}, WGSL {optim_wgsl}, {rows}×{cols}");
+                let optim = preset
+                    .clone()
+                    .with_rank(2)
+                    .with_wgsl_kernels(optim_wgsl)
+                    .build()
+                    .unwrap();
+                let report = optim.report();
+                let mut rng = Rng(13);
+                // G with the short side's index 2 zero: row 2 (left case) or column 2.
+                let zeroed = |mut g: crate::reference::Mat| {
+                    for i in 0..rows {
+                        for j in 0..cols {
+                            if (rows < cols && i == 2) || (rows >= cols && j == 2) {
+                                g.data[i * cols + j] = 0.0;
+                            }
+                        }
+                    }
+                    g
+                };
+                let mut w = upload(&rng.mat(rows, cols), &device);
+                let mut state = None;
+                for _ in 0..2 {
+                    let g = upload(&zeroed(rng.mat(rows, cols)), &device);
+                    (w, state) = optim.step(0.01, w, g, state);
+                }
+                let Some(SubTrackState::Projected(p)) = &state else {
+                    panic!("{what}: not projected")
+                };
+                let basis = download(p.basis.clone());
+                let row: Vec<f64> = basis.data[2 * basis.cols..3 * basis.cols].to_vec();
+                assert!(
+                    row.iter().all(|x| x.abs() < 1e-6),
+                    "{what}: the basis reaches index 2: {row:?}"
+                );
+                for bad in [f64::NAN, f64::INFINITY] {
+                    let mut g = zeroed(rng.mat(rows, cols));
+                    let at = if rows < cols {
+                        2 * cols + 4
+                    } else {
+                        4 * cols + 2
+                    };
+                    g.data[at] = bad;
+                    let before = report.nonfinite_skips();
+                    let w_before = download(w.clone());
+                    let (nw, ns) = optim.step(0.01, w, upload(&g, &device), state);
+                    assert_eq!(report.nonfinite_skips(), before + 1, "{what}: {bad} missed");
+                    assert_eq!(download(nw.clone()), w_before, "{what}: W moved on {bad}");
+                    (w, state) = (nw, ns);
+                }
+            }
         }
     }
 }
