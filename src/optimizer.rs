@@ -18,9 +18,9 @@ use crate::state::{
 };
 
 /// A projected step's (W', state', device flag), or with `Err` W and the state unchanged
-/// (a non-finite G found after the projection).
+/// (a non-finite G found after the projection; boxed, the common case is `Ok`).
 type ProjectedOutcome =
-    Result<(Tensor<2>, ProjectedState, Option<Tensor<1>>), (Tensor<2>, ProjectedState)>;
+    Result<(Tensor<2>, ProjectedState, Option<Tensor<1>>), Box<(Tensor<2>, ProjectedState)>>;
 
 /// The SubTrack optimizer: SubTrack-Grad, SubTrack++ or GaLore for projected matrices, and
 /// AdamW for every other parameter. Built by [`SubTrackConfig::build`].
@@ -324,7 +324,7 @@ impl SubTrack {
             )
         };
         if check_projection && !host::all_finite_given(g_low.clone().sum(), g.clone()) {
-            return Err((tensor, state));
+            return Err(Box::new((tensor, state)));
         }
         let flag = flag.as_ref();
         state.step += 1;
@@ -548,7 +548,8 @@ impl Optimizer for SubTrack {
             );
             let (w, s, flag) = match outcome {
                 Ok(stepped) => stepped,
-                Err((w, s)) => {
+                Err(skipped) => {
+                    let (w, s) = *skipped;
                     self.report_skip(&dims, s.step);
                     count_reads();
                     return (w.reshape(dims), Some(SubTrackState::Projected(s)));

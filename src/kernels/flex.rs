@@ -245,7 +245,7 @@ impl<'a> BackProjection<'a> {
 
     /// W' into `out`, W's stored rows `first..` (whole rows), by one gemm with `out` as the
     /// destination.
-    fn into_rows(&self, out: &mut [f32], first: usize, parallelism: gemm::Parallelism) {
+    fn write_rows(&self, out: &mut [f32], first: usize, parallelism: gemm::Parallelism) {
         if out.is_empty() {
             return;
         }
@@ -442,7 +442,7 @@ impl FlexKernels for Flex {
             a * b,
             "flex_step: W does not hold {a}×{b} values"
         );
-        step.into_rows(out, 0, gemm_parallelism(a, b, r));
+        step.write_rows(out, 0, gemm_parallelism(a, b, r));
         w
     }
 
@@ -468,7 +468,7 @@ impl FlexKernels for Flex {
         // while they are in cache (one gemm per block, on the block's thread).
         let block = |(k, (w, g)): (usize, (&mut [f32], &[f32]))| {
             subtract_scaled(w, g, &psi, cols, k * STEP_ROWS, transposed);
-            step.into_rows(w, k * STEP_ROWS, gemm::Parallelism::None);
+            step.write_rows(w, k * STEP_ROWS, gemm::Parallelism::None);
         };
         let per_block = STEP_ROWS * cols.max(1);
         if blocks(rows, cols).is_some() {
