@@ -207,96 +207,59 @@ fn view(x: &FloatTensor<Flex>) -> (*const f32, [usize; 2], [isize; 2]) {
     (unsafe { data.as_ptr().add(offset) }, [rows, cols], [rs, cs])
 }
 
-/// The parts of W' = d·W − d·S·L (or with `transposed`, (S·L)ᵀ into W b×a): S a×r and L
-/// r×b, contiguous row-major.
-struct BackProjection<'a> {
-    basis: &'a [f32],
-    low: &'a [f32],
-    /// [a, r, b].
-    dims: [usize; 3],
-    decay: f32,
+/// W ← d·W − d·S·L (or with `transposed`, (S·L)ᵀ into W b×a) by one gemm with W as the
+/// destination.
+fn back_project_into(
+    w: &mut FloatTensor<Flex>,
+    mut basis: FloatTensor<Flex>,
+    mut low: FloatTensor<Flex>,
+    decay: f64,
     transposed: bool,
-}
-
-impl<'a> BackProjection<'a> {
-    fn new(
-        basis: &'a mut FloatTensor<Flex>,
-        low: &'a mut FloatTensor<Flex>,
-        decay: f64,
-        transposed: bool,
-    ) -> Self {
-        let (s, [a, r]) = values(basis);
-        let (l, [r_low, b]) = values(low);
-        assert_eq!(r, r_low, "flex_step: S is {a}×{r} but L has {r_low} rows");
-        Self {
-            basis: s,
-            low: l,
-            dims: [a, r, b],
-            decay: decay as f32,
-            transposed,
-        }
-    }
-
-    /// W's stored [rows, cols]: [a, b], or [b, a] when transposed.
-    fn stored(&self) -> [usize; 2] {
-        let [a, _, b] = self.dims;
-        if self.transposed { [b, a] } else { [a, b] }
-    }
-
-    /// W' into `out`, W's stored rows `first..` (whole rows), by one gemm with `out` as the
-    /// destination.
-    fn write_rows(&self, out: &mut [f32], first: usize, parallelism: gemm::Parallelism) {
-        if out.is_empty() {
-            return;
-        }
-        let [a, r, b] = self.dims;
-        let cols = self.stored()[1];
-        let rows = out.len() / cols;
-        assert_eq!(rows * cols, out.len(), "flex_step: not whole rows of W");
-        assert!(first + rows <= self.stored()[0], "flex_step: rows past W");
-        // Left case: stored rows are the product's rows i, (i, j) lands at W[i, j], and
-        // S's rows first.. enter. Right case: stored rows are its columns j, (i, j) lands
-        // at W[j, i], and L's columns first.. enter.
-        let (m, n, dst_rs, dst_cs, s, l) = if self.transposed {
-            (a, rows, 1, a as isize, self.basis, &self.low[first..])
-        } else {
-            (rows, b, b as isize, 1, &self.basis[first * r..], self.low)
-        };
-        let d = self.decay;
-        // SAFETY: `out` holds `rows`·`cols` values, written at i·dst_rs + j·dst_cs inside
-        // it; S's rows read (i < m from `s`, stride r) and L's columns read (j < n from `l`,
-        // row stride b) lie inside their slices (first + rows ≤ W's stored rows, checked
-        // above); `out` is W's buffer, which `storage_mut` made unique (copying it if
-        // shared), so it aliases neither.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                r,
-                out.as_mut_ptr(),
-                dst_cs,
-                dst_rs,
-                true,
-                s.as_ptr(),
-                1,
-                r as isize,
-                l.as_ptr(),
-                1,
-                b as isize,
-                d,
-                -d,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
+) {
+    let (s, [a, r]) = values(&mut basis);
+    let (l, [r_low, b]) = values(&mut low);
+    assert_eq!(r, r_low, "flex_step: S is {a}×{r} but L has {r_low} rows");
+    let out = w.storage_mut::<f32>();
+    assert_eq!(
+        out.len(),
+        a * b,
+        "flex_step: W does not hold {a}×{b} values"
+    );
+    // Element (i, j) of the a×b product lands at W[i, j], or W[j, i] when transposed.
+    let (dst_rs, dst_cs) = if transposed {
+        (1, a as isize)
+    } else {
+        (b as isize, 1)
+    };
+    let parallelism = gemm_parallelism(a, b, r);
+    let d = decay as f32;
+    // SAFETY: `out` holds a·b values, written at i·dst_rs + j·dst_cs < a·b; S (a×r) and L
+    // (r×b) are contiguous row-major slices of the sizes read; `out` is W's buffer, which
+    // `storage_mut` made unique (copying it if shared), so it aliases neither.
+    unsafe {
+        gemm::gemm(
+            a,
+            b,
+            r,
+            out.as_mut_ptr(),
+            dst_cs,
+            dst_rs,
+            true,
+            s.as_ptr(),
+            1,
+            r as isize,
+            l.as_ptr(),
+            1,
+            b as isize,
+            d,
+            -d,
+            false,
+            false,
+            false,
+            parallelism,
+        );
     }
 }
-
-/// W's stored rows per block of the recovery step's pass and gemm, so that a block of W
-/// and G stays in cache between the two (32 rows of 1376 f32 are 176 KB).
-const STEP_ROWS: usize = 32;
 
 impl FlexKernels for Flex {
     fn flex_project(basis: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -428,28 +391,20 @@ impl FlexKernels for Flex {
 
     fn flex_step(
         weight: FloatTensor<Self>,
-        mut basis: FloatTensor<Self>,
-        mut low: FloatTensor<Self>,
+        basis: FloatTensor<Self>,
+        low: FloatTensor<Self>,
         decay: f64,
         transposed: bool,
     ) -> FloatTensor<Self> {
         let mut w = writable(weight);
-        let step = BackProjection::new(&mut basis, &mut low, decay, transposed);
-        let [a, r, b] = step.dims;
-        let out = w.storage_mut::<f32>();
-        assert_eq!(
-            out.len(),
-            a * b,
-            "flex_step: W does not hold {a}×{b} values"
-        );
-        step.write_rows(out, 0, gemm_parallelism(a, b, r));
+        back_project_into(&mut w, basis, low, decay, transposed);
         w
     }
 
     fn flex_step_recovery(
         weight: FloatTensor<Self>,
-        mut basis: FloatTensor<Self>,
-        mut low: FloatTensor<Self>,
+        basis: FloatTensor<Self>,
+        low: FloatTensor<Self>,
         mut grad: FloatTensor<Self>,
         mut psi: FloatTensor<Self>,
         alpha: f64,
@@ -457,31 +412,25 @@ impl FlexKernels for Flex {
         transposed: bool,
     ) -> FloatTensor<Self> {
         let mut w = writable(weight);
+        let [rows, cols] = {
+            let shape = w.layout().shape();
+            [shape[0], shape[1]]
+        };
         let psi = scaled(&mut psi, alpha);
         let (g, g_dims) = values(&mut grad);
-        let step = BackProjection::new(&mut basis, &mut low, decay, transposed);
-        let [rows, cols] = step.stored();
         assert_eq!(g_dims, [rows, cols], "flex_step: G is not in W's layout");
         let out = w.storage_mut::<f32>();
-        assert_eq!(out.len(), rows * cols, "flex_step: W is not {rows}×{cols}");
-        // Block by block of W's stored rows: W −= α·G⊙ψ, then the gemm into the same rows
-        // while they are in cache (one gemm per block, on the block's thread).
-        let block = |(k, (w, g)): (usize, (&mut [f32], &[f32]))| {
-            subtract_scaled(w, g, &psi, cols, k * STEP_ROWS, transposed);
-            step.write_rows(w, k * STEP_ROWS, gemm::Parallelism::None);
-        };
-        let per_block = STEP_ROWS * cols.max(1);
-        if blocks(rows, cols).is_some() {
-            out.par_chunks_mut(per_block)
+        match blocks(rows, cols) {
+            None => subtract_scaled(out, g, &psi, cols, 0, transposed),
+            Some((rows_per_block, per_block)) => out
+                .par_chunks_mut(per_block)
                 .zip(g.par_chunks(per_block))
                 .enumerate()
-                .for_each(block);
-        } else {
-            out.chunks_mut(per_block)
-                .zip(g.chunks(per_block))
-                .enumerate()
-                .for_each(block);
+                .for_each(|(k, (w, g))| {
+                    subtract_scaled(w, g, &psi, cols, k * rows_per_block, transposed)
+                }),
         }
+        back_project_into(&mut w, basis, low, decay, transposed);
         w
     }
 }
