@@ -17,11 +17,6 @@ use crate::state::{
     DenseState, ProjectedState, SubTrackState, canonical_gradient, canonical_layout,
 };
 
-/// A projected step's (W', state', device flag), or with `Err` W and the state unchanged
-/// (a non-finite G found after the projection; boxed, the common case is `Ok`).
-type ProjectedOutcome =
-    Result<(Tensor<2>, ProjectedState, Option<Tensor<1>>), Box<(Tensor<2>, ProjectedState)>>;
-
 /// The SubTrack optimizer: SubTrack-Grad, SubTrack++ or GaLore for projected matrices, and
 /// AdamW for every other parameter. Built by [`SubTrackConfig::build`].
 #[derive(Clone)]
@@ -237,36 +232,10 @@ impl SubTrack {
         self.config.recovery_scaling != RecoveryScaling::Off && !self.uses_wgsl(device)
     }
 
-    /// Whether a projected step's host finite check can wait for G̃ = SᵀG: a step that
-    /// does not refresh the subspace and has no column sums of G to check (GaLore and
-    /// SubTrack-Grad, SubTrack++ with recovery off). A NaN or ±∞ anywhere in G carries into
-    /// G̃ and its sum, since every term of the product is formed (NaN·0 and ∞·0 are NaN,
-    /// even where S's row is zero), so the check reads that r×b sum instead of making a
-    /// pass over G; only a non-finite sum takes the element-wise check of G. Refresh steps
-    /// and the first step read G before projecting it and still check first.
-    fn checks_after_projection(&self, g_sq: bool, state: Option<&ProjectedState>) -> bool {
-        !g_sq
-            && state
-                .is_some_and(|s| s.step > 0 && !s.step.is_multiple_of(self.config.update_interval))
-    }
-
-    /// Count and log a step skipped for a non-finite gradient (`step`: the state's k).
-    fn report_skip(&self, dims: &[usize], step: usize) {
-        self.report
-            .inner
-            .nonfinite_skips
-            .fetch_add(1, Ordering::Relaxed);
-        log::warn!(
-            "SubTrack: non-finite gradient for a {dims:?} parameter at step {step}; step skipped"
-        );
-    }
-
     /// One projected step; `decay` = 1 − lr·wd is applied here (fused with the update).
     /// With `on_device` the finite check is left to the device: the projection kernel finds
-    /// the step flag while it reads G, and the flag is returned for the skip count. With
-    /// `check_projection` the host checks G̃ (see [`Self::checks_after_projection`]) and a
-    /// non-finite G returns W and the state unchanged as `Err`. `g_sq`: G's column sums of
-    /// squares, when the caller formed them (see [`kernels::recovery`]).
+    /// the step flag while it reads G, and the flag is returned for the skip count. `g_sq`:
+    /// G's column sums of squares, when the caller formed them (see [`kernels::recovery`]).
     #[allow(clippy::too_many_arguments)]
     fn projected_step(
         &self,
@@ -277,8 +246,7 @@ impl SubTrack {
         g_sq: Option<Tensor<2>>,
         state: Option<ProjectedState>,
         on_device: bool,
-        check_projection: bool,
-    ) -> ProjectedOutcome {
+    ) -> (Tensor<2>, ProjectedState, Option<Tensor<1>>) {
         let cfg = &self.config;
         let [m, n] = tensor.dims();
         let (g, transposed) = canonical_gradient(grad);
@@ -323,9 +291,6 @@ impl SubTrack {
                 None,
             )
         };
-        if check_projection && !host::all_finite_given(g_low.clone().sum(), g.clone()) {
-            return Err(Box::new((tensor, state)));
-        }
         let flag = flag.as_ref();
         state.step += 1;
         let adam = kernels::adam(
@@ -381,7 +346,7 @@ impl SubTrack {
             wgsl,
             cfg.cpu_kernels,
         );
-        Ok((tensor, state, flag.cloned()))
+        (tensor, state, flag.cloned())
     }
 
     /// Refresh the basis in place; returns C = S_newᵀ·S_old on the device when it moved,
@@ -504,23 +469,21 @@ impl Optimizer for SubTrack {
                 let (g, transposed) = canonical_gradient(grad.clone().reshape([dims[0], dims[1]]));
                 kernels::column_sq_fused(&g, transposed, self.config.cpu_kernels)
             });
-        let check_projection = projected
-            && !on_device
-            && self.checks_after_projection(
-                g_sq.is_some(),
-                match &state {
-                    Some(SubTrackState::Projected(s)) => Some(s),
-                    _ => None,
-                },
-            );
         let finite = on_device
-            || check_projection
             || match &g_sq {
                 Some(sq) => host::all_finite_given(sq.clone().sum(), grad.clone()),
                 None => host::read_all_finite(grad.clone()),
             };
         if !finite {
-            self.report_skip(&dims, state.as_ref().map_or(0, |s| s.step()));
+            self.report
+                .inner
+                .nonfinite_skips
+                .fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "SubTrack: non-finite gradient for a {:?} parameter at step {}; step skipped",
+                tensor.dims(),
+                state.as_ref().map_or(0, |s| s.step())
+            );
             count_reads();
             return (tensor, state);
         }
@@ -536,7 +499,7 @@ impl Optimizer for SubTrack {
                 ),
                 None => None,
             };
-            let outcome = self.projected_step(
+            let (w, s, flag) = self.projected_step(
                 lr,
                 decay,
                 tensor.reshape([m, n]),
@@ -544,17 +507,7 @@ impl Optimizer for SubTrack {
                 g_sq,
                 state,
                 on_device,
-                check_projection,
             );
-            let (w, s, flag) = match outcome {
-                Ok(stepped) => stepped,
-                Err(skipped) => {
-                    let (w, s) = *skipped;
-                    self.report_skip(&dims, s.step);
-                    count_reads();
-                    return (w.reshape(dims), Some(SubTrackState::Projected(s)));
-                }
-            };
             if let Some(flag) = flag {
                 self.report.count_device_skips(&flag);
             }

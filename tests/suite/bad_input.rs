@@ -28,8 +28,7 @@ fn presets() -> [(&'static str, SubTrackConfig); 3] {
 fn non_finite_gradients_change_nothing_and_are_counted() {
     // Both routes: the WGSL kernels (where the device runs them) and the portable path.
     // Every preset; with T = 2 the bad steps (k = 3 on the host route) do not refresh the
-    // subspace (GaLore's and SubTrack-Grad's host check then reads G̃), with T = 3 the
-    // first one does (the check then reads G first).
+    // subspace, with T = 3 the first one does (so its G also reaches the subspace update).
     for (device, optim_wgsl) in devices()
         .into_iter()
         .flat_map(|d| [(d.clone(), true), (d, false)])
@@ -120,7 +119,7 @@ fn non_finite_gradients_are_skipped(device: &Device, config: SubTrackConfig, wha
     assert!(state.is_none(), "{what}");
 }
 
-/// The host check reads a sum first (of G, of its column sums of squares, or of G̃): a sum
+/// The host check reads a sum first (of G, or of its column sums of squares): a sum
 /// that overflows to ∞ although every element of G is finite must not skip the step.
 #[test]
 fn huge_finite_gradients_are_not_skipped() {
@@ -154,9 +153,10 @@ fn huge_finite_gradients_are_not_skipped() {
 }
 
 /// A NaN or ∞ in a row of G that the basis does not reach (S's row is zero, so G̃ = SᵀG
-/// would be finite in exact arithmetic) is still caught on a step that checks G̃: IEEE
-/// products carry it (NaN·0 = ∞·0 = NaN). Left and right case (a zero row of W's gradient,
-/// or a zero column).
+/// would be finite in exact arithmetic) is still caught, on every route: a check that
+/// looked only at G̃ (as the WGSL projection's flag could) would rely on IEEE products
+/// carrying it (NaN·0 = ∞·0 = NaN). Left and right case (a zero row of W's gradient, or a
+/// zero column).
 #[test]
 fn non_finite_values_outside_the_basis_are_caught() {
     for (device, optim_wgsl) in devices()
