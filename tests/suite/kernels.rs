@@ -8,7 +8,7 @@ use subtrack::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubTrackState};
 use subtrack::{basis, geodesic};
 
 use crate::reference::{Mat, Rng};
-use crate::{download, rel_err, upload, wgpu_device};
+use crate::{assert_close, download, rel_err, upload, wgpu_device};
 
 /// WebGPU's limits with a smaller storage binding.
 fn bytes(max_binding_bytes: usize) -> Limits {
@@ -79,16 +79,13 @@ fn projection_kernel_matches_the_portable_path() {
             assert_eq!(flag.into_scalar::<f32>(), 1.0);
             let portable = download(basis::project(&s_dev, &g_dev));
             let case = format!("{a}×{r}×{b}, view {view}");
-            assert!(
-                rel_err(&got, &portable) < 1e-5,
-                "{case}: kernel vs portable {}",
-                rel_err(&got, &portable)
+            assert_close(
+                &got,
+                &portable,
+                1e-5,
+                format_args!("{case}: kernel vs portable"),
             );
-            assert!(
-                rel_err(&got, &expected) < 1e-5,
-                "{case}: kernel vs f64 {}",
-                rel_err(&got, &expected)
-            );
+            assert_close(&got, &expected, 1e-5, format_args!("{case}: kernel vs f64"));
             // The flag sees a NaN or ∞ anywhere, here in the last row and column.
             for bad in [f64::NAN, f64::INFINITY] {
                 let mut g_bad = g.clone();
@@ -188,8 +185,7 @@ fn optimizer_steps_with_split_projections_match() {
         kernels::launches("project_split", [45, 6, 70]) > before,
         "the split projection did not run"
     );
-    let err = rel_err(&split, &single);
-    assert!(err < 1e-5, "split-K steps vs single launch: {err}");
+    assert_close(&split, &single, 1e-5, "split-K steps vs single launch");
 }
 
 #[test]
@@ -212,11 +208,7 @@ fn projection_splits_tensors_over_the_binding_limit() {
         before + 3,
         "three chunks"
     );
-    assert!(
-        rel_err(&got, &expected) < 1e-5,
-        "chunked vs f64 {}",
-        rel_err(&got, &expected)
-    );
+    assert_close(&got, &expected, 1e-5, "chunked vs f64");
     // A transposed view over the limit is laid out a×b and chunked the same way.
     let viewed = stored(&g, true, &device);
     let in_place = kernels::launches("project: Gᵀ in place", [a, r, b]);
@@ -231,7 +223,7 @@ fn projection_splits_tensors_over_the_binding_limit() {
         in_place,
         "a chunked view is copied first"
     );
-    assert!(rel_err(&got, &expected) < 1e-5, "chunked view vs f64");
+    assert_close(&got, &expected, 1e-5, "chunked view vs f64");
     let before = before + 3;
     // A limit under 64 rows cannot be chunked with aligned offsets: Burn's matmul runs.
     let fallback = download(kernels::project_within(&s_dev, &g_dev, true, bytes(10_000)).0);
@@ -240,7 +232,7 @@ fn projection_splits_tensors_over_the_binding_limit() {
         before + 3,
         "no launch"
     );
-    assert!(rel_err(&fallback, &expected) < 1e-5);
+    assert_close(&fallback, &expected, 1e-5, "Burn matmul fallback vs f64");
     // The step flag comes from the same pass over G, in every chunk: 1 for this G, 0 when a
     // NaN or −∞ sits in the last chunk, on the kernel and on the fallback alike.
     let flag = |g: &Mat, limit: usize| {
@@ -281,8 +273,12 @@ fn update_splits_tensors_over_the_binding_limit() {
             if transposed { 0 } else { 3 },
             "transposed {transposed}"
         );
-        let err = rel_err(&got, &expected);
-        assert!(err < 1e-5, "transposed {transposed}: vs f64 {err}");
+        assert_close(
+            &got,
+            &expected,
+            1e-5,
+            format_args!("transposed {transposed}: vs f64"),
+        );
     }
 }
 
@@ -465,16 +461,8 @@ fn update_kernel_matches_the_portable_path() {
                 let name = format!(
                     "{a}×{r}×{b}, transposed {transposed} (G a view {grad_view}), recovery {recovery}"
                 );
-                assert!(
-                    rel_err(&got, &portable) < 1e-5,
-                    "{name}: vs portable {}",
-                    rel_err(&got, &portable)
-                );
-                assert!(
-                    rel_err(&got, &expected) < 1e-5,
-                    "{name}: vs f64 {}",
-                    rel_err(&got, &expected)
-                );
+                assert_close(&got, &portable, 1e-5, format_args!("{name}: vs portable"));
+                assert_close(&got, &expected, 1e-5, format_args!("{name}: vs f64"));
                 // A skipped step (flag 0) returns W exactly, on both paths.
                 for dev in [&device, &cpu] {
                     let kept = case.run(coefficients, recovery, Some(0.0), dev);
@@ -570,8 +558,12 @@ fn fused_cpu_update_leaves_a_shared_weight_intact() {
                 upload_roundtrip(&case.weight),
                 "{name}: the shared W changed"
             );
-            let err = rel_err(&stepped, &case.expected(c, recovery));
-            assert!(err < 1e-5, "{name}: vs f64 {err}");
+            assert_close(
+                &stepped,
+                &case.expected(c, recovery),
+                1e-5,
+                format_args!("{name}: vs f64"),
+            );
         }
     }
 }
@@ -1001,16 +993,8 @@ fn recovery_kernels_match_the_portable_path() {
                 let case = format!(
                     "{a}×{r}×{b}, {variant:?}, previous {previous:?}, view {view}, tiled {tiled}"
                 );
-                assert!(
-                    rel_err(&psi, &psi_cpu) < 1e-5,
-                    "{case}: ψ vs portable {}",
-                    rel_err(&psi, &psi_cpu)
-                );
-                assert!(
-                    rel_err(&psi, &psi_f64) < 1e-5,
-                    "{case}: ψ vs f64 {}",
-                    rel_err(&psi, &psi_f64)
-                );
+                assert_close(&psi, &psi_cpu, 1e-5, format_args!("{case}: ψ vs portable"));
+                assert_close(&psi, &psi_f64, 1e-5, format_args!("{case}: ψ vs f64"));
                 assert!(
                     (norm - norm_cpu).abs() < 1e-5 * norm_cpu,
                     "{case}: ‖Λ‖ {norm} vs portable {norm_cpu}"
@@ -1192,20 +1176,32 @@ fn tracking_kernels_match_the_host_geodesic_step() {
             "{case}: re-orthonormalised"
         );
         let host_basis = download(host.basis);
-        let err = rel_err(&basis, &host_basis);
-        assert!(err < 1e-5, "{case}: S' vs host {err}");
+        assert_close(
+            &basis,
+            &host_basis,
+            1e-5,
+            format_args!("{case}: S' vs host"),
+        );
         let host_change = Mat {
             rows: r,
             cols: r,
             data: host.change_of_basis.expect("moved"),
         };
-        let err = rel_err(&change, &host_change);
-        assert!(err < 1e-5, "{case}: C vs host {err}");
+        assert_close(
+            &change,
+            &host_change,
+            1e-5,
+            format_args!("{case}: C vs host"),
+        );
         // Invariants, in f64: S' orthonormal and, from an orthonormal S, C = S'ᵀS.
         assert!(drift(&basis) < 1e-5, "{case}: drift {}", drift(&basis));
         if off == 0.0 {
-            let err = rel_err(&change, &basis.t().mul(&s));
-            assert!(err < 1e-5, "{case}: C vs S'ᵀS {err}");
+            assert_close(
+                &change,
+                &basis.t().mul(&s),
+                1e-5,
+                format_args!("{case}: C vs S'ᵀS"),
+            );
         }
     }
 
@@ -1217,8 +1213,12 @@ fn tracking_kernels_match_the_host_geodesic_step() {
     assert!(scalar(got.theta) > 100.0);
     let basis = download(got.basis);
     assert!(drift(&basis) < 1e-5, "large θ: drift {}", drift(&basis));
-    let err = rel_err(&download(got.change_of_basis), &basis.t().mul(&s));
-    assert!(err < 1e-5, "large θ: C vs S'ᵀS {err}");
+    assert_close(
+        &download(got.change_of_basis),
+        &basis.t().mul(&s),
+        1e-5,
+        "large θ: C vs S'ᵀS",
+    );
 
     // G inside span(S): σ = 0, the basis stays exactly and C = I; likewise for a gradient
     // holding NaN or +∞ (a skipped step), whose flag the first projection reports.
@@ -1262,7 +1262,7 @@ fn wide_matrices_take_several_launches_past_the_workgroup_limit() {
         before + 3,
         "three column groups"
     );
-    assert!(rel_err(&got, &s.t().mul(&g)) < 1e-5, "projection vs f64");
+    assert_close(&got, &s.t().mul(&g), 1e-5, "projection vs f64");
 
     let params = AdamParams {
         beta_1: 0.9,
@@ -1301,9 +1301,11 @@ fn wide_matrices_take_several_launches_past_the_workgroup_limit() {
     );
     let portable = run(&cpu, Limits::WEBGPU);
     for k in 0..3 {
-        assert!(
-            rel_err(&got[k], &portable[k]) < 1e-5,
-            "adam output {k} vs portable"
+        assert_close(
+            &got[k],
+            &portable[k],
+            1e-5,
+            format_args!("adam output {k} vs portable"),
         );
     }
 
@@ -1321,7 +1323,11 @@ fn wide_matrices_take_several_launches_past_the_workgroup_limit() {
             before + 3,
             "transposed {transposed}"
         );
-        let err = rel_err(&got, &case.expected(coefficients, true));
-        assert!(err < 1e-5, "update, transposed {transposed}: vs f64 {err}");
+        assert_close(
+            &got,
+            &case.expected(coefficients, true),
+            1e-5,
+            format_args!("update, transposed {transposed}: vs f64"),
+        );
     }
 }

@@ -72,3 +72,10 @@ pub fn download(t: Tensor<2>) -> Mat {
 pub fn rel_err(x: &Mat, y: &Mat) -> f64 {
     x.sub(y).norm() / y.norm().max(1e-300)
 }
+
+/// Assert ‖got − want‖ / ‖want‖ < `tol`; the message names `what` and the error.
+#[track_caller]
+pub fn assert_close(got: &Mat, want: &Mat, tol: f64, what: impl std::fmt::Display) {
+    let err = rel_err(got, want);
+    assert!(err < tol, "{what}: relative error {err:e} (limit {tol:e})");
+}

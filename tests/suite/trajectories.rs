@@ -5,7 +5,7 @@ use burn::tensor::Device;
 use subtrack::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdate, kernels};
 
 use crate::reference::{self, Hyper, Mat, Rng, Update, Variant};
-use crate::{devices, download, rel_err, upload};
+use crate::{assert_close, devices, download, rel_err, upload};
 
 fn hyper(c: &SubTrackConfig) -> Hyper {
     let variant = |p: bool, code: bool| match (p, code) {
@@ -174,6 +174,10 @@ fn right_projection_equals_left_projection_on_transposes() {
         let (r, s) = optim.step(0.01, right, upload(&g.t(), &device), sr);
         (right, sr) = (r, s);
     }
-    let err = rel_err(&download(right).t().sub(&w0), &download(left).sub(&w0));
-    assert!(err < 1e-5, "right vs left: {err:e}");
+    assert_close(
+        &download(right).t().sub(&w0),
+        &download(left).sub(&w0),
+        1e-5,
+        "right vs left",
+    );
 }
