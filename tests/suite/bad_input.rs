@@ -154,9 +154,9 @@ fn huge_finite_gradients_are_not_skipped() {
 
 /// A NaN or ∞ in a row of G that the basis does not reach (S's row is zero, so G̃ = SᵀG
 /// would be finite in exact arithmetic) is still caught, on every route: a check that
-/// looked only at G̃ (as the WGSL projection's flag could) would rely on IEEE products
-/// carrying it (NaN·0 = ∞·0 = NaN). Left and right case (a zero row of W's gradient, or a
-/// zero column).
+/// looked only at G̃ or the step's result would rely on IEEE products carrying it
+/// (NaN·0 = ∞·0 = NaN). Left and right case (a zero row of W's gradient, or a zero
+/// column).
 #[test]
 fn non_finite_values_outside_the_basis_are_caught() {
     for (device, optim_wgsl) in devices()

@@ -8,7 +8,7 @@ use subtrack::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubTrackState};
 use subtrack::{basis, geodesic};
 
 use crate::reference::{Mat, Rng};
-use crate::{assert_close, download, rel_err, upload, wgpu_device};
+use crate::{assert_close, download, upload, wgpu_device};
 
 /// WebGPU's limits with a smaller storage binding.
 fn bytes(max_binding_bytes: usize) -> Limits {
@@ -137,8 +137,12 @@ fn split_projection_matches_the_portable_path() {
         );
         let portable = download(basis::project(&s_dev, &g_dev));
         for (what, reference) in [("portable", &portable), ("f64", &expected)] {
-            let err = rel_err(&got, reference);
-            assert!(err < 1e-5, "{a}×{r}×{b} in {splits}: vs {what} {err}");
+            assert_close(
+                &got,
+                reference,
+                1e-5,
+                format_args!("{a}×{r}×{b} in {splits}: vs {what}"),
+            );
         }
         assert_eq!(flag.into_scalar::<f32>(), 1.0);
         // A NaN in the last row (the last non-empty split).
@@ -514,10 +518,8 @@ fn fused_cpu_update_matches_the_portable_path() {
                     );
                     let portable = case.run_within(c, recovery, None, &cpu, Limits::WEBGPU);
                     let expected = case.expected(c, recovery);
-                    let (vs_portable, vs_f64) =
-                        (rel_err(&fused, &portable), rel_err(&fused, &expected));
-                    assert!(vs_portable < 1e-6, "{name}: vs portable {vs_portable}");
-                    assert!(vs_f64 < 1e-5, "{name}: vs f64 {vs_f64}");
+                    assert_close(&fused, &portable, 1e-6, format_args!("{name}: vs portable"));
+                    assert_close(&fused, &expected, 1e-5, format_args!("{name}: vs f64"));
                 }
             }
         }
@@ -608,12 +610,18 @@ fn fused_cpu_column_sums_match_the_portable_path() {
                 data: expected.clone(),
             };
             assert_eq!(fused.cols, b);
-            let (vs_portable, vs_f64) = (rel_err(&fused, &portable), rel_err(&fused, &expected));
-            assert!(
-                vs_portable < 1e-5,
-                "{a}×{b} {what}: vs portable {vs_portable}"
+            assert_close(
+                &fused,
+                &portable,
+                1e-5,
+                format_args!("{a}×{b} {what}: vs portable"),
             );
-            assert!(vs_f64 < 1e-5, "{a}×{b} {what}: vs f64 {vs_f64}");
+            assert_close(
+                &fused,
+                &expected,
+                1e-5,
+                format_args!("{a}×{b} {what}: vs f64"),
+            );
         }
     }
 }
@@ -676,12 +684,9 @@ fn fused_cpu_projection_matches_the_portable_path() {
             );
             let portable = download(kernels::project(&basis, &grad, false, false));
             assert_eq!((fused.rows, fused.cols), (r, b));
-            let (vs_portable, vs_f64) = (rel_err(&fused, &portable), rel_err(&fused, &expected));
-            assert!(
-                vs_portable < 1e-6,
-                "{a}×{r}×{b} {what}: vs portable {vs_portable}"
-            );
-            assert!(vs_f64 < 1e-5, "{a}×{r}×{b} {what}: vs f64 {vs_f64}");
+            let case = format!("{a}×{r}×{b} {what}");
+            assert_close(&fused, &portable, 1e-6, format_args!("{case}: vs portable"));
+            assert_close(&fused, &expected, 1e-5, format_args!("{case}: vs f64"));
         }
     }
 }
@@ -873,15 +878,14 @@ fn assert_adam_close(
     case: &str,
 ) {
     for (k, name) in ["M", "V", "N"].iter().enumerate() {
-        let (vs_portable, vs_f64) = (
-            rel_err(&got[k], &portable[k]),
-            rel_err(&got[k], &expected[k]),
+        let what = format!("{case}, {name}");
+        assert_close(
+            &got[k],
+            &portable[k],
+            portable_tol,
+            format_args!("{what}: vs portable"),
         );
-        assert!(
-            vs_portable < portable_tol,
-            "{case}, {name}: vs portable {vs_portable}"
-        );
-        assert!(vs_f64 < 1e-5, "{case}, {name}: vs f64 {vs_f64}");
+        assert_close(&got[k], &expected[k], 1e-5, format_args!("{what}: vs f64"));
     }
 }
 

@@ -69,7 +69,7 @@ pub fn download(t: Tensor<2>) -> Mat {
 }
 
 /// ‖x − y‖ / ‖y‖.
-pub fn rel_err(x: &Mat, y: &Mat) -> f64 {
+fn rel_err(x: &Mat, y: &Mat) -> f64 {
     x.sub(y).norm() / y.norm().max(1e-300)
 }
 
