@@ -554,7 +554,9 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<
     // Projections first, all shapes, then the tracking step, whose set-up reads back.
     for &(a, r, b) in &shapes {
         let (s, g) = inputs(a, r, b);
-        let single = || kernels::project_within(&s, &g, true, kernels::Limits::WEBGPU).0;
+        // One split is the single launch, whatever `--projection-splits` set for the
+        // optimizer's own projections.
+        let single = || kernels::project_split(&s, &g, 1).0;
         let kernel_ms = timed(&single, batch);
         let portable_ms = timed(&|| subtrack::basis::project(&s, &g), batch);
         eprintln!(

@@ -232,6 +232,11 @@ impl SubTrack {
         self.config.recovery_scaling != RecoveryScaling::Off && !self.uses_wgsl(device)
     }
 
+    /// The kernels' route under this config: WGSL kernels and fused CPU loops as asked for.
+    fn route(&self) -> kernels::Route {
+        kernels::Route::new(self.config.wgsl_kernels, self.config.cpu_kernels)
+    }
+
     /// One projected step; `decay` = 1 − lr·wd is applied here (fused with the update).
     /// With `on_device` the finite check is left to the device: the projection kernel finds
     /// the step flag while it reads G, and the flag is returned for the skip count. `g_sq`:
@@ -281,15 +286,12 @@ impl SubTrack {
                 moved: moved.as_ref(),
             });
 
-        let wgsl = cfg.wgsl_kernels;
+        let route = self.route();
         let (g_low, flag) = if on_device {
-            let (g_low, flag) = kernels::project_checked(&state.basis, &g, wgsl);
+            let (g_low, flag) = kernels::project_checked(&state.basis, &g, route);
             (g_low, Some(flag))
         } else {
-            (
-                kernels::project(&state.basis, &g, wgsl, cfg.cpu_kernels),
-                None,
-            )
+            (kernels::project(&state.basis, &g, route), None)
         };
         let flag = flag.as_ref();
         state.step += 1;
@@ -300,27 +302,28 @@ impl SubTrack {
             &self.adam,
             rotation,
             flag,
-            wgsl,
-            cfg.cpu_kernels,
+            route,
         );
         state.moment_1 = adam.moment_1;
         state.moment_2 = adam.moment_2;
         // W' = d·(W − lr·c·(s·S·N + Λ)), with Λ folded into the back-projection (see
         // `recovery`): S·L + G⊙ψ where L = s·N − k·G̃⊙ψ.
         let recovery = (cfg.recovery_scaling != RecoveryScaling::Off).then(|| {
-            let scales = kernels::recovery(
-                &g,
+            let inputs = kernels::RecoveryInputs {
+                grad: &g,
                 transposed,
-                g_sq,
-                &g_low,
-                &adam.normalized,
+                grad_sq: g_sq,
+                g_low: &g_low,
+                normalized: &adam.normalized,
+                previous: state.limiter_norm.as_ref(),
+            };
+            let scales = kernels::recovery(
+                inputs,
                 cfg.recovery_scaling,
                 cfg.scale,
                 cfg.norm_growth_limit,
-                state.limiter_norm.as_ref(),
                 flag,
-                wgsl,
-                cfg.cpu_kernels,
+                route,
             );
             state.limiter_norm = Some(scales.norm);
             kernels::RecoveryTerm {
@@ -335,17 +338,14 @@ impl SubTrack {
             decay,
             scale: cfg.scale,
         };
-        let tensor = kernels::update(
-            &state.basis,
-            adam.normalized,
-            tensor,
-            recovery,
-            coefficients,
+        let inputs = kernels::UpdateInputs {
+            basis: &state.basis,
+            normalized: adam.normalized,
+            weight: tensor,
             transposed,
-            flag,
-            wgsl,
-            cfg.cpu_kernels,
-        );
+            recovery,
+        };
+        let tensor = kernels::update(inputs, coefficients, flag, route);
         (tensor, state, flag.cloned())
     }
 
@@ -467,7 +467,7 @@ impl Optimizer for SubTrack {
         let g_sq =
             (projected && !on_device && self.recovers_portably(&tensor.device())).then(|| {
                 let (g, transposed) = canonical_gradient(grad.clone().reshape([dims[0], dims[1]]));
-                kernels::column_sq_fused(&g, transposed, self.config.cpu_kernels)
+                kernels::column_sq_fused(&g, transposed, self.route())
             });
         let finite = on_device
             || match &g_sq {

@@ -5,7 +5,9 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::Shape;
 
-use super::{BLOCK, Limits, Templated, assert_f32_on_wgsl, column_groups, empty_f32, f32_from};
+use super::launch::{
+    BLOCK, Limits, Templated, assert_f32_on_wgsl, column_groups, empty_f32, f32_from,
+};
 
 const SHADER: &str = include_str!("../../shaders/adam.wgsl");
 

@@ -3,7 +3,8 @@
 //! optimizer asks for them through [`SubTrackConfig::wgsl_kernels`](crate::SubTrackConfig)
 //! (on by default). Everywhere else (CPU backends, CUDA,
 //! ROCm, wgpu builds on SPIR-V or MSL) the portable tensor-op path runs, and the first
-//! fallback is logged once.
+//! fallback is logged once. Each call names its [`Route`]: the WGSL kernels, the fused CPU
+//! loops on `flex`, or Burn's tensor ops alone.
 //!
 //! The kernels: [`project`], [`adam`] (with the moment rotation), [`recovery`] (column norms
 //! and limiter), [`update`] (back-projection fused with the weight update) and [`track`] (the
@@ -11,12 +12,15 @@
 //! G holds NaN or ±∞) in the same pass over G, and the later kernels take it, so such a
 //! gradient is skipped without a read-back.
 //!
-//! Each kernel is an operation of the [`SubTrackKernels`] backend extension, registered for
-//! Burn's CubeCL backend and, lazily, for its fusion layer, so it works with Burn's default
-//! kernel fusion on.
+//! Each kernel is an operation of the [`SubTrackKernels`] backend extension
+//! (`extension.rs`), registered for Burn's CubeCL backend and, lazily, for its fusion layer,
+//! so it works with Burn's default kernel fusion on; `launch.rs` holds what the launchers
+//! share.
 
 mod adam;
+mod extension;
 mod flex;
+mod launch;
 mod project;
 mod recovery;
 mod tracking;
@@ -24,498 +28,56 @@ mod update;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use burn::backend::fusion::custom::TensorSpec;
-use burn::backend::tensor::FloatTensor;
-use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceTemplate, into_contiguous};
-use burn::backend::{Backend, Dispatch, DispatchDevice, backend_extension};
-use burn::cubecl::prelude::KernelId;
-use burn::cubecl::server::BufferBinding;
-use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+use burn::backend::{Dispatch, DispatchDevice};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use crate::config::{ProjectionAware, RecoveryScaling};
 use crate::moments::{AdamParams, rotate_moments};
 use crate::recovery::{RecoveryScales, column_sq, kept_weight, recovery_scales};
 
+pub use extension::SubTrackKernels;
+pub use launch::Limits;
 pub use project::projected_shape;
 
-/// Side of the square output block a workgroup computes: 16×16 invocations of 4×4 each.
-const BLOCK: usize = 64;
-/// Bytes a storage binding may hold under the portable WebGPU limits (lavapipe's too).
-const MAX_BINDING_BYTES: usize = 128 << 20;
+use launch::WGSL;
 
-/// The device limits the kernels plan their launches for.
+/// Where a kernel call may run. The WGSL kernels and the fused CPU loops each run only where
+/// they can (see [`wgsl_available`]; the loops on Burn's `flex` backend, f32); anything else
+/// takes Burn's tensor ops, the portable path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Bytes one storage binding may hold; larger tensors are bound in row chunks.
-    pub max_binding_bytes: usize,
-    /// Workgroups per dispatch dimension; wider matrices take several launches.
-    pub max_workgroups: usize,
+pub struct Route {
+    /// The WGSL kernels, on wgpu devices that compile WGSL, for f32 tensors within `limits`.
+    pub wgsl: bool,
+    /// The fused CPU loops on `flex`.
+    pub cpu: bool,
+    /// The device limits the WGSL launches plan for.
+    pub limits: Limits,
 }
 
-impl Limits {
-    /// WebGPU's portable defaults, which every adapter supports: 128 MiB per storage
-    /// binding, 65,535 workgroups per dimension.
-    pub const WEBGPU: Limits = Limits {
-        max_binding_bytes: MAX_BINDING_BYTES,
-        max_workgroups: MAX_WORKGROUPS,
-    };
-}
+impl Route {
+    /// Burn's tensor ops alone.
+    pub const PORTABLE: Route = Route::new(false, false);
+    /// The WGSL kernels where they run, else the tensor ops.
+    pub const WGSL: Route = Route::new(true, false);
+    /// The fused CPU loops where they run, else the tensor ops.
+    pub const CPU: Route = Route::new(false, true);
 
-/// (first block, blocks) of each launch over the ⌈b/64⌉ 64-column blocks of a matrix, at most
-/// `limits.max_workgroups` blocks a launch.
-fn column_groups(b: usize, limits: Limits) -> Vec<(usize, usize)> {
-    let blocks = b.div_ceil(BLOCK);
-    (0..blocks)
-        .step_by(limits.max_workgroups)
-        .map(|first| (first, limits.max_workgroups.min(blocks - first)))
-        .collect()
-}
-/// Workgroups per dispatch dimension.
-const MAX_WORKGROUPS: usize = 65_535;
-/// CubeCL's name for a wgpu runtime that compiles WGSL (not SPIR-V or MSL).
-const WGSL: &str = "wgpu<wgsl>";
-
-/// Rows per chunk when an a-row matrix of `widest` f32 columns exceeds `limit` bytes: as
-/// many as fit, rounded down to a multiple of 64 so that every chunk's byte offset is a
-/// multiple of 256 (the largest storage-offset alignment WebGPU lets a device require).
-/// `None` when not even 64 rows fit.
-fn chunk_rows(a: usize, widest: usize, limit: usize) -> Option<usize> {
-    if a * widest * 4 <= limit {
-        return Some(a);
-    }
-    let rows = limit / (4 * widest) / 64 * 64;
-    (rows > 0).then_some(rows)
-}
-
-/// A WGSL shader (`shaders/`) with its template values, all part of the kernel id.
-#[derive(Debug)]
-struct Templated {
-    name: &'static str,
-    source: &'static str,
-    values: Vec<(&'static str, String)>,
-}
-
-impl Templated {
-    fn new(name: &'static str, source: &'static str) -> Self {
-        Self {
-            name,
-            source,
-            values: Vec::new(),
+    /// `wgsl` and `cpu` as given, under WebGPU's default limits ([`Limits::WEBGPU`]).
+    pub const fn new(wgsl: bool, cpu: bool) -> Self {
+        Route {
+            wgsl,
+            cpu,
+            limits: Limits::WEBGPU,
         }
     }
 
-    /// Register `{{key}}` = `value`.
-    fn with(mut self, key: &'static str, value: impl ToString) -> Self {
-        self.values.push((key, value.to_string()));
-        self
-    }
-}
-
-impl KernelSource for Templated {
-    fn source(&self) -> SourceTemplate {
-        self.values
-            .iter()
-            .fold(SourceTemplate::new(self.source), |t, (k, v)| {
-                t.register(*k, v)
-            })
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.name, self.values.clone()))
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
-
-/// Panics unless every tensor is f32 on a runtime that compiles WGSL: the launchers'
-/// callers have checked both, so this only guards against misuse.
-fn assert_f32_on_wgsl(kernel: &str, tensors: &[&CubeTensor]) {
-    assert!(
-        tensors.iter().all(|t| t.dtype == DType::F32) && tensors[0].client.name() == WGSL,
-        "{kernel}: f32 tensors on a WGSL runtime"
-    );
-}
-
-/// A new, uninitialised contiguous f32 tensor of `shape` beside `like`.
-fn empty_f32(like: &CubeTensor, shape: Shape) -> CubeTensor {
-    let bytes = shape.num_elements() * 4;
-    CubeTensor::new_contiguous(
-        like.client.clone(),
-        like.device.clone(),
-        shape,
-        like.client.empty(bytes),
-        DType::F32,
-    )
-}
-
-/// A contiguous f32 tensor of `shape` beside `like`, uploaded from `values`.
-fn f32_from(like: &CubeTensor, shape: Shape, values: &[f32]) -> CubeTensor {
-    CubeTensor::new_contiguous(
-        like.client.clone(),
-        like.device.clone(),
-        shape,
-        like.client.create_from_slice(bytemuck::cast_slice(values)),
-        DType::F32,
-    )
-}
-
-/// Whether `t` (2-D) is the transposed view of a row-major tensor: its buffer then holds tᵀ
-/// row by row, and a kernel can read it in place. The right case's canonical gradient is
-/// such a view (G = ∇Wᵀ, §1); copying it to rows of its own would cost a pass over G.
-fn is_transposed_view(t: &CubeTensor) -> bool {
-    let (shape, strides) = (t.meta.shape(), t.meta.strides());
-    !t.meta.is_tiled() && shape.len() == 2 && strides[0] == 1 && strides[1] == shape[0]
-}
-
-/// tᵀ of a 2-D tensor, row-major: the view swapped back where `t` is a transposed view
-/// ([`is_transposed_view`], no copy), else a copy.
-fn contiguous_transpose(mut t: CubeTensor) -> CubeTensor {
-    t.meta.swap(0, 1);
-    into_contiguous(t)
-}
-
-/// G (a×b) as a kernel reads it: in place as its stored transpose (b×a rows, `true`) where
-/// it is a transposed view and one launch takes all its rows (`rows_per_launch` = a), else
-/// row-major a×b (`false`, a copy where it is not already).
-fn stored_gradient(g: CubeTensor, rows_per_launch: usize) -> (CubeTensor, bool) {
-    if is_transposed_view(&g) && rows_per_launch == g.meta.shape()[0] {
-        (contiguous_transpose(g), true)
-    } else {
-        (into_contiguous(g), false)
-    }
-}
-
-/// Rows `rows` of a row-major matrix of `total` rows and `width` f32 columns, bound as a
-/// storage buffer: the byte range of the whole tensor narrowed by offsets.
-fn row_chunk(t: &CubeTensor, rows: Range<usize>, total: usize, width: usize) -> BufferBinding {
-    t.handle
-        .clone()
-        .offset_start((rows.start * width * 4) as u64)
-        .offset_end(((total - rows.end) * width * 4) as u64)
-        .binding()
-}
-
-/// Operations with a WGSL implementation. `params` and `scalars` are small f32 tensors whose
-/// last element is the step flag (1 = step, 0 = skip), so that a skip decided on the device
-/// needs no read-back.
-#[backend_extension(Cube, Fusion)]
-pub trait SubTrackKernels: Backend {
-    /// (G̃ = SᵀG, flag): `basis` a×r, `g` a×b → r×b (algorithm.md §2, canonical left
-    /// layout), and the step flag \[1\] (0 where G holds NaN or ±∞). S and G over
-    /// `max_binding_bytes` are split into row chunks, columns past `max_workgroups` blocks
-    /// into several launches.
-    #[fusion(meta = |s, g, _b, _w| (
-        TensorSpec::new(projected_shape(&s.shape, &g.shape), g.dtype),
-        TensorSpec::new(Shape::from([1]), g.dtype),
-    ))]
-    fn wgsl_project(
-        basis: FloatTensor<Self>,
-        g: FloatTensor<Self>,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
-
-    /// Split-K projection: (`splits` partial sums of SᵀG stacked as (splits·r)×b, flag).
-    #[fusion(meta = |s, g, k| (
-        TensorSpec::new(Shape::from([k * s.shape[1], g.shape[1]]), g.dtype),
-        TensorSpec::new(Shape::from([1]), g.dtype),
-    ))]
-    fn wgsl_project_split(
-        basis: FloatTensor<Self>,
-        g: FloatTensor<Self>,
-        splits: usize,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
-
-    /// Low-rank Adam (§2): (M', V', N) from M, V, G̃ (r×b) and `params`
-    /// [β1, 1−β1, β2, 1−β2, ε, v_scale, moved, flag].
-    #[fusion(meta = |m, _v, _g, _p, _b, _w| (m.clone(), m.clone(), m.clone()))]
-    fn wgsl_adam(
-        moment_1: FloatTensor<Self>,
-        moment_2: FloatTensor<Self>,
-        g_low: FloatTensor<Self>,
-        params: FloatTensor<Self>,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-
-    /// [`wgsl_adam`](SubTrackKernels::wgsl_adam) after rotating M and V with C = S_newᵀ·S_old
-    /// (r×r, §5) where `moved` (in `params`) is 1.
-    #[fusion(meta = |m, _v, _g, _p, _c, _b, _w| (m.clone(), m.clone(), m.clone()))]
-    fn wgsl_adam_rotate(
-        moment_1: FloatTensor<Self>,
-        moment_2: FloatTensor<Self>,
-        g_low: FloatTensor<Self>,
-        params: FloatTensor<Self>,
-        change: FloatTensor<Self>,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-
-    /// Recovery scales (§7) without a previous norm: (ψ 1×b, ‖Λ‖ \[1\]) from G (a×b), G̃ and
-    /// N (r×b) and `params` [2k − k², ζ, flag]. G over `max_binding_bytes` is read in row
-    /// chunks. `tiled`: the column norms by 64×64 tiles (experimental, see
-    /// [`set_tiled_recovery_norms`]).
-    #[fusion(meta = |g, _l, _n, _p, _m, _t| recovery_meta(g, _l, _n, _p, _m))]
-    fn wgsl_recovery(
-        grad: FloatTensor<Self>,
-        g_low: FloatTensor<Self>,
-        normalized: FloatTensor<Self>,
-        params: FloatTensor<Self>,
-        max_binding_bytes: usize,
-        tiled: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
-
-    /// [`wgsl_recovery`](SubTrackKernels::wgsl_recovery) with the norm-growth limiter
-    /// against `previous` = Λ_prev (\[1\]).
-    #[fusion(meta = |g, _l, _n, _p, _q, _m, _t| recovery_meta(g, _l, _n, _p, _m))]
-    fn wgsl_recovery_limited(
-        grad: FloatTensor<Self>,
-        g_low: FloatTensor<Self>,
-        normalized: FloatTensor<Self>,
-        params: FloatTensor<Self>,
-        previous: FloatTensor<Self>,
-        max_binding_bytes: usize,
-        tiled: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
-
-    /// W' = d·(W − α·s·S·N) (§2): `basis` a×r, `normalized` r×b, `weight` a×b or b×a
-    /// (`transposed`), `scalars` [α, d, s, k, flag].
-    #[fusion(dtype = weight, shape = weight)]
-    fn wgsl_update(
-        basis: FloatTensor<Self>,
-        normalized: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        scalars: FloatTensor<Self>,
-        transposed: bool,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
-    ) -> FloatTensor<Self>;
-
-    /// W' = d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ (§2 with §7 folded in): `grad` a×b,
-    /// `psi` 1×b, `g_low` r×b.
-    #[allow(clippy::too_many_arguments)]
-    #[fusion(dtype = weight, shape = weight)]
-    fn wgsl_update_recovery(
-        basis: FloatTensor<Self>,
-        normalized: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        scalars: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        psi: FloatTensor<Self>,
-        g_low: FloatTensor<Self>,
-        transposed: bool,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
-    ) -> FloatTensor<Self>;
-
-    /// out = X·Yᵀ (X m×k, Y n×k → m×n): G·Aᵀ, A·Aᵀ and the re-orthonormalisation
-    /// products of the tracking step (§4). X over `max_binding_bytes` is split into row
-    /// chunks.
-    #[fusion(dtype = x, shape = Shape::from([x[0], y[0]]))]
-    fn wgsl_product(
-        x: FloatTensor<Self>,
-        y: FloatTensor<Self>,
-        max_binding_bytes: usize,
-    ) -> FloatTensor<Self>;
-
-    /// The top singular triplet of ∇F and the geodesic angle (§4): [v (r), σ, θ, cos θ,
-    /// sin θ, moved] from P = ∇Fᵀ∇F, its normalised power Q (r×r) and `params`
-    /// [η, θ_max (< 0: none), floor, ‖G‖²_F, flag].
-    #[fusion(dtype = normal, shape = Shape::from([normal[0] + 5]))]
-    fn wgsl_top_singular(
-        normal: FloatTensor<Self>,
-        powered: FloatTensor<Self>,
-        params: FloatTensor<Self>,
-    ) -> FloatTensor<Self>;
-
-    /// The geodesic update (§4): (S', C = S'ᵀS) from S and ∇F (a×r) and the triplet.
-    #[fusion(meta = |s, _f, _t| (s.clone(), TensorSpec::new(Shape::from([s.shape[1], s.shape[1]]), s.dtype)))]
-    fn wgsl_geodesic_step(
-        basis: FloatTensor<Self>,
-        tangent: FloatTensor<Self>,
-        triplet: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
-
-    /// Re-orthonormalisation (§4): (F, status) from S'ᵀS' (r×r) and `params` \[tol\]; F = L⁻¹
-    /// of its Cholesky factor when the drift exceeds tol (status 1), else I (status 0).
-    #[fusion(meta = |g, _p| (g.clone(), TensorSpec::new(Shape::from([1]), g.dtype)))]
-    fn wgsl_reorthonormalize(
-        gram: FloatTensor<Self>,
-        params: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
-}
-
-fn limits(max_binding_bytes: usize, max_workgroups: usize) -> Limits {
-    Limits {
-        max_binding_bytes,
-        max_workgroups,
-    }
-}
-
-/// Output specs of the recovery kernels: ψ [1, b] and the norm \[1\].
-fn recovery_meta(
-    grad: &TensorSpec,
-    _g_low: &TensorSpec,
-    _normalized: &TensorSpec,
-    _params: &TensorSpec,
-    _max_binding_bytes: &usize,
-) -> (TensorSpec, TensorSpec) {
-    (
-        TensorSpec::new(Shape::from([1, grad.shape[1]]), grad.dtype),
-        TensorSpec::new(Shape::from([1]), grad.dtype),
-    )
-}
-
-impl SubTrackKernels for CubeBackend {
-    fn wgsl_project(
-        basis: FloatTensor<Self>,
-        g: FloatTensor<Self>,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        project::launch(basis, g, limits(max_binding_bytes, max_workgroups))
-    }
-
-    fn wgsl_project_split(
-        basis: FloatTensor<Self>,
-        g: FloatTensor<Self>,
-        splits: usize,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        project::launch_split(basis, g, splits, Limits::WEBGPU)
-    }
-
-    fn wgsl_adam(
-        moment_1: FloatTensor<Self>,
-        moment_2: FloatTensor<Self>,
-        g_low: FloatTensor<Self>,
-        params: FloatTensor<Self>,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let limits = limits(max_binding_bytes, max_workgroups);
-        adam::launch(moment_1, moment_2, g_low, params, None, limits)
-    }
-
-    fn wgsl_adam_rotate(
-        moment_1: FloatTensor<Self>,
-        moment_2: FloatTensor<Self>,
-        g_low: FloatTensor<Self>,
-        params: FloatTensor<Self>,
-        change: FloatTensor<Self>,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let limits = limits(max_binding_bytes, max_workgroups);
-        adam::launch(moment_1, moment_2, g_low, params, Some(change), limits)
-    }
-
-    fn wgsl_recovery(
-        grad: FloatTensor<Self>,
-        g_low: FloatTensor<Self>,
-        normalized: FloatTensor<Self>,
-        params: FloatTensor<Self>,
-        max_binding_bytes: usize,
-        tiled: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        recovery::launch(
-            grad,
-            g_low,
-            normalized,
-            params,
-            None,
-            max_binding_bytes,
-            tiled,
-        )
-    }
-
-    fn wgsl_recovery_limited(
-        grad: FloatTensor<Self>,
-        g_low: FloatTensor<Self>,
-        normalized: FloatTensor<Self>,
-        params: FloatTensor<Self>,
-        previous: FloatTensor<Self>,
-        max_binding_bytes: usize,
-        tiled: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let limit = max_binding_bytes;
-        recovery::launch(
-            grad,
-            g_low,
-            normalized,
-            params,
-            Some(previous),
-            limit,
-            tiled,
-        )
-    }
-
-    fn wgsl_update(
-        basis: FloatTensor<Self>,
-        normalized: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        scalars: FloatTensor<Self>,
-        transposed: bool,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
-    ) -> FloatTensor<Self> {
-        let limits = limits(max_binding_bytes, max_workgroups);
-        update::launch(basis, normalized, weight, scalars, None, transposed, limits)
-    }
-
-    fn wgsl_update_recovery(
-        basis: FloatTensor<Self>,
-        normalized: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        scalars: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        psi: FloatTensor<Self>,
-        g_low: FloatTensor<Self>,
-        transposed: bool,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
-    ) -> FloatTensor<Self> {
-        let limits = limits(max_binding_bytes, max_workgroups);
-        let recovery = Some((grad, psi, g_low));
-        update::launch(
-            basis, normalized, weight, scalars, recovery, transposed, limits,
-        )
-    }
-
-    fn wgsl_product(
-        x: FloatTensor<Self>,
-        y: FloatTensor<Self>,
-        max_binding_bytes: usize,
-    ) -> FloatTensor<Self> {
-        tracking::product(x, y, max_binding_bytes)
-    }
-
-    fn wgsl_top_singular(
-        normal: FloatTensor<Self>,
-        powered: FloatTensor<Self>,
-        params: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        tracking::top_singular(normal, powered, params)
-    }
-
-    fn wgsl_geodesic_step(
-        basis: FloatTensor<Self>,
-        tangent: FloatTensor<Self>,
-        triplet: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        tracking::geodesic_step(basis, tangent, triplet)
-    }
-
-    fn wgsl_reorthonormalize(
-        gram: FloatTensor<Self>,
-        params: FloatTensor<Self>,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        tracking::reorthonormalize(gram, params)
+    /// This route with the WGSL launches planned for `limits` (smaller limits exercise the
+    /// row chunks and the launches split across columns on small tensors).
+    pub const fn within(self, limits: Limits) -> Self {
+        Route { limits, ..self }
     }
 }
 
@@ -564,19 +126,16 @@ fn report_fallback(device: &Device) {
     }
 }
 
-/// G̃ = SᵀG (algorithm.md §2): with `cpu`, one gemm on `flex` read from S's and G's views
-/// ([`flex::project`]); with `wgsl`, the WGSL kernel on wgpu/WGSL devices for f32 tensors
-/// within its size limits; tensor ops otherwise.
-pub fn project(basis: &Tensor<2>, g: &Tensor<2>, wgsl: bool, cpu: bool) -> Tensor<2> {
-    if cpu && flex::runs(&g.device(), &[basis, g]) {
-        let ([a, r], b) = (basis.dims(), g.dims()[1]);
-        count_launch("project: flex", [a, r, b]);
-        return flex::project(basis, g);
+/// G̃ = SᵀG (algorithm.md §2), S a×r and G a×b → r×b: with `route.cpu`, one gemm on `flex`
+/// read from S's and G's views (`flex::project`); with `route.wgsl`, the WGSL kernel on
+/// wgpu/WGSL devices for f32 tensors within `route.limits` (S and G over the binding limit
+/// in row chunks, columns past the workgroup limit in several launches); tensor ops
+/// otherwise.
+pub fn project(basis: &Tensor<2>, g: &Tensor<2>, route: Route) -> Tensor<2> {
+    if route.wgsl && PROJECTION_SPLITS.with(Cell::get) > 1 && wgsl_available(&g.device()) {
+        return project_checked(basis, g, route).0;
     }
-    if wgsl && PROJECTION_SPLITS.with(Cell::get) > 1 {
-        return project_checked(basis, g, wgsl).0;
-    }
-    project_flagged(basis, g, wgsl, Limits::WEBGPU).0
+    project_flagged(basis, g, route).0
 }
 
 thread_local! {
@@ -603,41 +162,41 @@ pub fn set_projection_splits(splits: usize) {
 }
 
 /// (G̃, flag): [`project`] with the step flag of G ([`step_flag`]), which the WGSL kernel
-/// finds while it reads G (no pass of its own).
-pub fn project_checked(basis: &Tensor<2>, g: &Tensor<2>, wgsl: bool) -> (Tensor<2>, Tensor<1>) {
+/// finds while it reads G (no pass of its own); the other routes take a pass for it.
+pub fn project_checked(basis: &Tensor<2>, g: &Tensor<2>, route: Route) -> (Tensor<2>, Tensor<1>) {
     let splits = PROJECTION_SPLITS.with(Cell::get);
-    if wgsl && splits > 1 {
+    if route.wgsl && splits > 1 && wgsl_available(&g.device()) {
         return project_split(basis, g, splits);
     }
-    project_within(basis, g, wgsl, Limits::WEBGPU)
+    with_step_flag(project_flagged(basis, g, route), g)
 }
 
-/// (G̃, flag) under `limits`: S and G over the binding limit are projected in row chunks,
-/// columns past the workgroup limit in several launches. [`project`] uses the WebGPU
-/// defaults; smaller limits exercise the splitting on small tensors.
-pub fn project_within(
-    basis: &Tensor<2>,
+/// (G̃, flag) from [`project_flagged`]'s result: its flag, or G's own ([`step_flag`]).
+fn with_step_flag(
+    projected: (Tensor<2>, Option<Tensor<1>>),
     g: &Tensor<2>,
-    wgsl: bool,
-    limits: Limits,
 ) -> (Tensor<2>, Tensor<1>) {
-    match project_flagged(basis, g, wgsl, limits) {
+    match projected {
         (g_low, Some(flag)) => (g_low, flag),
         (g_low, None) => (g_low, step_flag(g)),
     }
 }
 
 /// (G̃, the kernel's step flag): the flag only where the WGSL kernel found it while reading
-/// G; the tensor-op path leaves it to the caller, who may not need it (two passes over G).
+/// G; the other routes leave it to the caller, who may not need it (two passes over G).
 fn project_flagged(
     basis: &Tensor<2>,
     g: &Tensor<2>,
-    wgsl: bool,
-    limits: Limits,
+    route: Route,
 ) -> (Tensor<2>, Option<Tensor<1>>) {
     let device = g.device();
     let ([a, r], b) = (basis.dims(), g.dims()[1]);
-    let runs = wgsl
+    if route.cpu && flex::runs(&device, &[basis, g]) {
+        count_launch("project: flex", [a, r, b]);
+        return (flex::project(basis, g), None);
+    }
+    let limits = route.limits;
+    let runs = route.wgsl
         && [basis, g].iter().all(|t| t.dtype() == DType::F32)
         && project::plan(a, r, b, limits).is_some()
         && wgsl_available(&device);
@@ -653,7 +212,7 @@ fn project_flagged(
             Some(Tensor::from_dispatch(flag)),
         )
     } else {
-        if wgsl {
+        if route.wgsl {
             report_fallback(&device);
         }
         (crate::basis::project(basis, g), None)
@@ -664,7 +223,7 @@ fn project_flagged(
 /// the WGSL kernel writes `splits` partial sums over row ranges of S and G, and Burn's
 /// reduction adds them. More workgroups than [`project`] where r×b is small next to a (the
 /// 60m shapes on a GPU with many multiprocessors), at the cost of splits·r·b floats. Falls
-/// back to the single launch ([`project_within`]) where `splits` is 1 or the split launch
+/// back to the single launch (or the tensor ops) where `splits` is 1 or the split launch
 /// cannot run.
 pub fn project_split(basis: &Tensor<2>, g: &Tensor<2>, splits: usize) -> (Tensor<2>, Tensor<1>) {
     let ([a, r], b) = (basis.dims(), g.dims()[1]);
@@ -673,7 +232,7 @@ pub fn project_split(basis: &Tensor<2>, g: &Tensor<2>, splits: usize) -> (Tensor
         && project::split_plan(a, r, b, splits, Limits::WEBGPU).is_some()
         && wgsl_available(&g.device());
     if !runs {
-        return project_within(basis, g, true, Limits::WEBGPU);
+        return with_step_flag(project_flagged(basis, g, Route::WGSL), g);
     }
     let (partials, flag) = Dispatch::wgsl_project_split(
         basis.clone().into_dispatch(),
@@ -754,10 +313,10 @@ pub struct Rotation<'a> {
 
 /// Low-rank Adam on M, V (r×b) with G̃ (r×b), after the projection-aware rotation (§5)
 /// when `rotation` is given. `flag` is the device-side step flag ([`step_flag`]); `None`
-/// means the step runs. With `wgsl`, one WGSL kernel on wgpu/WGSL devices for f32 tensors
-/// within its size limits; with `cpu` and no flag, the moments and N in one fused pass on
-/// `flex` ([`flex::adam`], after the rotation's tensor ops); tensor ops otherwise.
-#[allow(clippy::too_many_arguments)]
+/// means the step runs. With `route.wgsl`, one WGSL kernel on wgpu/WGSL devices for f32
+/// tensors within `route.limits` (columns past the workgroup limit in several launches);
+/// with `route.cpu` and no flag, the moments and N in one fused pass on `flex`
+/// (`flex::adam`, after the rotation's tensor ops); tensor ops otherwise.
 pub fn adam(
     moment_1: Tensor<2>,
     moment_2: Tensor<2>,
@@ -765,31 +324,12 @@ pub fn adam(
     adam: &AdamParams,
     rotation: Option<Rotation>,
     flag: Option<&Tensor<1>>,
-    wgsl: bool,
-    cpu: bool,
-) -> LowRankAdam {
-    let limits = Limits::WEBGPU;
-    adam_within(
-        moment_1, moment_2, g_low, adam, rotation, flag, wgsl, cpu, limits,
-    )
-}
-
-/// [`adam`] under `limits`: columns past the workgroup limit take several launches.
-#[allow(clippy::too_many_arguments)]
-pub fn adam_within(
-    moment_1: Tensor<2>,
-    moment_2: Tensor<2>,
-    g_low: &Tensor<2>,
-    adam: &AdamParams,
-    rotation: Option<Rotation>,
-    flag: Option<&Tensor<1>>,
-    wgsl: bool,
-    cpu: bool,
-    limits: Limits,
+    route: Route,
 ) -> LowRankAdam {
     let device = g_low.device();
     let [r, b] = moment_1.dims();
-    let runs = wgsl
+    let limits = route.limits;
+    let runs = route.wgsl
         && [&moment_1, &moment_2, g_low]
             .into_iter()
             .chain(rotation.map(|rot| rot.change_of_basis))
@@ -833,7 +373,7 @@ pub fn adam_within(
             normalized: Tensor::from_dispatch(n),
         };
     }
-    if wgsl {
+    if route.wgsl {
         report_fallback(&device);
     }
     let old = flag.map(|_| (moment_1.clone(), moment_2.clone()));
@@ -849,7 +389,7 @@ pub fn adam_within(
         }
         None => (moment_1, moment_2),
     };
-    if cpu && flag.is_none() && flex::runs(&device, &[&m, &v, g_low]) {
+    if route.cpu && flag.is_none() && flex::runs(&device, &[&m, &v, g_low]) {
         count_launch("adam: flex", [r, 0, b]);
         let (moment_1, moment_2, normalized) = flex::adam(m, v, g_low, adam);
         return LowRankAdam {
@@ -994,69 +534,53 @@ pub fn track(
     })
 }
 
-/// Recovery scales and the limiter (§7) from G (a×b; with `transposed`, the transposed view
-/// of the parameter's gradient), G̃ and N (r×b): see [`recovery_scales`]. `g_sq`: G's
-/// column sums of squares ([`column_sq`]) where the caller has them; the portable path then
-/// skips its pass over G (the kernels form their own). `flag` as in
-/// [`adam`]: where the step is skipped the returned norm is `previous` (when there is one).
-/// With `wgsl`, two WGSL kernels (column norms, then limiter) on wgpu/WGSL devices for f32
-/// tensors within their size limits; tensor ops otherwise, where `cpu` makes G's column
-/// sums one fused pass on `flex` ([`column_sq_fused`]).
-#[allow(clippy::too_many_arguments)]
-pub fn recovery(
-    g: &Tensor<2>,
-    transposed: bool,
-    g_sq: Option<Tensor<2>>,
-    g_low: &Tensor<2>,
-    normalized: &Tensor<2>,
-    variant: RecoveryScaling,
-    scale: f64,
-    growth_limit: f64,
-    previous: Option<&Tensor<1>>,
-    flag: Option<&Tensor<1>>,
-    wgsl: bool,
-    cpu: bool,
-) -> RecoveryScales {
-    let limits = Limits::WEBGPU;
-    recovery_within(
-        g,
-        transposed,
-        g_sq,
-        g_low,
-        normalized,
-        variant,
-        scale,
-        growth_limit,
-        previous,
-        flag,
-        wgsl,
-        cpu,
-        limits,
-    )
+/// The tensors recovery scaling (§7) reads.
+pub struct RecoveryInputs<'a> {
+    /// G, a×b; with `transposed`, the transposed view of the parameter's gradient (b×a
+    /// stored), read in place.
+    pub grad: &'a Tensor<2>,
+    /// Whether `grad` is such a view (the right case of §1).
+    pub transposed: bool,
+    /// G's column sums of squares, 1×b ([`column_sq`]), where the caller has them: the
+    /// portable path then skips its pass over G (the kernels form their own).
+    pub grad_sq: Option<Tensor<2>>,
+    /// G̃, r×b.
+    pub g_low: &'a Tensor<2>,
+    /// N, r×b.
+    pub normalized: &'a Tensor<2>,
+    /// The limiter's previous norm Λ_prev (\[1\]); `None` on the first step.
+    pub previous: Option<&'a Tensor<1>>,
 }
 
-/// [`recovery`] under `limits`: G over the binding limit is read in row chunks.
-#[allow(clippy::too_many_arguments)]
-pub fn recovery_within(
-    g: &Tensor<2>,
-    transposed: bool,
-    g_sq: Option<Tensor<2>>,
-    g_low: &Tensor<2>,
-    normalized: &Tensor<2>,
+/// Recovery scales and the limiter (§7) with kept weight from `variant` and `scale` and
+/// growth limit ζ = `growth_limit`: see [`recovery_scales`]. `flag` as in [`adam`]: where
+/// the step is skipped the returned norm is the previous one (when there is one). With
+/// `route.wgsl`, two WGSL kernels (column norms, then limiter) on wgpu/WGSL devices for f32
+/// tensors within `route.limits` (G over the binding limit in row chunks); tensor ops
+/// otherwise, where `route.cpu` makes G's column sums one fused pass on `flex`
+/// ([`column_sq_fused`]).
+pub fn recovery(
+    inputs: RecoveryInputs,
     variant: RecoveryScaling,
     scale: f64,
     growth_limit: f64,
-    previous: Option<&Tensor<1>>,
     flag: Option<&Tensor<1>>,
-    wgsl: bool,
-    cpu: bool,
-    limits: Limits,
+    route: Route,
 ) -> RecoveryScales {
+    let RecoveryInputs {
+        grad: g,
+        transposed,
+        grad_sq: g_sq,
+        g_low,
+        normalized,
+        previous,
+    } = inputs;
+    let limits = route.limits;
     let max_binding_bytes = limits.max_binding_bytes;
     let device = g.device();
     let ([a, b], r) = (g.dims(), g_low.dims()[0]);
     let k = kept_weight(variant, scale);
-    let runs = wgsl
+    let runs = route.wgsl
         && [g, g_low, normalized]
             .into_iter()
             .map(|t| t.dtype())
@@ -1090,13 +614,13 @@ pub fn recovery_within(
             norm: Tensor::from_dispatch(norm),
         };
     }
-    if wgsl {
+    if route.wgsl {
         report_fallback(&device);
     }
     let scales = recovery_scales(
-        g_sq.unwrap_or_else(|| column_sq_fused(g, transposed, cpu)),
-        column_sq_fused(g_low, false, cpu),
-        column_sq_fused(normalized, false, cpu),
+        g_sq.unwrap_or_else(|| column_sq_fused(g, transposed, route)),
+        column_sq_fused(g_low, false, route),
+        column_sq_fused(normalized, false, route),
         variant,
         scale,
         growth_limit,
@@ -1111,11 +635,11 @@ pub fn recovery_within(
     }
 }
 
-/// G's column sums of squares, [1, b], as [`column_sq`] computes them: with `cpu`, in one
-/// fused pass on `flex` (G (a×b), or with `transposed` the transposed view of a b×a tensor,
-/// whose rows then hold G's columns).
-pub fn column_sq_fused(g: &Tensor<2>, transposed: bool, cpu: bool) -> Tensor<2> {
-    if cpu && flex::runs(&g.device(), &[g]) {
+/// G's column sums of squares, [1, b], as [`column_sq`] computes them: with `route.cpu`, in
+/// one fused pass on `flex` (G (a×b), or with `transposed` the transposed view of a b×a
+/// tensor, whose rows then hold G's columns); `route.wgsl` plays no part.
+pub fn column_sq_fused(g: &Tensor<2>, transposed: bool, route: Route) -> Tensor<2> {
+    if route.cpu && flex::runs(&g.device(), &[g]) {
         let [a, b] = g.dims();
         count_launch("column_sq: flex", [a, 0, b]);
         let stored = if transposed {
@@ -1152,59 +676,45 @@ pub struct UpdateCoefficients {
     pub scale: f64,
 }
 
+/// The tensors of a projected matrix's weight update.
+pub struct UpdateInputs<'a> {
+    /// S, a×r.
+    pub basis: &'a Tensor<2>,
+    /// N, r×b.
+    pub normalized: Tensor<2>,
+    /// W, a×b, or b×a when `transposed` (the right case of §1).
+    pub weight: Tensor<2>,
+    /// Whether W is stored b×a.
+    pub transposed: bool,
+    /// The recovery term (§7), when recovery scaling is on.
+    pub recovery: Option<RecoveryTerm>,
+}
+
 /// The weight update of a projected matrix (algorithm.md §2, with §7 folded in):
 /// W' = d·(W − α·(S·L + G⊙ψ)) with L = s·N − k·G̃⊙ψ, or W' = d·(W − α·s·S·N) without
-/// recovery.
+/// recovery; returns W' in W's layout.
 ///
-/// `basis` S a×r and `normalized` N r×b in the canonical layout; `weight` W a×b, or b×a when
-/// `transposed` (the right case of §1). `flag` as in [`adam`]: where the step is skipped W
-/// is returned unchanged. With `wgsl`, one fused WGSL kernel on wgpu/WGSL devices for f32
-/// tensors within its size limits (S·L is never stored); tensor ops otherwise, where `cpu`
-/// makes the a×b part W's own buffer on `flex`: one pass over W and G, then one gemm into W
-/// (S·L is never stored; not with a `flag`).
-#[allow(clippy::too_many_arguments)]
+/// `flag` as in [`adam`]: where the step is skipped W is returned unchanged. With
+/// `route.wgsl`, one fused WGSL kernel on wgpu/WGSL devices for f32 tensors within
+/// `route.limits` (S·L is never stored; S, W and G over the binding limit in row chunks, the
+/// left layout only, a transposed W over it taking the tensor ops; columns past the
+/// workgroup limit in several launches); tensor ops otherwise, where `route.cpu` makes the
+/// a×b part W's own buffer on `flex`: one pass over W and G, then one gemm into W (S·L is
+/// never stored; not with a `flag`).
 pub fn update(
-    basis: &Tensor<2>,
-    normalized: Tensor<2>,
-    weight: Tensor<2>,
-    recovery: Option<RecoveryTerm>,
+    inputs: UpdateInputs,
     coefficients: UpdateCoefficients,
-    transposed: bool,
     flag: Option<&Tensor<1>>,
-    wgsl: bool,
-    cpu: bool,
+    route: Route,
 ) -> Tensor<2> {
-    let limits = Limits::WEBGPU;
-    update_within(
+    let UpdateInputs {
         basis,
         normalized,
         weight,
-        recovery,
-        coefficients,
         transposed,
-        flag,
-        wgsl,
-        cpu,
-        limits,
-    )
-}
-
-/// [`update`] under `limits`: S, W and G over the binding limit are updated in row chunks
-/// (the left layout only; a transposed W over the limit takes the tensor-op path), columns
-/// past the workgroup limit in several launches.
-#[allow(clippy::too_many_arguments)]
-pub fn update_within(
-    basis: &Tensor<2>,
-    normalized: Tensor<2>,
-    weight: Tensor<2>,
-    recovery: Option<RecoveryTerm>,
-    coefficients: UpdateCoefficients,
-    transposed: bool,
-    flag: Option<&Tensor<1>>,
-    wgsl: bool,
-    cpu: bool,
-    limits: Limits,
-) -> Tensor<2> {
+        recovery,
+    } = inputs;
+    let limits = route.limits;
     let device = weight.device();
     let ([a, r], b) = (basis.dims(), normalized.dims()[1]);
     let UpdateCoefficients {
@@ -1212,7 +722,7 @@ pub fn update_within(
         decay,
         scale,
     } = coefficients;
-    let runs = wgsl
+    let runs = route.wgsl
         && [basis, &normalized, &weight]
             .into_iter()
             .chain(recovery.iter().flat_map(|t| [&t.grad, &t.psi, &t.g_low]))
@@ -1246,13 +756,13 @@ pub fn update_within(
             ),
         });
     }
-    if wgsl {
+    if route.wgsl {
         report_fallback(&device);
     }
     // α is folded into the r×b and 1×b factors, so that no a×b pass scales by it:
     // α·(S·L + G⊙ψ) = S·(α·L) + G⊙(α·ψ); α·k scales ψ (1×b) rather than G̃⊙ψ (r×b).
     // The fused CPU loops (not with a device-side flag, which only the WGSL route makes).
-    let fused = cpu && flag.is_none() && {
+    let fused = route.cpu && flag.is_none() && {
         let terms = recovery.iter().flat_map(|t| [&t.grad, &t.psi, &t.g_low]);
         let all: Vec<_> = [basis, &normalized, &weight]
             .into_iter()

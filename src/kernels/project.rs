@@ -5,7 +5,7 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::Shape;
 
-use super::{
+use super::launch::{
     BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups, empty_f32, f32_from,
     row_chunk, stored_gradient,
 };
@@ -28,7 +28,7 @@ pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
 
 /// G̃ = SᵀG on the device, each storage binding at most `limit` bytes: S and G over the
 /// limit are split into row chunks whose partial products the kernel accumulates. The
-/// caller ([`super::project_within`]) has checked the runtime, the dtype and [`plan`].
+/// caller ([`super::project_checked`]) has checked the runtime, the dtype and [`plan`].
 /// Returns (G̃, flag): flag \[1\] is 0 where G holds NaN or ±∞, else 1.
 pub fn launch(basis: CubeTensor, g: CubeTensor, limits: Limits) -> (CubeTensor, CubeTensor) {
     launch_with(basis, g, 1, limits)

@@ -6,7 +6,7 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::Shape;
 
-use super::{
+use super::launch::{
     Limits, Templated, assert_f32_on_wgsl, chunk_rows, empty_f32, f32_from, row_chunk,
     stored_gradient,
 };

@@ -6,7 +6,7 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::Shape;
 
-use super::{
+use super::launch::{
     BLOCK, Limits, MAX_WORKGROUPS, Templated, assert_f32_on_wgsl, chunk_rows, empty_f32, row_chunk,
 };
 

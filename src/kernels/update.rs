@@ -5,7 +5,7 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::Shape;
 
-use super::{
+use super::launch::{
     BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups, contiguous_transpose,
     empty_f32, is_transposed_view, row_chunk,
 };
@@ -35,7 +35,7 @@ pub fn plan(a: usize, r: usize, b: usize, transposed: bool, limits: Limits) -> O
 
 /// W' = d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ, from `scalars` [α, d, s, k, flag];
 /// `recovery` holds (G, ψ, G̃) when recovery scaling is on. S, W and G over the binding
-/// limit are updated in row chunks (left layout only). The caller ([`super::update_within`]) has
+/// limit are updated in row chunks (left layout only). The caller ([`super::update`]) has
 /// checked the runtime, the dtypes and [`plan`].
 pub fn launch(
     basis: CubeTensor,

@@ -2,7 +2,9 @@
 
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor, TensorData};
-use subtrack::kernels::{self, Limits, RecoveryTerm, Rotation, UpdateCoefficients};
+use subtrack::kernels::{
+    self, Limits, RecoveryInputs, RecoveryTerm, Rotation, Route, UpdateCoefficients, UpdateInputs,
+};
 use subtrack::moments::AdamParams;
 use subtrack::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubTrackState};
 use subtrack::{basis, geodesic};
@@ -11,11 +13,12 @@ use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};
 
 /// WebGPU's limits with a smaller storage binding.
-fn bytes(max_binding_bytes: usize) -> Limits {
-    Limits {
+/// The WGSL route with storage bindings of at most `max_binding_bytes`.
+fn wgsl_within(max_binding_bytes: usize) -> Route {
+    Route::WGSL.within(Limits {
         max_binding_bytes,
         ..Limits::WEBGPU
-    }
+    })
 }
 
 /// A random a×r matrix with orthonormal columns (Gram–Schmidt in f64).
@@ -64,7 +67,7 @@ fn projection_kernel_matches_the_portable_path() {
             let g_dev = stored(&g, view, &device);
             let before = kernels::launches("project", [a, r, b]);
             let in_place = kernels::launches("project: Gᵀ in place", [a, r, b]);
-            let (got, flag) = kernels::project_checked(&s_dev, &g_dev, true);
+            let (got, flag) = kernels::project_checked(&s_dev, &g_dev, Route::WGSL);
             let got = download(got);
             assert_eq!(
                 kernels::launches("project", [a, r, b]),
@@ -91,7 +94,7 @@ fn projection_kernel_matches_the_portable_path() {
                 let mut g_bad = g.clone();
                 g_bad.data[a * b - 1] = bad;
                 let (_, flag) =
-                    kernels::project_checked(&s_dev, &stored(&g_bad, view, &device), true);
+                    kernels::project_checked(&s_dev, &stored(&g_bad, view, &device), Route::WGSL);
                 assert_eq!(flag.into_scalar::<f32>(), 0.0, "{case}: {bad}");
             }
         }
@@ -206,7 +209,7 @@ fn projection_splits_tensors_over_the_binding_limit() {
     let expected = s.t().mul(&g);
     let (s_dev, g_dev) = (upload(&s, &device), upload(&g, &device));
     let before = kernels::launches("project", [a, r, b]);
-    let got = download(kernels::project_within(&s_dev, &g_dev, true, bytes(46_080)).0);
+    let got = download(kernels::project_checked(&s_dev, &g_dev, wgsl_within(46_080)).0);
     assert_eq!(
         kernels::launches("project", [a, r, b]),
         before + 3,
@@ -216,7 +219,7 @@ fn projection_splits_tensors_over_the_binding_limit() {
     // A transposed view over the limit is laid out a×b and chunked the same way.
     let viewed = stored(&g, true, &device);
     let in_place = kernels::launches("project: Gᵀ in place", [a, r, b]);
-    let got = download(kernels::project_within(&s_dev, &viewed, true, bytes(46_080)).0);
+    let got = download(kernels::project_checked(&s_dev, &viewed, wgsl_within(46_080)).0);
     assert_eq!(
         kernels::launches("project", [a, r, b]),
         before + 6,
@@ -230,7 +233,7 @@ fn projection_splits_tensors_over_the_binding_limit() {
     assert_close(&got, &expected, 1e-5, "chunked view vs f64");
     let before = before + 3;
     // A limit under 64 rows cannot be chunked with aligned offsets: Burn's matmul runs.
-    let fallback = download(kernels::project_within(&s_dev, &g_dev, true, bytes(10_000)).0);
+    let fallback = download(kernels::project_checked(&s_dev, &g_dev, wgsl_within(10_000)).0);
     assert_eq!(
         kernels::launches("project", [a, r, b]),
         before + 3,
@@ -240,7 +243,7 @@ fn projection_splits_tensors_over_the_binding_limit() {
     // The step flag comes from the same pass over G, in every chunk: 1 for this G, 0 when a
     // NaN or −∞ sits in the last chunk, on the kernel and on the fallback alike.
     let flag = |g: &Mat, limit: usize| {
-        let (_, f) = kernels::project_within(&s_dev, &upload(g, &device), true, bytes(limit));
+        let (_, f) = kernels::project_checked(&s_dev, &upload(g, &device), wgsl_within(limit));
         f.into_scalar::<f32>()
     };
     assert_eq!(flag(&g, 46_080), 1.0);
@@ -270,7 +273,7 @@ fn update_splits_tensors_over_the_binding_limit() {
         let before = kernels::launches("update", [a, r, b]);
         // 360 bytes a row: chunks of 128, 128 and 44 rows in the left layout; a transposed
         // W cannot be split by rows, so it takes the tensor-op path.
-        let got = case.run_within(coefficients, true, None, &device, bytes(46_080));
+        let got = case.run_on(coefficients, true, None, &device, wgsl_within(46_080));
         let launched = kernels::launches("update", [a, r, b]) - before;
         assert_eq!(
             launched,
@@ -298,7 +301,7 @@ fn projection_falls_back_off_wgsl() {
         TensorData::new((0..12).map(|x| x as f32).collect::<Vec<_>>(), [3, 4]),
         &device,
     );
-    let got: Vec<f32> = kernels::project(&s, &g, true, false)
+    let got: Vec<f32> = kernels::project(&s, &g, Route::WGSL)
         .into_data()
         .try_into_vec()
         .unwrap();
@@ -374,6 +377,7 @@ impl UpdateCase {
         self.weight.sub(&u.scale(c.alpha)).scale(c.decay)
     }
 
+    /// On the WGSL route (the tensor ops where the kernel cannot run).
     fn run(
         &self,
         c: UpdateCoefficients,
@@ -381,49 +385,27 @@ impl UpdateCase {
         flag: Option<f32>,
         device: &Device,
     ) -> Mat {
-        self.run_within(c, recovery, flag, device, Limits::WEBGPU)
+        self.run_on(c, recovery, flag, device, Route::WGSL)
     }
 
-    fn run_within(
+    fn run_on(
         &self,
         c: UpdateCoefficients,
         recovery: bool,
         flag: Option<f32>,
         device: &Device,
-        limits: Limits,
-    ) -> Mat {
-        self.run_routed(c, recovery, flag, device, limits, true, false)
-    }
-
-    /// With the fused CPU loops on `flex` and the WGSL kernels off.
-    fn run_fused(&self, c: UpdateCoefficients, recovery: bool, device: &Device) -> Mat {
-        self.run_routed(c, recovery, None, device, Limits::WEBGPU, false, true)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn run_routed(
-        &self,
-        c: UpdateCoefficients,
-        recovery: bool,
-        flag: Option<f32>,
-        device: &Device,
-        limits: Limits,
-        wgsl: bool,
-        cpu: bool,
+        route: Route,
     ) -> Mat {
         let flag = flag.map(|f| Tensor::<1>::from_floats([f], device));
-        download(kernels::update_within(
-            &upload(&self.basis, device),
-            upload(&self.normalized, device),
-            upload(&self.weight, device),
-            recovery.then(|| self.recovery(device)),
-            c,
-            self.transposed,
-            flag.as_ref(),
-            wgsl,
-            cpu,
-            limits,
-        ))
+        let basis = upload(&self.basis, device);
+        let inputs = UpdateInputs {
+            basis: &basis,
+            normalized: upload(&self.normalized, device),
+            weight: upload(&self.weight, device),
+            transposed: self.transposed,
+            recovery: recovery.then(|| self.recovery(device)),
+        };
+        download(kernels::update(inputs, c, flag.as_ref(), route))
     }
 }
 
@@ -510,13 +492,13 @@ fn fused_cpu_update_matches_the_portable_path() {
                         "{a}×{r}×{b}, transposed {transposed} (G a view {grad_view}), recovery {recovery}, decay {decay}"
                     );
                     let before = kernels::launches("update: flex", [a, r, b]);
-                    let fused = case.run_fused(c, recovery, &cpu);
+                    let fused = case.run_on(c, recovery, None, &cpu, Route::CPU);
                     assert_eq!(
                         kernels::launches("update: flex", [a, r, b]),
                         before + 1,
                         "{name}: the fused loop did not run"
                     );
-                    let portable = case.run_within(c, recovery, None, &cpu, Limits::WEBGPU);
+                    let portable = case.run_on(c, recovery, None, &cpu, Route::PORTABLE);
                     let expected = case.expected(c, recovery);
                     assert_close(&fused, &portable, 1e-6, format_args!("{name}: vs portable"));
                     assert_close(&fused, &expected, 1e-5, format_args!("{name}: vs f64"));
@@ -542,18 +524,15 @@ fn fused_cpu_update_leaves_a_shared_weight_intact() {
             let case = UpdateCase::new(40, 6, 70, transposed, &mut rng);
             let weight = upload(&case.weight, &cpu);
             let kept = weight.clone();
-            let stepped = download(kernels::update_within(
-                &upload(&case.basis, &cpu),
-                upload(&case.normalized, &cpu),
+            let basis = upload(&case.basis, &cpu);
+            let inputs = UpdateInputs {
+                basis: &basis,
+                normalized: upload(&case.normalized, &cpu),
                 weight,
-                recovery.then(|| case.recovery(&cpu)),
-                c,
                 transposed,
-                None,
-                false,
-                true,
-                Limits::WEBGPU,
-            ));
+                recovery: recovery.then(|| case.recovery(&cpu)),
+            };
+            let stepped = download(kernels::update(inputs, c, None, Route::CPU));
             let name = format!("transposed {transposed}, recovery {recovery}");
             assert_eq!(
                 download(kept).data,
@@ -601,9 +580,9 @@ fn fused_cpu_column_sums_match_the_portable_path() {
         ];
         for (what, x, transposed, expected) in cases {
             let before = kernels::launches("column_sq: flex", [a, 0, b]);
-            let fused = download(kernels::column_sq_fused(&x, transposed, true));
+            let fused = download(kernels::column_sq_fused(&x, transposed, Route::CPU));
             assert_eq!(kernels::launches("column_sq: flex", [a, 0, b]), before + 1);
-            let portable = download(kernels::column_sq_fused(&x, transposed, false));
+            let portable = download(kernels::column_sq_fused(&x, transposed, Route::PORTABLE));
             let expected = Mat {
                 rows: 1,
                 cols: b,
@@ -676,13 +655,13 @@ fn fused_cpu_projection_matches_the_portable_path() {
         for (what, basis, s_ref, grad, g_ref) in cases {
             let expected = round(s_ref).t().mul(&round(g_ref));
             let before = kernels::launches("project: flex", [a, r, b]);
-            let fused = download(kernels::project(&basis, &grad, false, true));
+            let fused = download(kernels::project(&basis, &grad, Route::CPU));
             assert_eq!(
                 kernels::launches("project: flex", [a, r, b]),
                 before + 1,
                 "{a}×{r}×{b} {what}: the fused projection did not run"
             );
-            let portable = download(kernels::project(&basis, &grad, false, false));
+            let portable = download(kernels::project(&basis, &grad, Route::PORTABLE));
             assert_eq!((fused.rows, fused.cols), (r, b));
             let case = format!("{a}×{r}×{b} {what}");
             assert_close(&fused, &portable, 1e-6, format_args!("{case}: vs portable"));
@@ -767,8 +746,7 @@ fn adam_kernel_matches_the_portable_path() {
                         moved: moved.as_ref(),
                     }),
                     flag.as_ref(),
-                    true,
-                    false,
+                    Route::WGSL,
                 );
                 [out.moment_1, out.moment_2, out.normalized].map(download)
             };
@@ -830,8 +808,7 @@ fn fused_cpu_adam_matches_the_portable_path() {
                         moved: None,
                     }),
                     None,
-                    false,
-                    fused,
+                    if fused { Route::CPU } else { Route::PORTABLE },
                 );
                 assert_eq!(
                     download(kept.0).data,
@@ -955,21 +932,18 @@ fn recovery_kernels_match_the_portable_path() {
                 let run = |dev: &Device, flag: Option<f32>| {
                     let flag = flag.map(|f| Tensor::<1>::from_floats([f], dev));
                     let prev = previous.map(|p| Tensor::<1>::from_floats([p as f32], dev));
-                    let out = kernels::recovery_within(
-                        &stored(&g, view, dev),
-                        view,
-                        None,
-                        &upload(&g_low, dev),
-                        &upload(&n, dev),
-                        variant,
-                        scale,
-                        zeta,
-                        prev.as_ref(),
-                        flag.as_ref(),
-                        true,
-                        false,
-                        bytes(limit),
-                    );
+                    let (grad, g_low, n) =
+                        (stored(&g, view, dev), upload(&g_low, dev), upload(&n, dev));
+                    let inputs = RecoveryInputs {
+                        grad: &grad,
+                        transposed: view,
+                        grad_sq: None,
+                        g_low: &g_low,
+                        normalized: &n,
+                        previous: prev.as_ref(),
+                    };
+                    let route = wgsl_within(limit);
+                    let out = kernels::recovery(inputs, variant, scale, zeta, flag.as_ref(), route);
                     assert_eq!(out.kept_weight, k);
                     let norm: f64 = out.norm.into_scalar::<f32>() as f64;
                     (download(out.scaled_phi), norm)
@@ -1258,9 +1232,11 @@ fn wide_matrices_take_several_launches_past_the_workgroup_limit() {
     let s = orthonormal(a, r, &mut rng);
     let g = rng.mat(a, b);
     let before = kernels::launches("project", [a, r, b]);
-    let got = download(
-        kernels::project_within(&upload(&s, &device), &upload(&g, &device), true, narrow).0,
-    );
+    let got = download(kernels::project(
+        &upload(&s, &device),
+        &upload(&g, &device),
+        Route::WGSL.within(narrow),
+    ));
     assert_eq!(
         kernels::launches("project", [a, r, b]),
         before + 3,
@@ -1276,34 +1252,32 @@ fn wide_matrices_take_several_launches_past_the_workgroup_limit() {
     let (m, g_low) = (rng.mat(r, b), rng.mat(r, b));
     let v = Mat::from_fn(r, b, |i, j| m.at(i, j).powi(2) + 0.1);
     let c = Mat::from_fn(r, r, |i, j| if i == j { 0.9 } else { 0.05 });
-    let run = |dev: &Device, limits: Limits| {
+    let run = |dev: &Device, route: Route| {
         let c_dev = upload(&c, dev);
         let rotation = Rotation {
             change_of_basis: &c_dev,
             variant: ProjectionAware::Paper,
             moved: None,
         };
-        let out = kernels::adam_within(
+        let out = kernels::adam(
             upload(&m, dev),
             upload(&v, dev),
             &upload(&g_low, dev),
             &params,
             Some(rotation),
             None,
-            true,
-            false,
-            limits,
+            route,
         );
         [out.moment_1, out.moment_2, out.normalized].map(download)
     };
     let before = kernels::launches("adam", [r, r, b]);
-    let got = run(&device, narrow);
+    let got = run(&device, Route::WGSL.within(narrow));
     assert_eq!(
         kernels::launches("adam", [r, r, b]),
         before + 3,
         "three column groups"
     );
-    let portable = run(&cpu, Limits::WEBGPU);
+    let portable = run(&cpu, Route::PORTABLE);
     for k in 0..3 {
         assert_close(
             &got[k],
@@ -1321,7 +1295,13 @@ fn wide_matrices_take_several_launches_past_the_workgroup_limit() {
     for transposed in [false, true] {
         let case = UpdateCase::new(a, r, b, transposed, &mut rng);
         let before = kernels::launches("update", [a, r, b]);
-        let got = case.run_within(coefficients, true, None, &device, narrow);
+        let got = case.run_on(
+            coefficients,
+            true,
+            None,
+            &device,
+            Route::WGSL.within(narrow),
+        );
         assert_eq!(
             kernels::launches("update", [a, r, b]),
             before + 3,

@@ -1,0 +1,332 @@
+//! The [`SubTrackKernels`] backend extension: one operation per WGSL launch, implemented
+//! for Burn's CubeCL backend (the launchers beside this file) and, through
+//! `backend_extension`, for its fusion layer, so the kernels run with fusion on.
+
+use burn::backend::Backend;
+use burn::backend::backend_extension;
+use burn::backend::fusion::custom::TensorSpec;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::wgpu::CubeBackend;
+use burn::tensor::Shape;
+
+use super::launch::Limits;
+use super::project::projected_shape;
+use super::{adam, project, recovery, tracking, update};
+
+/// Operations with a WGSL implementation. `params` and `scalars` are small f32 tensors whose
+/// last element is the step flag (1 = step, 0 = skip), so that a skip decided on the device
+/// needs no read-back.
+#[backend_extension(Cube, Fusion)]
+pub trait SubTrackKernels: Backend {
+    /// (G̃ = SᵀG, flag): `basis` a×r, `g` a×b → r×b (algorithm.md §2, canonical left
+    /// layout), and the step flag \[1\] (0 where G holds NaN or ±∞). S and G over
+    /// `max_binding_bytes` are split into row chunks, columns past `max_workgroups` blocks
+    /// into several launches.
+    #[fusion(meta = |s, g, _b, _w| (
+        TensorSpec::new(projected_shape(&s.shape, &g.shape), g.dtype),
+        TensorSpec::new(Shape::from([1]), g.dtype),
+    ))]
+    fn wgsl_project(
+        basis: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        max_binding_bytes: usize,
+        max_workgroups: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Split-K projection: (`splits` partial sums of SᵀG stacked as (splits·r)×b, flag).
+    #[fusion(meta = |s, g, k| (
+        TensorSpec::new(Shape::from([k * s.shape[1], g.shape[1]]), g.dtype),
+        TensorSpec::new(Shape::from([1]), g.dtype),
+    ))]
+    fn wgsl_project_split(
+        basis: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        splits: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Low-rank Adam (§2): (M', V', N) from M, V, G̃ (r×b) and `params`
+    /// [β1, 1−β1, β2, 1−β2, ε, v_scale, moved, flag].
+    #[fusion(meta = |m, _v, _g, _p, _b, _w| (m.clone(), m.clone(), m.clone()))]
+    fn wgsl_adam(
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        max_binding_bytes: usize,
+        max_workgroups: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// [`wgsl_adam`](SubTrackKernels::wgsl_adam) after rotating M and V with C = S_newᵀ·S_old
+    /// (r×r, §5) where `moved` (in `params`) is 1.
+    #[fusion(meta = |m, _v, _g, _p, _c, _b, _w| (m.clone(), m.clone(), m.clone()))]
+    fn wgsl_adam_rotate(
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        change: FloatTensor<Self>,
+        max_binding_bytes: usize,
+        max_workgroups: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Recovery scales (§7) without a previous norm: (ψ 1×b, ‖Λ‖ \[1\]) from G (a×b), G̃ and
+    /// N (r×b) and `params` [2k − k², ζ, flag]. G over `max_binding_bytes` is read in row
+    /// chunks. `tiled`: the column norms by 64×64 tiles (experimental, see
+    /// [`set_tiled_recovery_norms`](super::set_tiled_recovery_norms)).
+    #[fusion(meta = |g, _l, _n, _p, _m, _t| recovery_meta(g, _l, _n, _p, _m))]
+    fn wgsl_recovery(
+        grad: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        max_binding_bytes: usize,
+        tiled: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// [`wgsl_recovery`](SubTrackKernels::wgsl_recovery) with the norm-growth limiter
+    /// against `previous` = Λ_prev (\[1\]).
+    #[fusion(meta = |g, _l, _n, _p, _q, _m, _t| recovery_meta(g, _l, _n, _p, _m))]
+    fn wgsl_recovery_limited(
+        grad: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        previous: FloatTensor<Self>,
+        max_binding_bytes: usize,
+        tiled: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// W' = d·(W − α·s·S·N) (§2): `basis` a×r, `normalized` r×b, `weight` a×b or b×a
+    /// (`transposed`), `scalars` [α, d, s, k, flag].
+    #[fusion(dtype = weight, shape = weight)]
+    fn wgsl_update(
+        basis: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scalars: FloatTensor<Self>,
+        transposed: bool,
+        max_binding_bytes: usize,
+        max_workgroups: usize,
+    ) -> FloatTensor<Self>;
+
+    /// W' = d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ (§2 with §7 folded in): `grad` a×b,
+    /// `psi` 1×b, `g_low` r×b.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(dtype = weight, shape = weight)]
+    fn wgsl_update_recovery(
+        basis: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scalars: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        psi: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        transposed: bool,
+        max_binding_bytes: usize,
+        max_workgroups: usize,
+    ) -> FloatTensor<Self>;
+
+    /// out = X·Yᵀ (X m×k, Y n×k → m×n): G·Aᵀ, A·Aᵀ and the re-orthonormalisation
+    /// products of the tracking step (§4). X over `max_binding_bytes` is split into row
+    /// chunks.
+    #[fusion(dtype = x, shape = Shape::from([x[0], y[0]]))]
+    fn wgsl_product(
+        x: FloatTensor<Self>,
+        y: FloatTensor<Self>,
+        max_binding_bytes: usize,
+    ) -> FloatTensor<Self>;
+
+    /// The top singular triplet of ∇F and the geodesic angle (§4): [v (r), σ, θ, cos θ,
+    /// sin θ, moved] from P = ∇Fᵀ∇F, its normalised power Q (r×r) and `params`
+    /// [η, θ_max (< 0: none), floor, ‖G‖²_F, flag].
+    #[fusion(dtype = normal, shape = Shape::from([normal[0] + 5]))]
+    fn wgsl_top_singular(
+        normal: FloatTensor<Self>,
+        powered: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// The geodesic update (§4): (S', C = S'ᵀS) from S and ∇F (a×r) and the triplet.
+    #[fusion(meta = |s, _f, _t| (s.clone(), TensorSpec::new(Shape::from([s.shape[1], s.shape[1]]), s.dtype)))]
+    fn wgsl_geodesic_step(
+        basis: FloatTensor<Self>,
+        tangent: FloatTensor<Self>,
+        triplet: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Re-orthonormalisation (§4): (F, status) from S'ᵀS' (r×r) and `params` \[tol\]; F = L⁻¹
+    /// of its Cholesky factor when the drift exceeds tol (status 1), else I (status 0).
+    #[fusion(meta = |g, _p| (g.clone(), TensorSpec::new(Shape::from([1]), g.dtype)))]
+    fn wgsl_reorthonormalize(
+        gram: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+fn limits(max_binding_bytes: usize, max_workgroups: usize) -> Limits {
+    Limits {
+        max_binding_bytes,
+        max_workgroups,
+    }
+}
+
+/// Output specs of the recovery kernels: ψ [1, b] and the norm \[1\].
+fn recovery_meta(
+    grad: &TensorSpec,
+    _g_low: &TensorSpec,
+    _normalized: &TensorSpec,
+    _params: &TensorSpec,
+    _max_binding_bytes: &usize,
+) -> (TensorSpec, TensorSpec) {
+    (
+        TensorSpec::new(Shape::from([1, grad.shape[1]]), grad.dtype),
+        TensorSpec::new(Shape::from([1]), grad.dtype),
+    )
+}
+
+impl SubTrackKernels for CubeBackend {
+    fn wgsl_project(
+        basis: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        max_binding_bytes: usize,
+        max_workgroups: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        project::launch(basis, g, limits(max_binding_bytes, max_workgroups))
+    }
+
+    fn wgsl_project_split(
+        basis: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        splits: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        project::launch_split(basis, g, splits, Limits::WEBGPU)
+    }
+
+    fn wgsl_adam(
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        max_binding_bytes: usize,
+        max_workgroups: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let limits = limits(max_binding_bytes, max_workgroups);
+        adam::launch(moment_1, moment_2, g_low, params, None, limits)
+    }
+
+    fn wgsl_adam_rotate(
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        change: FloatTensor<Self>,
+        max_binding_bytes: usize,
+        max_workgroups: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let limits = limits(max_binding_bytes, max_workgroups);
+        adam::launch(moment_1, moment_2, g_low, params, Some(change), limits)
+    }
+
+    fn wgsl_recovery(
+        grad: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        max_binding_bytes: usize,
+        tiled: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        recovery::launch(
+            grad,
+            g_low,
+            normalized,
+            params,
+            None,
+            max_binding_bytes,
+            tiled,
+        )
+    }
+
+    fn wgsl_recovery_limited(
+        grad: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        previous: FloatTensor<Self>,
+        max_binding_bytes: usize,
+        tiled: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let limit = max_binding_bytes;
+        recovery::launch(
+            grad,
+            g_low,
+            normalized,
+            params,
+            Some(previous),
+            limit,
+            tiled,
+        )
+    }
+
+    fn wgsl_update(
+        basis: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scalars: FloatTensor<Self>,
+        transposed: bool,
+        max_binding_bytes: usize,
+        max_workgroups: usize,
+    ) -> FloatTensor<Self> {
+        let limits = limits(max_binding_bytes, max_workgroups);
+        update::launch(basis, normalized, weight, scalars, None, transposed, limits)
+    }
+
+    fn wgsl_update_recovery(
+        basis: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scalars: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        psi: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        transposed: bool,
+        max_binding_bytes: usize,
+        max_workgroups: usize,
+    ) -> FloatTensor<Self> {
+        let limits = limits(max_binding_bytes, max_workgroups);
+        let recovery = Some((grad, psi, g_low));
+        update::launch(
+            basis, normalized, weight, scalars, recovery, transposed, limits,
+        )
+    }
+
+    fn wgsl_product(
+        x: FloatTensor<Self>,
+        y: FloatTensor<Self>,
+        max_binding_bytes: usize,
+    ) -> FloatTensor<Self> {
+        tracking::product(x, y, max_binding_bytes)
+    }
+
+    fn wgsl_top_singular(
+        normal: FloatTensor<Self>,
+        powered: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        tracking::top_singular(normal, powered, params)
+    }
+
+    fn wgsl_geodesic_step(
+        basis: FloatTensor<Self>,
+        tangent: FloatTensor<Self>,
+        triplet: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        tracking::geodesic_step(basis, tangent, triplet)
+    }
+
+    fn wgsl_reorthonormalize(
+        gram: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        tracking::reorthonormalize(gram, params)
+    }
+}
