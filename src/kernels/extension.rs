@@ -19,18 +19,17 @@ use super::{adam, project, recovery, tracking, update};
 #[backend_extension(Cube, Fusion)]
 pub trait SubTrackKernels: Backend {
     /// (G̃ = SᵀG, flag): `basis` a×r, `g` a×b → r×b (algorithm.md §2, canonical left
-    /// layout), and the step flag \[1\] (0 where G holds NaN or ±∞). S and G over
-    /// `max_binding_bytes` are split into row chunks, columns past `max_workgroups` blocks
-    /// into several launches.
-    #[fusion(meta = |s, g, _b, _w| (
+    /// layout), and the step flag \[1\] (0 where G holds NaN or ±∞). S and G over the binding
+    /// limit of `limits` are split into row chunks, columns past its workgroup limit into
+    /// several launches.
+    #[fusion(meta = |s, g, _l| (
         TensorSpec::new(projected_shape(&s.shape, &g.shape), g.dtype),
         TensorSpec::new(Shape::from([1]), g.dtype),
     ))]
     fn wgsl_project(
         basis: FloatTensor<Self>,
         g: FloatTensor<Self>,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
+        limits: Limits,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// Split-K projection: (`splits` partial sums of SᵀG stacked as (splits·r)×b, flag).
@@ -46,27 +45,25 @@ pub trait SubTrackKernels: Backend {
 
     /// Low-rank Adam (§2): (M', V', N) from M, V, G̃ (r×b) and `params`
     /// [β1, 1−β1, β2, 1−β2, ε, v_scale, moved, flag].
-    #[fusion(meta = |m, _v, _g, _p, _b, _w| (m.clone(), m.clone(), m.clone()))]
+    #[fusion(meta = |m, _v, _g, _p, _l| (m.clone(), m.clone(), m.clone()))]
     fn wgsl_adam(
         moment_1: FloatTensor<Self>,
         moment_2: FloatTensor<Self>,
         g_low: FloatTensor<Self>,
         params: FloatTensor<Self>,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
+        limits: Limits,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// [`wgsl_adam`](SubTrackKernels::wgsl_adam) after rotating M and V with C = S_newᵀ·S_old
     /// (r×r, §5) where `moved` (in `params`) is 1.
-    #[fusion(meta = |m, _v, _g, _p, _c, _b, _w| (m.clone(), m.clone(), m.clone()))]
+    #[fusion(meta = |m, _v, _g, _p, _c, _l| (m.clone(), m.clone(), m.clone()))]
     fn wgsl_adam_rotate(
         moment_1: FloatTensor<Self>,
         moment_2: FloatTensor<Self>,
         g_low: FloatTensor<Self>,
         params: FloatTensor<Self>,
         change: FloatTensor<Self>,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
+        limits: Limits,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// Recovery scales (§7) without a previous norm: (ψ 1×b, ‖Λ‖ \[1\]) from G (a×b), G̃ and
@@ -105,8 +102,7 @@ pub trait SubTrackKernels: Backend {
         weight: FloatTensor<Self>,
         scalars: FloatTensor<Self>,
         transposed: bool,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
+        limits: Limits,
     ) -> FloatTensor<Self>;
 
     /// W' = d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ (§2 with §7 folded in): `grad` a×b,
@@ -122,8 +118,7 @@ pub trait SubTrackKernels: Backend {
         psi: FloatTensor<Self>,
         g_low: FloatTensor<Self>,
         transposed: bool,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
+        limits: Limits,
     ) -> FloatTensor<Self>;
 
     /// out = X·Yᵀ (X m×k, Y n×k → m×n): G·Aᵀ, A·Aᵀ and the re-orthonormalisation
@@ -163,13 +158,6 @@ pub trait SubTrackKernels: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
-fn limits(max_binding_bytes: usize, max_workgroups: usize) -> Limits {
-    Limits {
-        max_binding_bytes,
-        max_workgroups,
-    }
-}
-
 /// Output specs of the recovery kernels: ψ [1, b] and the norm \[1\].
 fn recovery_meta(
     grad: &TensorSpec,
@@ -188,10 +176,9 @@ impl SubTrackKernels for CubeBackend {
     fn wgsl_project(
         basis: FloatTensor<Self>,
         g: FloatTensor<Self>,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
+        limits: Limits,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        project::launch(basis, g, limits(max_binding_bytes, max_workgroups))
+        project::launch(basis, g, limits)
     }
 
     fn wgsl_project_split(
@@ -207,10 +194,8 @@ impl SubTrackKernels for CubeBackend {
         moment_2: FloatTensor<Self>,
         g_low: FloatTensor<Self>,
         params: FloatTensor<Self>,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
+        limits: Limits,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let limits = limits(max_binding_bytes, max_workgroups);
         adam::launch(moment_1, moment_2, g_low, params, None, limits)
     }
 
@@ -220,10 +205,8 @@ impl SubTrackKernels for CubeBackend {
         g_low: FloatTensor<Self>,
         params: FloatTensor<Self>,
         change: FloatTensor<Self>,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
+        limits: Limits,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let limits = limits(max_binding_bytes, max_workgroups);
         adam::launch(moment_1, moment_2, g_low, params, Some(change), limits)
     }
 
@@ -273,10 +256,8 @@ impl SubTrackKernels for CubeBackend {
         weight: FloatTensor<Self>,
         scalars: FloatTensor<Self>,
         transposed: bool,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
+        limits: Limits,
     ) -> FloatTensor<Self> {
-        let limits = limits(max_binding_bytes, max_workgroups);
         update::launch(basis, normalized, weight, scalars, None, transposed, limits)
     }
 
@@ -289,10 +270,8 @@ impl SubTrackKernels for CubeBackend {
         psi: FloatTensor<Self>,
         g_low: FloatTensor<Self>,
         transposed: bool,
-        max_binding_bytes: usize,
-        max_workgroups: usize,
+        limits: Limits,
     ) -> FloatTensor<Self> {
-        let limits = limits(max_binding_bytes, max_workgroups);
         let recovery = Some((grad, psi, g_low));
         update::launch(
             basis, normalized, weight, scalars, recovery, transposed, limits,

@@ -204,8 +204,7 @@ fn project_flagged(
         let (g_low, flag) = Dispatch::wgsl_project(
             basis.clone().into_dispatch(),
             g.clone().into_dispatch(),
-            limits.max_binding_bytes,
-            limits.max_workgroups,
+            limits,
         );
         (
             Tensor::from_dispatch(g_low),
@@ -356,15 +355,11 @@ pub fn adam(
             moment_2.into_dispatch(),
             g_low.clone().into_dispatch(),
         );
-        let Limits {
-            max_binding_bytes: bytes,
-            max_workgroups: groups,
-        } = limits;
         let (m, v, n) = match rotation {
-            None => Dispatch::wgsl_adam(m, v, g, params, bytes, groups),
+            None => Dispatch::wgsl_adam(m, v, g, params, limits),
             Some(rot) => {
                 let c = rot.change_of_basis.clone().into_dispatch();
-                Dispatch::wgsl_adam_rotate(m, v, g, params, c, bytes, groups)
+                Dispatch::wgsl_adam_rotate(m, v, g, params, c, limits)
             }
         };
         return LowRankAdam {
@@ -463,20 +458,19 @@ pub fn track(
         return None;
     }
     let limits = Limits::WEBGPU;
-    let (limit, groups) = (limits.max_binding_bytes, limits.max_workgroups);
+    let limit = limits.max_binding_bytes;
     let d = |t: &Tensor<2>| t.clone().into_dispatch();
     let product = |x: &Tensor<2>, y: &Tensor<2>| {
         Tensor::<2>::from_dispatch(Dispatch::wgsl_product(d(x), d(y), limit))
     };
-    let gram = |x: &Tensor<2>| {
-        Tensor::<2>::from_dispatch(Dispatch::wgsl_project(d(x), d(x), limit, groups).0)
-    };
+    let gram =
+        |x: &Tensor<2>| Tensor::<2>::from_dispatch(Dispatch::wgsl_project(d(x), d(x), limits).0);
     let unit = |x: Tensor<2>| {
         let norm = x.clone().square().sum().sqrt().reshape([1, 1]);
         x / norm
     };
 
-    let (coefficients, flag) = Dispatch::wgsl_project(d(basis), d(g), limit, groups);
+    let (coefficients, flag) = Dispatch::wgsl_project(d(basis), d(g), limits);
     let (coefficients, flag) = (
         Tensor::<2>::from_dispatch(coefficients),
         Tensor::<1>::from_dispatch(flag),
@@ -492,8 +486,7 @@ pub fn track(
         g_at.into_dispatch(),
         scalars.into_dispatch(),
         false,
-        limit,
-        groups,
+        limits,
     ));
     let normal = gram(&tangent);
     let mut powered = unit(normal.clone());
@@ -737,11 +730,8 @@ pub fn update(
             normalized.into_dispatch(),
             weight.into_dispatch(),
         );
-        let (limit, groups) = (limits.max_binding_bytes, limits.max_workgroups);
         return Tensor::from_dispatch(match recovery {
-            None => Dispatch::wgsl_update(
-                basis, normalized, weight, scalars, transposed, limit, groups,
-            ),
+            None => Dispatch::wgsl_update(basis, normalized, weight, scalars, transposed, limits),
             Some(t) => Dispatch::wgsl_update_recovery(
                 basis,
                 normalized,
@@ -751,8 +741,7 @@ pub fn update(
                 t.psi.into_dispatch(),
                 t.g_low.into_dispatch(),
                 transposed,
-                limit,
-                groups,
+                limits,
             ),
         });
     }
