@@ -16,7 +16,9 @@
 # wgpu needs a Vulkan loader: on a bare NVIDIA machine that is libvulkan1 and, for NVIDIA's
 # driver, libglvnd's libraries (libegl1, libglvnd0, libgl1, libglx0, libgles2, libopengl0).
 #
-# Variables: DEVICE (default auto), REPS (default 5), EXTRA (1: the extra stages below;
+# Variables: DEVICE (default auto), REPS (default 5), SECTIONS (the benchmark's sections, in
+# the order they run; default 4,3,2,1), BATCH (section 4's back-to-back calls per device
+# sync, default 10: one sync costs about as much as a small kernel on a GPU), EXTRA (1: the extra stages below;
 # default off, so that the default call measures what the issues ask and no more), STEPS
 # (pretrain steps, default 300),
 # OUT (default target/bench), LIMIT (seconds per stage, default none: a stage past it is
@@ -33,6 +35,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-target/bench}
 DEVICE=${DEVICE:-auto}
 REPS=${REPS:-5}
+SECTIONS=${SECTIONS:-4,3,2,1}
+BATCH=${BATCH:-10}
 STEPS=${STEPS:-300}
 if [ "${1:-}" = pack ]; then
   cargo build --release --example benchmark --example pretrain_llama || exit 1
@@ -77,8 +81,11 @@ stage() {
   echo "== $name: $((SECONDS - start)) s"
 }
 start=$SECONDS
-stage "benchmark --full" \
-  "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --out "$OUT"
+# The sections whose goals are still open on a GPU first (4: kernels against Burn's matmul
+# and the portable step; 3: the 60m training step against AdamW; 2: the amortised step),
+# so that a call stopped by its time limit keeps those; 1 (subspace update) last.
+stage "benchmark --full --sections $SECTIONS --batch $BATCH" \
+  "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections "$SECTIONS" --batch "$BATCH" --out "$OUT"
 if [ "${EXTRA:-0}" = 1 ]; then
   stage "benchmark --full --sections 3 --train-sizes 60m --optimizers subtrack++ --tiled-recovery-norms" \
     "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections 3 --train-sizes 60m --optimizers subtrack++ --tiled-recovery-norms --out "$OUT/tiled-norms"
