@@ -1,0 +1,58 @@
+//! WGSL kernels (`src/kernels`, `shaders/`) and the fused CPU loops against the portable
+//! path on the same inputs, and both against f64; one file per kernel, as in `src/kernels/`.
+
+mod adam;
+mod flex;
+mod launch;
+mod project;
+mod recovery;
+mod route;
+mod tracking;
+mod update;
+
+use burn::tensor::{Device, Tensor};
+use subtrack::kernels::{Limits, Route};
+
+use crate::reference::{Mat, Rng};
+use crate::upload;
+
+/// The WGSL route with storage bindings of at most `max_binding_bytes`.
+fn wgsl_within(max_binding_bytes: usize) -> Route {
+    Route::WGSL.within(Limits {
+        max_binding_bytes,
+        ..Limits::WEBGPU
+    })
+}
+
+/// A random a×r matrix with orthonormal columns (Gram–Schmidt in f64).
+fn orthonormal(a: usize, r: usize, rng: &mut Rng) -> Mat {
+    let mut m = rng.mat(a, r);
+    for j in 0..r {
+        for k in 0..j {
+            let dot: f64 = (0..a).map(|i| m.at(i, j) * m.at(i, k)).sum();
+            for i in 0..a {
+                m.data[i * r + j] -= dot * m.at(i, k);
+            }
+        }
+        let norm: f64 = (0..a).map(|i| m.at(i, j).powi(2)).sum::<f64>().sqrt();
+        for i in 0..a {
+            m.data[i * r + j] /= norm;
+        }
+    }
+    m
+}
+
+/// `m` on `device`, stored as it is or (`view`) as the transposed view of its stored
+/// transpose, the layout of the right case's canonical gradient.
+fn stored(m: &Mat, view: bool, device: &Device) -> Tensor<2> {
+    if view {
+        upload(&m.t(), device).transpose()
+    } else {
+        upload(m, device)
+    }
+}
+
+/// `m` as f32 values, back in f64: what a skipped step must return bit for bit.
+fn upload_roundtrip(m: &Mat) -> Vec<f64> {
+    m.data.iter().map(|&x| x as f32 as f64).collect()
+}

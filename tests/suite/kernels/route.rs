@@ -1,0 +1,96 @@
+//! The optimizer on the WGSL route: the finite check on the device, no read-back.
+
+use burn::optim::Optimizer;
+use burn::tensor::Tensor;
+use subtrack::kernels::{self};
+use subtrack::{SubTrackConfig, SubTrackState};
+
+use crate::reference::Rng;
+use crate::{download, upload, wgpu_device};
+
+/// Everything a skipped step must leave unchanged, as host values.
+fn snapshot(w: &Tensor<2>, state: &Option<SubTrackState<2>>) -> Vec<Vec<f64>> {
+    let mut out = vec![download(w.clone()).data];
+    match state {
+        Some(SubTrackState::Projected(s)) => {
+            out.push(download(s.basis.clone()).data);
+            out.push(download(s.moment_1.clone()).data);
+            out.push(download(s.moment_2.clone()).data);
+            out.extend(s.limiter_norm.clone().map(|n| download(n.unsqueeze()).data));
+        }
+        Some(SubTrackState::Dense(s)) => {
+            out.push(download(s.moment_1.clone()).data);
+            out.push(download(s.moment_2.clone()).data);
+        }
+        None => {}
+    }
+    out
+}
+
+#[test]
+fn wgsl_route_checks_gradients_on_the_device_and_reads_nothing_back() {
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    let config = SubTrackConfig::subtrack_plus_plus()
+        .with_rank(4)
+        .with_update_interval(5)
+        .with_weight_decay(0.01)
+        .with_wgsl_kernels(true);
+    let optim = config.build().unwrap();
+    let report = optim.report();
+    let mut rng = Rng(5);
+    // A projected 24×40 weight (left case) and a 1×40 one that AdamW updates.
+    for (rows, cols, projected) in [(24, 40, true), (1, 40, false)] {
+        let mut w = upload(&rng.mat(rows, cols), &device);
+        let mut state = None;
+        let step = |w: Tensor<2>, g: Tensor<2>, state| {
+            let reads = report.host_reads();
+            let (w, state) = optim.step(0.01, w, g, state);
+            (w, state, report.host_reads() - reads)
+        };
+        // Steps k = 0 … 9, subspace updates at k = 5 and the NaN step k = 10 included.
+        for t in 0..10 {
+            let g = upload(&rng.mat(rows, cols), &device);
+            let (nw, ns, reads) = step(w, g, state);
+            (w, state) = (nw, ns);
+            if projected && t == 0 {
+                assert!(reads > 0, "the first basis is found on the host");
+            } else {
+                assert_eq!(reads, 0, "step {t} of a {rows}×{cols} weight read back");
+            }
+        }
+        // A NaN gradient: nothing read back, nothing changed, the skip counted on the device.
+        let before = snapshot(&w, &state);
+        let skips = report.nonfinite_skips();
+        let mut bad = rng.mat(rows, cols);
+        bad.data[3] = f64::NAN;
+        let (nw, ns, reads) = step(w, upload(&bad, &device), state);
+        (w, state) = (nw, ns);
+        assert_eq!(reads, 0, "a skipped {rows}×{cols} step read back");
+        assert_eq!(
+            snapshot(&w, &state),
+            before,
+            "a skipped {rows}×{cols} step changed the weight or its state"
+        );
+        assert_eq!(report.nonfinite_skips(), skips + 1);
+        // The skipped step still counts toward k (the host never learnt of it).
+        assert_eq!(state.as_ref().map(|s| s.step()), Some(11));
+        // Steps go on normally after the skip.
+        let (nw, _, _) = step(w, upload(&rng.mat(rows, cols), &device), state);
+        assert!(download(nw).data.iter().all(|x| x.is_finite()));
+    }
+    assert!(
+        kernels::launches("adam", [4, 4, 40]) > 0,
+        "the Adam kernel ran"
+    );
+    assert!(
+        kernels::launches("recovery", [24, 4, 40]) > 0,
+        "the recovery kernels ran"
+    );
+    assert!(
+        kernels::launches("geodesic_step", [24, 4, 4]) > 0,
+        "the tracking kernels ran"
+    );
+    assert_eq!(report.subspace_updates(), 2, "k = 5 and the skipped k = 10");
+}
