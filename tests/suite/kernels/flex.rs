@@ -10,7 +10,7 @@ use crate::{assert_close, download, upload};
 
 use super::adam::{adam_f64, adam_inputs, assert_adam_close};
 use super::update::UpdateCase;
-use super::{stored, upload_roundtrip};
+use super::{orthonormal, stored, upload_roundtrip};
 
 /// The fused CPU update on `flex` against the tensor-op path on the same device and the f64
 /// formula: both layouts, G a view or stored, with and without recovery and decay.
@@ -211,7 +211,30 @@ fn fused_cpu_projection_matches_the_portable_path() {
             let case = format!("{a}×{r}×{b} {what}");
             assert_close(&fused, &portable, 1e-6, format_args!("{case}: vs portable"));
             assert_close(&fused, &expected, 1e-5, format_args!("{case}: vs f64"));
+            // With the step flag: the same fused projection, and G's flag from a pass of its
+            // own (1 here: every element is finite).
+            let (checked, flag) = kernels::project_checked(&basis, &grad, Route::CPU);
+            assert_eq!(
+                kernels::launches("project: flex", [a, r, b]),
+                before + 2,
+                "{case}: project_checked took the fused projection"
+            );
+            assert_eq!(
+                download(checked).data,
+                fused.data,
+                "{case}: checked vs plain"
+            );
+            assert_eq!(flag.into_scalar::<f32>(), 1.0, "{case}: flag");
         }
+    }
+    // A NaN or ±∞ anywhere in G gives flag 0 on the fused route too.
+    let (basis, g) = (orthonormal(40, 6, &mut rng), rng.mat(40, 70));
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let mut g_bad = g.clone();
+        g_bad.data[39 * 70 + 69] = bad;
+        let (_, flag) =
+            kernels::project_checked(&upload(&basis, &cpu), &upload(&g_bad, &cpu), Route::CPU);
+        assert_eq!(flag.into_scalar::<f32>(), 0.0, "{bad} in G");
     }
 }
 
