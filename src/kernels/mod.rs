@@ -132,10 +132,10 @@ fn report_fallback(device: &Device) {
 /// in row chunks, columns past the workgroup limit in several launches); tensor ops
 /// otherwise.
 pub fn project(basis: &Tensor<2>, g: &Tensor<2>, route: Route) -> Tensor<2> {
-    if route.wgsl && PROJECTION_SPLITS.with(Cell::get) > 1 && wgsl_available(&g.device()) {
-        return project_checked(basis, g, route).0;
+    match split_by_hook(basis, g, route) {
+        Some((g_low, _)) => g_low,
+        None => project_flagged(basis, g, route).0,
     }
-    project_flagged(basis, g, route).0
 }
 
 thread_local! {
@@ -164,11 +164,17 @@ pub fn set_projection_splits(splits: usize) {
 /// (G̃, flag): [`project`] with the step flag of G ([`step_flag`]), which the WGSL kernel
 /// finds while it reads G (no pass of its own); the other routes take a pass for it.
 pub fn project_checked(basis: &Tensor<2>, g: &Tensor<2>, route: Route) -> (Tensor<2>, Tensor<1>) {
+    split_by_hook(basis, g, route)
+        .unwrap_or_else(|| with_step_flag(project_flagged(basis, g, route), g))
+}
+
+/// [`project_split`] where [`set_projection_splits`] asked for more than one split on the
+/// WGSL route and G is on a WGSL device (elsewhere `None`, so the fused CPU loops keep
+/// their route).
+fn split_by_hook(basis: &Tensor<2>, g: &Tensor<2>, route: Route) -> Option<(Tensor<2>, Tensor<1>)> {
     let splits = PROJECTION_SPLITS.with(Cell::get);
-    if route.wgsl && splits > 1 && wgsl_available(&g.device()) {
-        return project_split(basis, g, splits);
-    }
-    with_step_flag(project_flagged(basis, g, route), g)
+    (route.wgsl && splits > 1 && wgsl_available(&g.device()))
+        .then(|| project_split(basis, g, splits))
 }
 
 /// (G̃, flag) from [`project_flagged`]'s result: its flag, or G's own ([`step_flag`]).
