@@ -21,6 +21,7 @@ use subtrack::basis::{
     top_singular_basis,
 };
 use subtrack::geodesic::geodesic_step;
+use subtrack::kernels::ProjectionTile;
 use subtrack::pretrain::alloc::CountingAlloc;
 use subtrack::pretrain::device::{self, Picked, pick};
 use subtrack::pretrain::report::human_bytes;
@@ -66,6 +67,7 @@ struct Args {
     optimizers: Vec<OptimizerKind>,
     train_sizes: Option<Vec<String>>,
     projection_splits: usize,
+    projection_tile: ProjectionTile,
     tiled_recovery_norms: bool,
 }
 
@@ -83,6 +85,7 @@ fn parse() -> Result<Args, String> {
         optimizers: OptimizerKind::ALL.to_vec(),
         train_sizes: None,
         projection_splits: 1,
+        projection_tile: ProjectionTile::Block64,
         tiled_recovery_norms: false,
     };
     let mut it = std::env::args().skip(1);
@@ -124,6 +127,13 @@ fn parse() -> Result<Args, String> {
                     .filter(|r| *r > 0)
                     .ok_or("--projection-splits takes a positive integer")?
             }
+            "--projection-tile" => {
+                args.projection_tile = match value()?.as_str() {
+                    "64" => ProjectionTile::Block64,
+                    "128" => ProjectionTile::Block128,
+                    _ => return Err("--projection-tile takes 64 or 128".into()),
+                }
+            }
             "--tiled-recovery-norms" => args.tiled_recovery_norms = true,
             "--out" => args.out = PathBuf::from(value()?),
             "--svd-max" => {
@@ -143,7 +153,7 @@ fn parse() -> Result<Args, String> {
                 args.sections = sections;
             }
             "-h" | "--help" => {
-                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4] [--no-wgsl-kernels] [--no-cpu-kernels] [--batch N] [--optimizers adamw,galore,subtrack-grad,subtrack++] [--train-sizes 20m,60m] [--projection-splits N] [--tiled-recovery-norms]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only), run in the order given\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)\n  --no-wgsl-kernels: sections 2 and 3 run the projected optimizers on Burn's tensor ops on wgpu too (default: the WGSL kernels, as SubTrackConfig does)\n  --no-cpu-kernels: sections 2 and 3 run the projected optimizers' a×b passes on Burn's tensor ops on the CPU (flex) too (default: the fused loops)\n  --batch N: section 4 times N back-to-back calls per repetition and one device sync (projections and optimizer steps; default 1; on a GPU, hides the sync's latency)\n  --optimizers: which optimizers sections 2 and 3 run (default all four)\n  --train-sizes: the llama sizes of section 3 (default tiny,9m; 20m,60m with --full)\n  --projection-splits N: the optimizer's WGSL projections use split-K with N partial sums (experimental; default 1, off)\n  --tiled-recovery-norms: the optimizer's WGSL recovery column norms use 64×64 tiles over a 2-D grid (experimental; default off)".into())
+                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4] [--no-wgsl-kernels] [--no-cpu-kernels] [--batch N] [--optimizers adamw,galore,subtrack-grad,subtrack++] [--train-sizes 20m,60m] [--projection-splits N] [--projection-tile 64|128] [--tiled-recovery-norms]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only), run in the order given\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)\n  --no-wgsl-kernels: sections 2 and 3 run the projected optimizers on Burn's tensor ops on wgpu too (default: the WGSL kernels, as SubTrackConfig does)\n  --no-cpu-kernels: sections 2 and 3 run the projected optimizers' a×b passes on Burn's tensor ops on the CPU (flex) too (default: the fused loops)\n  --batch N: section 4 times N back-to-back calls per repetition and one device sync (projections and optimizer steps; default 1; on a GPU, hides the sync's latency)\n  --optimizers: which optimizers sections 2 and 3 run (default all four)\n  --train-sizes: the llama sizes of section 3 (default tiny,9m; 20m,60m with --full)\n  --projection-splits N: the optimizer's WGSL projections use split-K with N partial sums (experimental; default 1, off)\n  --projection-tile 128: the optimizer's WGSL projections compute 128×128 blocks of G̃ (project_wide.wgsl; experimental; default 64)\n  --tiled-recovery-norms: the optimizer's WGSL recovery column norms use 64×64 tiles over a 2-D grid (experimental; default off)".into())
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -591,9 +601,9 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<
     // Projections first, all shapes, then the tracking step, whose set-up reads back.
     for &(a, r, b) in &shapes {
         let (s, g) = inputs(a, r, b);
-        // One split is the single launch, whatever `--projection-splits` set for the
-        // optimizer's own projections.
-        let single = || kernels::project_split(&s, &g, 1).0;
+        // One split is the single launch, whatever `--projection-splits` and
+        // `--projection-tile` set for the optimizer's own projections.
+        let single = || kernels::project_split(&s, &g, 1, ProjectionTile::Block64).0;
         let kernel_ms = timed(&single, batch);
         let portable_ms = timed(&|| subtrack::basis::project(&s, &g), batch);
         eprintln!(
@@ -605,13 +615,26 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<
             portable_ms,
             flops: 2.0 * (a * r * b) as f64,
         });
-        // Split-K variants (experimental; partial sums added by Burn's reduction), against
-        // the same Burn matmul time.
-        for splits in [2, 4, 8] {
-            let kernel_ms = timed(&|| kernels::project_split(&s, &g, splits).0, batch);
-            eprintln!("  project {a}×{b} r={r} split-K ×{splits}: WGSL {kernel_ms:.3} ms");
+        // Experimental variants against the same Burn matmul time: split-K (partial sums
+        // added by Burn's reduction) and the 128×128 tile, alone and with split-K.
+        let variants = [
+            (2, ProjectionTile::Block64),
+            (4, ProjectionTile::Block64),
+            (8, ProjectionTile::Block64),
+            (1, ProjectionTile::Block128),
+            (2, ProjectionTile::Block128),
+            (4, ProjectionTile::Block128),
+        ];
+        for (splits, tile) in variants {
+            let kernel_ms = timed(&|| kernels::project_split(&s, &g, splits, tile).0, batch);
+            let label = match (splits, tile) {
+                (1, ProjectionTile::Block128) => "128×128 tiles".to_string(),
+                (_, ProjectionTile::Block128) => format!("128×128 tiles, split-K ×{splits}"),
+                _ => format!("split-K ×{splits}"),
+            };
+            eprintln!("  project {a}×{b} r={r} {label}: WGSL {kernel_ms:.3} ms");
             rows.push(KernelRow {
-                what: format!("projection SᵀG split-K ×{splits}, {a}×{b}, r = {r}"),
+                what: format!("projection SᵀG {label}, {a}×{b}, r = {r}"),
                 kernel_ms,
                 portable_ms,
                 flops: 2.0 * (a * r * b) as f64,
@@ -706,6 +729,7 @@ fn main() -> ExitCode {
     };
     let dev = picked.device.clone();
     kernels::set_projection_splits(args.projection_splits);
+    kernels::set_projection_tile(args.projection_tile);
     kernels::set_tiled_recovery_norms(args.tiled_recovery_norms);
     let mode = if args.full { "full" } else { "reduced" };
     let started = Instant::now();
@@ -886,6 +910,12 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
             md,
             "Projections of the optimizer steps: split-K with {} partial sums (experimental).\n",
             args.projection_splits
+        );
+    }
+    if args.projection_tile != ProjectionTile::Block64 {
+        let _ = writeln!(
+            md,
+            "Projections of the optimizer steps: 128×128 tiles (experimental).\n"
         );
     }
     if !updates.is_empty() {

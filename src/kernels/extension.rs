@@ -10,7 +10,7 @@ use burn::backend::wgpu::CubeBackend;
 use burn::tensor::Shape;
 
 use super::launch::Limits;
-use super::project::projected_shape;
+use super::project::{ProjectionTile, projected_shape};
 use super::{adam, project, recovery, tracking, update};
 
 /// Operations with a WGSL implementation. `params` and `scalars` are small f32 tensors whose
@@ -21,19 +21,21 @@ pub trait SubTrackKernels: Backend {
     /// (G̃ = SᵀG, flag): `basis` a×r, `g` a×b → r×b (algorithm.md §2, canonical left
     /// layout), and the step flag \[1\] (0 where G holds NaN or ±∞). S and G over the binding
     /// limit of `limits` are split into row chunks, columns past its workgroup limit into
-    /// several launches.
-    #[fusion(meta = |s, g, _l| (
+    /// several launches; each workgroup computes a block of `tile`.
+    #[fusion(meta = |s, g, _t, _l| (
         TensorSpec::new(projected_shape(&s.shape, &g.shape), g.dtype),
         TensorSpec::new(Shape::from([1]), g.dtype),
     ))]
     fn wgsl_project(
         basis: FloatTensor<Self>,
         g: FloatTensor<Self>,
+        tile: ProjectionTile,
         limits: Limits,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// Split-K projection: (`splits` partial sums of SᵀG stacked as (splits·r)×b, flag).
-    #[fusion(meta = |s, g, k| (
+    /// Split-K projection: (`splits` partial sums of SᵀG stacked as (splits·r)×b, flag),
+    /// by blocks of `tile`.
+    #[fusion(meta = |s, g, k, _t| (
         TensorSpec::new(Shape::from([k * s.shape[1], g.shape[1]]), g.dtype),
         TensorSpec::new(Shape::from([1]), g.dtype),
     ))]
@@ -41,6 +43,7 @@ pub trait SubTrackKernels: Backend {
         basis: FloatTensor<Self>,
         g: FloatTensor<Self>,
         splits: usize,
+        tile: ProjectionTile,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// Low-rank Adam (§2): (M', V', N) from M, V, G̃ (r×b) and `params`
@@ -176,17 +179,19 @@ impl SubTrackKernels for CubeBackend {
     fn wgsl_project(
         basis: FloatTensor<Self>,
         g: FloatTensor<Self>,
+        tile: ProjectionTile,
         limits: Limits,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        project::launch(basis, g, limits)
+        project::launch(basis, g, tile, limits)
     }
 
     fn wgsl_project_split(
         basis: FloatTensor<Self>,
         g: FloatTensor<Self>,
         splits: usize,
+        tile: ProjectionTile,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        project::launch_split(basis, g, splits, Limits::WEBGPU)
+        project::launch_split(basis, g, splits, tile, Limits::WEBGPU)
     }
 
     fn wgsl_adam(

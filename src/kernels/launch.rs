@@ -38,7 +38,12 @@ impl Limits {
 /// (first block, blocks) of each launch over the ⌈b/64⌉ 64-column blocks of a matrix, at most
 /// `limits.max_workgroups` blocks a launch.
 pub(super) fn column_groups(b: usize, limits: Limits) -> Vec<(usize, usize)> {
-    let blocks = b.div_ceil(BLOCK);
+    column_groups_of(b, BLOCK, limits)
+}
+
+/// [`column_groups`] over blocks of `block` columns.
+pub(super) fn column_groups_of(b: usize, block: usize, limits: Limits) -> Vec<(usize, usize)> {
+    let blocks = b.div_ceil(block);
     (0..blocks)
         .step_by(limits.max_workgroups)
         .map(|first| (first, limits.max_workgroups.min(blocks - first)))

@@ -40,7 +40,7 @@ use crate::recovery::{RecoveryScales, column_sq, kept_weight, recovery_scales};
 
 pub use extension::SubTrackKernels;
 pub use launch::Limits;
-pub use project::projected_shape;
+pub use project::{ProjectionTile, projected_shape};
 
 use launch::WGSL;
 
@@ -134,12 +134,13 @@ fn report_fallback(device: &Device) {
 pub fn project(basis: &Tensor<2>, g: &Tensor<2>, route: Route) -> Tensor<2> {
     match split_by_hook(basis, g, route) {
         Some((g_low, _)) => g_low,
-        None => project_flagged(basis, g, route).0,
+        None => project_flagged(basis, g, route, projection_tile()).0,
     }
 }
 
 thread_local! {
     static PROJECTION_SPLITS: Cell<usize> = const { Cell::new(1) };
+    static PROJECTION_TILE: Cell<ProjectionTile> = const { Cell::new(ProjectionTile::Block64) };
     static TILED_RECOVERY_NORMS: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -161,11 +162,24 @@ pub fn set_projection_splits(splits: usize) {
     PROJECTION_SPLITS.with(|s| s.set(splits.max(1)));
 }
 
+/// Experimental tuning hook: from now on, the WGSL projections on this thread ([`project`],
+/// [`project_checked`], [`track`]'s A = SᵀG, so the optimizer's steps run here) compute
+/// blocks of `tile` (default [`ProjectionTile::Block64`]). For measuring the 128×128 tile
+/// on a GPU (`benchmark --projection-tile 128`); no default is set from it yet.
+pub fn set_projection_tile(tile: ProjectionTile) {
+    PROJECTION_TILE.with(|t| t.set(tile));
+}
+
+/// The tile [`set_projection_tile`] chose for this thread.
+fn projection_tile() -> ProjectionTile {
+    PROJECTION_TILE.with(Cell::get)
+}
+
 /// (G̃, flag): [`project`] with the step flag of G ([`step_flag`]), which the WGSL kernel
 /// finds while it reads G (no pass of its own); the other routes take a pass for it.
 pub fn project_checked(basis: &Tensor<2>, g: &Tensor<2>, route: Route) -> (Tensor<2>, Tensor<1>) {
     split_by_hook(basis, g, route)
-        .unwrap_or_else(|| with_step_flag(project_flagged(basis, g, route), g))
+        .unwrap_or_else(|| with_step_flag(project_flagged(basis, g, route, projection_tile()), g))
 }
 
 /// [`project_split`] where [`set_projection_splits`] asked for more than one split on the
@@ -174,7 +188,7 @@ pub fn project_checked(basis: &Tensor<2>, g: &Tensor<2>, route: Route) -> (Tenso
 fn split_by_hook(basis: &Tensor<2>, g: &Tensor<2>, route: Route) -> Option<(Tensor<2>, Tensor<1>)> {
     let splits = PROJECTION_SPLITS.with(Cell::get);
     (route.wgsl && splits > 1 && wgsl_available(&g.device()))
-        .then(|| project_split(basis, g, splits))
+        .then(|| project_split(basis, g, splits, projection_tile()))
 }
 
 /// (G̃, flag) from [`project_flagged`]'s result: its flag, or G's own ([`step_flag`]).
@@ -188,12 +202,14 @@ fn with_step_flag(
     }
 }
 
-/// (G̃, the kernel's step flag): the flag only where the WGSL kernel found it while reading
-/// G; the other routes leave it to the caller, who may not need it (two passes over G).
+/// (G̃, the kernel's step flag): the flag only where the WGSL kernel (by blocks of `tile`)
+/// found it while reading G; the other routes leave it to the caller, who may not need it
+/// (two passes over G).
 fn project_flagged(
     basis: &Tensor<2>,
     g: &Tensor<2>,
     route: Route,
+    tile: ProjectionTile,
 ) -> (Tensor<2>, Option<Tensor<1>>) {
     let device = g.device();
     let ([a, r], b) = (basis.dims(), g.dims()[1]);
@@ -210,6 +226,7 @@ fn project_flagged(
         let (g_low, flag) = Dispatch::wgsl_project(
             basis.clone().into_dispatch(),
             g.clone().into_dispatch(),
+            tile,
             limits,
         );
         (
@@ -225,24 +242,30 @@ fn project_flagged(
 }
 
 /// (G̃, flag) by split-K (experimental, for tuning; the optimizer uses [`project_checked`]):
-/// the WGSL kernel writes `splits` partial sums over row ranges of S and G, and Burn's
-/// reduction adds them. More workgroups than [`project`] where r×b is small next to a (the
-/// 60m shapes on a GPU with many multiprocessors), at the cost of splits·r·b floats. Falls
-/// back to the single launch (or the tensor ops) where `splits` is 1 or the split launch
-/// cannot run.
-pub fn project_split(basis: &Tensor<2>, g: &Tensor<2>, splits: usize) -> (Tensor<2>, Tensor<1>) {
+/// the WGSL kernel, by blocks of `tile`, writes `splits` partial sums over row ranges of S
+/// and G, and Burn's reduction adds them. More workgroups than [`project`] where r×b is
+/// small next to a (the 60m shapes on a GPU with many multiprocessors), at the cost of
+/// splits·r·b floats. Falls back to the single launch by blocks of `tile` (or the tensor
+/// ops) where `splits` is 1 or the split launch cannot run.
+pub fn project_split(
+    basis: &Tensor<2>,
+    g: &Tensor<2>,
+    splits: usize,
+    tile: ProjectionTile,
+) -> (Tensor<2>, Tensor<1>) {
     let ([a, r], b) = (basis.dims(), g.dims()[1]);
     let runs = splits > 1
         && [basis, g].iter().all(|t| t.dtype() == DType::F32)
         && project::split_plan(a, r, b, splits, Limits::WEBGPU).is_some()
         && wgsl_available(&g.device());
     if !runs {
-        return with_step_flag(project_flagged(basis, g, Route::WGSL), g);
+        return with_step_flag(project_flagged(basis, g, Route::WGSL, tile), g);
     }
     let (partials, flag) = Dispatch::wgsl_project_split(
         basis.clone().into_dispatch(),
         g.clone().into_dispatch(),
         splits,
+        tile,
     );
     let partials = Tensor::<2>::from_dispatch(partials).reshape([splits, r, b]);
     (
@@ -469,14 +492,17 @@ pub fn track(
     let product = |x: &Tensor<2>, y: &Tensor<2>| {
         Tensor::<2>::from_dispatch(Dispatch::wgsl_product(d(x), d(y), limit))
     };
-    let gram =
-        |x: &Tensor<2>| Tensor::<2>::from_dispatch(Dispatch::wgsl_project(d(x), d(x), limits).0);
+    // The r×r products keep the 64×64 tile: r×r has few blocks as it is.
+    let gram = |x: &Tensor<2>| {
+        let tile = ProjectionTile::Block64;
+        Tensor::<2>::from_dispatch(Dispatch::wgsl_project(d(x), d(x), tile, limits).0)
+    };
     let unit = |x: Tensor<2>| {
         let norm = x.clone().square().sum().sqrt().reshape([1, 1]);
         x / norm
     };
 
-    let (coefficients, flag) = Dispatch::wgsl_project(d(basis), d(g), limits);
+    let (coefficients, flag) = Dispatch::wgsl_project(d(basis), d(g), projection_tile(), limits);
     let (coefficients, flag) = (
         Tensor::<2>::from_dispatch(coefficients),
         Tensor::<1>::from_dispatch(flag),

@@ -1,4 +1,5 @@
-//! Launch of `shaders/project.wgsl`: G̃ = SᵀG.
+//! Launch of `shaders/project.wgsl` (and its 128×128-tile variant `project_wide.wgsl`):
+//! G̃ = SᵀG.
 
 use burn::backend::wgpu::{CubeTensor, SourceKernel, into_contiguous};
 use burn::cubecl::server::KernelArguments;
@@ -6,11 +7,42 @@ use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::Shape;
 
 use super::launch::{
-    BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups, empty_f32, f32_from,
-    row_chunk, stored_gradient,
+    BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups_of, empty_f32,
+    f32_from, row_chunk, stored_gradient,
 };
 
 const SHADER: &str = include_str!("../../shaders/project.wgsl");
+const SHADER_WIDE: &str = include_str!("../../shaders/project_wide.wgsl");
+
+/// The block of G̃ one projection workgroup computes (16×16 invocations either way).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ProjectionTile {
+    /// 64×64, a 4×4 block per invocation (`project.wgsl`): the default, measured on an H200.
+    #[default]
+    Block64,
+    /// 128×128, an 8×8 block per invocation (`project_wide.wgsl`): twice the multiply-adds
+    /// per workgroup-memory read, a quarter of the workgroups. Experimental: for large
+    /// products, not yet measured on a GPU.
+    Block128,
+}
+
+impl ProjectionTile {
+    /// Side of the square block, in elements of G̃.
+    pub const fn side(self) -> usize {
+        match self {
+            ProjectionTile::Block64 => BLOCK,
+            ProjectionTile::Block128 => 2 * BLOCK,
+        }
+    }
+
+    /// (kernel name, WGSL source).
+    fn shader(self) -> (&'static str, &'static str) {
+        match self {
+            ProjectionTile::Block64 => ("project", SHADER),
+            ProjectionTile::Block128 => ("project_wide", SHADER_WIDE),
+        }
+    }
+}
 
 /// Output shape of the projection: basis [a, r], g [a, b] → [r, b].
 pub fn projected_shape(basis: &Shape, g: &Shape) -> Shape {
@@ -20,18 +52,25 @@ pub fn projected_shape(basis: &Shape, g: &Shape) -> Shape {
 /// Rows per launch for G̃ = SᵀG with S a×r and G a×b under `limits`, or `None` when the
 /// kernel cannot run these sizes (G̃ itself over the binding limit, fewer than 64 rows
 /// fitting, or more than the workgroup limit of 64-row blocks of G̃). Columns past the
-/// workgroup limit are split over several launches.
+/// workgroup limit are split over several launches. Holds for both [`ProjectionTile`]s: the
+/// 128×128 tile needs fewer workgroups, and any row chunk is a whole number of its 8-row
+/// steps.
 pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
     let fits = r * b * 4 <= limits.max_binding_bytes && r.div_ceil(BLOCK) <= limits.max_workgroups;
     chunk_rows(a, r.max(b), limits.max_binding_bytes).filter(|_| fits)
 }
 
-/// G̃ = SᵀG on the device, each storage binding at most `limit` bytes: S and G over the
-/// limit are split into row chunks whose partial products the kernel accumulates. The
-/// caller ([`super::project_checked`]) has checked the runtime, the dtype and [`plan`].
-/// Returns (G̃, flag): flag \[1\] is 0 where G holds NaN or ±∞, else 1.
-pub fn launch(basis: CubeTensor, g: CubeTensor, limits: Limits) -> (CubeTensor, CubeTensor) {
-    launch_with(basis, g, 1, limits)
+/// G̃ = SᵀG on the device by blocks of `tile`, each storage binding within `limits`: S and G
+/// over the binding limit are split into row chunks whose partial products the kernel
+/// accumulates. The caller ([`super::project_checked`]) has checked the runtime, the dtype
+/// and [`plan`]. Returns (G̃, flag): flag \[1\] is 0 where G holds NaN or ±∞, else 1.
+pub fn launch(
+    basis: CubeTensor,
+    g: CubeTensor,
+    tile: ProjectionTile,
+    limits: Limits,
+) -> (CubeTensor, CubeTensor) {
+    launch_with(basis, g, 1, tile, limits)
 }
 
 /// Rows of S and G per split when G̃ = SᵀG is split `splits` ways over its shared dimension
@@ -43,7 +82,7 @@ pub fn split_plan(a: usize, r: usize, b: usize, splits: usize, limits: Limits) -
     let fits = splits >= 1
         && splits <= limits.max_workgroups
         && splits * r * b * 4 <= limits.max_binding_bytes
-        && column_groups(b, limits).len() == 1;
+        && column_groups_of(b, BLOCK, limits).len() == 1;
     let one_chunk = plan(a, r, b, limits) == Some(a);
     (fits && one_chunk).then_some(k_chunk)
 }
@@ -57,9 +96,10 @@ pub fn launch_split(
     basis: CubeTensor,
     g: CubeTensor,
     splits: usize,
+    tile: ProjectionTile,
     limits: Limits,
 ) -> (CubeTensor, CubeTensor) {
-    launch_with(basis, g, splits, limits)
+    launch_with(basis, g, splits, tile, limits)
 }
 
 /// [`launch`] (`splits` = 1: row chunks and column groups per [`plan`]) or
@@ -69,6 +109,7 @@ fn launch_with(
     basis: CubeTensor,
     g: CubeTensor,
     splits: usize,
+    tile: ProjectionTile,
     limits: Limits,
 ) -> (CubeTensor, CubeTensor) {
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
@@ -96,10 +137,12 @@ fn launch_with(
     let output = empty_f32(&g, Shape::from([splits * r, b]));
     let flag = f32_from(&g, Shape::from([1]), &[1.0]);
     let cube_dim = CubeDim::new_2d(16, 16);
+    let (kernel_name, source) = tile.shader();
+    let side = tile.side();
     for (chunk, k0) in (0..a).step_by(rows).enumerate() {
         let k1 = (k0 + rows).min(a);
-        for (j_block, blocks) in column_groups(b, limits) {
-            let kernel = Templated::new("project", SHADER)
+        for (j_block, blocks) in column_groups_of(b, side, limits) {
+            let kernel = Templated::new(kernel_name, source)
                 .with("a", k1 - k0)
                 .with("r", r)
                 .with("b", b)
@@ -112,9 +155,12 @@ fn launch_with(
             if g_transposed {
                 super::count_launch("project: Gᵀ in place", [a, r, b]);
             }
+            if tile == ProjectionTile::Block128 {
+                super::count_launch("project: 128×128 tiles", [a, r, b]);
+            }
             client.launch(
                 Box::new(SourceKernel::new(kernel, cube_dim)),
-                CubeCount::Static(blocks as u32, r.div_ceil(BLOCK) as u32, splits as u32),
+                CubeCount::Static(blocks as u32, r.div_ceil(side) as u32, splits as u32),
                 KernelArguments::new().with_buffers(vec![
                     row_chunk(&basis, k0..k1, a, r),
                     row_chunk(&g, k0..k1, a, b),
