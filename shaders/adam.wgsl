@@ -19,9 +19,11 @@
 //   @binding(3) out_m     M', r×b                    (written)
 //   @binding(4) out_v     V', r×b                    (written)
 //   @binding(5) out_n     N, r×b                     (written)
-//   @binding(6) params    [β1, 1−β1, β2, 1−β2, ε, v_scale, moved, flag] (read); moved 1 =
-//                         the basis changed (rotate), flag 1 = step, 0 = skip
-//   @binding(7) change    C, r×r                     (read; a dummy [0] without rotation)
+//   @binding(6) params    the parameter buffer (read; layout in src/kernels/params.rs):
+//                         β1, 1−β1, β2, 1−β2, ε, v_scale in slots 0–5, moved in 12 (1 =
+//                         the basis changed: rotate), the flag in 13 (1 = step, 0 = skip)
+//   @binding(7) change    C, r×r                     (read; without rotation unread, and
+//                                                   the parameter buffer stands in)
 //
 // Eight storage bindings: WebGPU's default per-stage limit.
 //
@@ -117,8 +119,8 @@ fn main(
     let one_minus_beta_2 = params[3];
     let epsilon = params[4];
     let v_scale = params[5];
-    let rotate = ROTATE && params[6] != 0.0;
-    let step = params[7] != 0.0;
+    let rotate = ROTATE && params[12] != 0.0;
+    let step = params[13] != 0.0;
     for (var ii: u32 = 0u; ii < 4u; ii = ii + 1u) {
         let i = i0 + lid.y * 4u + ii;
         for (var jj: u32 = 0u; jj < 4u; jj = jj + 1u) {

@@ -9,8 +9,10 @@
 //                      right case's G = ∇Wᵀ, read in place)
 //   @binding(2) output G̃, r×b   (written); with {{splits}} > 1, splits×r×b partial sums,
 //                      slice z = S[rows of split z]ᵀ·G[rows of split z] (Σ_z is G̃)
-//   @binding(3) flag   [1]: set to 0 where G holds NaN or ±∞, else left as the caller
-//                      filled it (1): the step flag, found without a pass of its own
+//   @binding(3) flag   slot {{flag_at}}: set to 0 where G holds NaN or ±∞, else left as the
+//                      caller filled it (1): the step flag, found without a pass of its
+//                      own; either a [1] of its own or the last slot of the optimizer's
+//                      parameter buffer (src/kernels/params.rs), whose other slots it keeps
 //
 // Template values (part of the kernel id): {{a}}, {{r}}, {{b}} the sizes, {{accumulate}}
 // (true: add to G̃ instead of writing it, for the row chunks a tensor over one storage
@@ -18,7 +20,7 @@
 // block of this launch: wider matrices take several launches of at most 65,535 workgroups
 // across), {{splits}} and {{k_chunk}} (split-K: workgroup z of the third grid dimension
 // takes rows z·k_chunk … of S and G and writes its own partial sum; 1 and a without it),
-// {{g_transposed}} (true: grad holds Gᵀ row-major). A workgroup of
+// {{g_transposed}} (true: grad holds Gᵀ row-major), {{flag_at}} (the flag's slot). A workgroup of
 // 16×16 invocations computes a 64×64 block of G̃, each invocation a 4×4 block held in
 // registers; the shared dimension a is walked 16 rows at a time through workgroup memory.
 // Every index is guarded: the shader is compiled without bounds checks.
@@ -31,6 +33,7 @@ const J_BLOCK: u32 = {{j_block}}u;   // first 64-column block of this launch
 const SPLITS: u32 = {{splits}}u;     // partial sums over row ranges of S and G (split-K)
 const K_CHUNK: u32 = {{k_chunk}}u;   // rows per split, a multiple of BK
 const G_TRANSPOSED: bool = {{g_transposed}};   // grad holds Gᵀ (b×a) row-major
+const FLAG_AT: u32 = {{flag_at}}u;   // the step flag's slot in binding 3
 const BK: u32 = 16u;   // rows of S and G per step
 const BM: u32 = 64u;   // rows of G̃ (columns of S) per workgroup
 const BN: u32 = 64u;   // columns of G̃ per workgroup
@@ -153,7 +156,7 @@ fn main(
         workgroupBarrier();
     }
     if (bad) {
-        flag[0] = 0.0;
+        flag[FLAG_AT] = 0.0;
     }
     let rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var ii: u32 = 0u; ii < 4u; ii = ii + 1u) {

@@ -12,13 +12,14 @@
 //                      right case's G = ∇Wᵀ, read in place)
 //   @binding(2) output G̃, r×b   (written); with {{splits}} > 1, splits×r×b partial sums,
 //                      slice z = S[rows of split z]ᵀ·G[rows of split z] (Σ_z is G̃)
-//   @binding(3) flag   [1]: set to 0 where G holds NaN or ±∞, else left as the caller
-//                      filled it (1): the step flag
+//   @binding(3) flag   slot {{flag_at}}: set to 0 where G holds NaN or ±∞, else left as the
+//                      caller filled it (1): the step flag (as in project.wgsl)
 //
 // Template values (part of the kernel id): {{a}}, {{r}}, {{b}} the sizes, {{accumulate}}
 // (true: add to G̃ instead of writing it, for row chunks past a binding's size limit),
 // {{j_block}} (the first 128-column block of this launch), {{splits}} and {{k_chunk}}
-// (split-K along the grid's third dimension; k_chunk is a multiple of BK), {{g_transposed}}.
+// (split-K along the grid's third dimension; k_chunk is a multiple of BK), {{g_transposed}},
+// {{flag_at}}.
 // A workgroup of 16×16 invocations computes a 128×128 block of G̃. Invocation (x, y) holds
 // rows 4y … 4y + 3 and 64 + 4y … 64 + 4y + 3 of it, and columns 4x … 4x + 3 and 64 + 4x …
 // 64 + 4x + 3, so that the vec4 reads of workgroup memory are broadcasts (S) or consecutive
@@ -33,6 +34,7 @@ const J_BLOCK: u32 = {{j_block}}u;   // first 128-column block of this launch
 const SPLITS: u32 = {{splits}}u;     // partial sums over row ranges of S and G (split-K)
 const K_CHUNK: u32 = {{k_chunk}}u;   // rows per split, a multiple of BK
 const G_TRANSPOSED: bool = {{g_transposed}};   // grad holds Gᵀ (b×a) row-major
+const FLAG_AT: u32 = {{flag_at}}u;   // the step flag's slot in binding 3
 const BK: u32 = 8u;     // rows of S and G per step
 const BM: u32 = 128u;   // rows of G̃ (columns of S) per workgroup
 const BN: u32 = 128u;   // columns of G̃ per workgroup
@@ -201,7 +203,7 @@ fn main(
         workgroupBarrier();
     }
     if (bad) {
-        flag[0] = 0.0;
+        flag[FLAG_AT] = 0.0;
     }
     let lo = i0 + lid.y * 4u;
     let hi = lo + 64u;

@@ -15,9 +15,10 @@
 //                         (recovery_norms.wgsl: one block each, 3·b) (read)
 //   @binding(1) psi       ψ, 1×b (φ first, then scaled)             (written)
 //   @binding(2) norm      [Λ_prev']                                  (written)
-//   @binding(3) params    [2k − k², ζ, flag]; flag 1 = step, 0 = skip  (read)
-//   @binding(4) previous  [Λ_prev]                                   (read; a dummy [0]
-//                         without one)
+//   @binding(3) params    the parameter buffer (read; layout in src/kernels/params.rs):
+//                         2k − k², ζ in slots 6–7, the flag in 13 (1 = step, 0 = skip)
+//   @binding(4) previous  [Λ_prev]                                   (read; without one
+//                         unread, and the parameter buffer stands in)
 //
 // Template values (part of the kernel id): {{b}}, {{has_previous}}, {{g_blocks}},
 // {{r_blocks}}. One workgroup of 256 invocations: each sums a strided share of the
@@ -47,8 +48,8 @@ fn column(first: u32, count: u32, j: u32) -> f32 {
 
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(local_invocation_index) t: u32) {
-    let kept = params[0];
-    let limit = params[1];
+    let kept = params[6];
+    let limit = params[7];
     var total: f32 = 0.0;
     for (var j: u32 = t; j < B; j = j + 256u) {
         let g_sq = column(0u, G_BLOCKS, j);
@@ -77,7 +78,7 @@ fn main(@builtin(local_invocation_index) t: u32) {
     }
     if (t == 0u) {
         var kept_norm = lambda * factor;
-        if (HAS_PREVIOUS && params[2] == 0.0) {
+        if (HAS_PREVIOUS && params[13] == 0.0) {
             kept_norm = previous[0];
         }
         norm[0] = kept_norm;

@@ -15,7 +15,9 @@
 //   @binding(1) normalized  N, r×b                         (read)
 //   @binding(2) weight      W, a×b, or b×a if transposed    (read)
 //   @binding(3) output      W', the layout of W             (written)
-//   @binding(4) scalars     [α, d, s, k, flag]; flag 1 = step, 0 = skip (read)
+//   @binding(4) scalars     the parameter buffer (read; layout in src/kernels/params.rs):
+//                           α, d, s, k in slots 8–11, the flag in slot 13 (1 = step,
+//                           0 = skip)
 //   @binding(5) grad        G in W's layout: a×b, or b×a    (read; only with recovery)
 //                           if transposed (∇W itself)
 //   @binding(6) psi         ψ, 1×b                          (read; only with recovery)
@@ -68,11 +70,12 @@ fn main(
     let i0 = wid.y * BM;
     let j0 = (wid.x + J_BLOCK) * BN;
     let t = lid.y * 16u + lid.x;
-    let alpha = scalars[0];
-    let decay = scalars[1];
-    let scale = scalars[2];
-    let kept = scalars[3];
-    let step = scalars[4] != 0.0;
+    // The parameter buffer's slots (src/kernels/params.rs): α, d, s, k at 8–11, flag at 13.
+    let alpha = scalars[8];
+    let decay = scalars[9];
+    let scale = scalars[10];
+    let kept = scalars[11];
+    let step = scalars[13] != 0.0;
     // Staging: S row i0 + t/4, columns k0 + 4·(t%4) … +3; L row k0 + t/16, columns
     // j0 + 4·(t%16) … +3.
     let s_row = t / 4u;

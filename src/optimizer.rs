@@ -287,13 +287,32 @@ impl SubTrack {
             });
 
         let route = self.route();
-        let (g_low, flag) = if on_device {
-            let (g_low, flag) = kernels::project_checked(&state.basis, &g, route);
-            (g_low, Some(flag))
+        let recovers = cfg.recovery_scaling != RecoveryScaling::Off;
+        let coefficients = kernels::UpdateCoefficients {
+            alpha: lr * self.adam.bias_correction(state.step + 1),
+            decay,
+            scale: cfg.scale,
+        };
+        // With the check on the device, the projection makes the step's parameter buffer
+        // (every kernel's values, and the flag it finds while reading G), which the later
+        // kernels bind as it is.
+        let (g_low, params) = if on_device {
+            let mut values = kernels::ParamValues::new()
+                .with_adam(&self.adam, rotation.map(|rot| rot.variant))
+                .with_update(
+                    coefficients,
+                    recovers.then_some((cfg.recovery_scaling, cfg.scale)),
+                );
+            if recovers {
+                values =
+                    values.with_recovery(cfg.recovery_scaling, cfg.scale, cfg.norm_growth_limit);
+            }
+            let (g_low, params) = kernels::project_packed(&state.basis, &g, route, values);
+            (g_low, Some(params))
         } else {
             (kernels::project(&state.basis, &g, route), None)
         };
-        let flag = flag.as_ref();
+        let flag = params.as_ref().map(kernels::StepFlag::Packed);
         state.step += 1;
         let adam = kernels::adam(
             state.moment_1,
@@ -308,7 +327,7 @@ impl SubTrack {
         state.moment_2 = adam.moment_2;
         // W' = d·(W − lr·c·(s·S·N + Λ)), with Λ folded into the back-projection (see
         // `recovery`): S·L + G⊙ψ where L = s·N − k·G̃⊙ψ.
-        let recovery = (cfg.recovery_scaling != RecoveryScaling::Off).then(|| {
+        let recovery = recovers.then(|| {
             let inputs = kernels::RecoveryInputs {
                 grad: &g,
                 transposed,
@@ -333,11 +352,6 @@ impl SubTrack {
                 kept_weight: scales.kept_weight,
             }
         });
-        let coefficients = kernels::UpdateCoefficients {
-            alpha: lr * self.adam.bias_correction(state.step),
-            decay,
-            scale: cfg.scale,
-        };
         let inputs = kernels::UpdateInputs {
             basis: &state.basis,
             normalized: adam.normalized,
@@ -346,7 +360,7 @@ impl SubTrack {
             recovery,
         };
         let tensor = kernels::update(inputs, coefficients, flag, route);
-        (tensor, state, flag.cloned())
+        (tensor, state, params.map(|p| p.flag()))
     }
 
     /// Refresh the basis in place; returns C = S_newᵀ·S_old on the device when it moved,

@@ -5,9 +5,7 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::Shape;
 
-use super::launch::{
-    BLOCK, Limits, Templated, assert_f32_on_wgsl, column_groups, empty_f32, f32_from,
-};
+use super::launch::{BLOCK, Limits, Templated, assert_f32_on_wgsl, column_groups, empty_f32};
 
 const SHADER: &str = include_str!("../../shaders/adam.wgsl");
 
@@ -17,8 +15,8 @@ pub fn plan(r: usize, b: usize, limits: Limits) -> bool {
     r * b * 4 <= limits.max_binding_bytes && r.div_ceil(BLOCK) <= limits.max_workgroups
 }
 
-/// (M', V', N) from M, V, G̃ (r×b), `params` [β1, 1−β1, β2, 1−β2, ε, v_scale, flag] and,
-/// when rotating, C (r×r). The caller ([`super::adam`]) has checked the runtime, the dtypes
+/// (M', V', N) from M, V, G̃ (r×b), the parameter buffer `params` (β1, 1−β1, β2, 1−β2, ε,
+/// v_scale, moved, flag; `params.rs`) and, when rotating, C (r×r). The caller ([`super::adam`]) has checked the runtime, the dtypes
 /// and [`plan`].
 pub fn launch(
     moment_1: CubeTensor,
@@ -40,11 +38,11 @@ pub fn launch(
     let output = || empty_f32(&moment_1, Shape::from([r, b]));
     let (out_m, out_v, out_n) = (output(), output(), output());
     let rotate = change.is_some();
+    // Without a rotation the kernel never reads binding 7: the parameter buffer stands in,
+    // so that no dummy is uploaded.
     let change = match change {
         Some(c) => into_contiguous(c).handle.binding(),
-        None => f32_from(&moment_1, Shape::from([1]), &[0.0])
-            .handle
-            .binding(),
+        None => params.handle.clone().binding(),
     };
     let buffers = vec![
         moment_1.handle.clone().binding(),

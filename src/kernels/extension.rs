@@ -13,41 +13,45 @@ use super::launch::Limits;
 use super::project::{ProjectionTile, projected_shape};
 use super::{adam, project, recovery, tracking, update};
 
-/// Operations with a WGSL implementation. `params` and `scalars` are small f32 tensors whose
-/// last element is the step flag (1 = step, 0 = skip), so that a skip decided on the device
-/// needs no read-back.
+/// Operations with a WGSL implementation. The `params` of Adam and recovery and the
+/// `scalars` of the update are the parameter buffer (\[14\], layout in `params.rs`), whose
+/// last slot is the step flag (1 = step, 0 = skip), so that a skip decided on the device
+/// needs no read-back; the tracking ops' `params` are their own, flag last.
 #[backend_extension(Cube, Fusion)]
 pub trait SubTrackKernels: Backend {
     /// (G̃ = SᵀG, flag): `basis` a×r, `g` a×b → r×b (algorithm.md §2, canonical left
     /// layout), and the step flag \[1\] (0 where G holds NaN or ±∞). S and G over the binding
     /// limit of `limits` are split into row chunks, columns past its workgroup limit into
-    /// several launches; each workgroup computes a block of `tile`.
-    #[fusion(meta = |s, g, _t, _l| (
+    /// several launches; each workgroup computes a block of `tile`. The flag comes after
+    /// `head` in one tensor (\[1\] for an empty `head`): the kernel leaves `head` as it is.
+    #[fusion(meta = |s, g, _t, _l, h| (
         TensorSpec::new(projected_shape(&s.shape, &g.shape), g.dtype),
-        TensorSpec::new(Shape::from([1]), g.dtype),
+        TensorSpec::new(Shape::from([h.len() + 1]), g.dtype),
     ))]
     fn wgsl_project(
         basis: FloatTensor<Self>,
         g: FloatTensor<Self>,
         tile: ProjectionTile,
         limits: Limits,
+        head: Vec<f32>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// Split-K projection: (`splits` partial sums of SᵀG stacked as (splits·r)×b, flag),
-    /// by blocks of `tile`.
-    #[fusion(meta = |s, g, k, _t| (
+    /// Split-K projection: (`splits` partial sums of SᵀG stacked as (splits·r)×b, `head`
+    /// and the flag), by blocks of `tile`.
+    #[fusion(meta = |s, g, k, _t, h| (
         TensorSpec::new(Shape::from([k * s.shape[1], g.shape[1]]), g.dtype),
-        TensorSpec::new(Shape::from([1]), g.dtype),
+        TensorSpec::new(Shape::from([h.len() + 1]), g.dtype),
     ))]
     fn wgsl_project_split(
         basis: FloatTensor<Self>,
         g: FloatTensor<Self>,
         splits: usize,
         tile: ProjectionTile,
+        head: Vec<f32>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// Low-rank Adam (§2): (M', V', N) from M, V, G̃ (r×b) and `params`
-    /// [β1, 1−β1, β2, 1−β2, ε, v_scale, moved, flag].
+    /// Low-rank Adam (§2): (M', V', N) from M, V, G̃ (r×b) and `params` (β1, 1−β1, β2,
+    /// 1−β2, ε, v_scale, moved, flag).
     #[fusion(meta = |m, _v, _g, _p, _l| (m.clone(), m.clone(), m.clone()))]
     fn wgsl_adam(
         moment_1: FloatTensor<Self>,
@@ -70,7 +74,7 @@ pub trait SubTrackKernels: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// Recovery scales (§7) without a previous norm: (ψ 1×b, ‖Λ‖ \[1\]) from G (a×b), G̃ and
-    /// N (r×b) and `params` [2k − k², ζ, flag]. G over `max_binding_bytes` is read in row
+    /// N (r×b) and `params` (2k − k², ζ, flag). G over `max_binding_bytes` is read in row
     /// chunks. `tiled`: the column norms by 64×64 tiles (experimental, see
     /// [`set_tiled_recovery_norms`](super::set_tiled_recovery_norms)).
     #[fusion(meta = |g, _l, _n, _p, _m, _t| recovery_meta(g, _l, _n, _p, _m))]
@@ -97,7 +101,7 @@ pub trait SubTrackKernels: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// W' = d·(W − α·s·S·N) (§2): `basis` a×r, `normalized` r×b, `weight` a×b or b×a
-    /// (`transposed`), `scalars` [α, d, s, k, flag].
+    /// (`transposed`), `scalars` (α, d, s, k, flag).
     #[fusion(dtype = weight, shape = weight)]
     fn wgsl_update(
         basis: FloatTensor<Self>,
@@ -181,8 +185,9 @@ impl SubTrackKernels for CubeBackend {
         g: FloatTensor<Self>,
         tile: ProjectionTile,
         limits: Limits,
+        head: Vec<f32>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        project::launch(basis, g, tile, limits)
+        project::launch(basis, g, tile, limits, &head)
     }
 
     fn wgsl_project_split(
@@ -190,8 +195,9 @@ impl SubTrackKernels for CubeBackend {
         g: FloatTensor<Self>,
         splits: usize,
         tile: ProjectionTile,
+        head: Vec<f32>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        project::launch_split(basis, g, splits, tile, Limits::WEBGPU)
+        project::launch_split(basis, g, splits, tile, Limits::WEBGPU, &head)
     }
 
     fn wgsl_adam(

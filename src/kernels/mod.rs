@@ -21,6 +21,7 @@ mod adam;
 mod extension;
 mod flex;
 mod launch;
+mod params;
 mod project;
 mod recovery;
 mod tracking;
@@ -40,6 +41,7 @@ use crate::recovery::{RecoveryScales, column_sq, kept_weight, recovery_scales};
 
 pub use extension::SubTrackKernels;
 pub use launch::Limits;
+pub use params::{ParamValues, StepFlag, StepParams};
 pub use project::{ProjectionTile, projected_shape};
 
 use launch::WGSL;
@@ -107,7 +109,10 @@ fn count_launch(kernel: &'static str, sizes: [usize; 3]) {
 /// `"project: Gᵀ in place"`, `"recovery: Gᵀ in place"` and `"update: Gᵀ in place"` count
 /// the launches that read a transposed-view gradient from its own buffer, uncopied;
 /// `"project: flex"`, `"update: flex"`, `"adam: flex"` (sizes [r, 0, b]) and
-/// `"column_sq: flex"` (sizes [a, 0, b]) the fused CPU loops.
+/// `"column_sq: flex"` (sizes [a, 0, b]) the fused CPU loops. `"params: packed"` and
+/// `"params: uploaded"` (sizes [first slot, r, b]: slot 0 Adam, 6 recovery, 8 update; G̃
+/// r×b) count the WGSL kernels that bound a step's parameter buffer as the projection made
+/// it, and those that built one of their own.
 pub fn launches(kernel: &str, sizes: [usize; 3]) -> u64 {
     let map = LAUNCHES.lock().unwrap_or_else(|e| e.into_inner());
     map.iter()
@@ -132,10 +137,7 @@ fn report_fallback(device: &Device) {
 /// in row chunks, columns past the workgroup limit in several launches); tensor ops
 /// otherwise.
 pub fn project(basis: &Tensor<2>, g: &Tensor<2>, route: Route) -> Tensor<2> {
-    match split_by_hook(basis, g, route) {
-        Some((g_low, _)) => g_low,
-        None => project_flagged(basis, g, route, projection_tile()).0,
-    }
+    project_tuned(basis, g, route, &[]).0
 }
 
 thread_local! {
@@ -155,15 +157,15 @@ pub fn set_tiled_recovery_norms(on: bool) {
 }
 
 /// Experimental tuning hook: from now on, the WGSL projections on this thread ([`project`],
-/// [`project_checked`], so the optimizer's steps run here) use [`project_split`] with
-/// `splits` partial sums (1, the default, turns it off). For measuring split-K on a GPU
+/// [`project_checked`], [`project_packed`], so the optimizer's steps run here) use
+/// [`project_split`] with `splits` partial sums (1, the default, turns it off). For measuring split-K on a GPU
 /// (`benchmark --projection-splits N`); no default is set from it yet.
 pub fn set_projection_splits(splits: usize) {
     PROJECTION_SPLITS.with(|s| s.set(splits.max(1)));
 }
 
 /// Experimental tuning hook: from now on, the WGSL projections on this thread ([`project`],
-/// [`project_checked`], [`track`]'s A = SᵀG, so the optimizer's steps run here) compute
+/// [`project_checked`], [`project_packed`], [`track`]'s A = SᵀG, so the optimizer's steps run here) compute
 /// blocks of `tile` (default [`ProjectionTile::Block64`]). For measuring the 128×128 tile
 /// on a GPU (`benchmark --projection-tile 128`); no default is set from it yet.
 pub fn set_projection_tile(tile: ProjectionTile) {
@@ -178,20 +180,44 @@ fn projection_tile() -> ProjectionTile {
 /// (G̃, flag): [`project`] with the step flag of G ([`step_flag`]), which the WGSL kernel
 /// finds while it reads G (no pass of its own); the other routes take a pass for it.
 pub fn project_checked(basis: &Tensor<2>, g: &Tensor<2>, route: Route) -> (Tensor<2>, Tensor<1>) {
-    split_by_hook(basis, g, route)
-        .unwrap_or_else(|| with_step_flag(project_flagged(basis, g, route, projection_tile()), g))
+    with_step_flag(project_tuned(basis, g, route, &[]), g)
 }
 
-/// [`project_split`] where [`set_projection_splits`] asked for more than one split on the
-/// WGSL route and G is on a WGSL device (elsewhere `None`, so the fused CPU loops keep
-/// their route).
-fn split_by_hook(basis: &Tensor<2>, g: &Tensor<2>, route: Route) -> Option<(Tensor<2>, Tensor<1>)> {
+/// (G̃, the step's parameter buffer): [`project_checked`] with the flag in the last slot of
+/// a buffer that holds `values` (layout in `params.rs`), for [`adam`], [`recovery`] and
+/// [`update`] to take as [`StepFlag::Packed`]. On the WGSL route the projection kernel
+/// writes the flag into that buffer, so a step uploads one buffer and concatenates nothing;
+/// elsewhere the buffer is built from G's flag.
+pub fn project_packed(
+    basis: &Tensor<2>,
+    g: &Tensor<2>,
+    route: Route,
+    values: ParamValues,
+) -> (Tensor<2>, StepParams) {
+    let head = values.head();
+    let (g_low, buffer) = project_tuned(basis, g, route, &head);
+    let buffer = buffer.unwrap_or_else(|| values.upload(None, Some(&step_flag(g)), &g.device()));
+    (g_low, StepParams { buffer, values })
+}
+
+/// The projection under this thread's tuning hooks ([`set_projection_splits`],
+/// [`set_projection_tile`]): split-K where more than one split is asked for on the WGSL
+/// route and G is on a WGSL device, else [`project_flagged`].
+fn project_tuned(
+    basis: &Tensor<2>,
+    g: &Tensor<2>,
+    route: Route,
+    head: &[f32],
+) -> (Tensor<2>, Option<Tensor<1>>) {
     let splits = PROJECTION_SPLITS.with(Cell::get);
-    (route.wgsl && splits > 1 && wgsl_available(&g.device()))
-        .then(|| project_split(basis, g, splits, projection_tile()))
+    if route.wgsl && splits > 1 && wgsl_available(&g.device()) {
+        return project_split_with(basis, g, splits, projection_tile(), head);
+    }
+    project_flagged(basis, g, route, projection_tile(), head)
 }
 
-/// (G̃, flag) from [`project_flagged`]'s result: its flag, or G's own ([`step_flag`]).
+/// (G̃, flag) from [`project_flagged`]'s result (empty head): its flag, or G's own
+/// ([`step_flag`]).
 fn with_step_flag(
     projected: (Tensor<2>, Option<Tensor<1>>),
     g: &Tensor<2>,
@@ -202,14 +228,15 @@ fn with_step_flag(
     }
 }
 
-/// (G̃, the kernel's step flag): the flag only where the WGSL kernel (by blocks of `tile`)
-/// found it while reading G; the other routes leave it to the caller, who may not need it
-/// (two passes over G).
+/// (G̃, `head` followed by the kernel's step flag): the flag only where the WGSL kernel (by
+/// blocks of `tile`) found it while reading G; the other routes leave it to the caller, who
+/// may not need it (two passes over G).
 fn project_flagged(
     basis: &Tensor<2>,
     g: &Tensor<2>,
     route: Route,
     tile: ProjectionTile,
+    head: &[f32],
 ) -> (Tensor<2>, Option<Tensor<1>>) {
     let device = g.device();
     let ([a, r], b) = (basis.dims(), g.dims()[1]);
@@ -228,6 +255,7 @@ fn project_flagged(
             g.clone().into_dispatch(),
             tile,
             limits,
+            head.to_vec(),
         );
         (
             Tensor::from_dispatch(g_low),
@@ -241,7 +269,7 @@ fn project_flagged(
     }
 }
 
-/// (G̃, flag) by split-K (experimental, for tuning; the optimizer uses [`project_checked`]):
+/// (G̃, flag) by split-K (experimental, for tuning; the optimizer uses [`project_packed`]):
 /// the WGSL kernel, by blocks of `tile`, writes `splits` partial sums over row ranges of S
 /// and G, and Burn's reduction adds them. More workgroups than [`project`] where r×b is
 /// small next to a (the 60m shapes on a GPU with many multiprocessors), at the cost of
@@ -253,24 +281,36 @@ pub fn project_split(
     splits: usize,
     tile: ProjectionTile,
 ) -> (Tensor<2>, Tensor<1>) {
+    with_step_flag(project_split_with(basis, g, splits, tile, &[]), g)
+}
+
+/// [`project_split`] with the flag after `head`, as [`project_flagged`] gives it.
+fn project_split_with(
+    basis: &Tensor<2>,
+    g: &Tensor<2>,
+    splits: usize,
+    tile: ProjectionTile,
+    head: &[f32],
+) -> (Tensor<2>, Option<Tensor<1>>) {
     let ([a, r], b) = (basis.dims(), g.dims()[1]);
     let runs = splits > 1
         && [basis, g].iter().all(|t| t.dtype() == DType::F32)
         && project::split_plan(a, r, b, splits, Limits::WEBGPU).is_some()
         && wgsl_available(&g.device());
     if !runs {
-        return with_step_flag(project_flagged(basis, g, Route::WGSL, tile), g);
+        return project_flagged(basis, g, Route::WGSL, tile, head);
     }
     let (partials, flag) = Dispatch::wgsl_project_split(
         basis.clone().into_dispatch(),
         g.clone().into_dispatch(),
         splits,
         tile,
+        head.to_vec(),
     );
     let partials = Tensor::<2>::from_dispatch(partials).reshape([splits, r, b]);
     (
         partials.sum_dim(0).reshape([r, b]),
-        Tensor::from_dispatch(flag),
+        Some(Tensor::from_dispatch(flag)),
     )
 }
 
@@ -291,13 +331,8 @@ pub fn keep_on_skip<const D: usize>(new: Tensor<D>, old: Tensor<D>, flag: &Tenso
     new.mask_where(skip, old)
 }
 
-/// Host `values` followed by the step flag (1 when `flag` is `None`), as one f32 tensor.
-fn with_flag(values: &[f64], flag: Option<&Tensor<1>>, device: &Device) -> Tensor<1> {
-    with_flags(values, &[flag], device)
-}
-
 /// Host `values` followed by device values (\[1\] each; [1.0] where `None`), as one f32
-/// tensor: the parameter buffers of the kernels.
+/// tensor: the tracking kernels' parameters.
 fn with_flags(values: &[f64], flags: &[Option<&Tensor<1>>], device: &Device) -> Tensor<1> {
     let mut host: Vec<f32> = values.iter().map(|&x| x as f32).collect();
     if flags.iter().all(Option::is_none) {
@@ -351,7 +386,7 @@ pub fn adam(
     g_low: &Tensor<2>,
     adam: &AdamParams,
     rotation: Option<Rotation>,
-    flag: Option<&Tensor<1>>,
+    flag: Option<StepFlag>,
     route: Route,
 ) -> LowRankAdam {
     let device = g_low.device();
@@ -365,20 +400,10 @@ pub fn adam(
         && adam::plan(r, b, limits)
         && wgsl_available(&device);
     if runs {
-        let v_scale = match rotation.map(|rot| rot.variant) {
-            Some(ProjectionAware::Code) => 1.0 - adam.beta_2,
-            _ => 1.0,
-        };
-        let values = [
-            adam.beta_1,
-            1.0 - adam.beta_1,
-            adam.beta_2,
-            1.0 - adam.beta_2,
-            adam.epsilon,
-            v_scale,
-        ];
+        let values = params::adam_values(adam, rotation.map(|rot| rot.variant));
         let moved = rotation.and_then(|rot| rot.moved);
-        let params = with_flags(&values, &[moved, flag], &device).into_dispatch();
+        let params = params::params_for(params::ADAM, &values, moved, flag, [r, b], &device);
+        let params = params.into_dispatch();
         let (m, v, g) = (
             moment_1.into_dispatch(),
             moment_2.into_dispatch(),
@@ -400,6 +425,8 @@ pub fn adam(
     if route.wgsl {
         report_fallback(&device);
     }
+    let flag = flag.map(|f| f.tensor());
+    let flag = flag.as_ref();
     let old = flag.map(|_| (moment_1.clone(), moment_2.clone()));
     let (m, v) = match rotation {
         Some(rot) => {
@@ -495,14 +522,15 @@ pub fn track(
     // The r×r products keep the 64×64 tile: r×r has few blocks as it is.
     let gram = |x: &Tensor<2>| {
         let tile = ProjectionTile::Block64;
-        Tensor::<2>::from_dispatch(Dispatch::wgsl_project(d(x), d(x), tile, limits).0)
+        Tensor::<2>::from_dispatch(Dispatch::wgsl_project(d(x), d(x), tile, limits, Vec::new()).0)
     };
     let unit = |x: Tensor<2>| {
         let norm = x.clone().square().sum().sqrt().reshape([1, 1]);
         x / norm
     };
 
-    let (coefficients, flag) = Dispatch::wgsl_project(d(basis), d(g), projection_tile(), limits);
+    let (coefficients, flag) =
+        Dispatch::wgsl_project(d(basis), d(g), projection_tile(), limits, Vec::new());
     let (coefficients, flag) = (
         Tensor::<2>::from_dispatch(coefficients),
         Tensor::<1>::from_dispatch(flag),
@@ -511,7 +539,8 @@ pub fn track(
     let a_at = product(&coefficients, &coefficients);
     // ∇F = −2·(G·Aᵀ − S·(A·Aᵀ)): the update kernel's d·(W − α·S·(s·N)) with W = G·Aᵀ,
     // N = A·Aᵀ, α = s = 1 and d = −2.
-    let scalars = with_flag(&[1.0, -2.0, 1.0, 0.0], None, &device);
+    let values = [1.0, -2.0, 1.0, 0.0];
+    let scalars = params::params_for(params::UPDATE, &values, None, None, [r, r], &device);
     let tangent = Tensor::<2>::from_dispatch(Dispatch::wgsl_update(
         d(basis),
         d(&a_at),
@@ -589,7 +618,7 @@ pub fn recovery(
     variant: RecoveryScaling,
     scale: f64,
     growth_limit: f64,
-    flag: Option<&Tensor<1>>,
+    flag: Option<StepFlag>,
     route: Route,
 ) -> RecoveryScales {
     let RecoveryInputs {
@@ -614,7 +643,9 @@ pub fn recovery(
         && recovery::plan(a, r, b, limits).is_some()
         && wgsl_available(&device);
     if runs {
-        let params = with_flag(&[2.0 * k - k * k, growth_limit], flag, &device).into_dispatch();
+        let values = params::recovery_values(variant, scale, growth_limit);
+        let params = params::params_for(params::RECOVERY, &values, None, flag, [r, b], &device);
+        let params = params.into_dispatch();
         let (gd, ld, nd) = (
             g.clone().into_dispatch(),
             g_low.clone().into_dispatch(),
@@ -642,6 +673,8 @@ pub fn recovery(
     if route.wgsl {
         report_fallback(&device);
     }
+    let flag = flag.map(|f| f.tensor());
+    let flag = flag.as_ref();
     let scales = recovery_scales(
         g_sq.unwrap_or_else(|| column_sq_fused(g, transposed, route)),
         column_sq_fused(g_low, false, route),
@@ -729,7 +762,7 @@ pub struct UpdateInputs<'a> {
 pub fn update(
     inputs: UpdateInputs,
     coefficients: UpdateCoefficients,
-    flag: Option<&Tensor<1>>,
+    flag: Option<StepFlag>,
     route: Route,
 ) -> Tensor<2> {
     let UpdateInputs {
@@ -756,7 +789,9 @@ pub fn update(
         && wgsl_available(&device);
     if runs {
         let kept = recovery.as_ref().map_or(0.0, |t| t.kept_weight);
-        let scalars = with_flag(&[alpha, decay, scale, kept], flag, &device).into_dispatch();
+        let values = params::update_values(coefficients, kept);
+        let scalars = params::params_for(params::UPDATE, &values, None, flag, [r, b], &device);
+        let scalars = scalars.into_dispatch();
         let (basis, normalized, weight) = (
             basis.clone().into_dispatch(),
             normalized.into_dispatch(),
@@ -780,6 +815,8 @@ pub fn update(
     if route.wgsl {
         report_fallback(&device);
     }
+    let flag = flag.map(|f| f.tensor());
+    let flag = flag.as_ref();
     // α is folded into the r×b and 1×b factors, so that no a×b pass scales by it:
     // α·(S·L + G⊙ψ) = S·(α·L) + G⊙(α·ψ); α·k scales ψ (1×b) rather than G̃⊙ψ (r×b).
     // The fused CPU loops (not with a device-side flag, which only the WGSL route makes).

@@ -63,14 +63,16 @@ pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
 /// G̃ = SᵀG on the device by blocks of `tile`, each storage binding within `limits`: S and G
 /// over the binding limit are split into row chunks whose partial products the kernel
 /// accumulates. The caller ([`super::project_checked`]) has checked the runtime, the dtype
-/// and [`plan`]. Returns (G̃, flag): flag \[1\] is 0 where G holds NaN or ±∞, else 1.
+/// and [`plan`]. Returns (G̃, flag): flag is `head` followed by the step flag, 0 where G
+/// holds NaN or ±∞, else 1 (\[1\] for an empty `head`).
 pub fn launch(
     basis: CubeTensor,
     g: CubeTensor,
     tile: ProjectionTile,
     limits: Limits,
+    head: &[f32],
 ) -> (CubeTensor, CubeTensor) {
-    launch_with(basis, g, 1, tile, limits)
+    launch_with(basis, g, 1, tile, limits, head)
 }
 
 /// Rows of S and G per split when G̃ = SᵀG is split `splits` ways over its shared dimension
@@ -88,8 +90,8 @@ pub fn split_plan(a: usize, r: usize, b: usize, splits: usize, limits: Limits) -
 }
 
 /// Split-K G̃ = SᵀG: `splits` partial sums over row ranges of S and G, as one
-/// (splits·r)×b tensor whose r×b slices sum to G̃ (the caller reduces them), and the step
-/// flag \[1\] (0 where G holds NaN or ±∞). More workgroups than [`launch`] when r×b is small
+/// (splits·r)×b tensor whose r×b slices sum to G̃ (the caller reduces them), and `head`
+/// followed by the step flag (0 where G holds NaN or ±∞). More workgroups than [`launch`] when r×b is small
 /// next to a, at the cost of the partial sums' memory and a reduction. The caller
 /// ([`super::project_split`]) has checked the runtime, the dtype and [`split_plan`].
 pub fn launch_split(
@@ -98,8 +100,9 @@ pub fn launch_split(
     splits: usize,
     tile: ProjectionTile,
     limits: Limits,
+    head: &[f32],
 ) -> (CubeTensor, CubeTensor) {
-    launch_with(basis, g, splits, tile, limits)
+    launch_with(basis, g, splits, tile, limits, head)
 }
 
 /// [`launch`] (`splits` = 1: row chunks and column groups per [`plan`]) or
@@ -111,6 +114,7 @@ fn launch_with(
     splits: usize,
     tile: ProjectionTile,
     limits: Limits,
+    head: &[f32],
 ) -> (CubeTensor, CubeTensor) {
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = g.meta.shape()[1];
@@ -135,7 +139,8 @@ fn launch_with(
     let (g, g_transposed) = stored_gradient(g, rows);
     let client = g.client.clone();
     let output = empty_f32(&g, Shape::from([splits * r, b]));
-    let flag = f32_from(&g, Shape::from([1]), &[1.0]);
+    let flag_values: Vec<f32> = head.iter().copied().chain([1.0]).collect();
+    let flag = f32_from(&g, Shape::from([flag_values.len()]), &flag_values);
     let cube_dim = CubeDim::new_2d(16, 16);
     let (kernel_name, source) = tile.shader();
     let side = tile.side();
@@ -150,7 +155,8 @@ fn launch_with(
                 .with("j_block", j_block)
                 .with("splits", splits)
                 .with("k_chunk", k_chunk.unwrap_or(k1 - k0))
-                .with("g_transposed", g_transposed);
+                .with("g_transposed", g_transposed)
+                .with("flag_at", head.len());
             super::count_launch(name, [a, r, b]);
             if g_transposed {
                 super::count_launch("project: Gᵀ in place", [a, r, b]);

@@ -7,8 +7,7 @@ use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::Shape;
 
 use super::launch::{
-    Limits, Templated, assert_f32_on_wgsl, chunk_rows, empty_f32, f32_from, row_chunk,
-    stored_gradient,
+    Limits, Templated, assert_f32_on_wgsl, chunk_rows, empty_f32, row_chunk, stored_gradient,
 };
 
 const NORMS: &str = include_str!("../../shaders/recovery_norms.wgsl");
@@ -46,8 +45,8 @@ pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
     chunk_rows(a, b, limit).filter(|_| fits)
 }
 
-/// (ψ 1×b, Λ_prev' \[1\]) from G (a×b), G̃ and N (r×b), `params` [2k − k², ζ, flag] and the
-/// previous limiter norm; `tiled` picks the column-norm kernel. The caller
+/// (ψ 1×b, Λ_prev' \[1\]) from G (a×b), G̃ and N (r×b), the parameter buffer `params`
+/// (2k − k², ζ, flag; `params.rs`) and the previous limiter norm; `tiled` picks the column-norm kernel. The caller
 /// ([`super::recovery`]) has checked the runtime, the dtypes and [`plan`].
 pub fn launch(
     grad: CubeTensor,
@@ -123,9 +122,11 @@ pub fn launch(
     let psi = empty_f32(&grad, Shape::from([1, b]));
     let norm = empty_f32(&grad, Shape::from([1]));
     let has_previous = previous.is_some();
+    // Without a previous norm the kernel never reads binding 4: the parameter buffer stands
+    // in, so that no dummy is uploaded.
     let previous = match previous {
         Some(p) => into_contiguous(p).handle.binding(),
-        None => f32_from(&grad, Shape::from([1]), &[0.0]).handle.binding(),
+        None => params.handle.clone().binding(),
     };
     let kernel = Templated::new("recovery_limit", LIMIT)
         .with("b", b)

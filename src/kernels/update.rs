@@ -33,7 +33,8 @@ pub fn plan(a: usize, r: usize, b: usize, transposed: bool, limits: Limits) -> O
     rows.filter(|rows| r * b * 4 <= limit && rows.div_ceil(BLOCK) <= limits.max_workgroups)
 }
 
-/// W' = d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ, from `scalars` [α, d, s, k, flag];
+/// W' = d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ, from the parameter buffer
+/// `scalars` (α, d, s, k, flag; `params.rs`);
 /// `recovery` holds (G, ψ, G̃) when recovery scaling is on. S, W and G over the binding
 /// limit are updated in row chunks (left layout only). The caller ([`super::update`]) has
 /// checked the runtime, the dtypes and [`plan`].

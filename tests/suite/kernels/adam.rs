@@ -2,7 +2,7 @@
 
 use burn::tensor::{Device, Tensor};
 use subtrack::ProjectionAware;
-use subtrack::kernels::{self, Rotation, Route};
+use subtrack::kernels::{self, Rotation, Route, StepFlag};
 use subtrack::moments::AdamParams;
 
 use crate::reference::{Mat, Rng};
@@ -91,7 +91,7 @@ fn adam_kernel_matches_the_portable_path() {
                         variant,
                         moved: moved.as_ref(),
                     }),
-                    flag.as_ref(),
+                    flag.as_ref().map(StepFlag::from),
                     Route::WGSL,
                 );
                 [out.moment_1, out.moment_2, out.normalized].map(download)

@@ -4,6 +4,7 @@
 mod adam;
 mod flex;
 mod launch;
+mod params;
 mod project;
 mod recovery;
 mod route;

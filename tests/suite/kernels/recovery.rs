@@ -2,7 +2,7 @@
 
 use burn::tensor::{Device, Tensor};
 use subtrack::RecoveryScaling;
-use subtrack::kernels::{self, RecoveryInputs};
+use subtrack::kernels::{self, RecoveryInputs, StepFlag};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};
@@ -81,7 +81,14 @@ fn recovery_kernels_match_the_portable_path() {
                         previous: prev.as_ref(),
                     };
                     let route = wgsl_within(limit);
-                    let out = kernels::recovery(inputs, variant, scale, zeta, flag.as_ref(), route);
+                    let out = kernels::recovery(
+                        inputs,
+                        variant,
+                        scale,
+                        zeta,
+                        flag.as_ref().map(StepFlag::from),
+                        route,
+                    );
                     assert_eq!(out.kept_weight, k);
                     let norm: f64 = out.norm.into_scalar::<f32>() as f64;
                     (download(out.scaled_phi), norm)

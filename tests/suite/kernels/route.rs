@@ -40,6 +40,8 @@ fn wgsl_route_checks_gradients_on_the_device_and_reads_nothing_back() {
     let optim = config.build().unwrap();
     let report = optim.report();
     let mut rng = Rng(5);
+    let packed = || [0, 6, 8].map(|first| kernels::launches("params: packed", [first, 4, 40]));
+    let packed_before = packed();
     // A projected 24×40 weight (left case) and a 1×40 one that AdamW updates.
     for (rows, cols, projected) in [(24, 40, true), (1, 40, false)] {
         let mut w = upload(&rng.mat(rows, cols), &device);
@@ -93,4 +95,19 @@ fn wgsl_route_checks_gradients_on_the_device_and_reads_nothing_back() {
         "the tracking kernels ran"
     );
     assert_eq!(report.subspace_updates(), 2, "k = 5 and the skipped k = 10");
+    // Steps k = 1 … 11 check on the device: their Adam, recovery and update kernels bind the
+    // parameter buffer the projection made, except Adam at the subspace updates k = 5 and
+    // 10, whose "moved" flag comes from the tracking kernels. (At least: other tests may
+    // run kernels of these sizes at the same time.)
+    let packed_after = packed();
+    for (k, (name, steps)) in [("Adam", 9), ("recovery", 11), ("update", 11)]
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            packed_after[k] >= packed_before[k] + steps,
+            "{name} bound the packed parameters {} times, not {steps}",
+            packed_after[k] - packed_before[k]
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! The weight update fused with the back-projection (`update.wgsl`).
 
 use burn::tensor::{Device, Tensor};
-use subtrack::kernels::{self, RecoveryTerm, Route, UpdateCoefficients, UpdateInputs};
+use subtrack::kernels::{self, RecoveryTerm, Route, StepFlag, UpdateCoefficients, UpdateInputs};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};
@@ -105,7 +105,12 @@ impl UpdateCase {
             transposed: self.transposed,
             recovery: recovery.then(|| self.recovery(device)),
         };
-        download(kernels::update(inputs, c, flag.as_ref(), route))
+        download(kernels::update(
+            inputs,
+            c,
+            flag.as_ref().map(StepFlag::from),
+            route,
+        ))
     }
 }
 

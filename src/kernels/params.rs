@@ -1,0 +1,220 @@
+//! The parameter buffer of the WGSL kernels: one small f32 tensor per projected step that
+//! holds every kernel's host values and the device-side flags. The optimizer has it made by
+//! the projection ([`super::project_packed`]), whose kernel writes the step flag into it, so
+//! a step uploads one buffer and concatenates nothing; a kernel called on its own builds
+//! one.
+//!
+//! Layout (f32 slots; `adam.wgsl`, `recovery_limit.wgsl` and `update.wgsl` read the same):
+//!
+//! | slots | values | read by |
+//! |---|---|---|
+//! | 0–5 | β1, 1 − β1, β2, 1 − β2, ε, v_scale | adam |
+//! | 6–7 | 2k − k², ζ | recovery limiter |
+//! | 8–11 | α, d, s, k | weight update |
+//! | 12 | moved: 1 = the basis changed (rotate the moments), 0 = it did not | adam |
+//! | 13 | the step flag: 1 = step, 0 = skip (G held NaN or ±∞) | all three |
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::UpdateCoefficients;
+use crate::config::{ProjectionAware, RecoveryScaling};
+use crate::moments::AdamParams;
+use crate::recovery::kept_weight;
+
+/// First slot of low-rank Adam's values.
+pub(super) const ADAM: usize = 0;
+/// First slot of the recovery limiter's values.
+pub(super) const RECOVERY: usize = 6;
+/// First slot of the weight update's values.
+pub(super) const UPDATE: usize = 8;
+/// Slot of the "moved" flag.
+pub(super) const MOVED: usize = 12;
+/// Slot of the step flag, the last.
+pub(super) const FLAG: usize = 13;
+/// Slots in all.
+pub(super) const LEN: usize = 14;
+
+/// The host values of a parameter buffer: slots 0–12 of the layout above (moved is 1, the
+/// basis moved, unless a kernel's own device flag replaces it). Unset slots are 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ParamValues([f32; FLAG]);
+
+impl ParamValues {
+    /// No kernel's values set; moved = 1.
+    pub fn new() -> Self {
+        let mut slots = [0.0; FLAG];
+        slots[MOVED] = 1.0;
+        Self(slots)
+    }
+
+    /// With low-rank Adam's values (slots 0–5), `rotation` the projection-aware variant of a
+    /// step that rotates the moments (it sets v_scale).
+    pub fn with_adam(self, adam: &AdamParams, rotation: Option<ProjectionAware>) -> Self {
+        self.with(ADAM, &adam_values(adam, rotation))
+    }
+
+    /// With the recovery limiter's values (slots 6–7).
+    pub fn with_recovery(self, variant: RecoveryScaling, scale: f64, growth_limit: f64) -> Self {
+        self.with(RECOVERY, &recovery_values(variant, scale, growth_limit))
+    }
+
+    /// With the weight update's values (slots 8–11); `recovery` is the recovery variant
+    /// and scale s of a step with recovery scaling (it sets k, else 0).
+    pub fn with_update(
+        self,
+        coefficients: UpdateCoefficients,
+        recovery: Option<(RecoveryScaling, f64)>,
+    ) -> Self {
+        let kept = recovery.map_or(0.0, |(variant, scale)| kept_weight(variant, scale));
+        self.with(UPDATE, &update_values(coefficients, kept))
+    }
+
+    /// With `values` from slot `first` on.
+    pub(super) fn with(mut self, first: usize, values: &[f64]) -> Self {
+        for (slot, &x) in self.0[first..first + values.len()].iter_mut().zip(values) {
+            *slot = x as f32;
+        }
+        self
+    }
+
+    /// Whether slots `first` … hold `values` (as f32).
+    pub(super) fn holds(&self, first: usize, values: &[f64]) -> bool {
+        self.0[first..first + values.len()]
+            .iter()
+            .zip(values)
+            .all(|(&slot, &x)| slot == x as f32)
+    }
+
+    /// Slots 0–12, the part before the step flag.
+    pub(super) fn head(&self) -> Vec<f32> {
+        self.0.to_vec()
+    }
+
+    /// The slots as uploaded: slots 0–12, then a step flag of 1.
+    fn with_flag_slot(&self) -> Vec<f32> {
+        let mut host = self.head();
+        host.push(1.0);
+        host
+    }
+
+    /// The buffer on `device`: these values, `moved` (a device flag \[1\]) in its slot where
+    /// given, and the step flag `flag` (\[1\]; 1 where `None`). One upload where both are
+    /// `None`, else an upload and a concatenation.
+    pub(super) fn upload(
+        &self,
+        moved: Option<&Tensor<1>>,
+        flag: Option<&Tensor<1>>,
+        device: &Device,
+    ) -> Tensor<1> {
+        if moved.is_none() && flag.is_none() {
+            return Tensor::from_data(TensorData::new(self.with_flag_slot(), [LEN]), device);
+        }
+        let head = Tensor::from_data(TensorData::new(self.0[..MOVED].to_vec(), [MOVED]), device);
+        let moved = moved
+            .cloned()
+            .unwrap_or_else(|| Tensor::full([1], self.0[MOVED], device));
+        let flag = flag.cloned().unwrap_or_else(|| Tensor::ones([1], device));
+        Tensor::cat(vec![head, moved, flag], 0)
+    }
+}
+
+/// Low-rank Adam's values: β1, 1 − β1, β2, 1 − β2, ε, v_scale (1 − β2 for the authors'
+/// code's rotation, else 1).
+pub(super) fn adam_values(adam: &AdamParams, rotation: Option<ProjectionAware>) -> [f64; 6] {
+    let v_scale = match rotation {
+        Some(ProjectionAware::Code) => 1.0 - adam.beta_2,
+        _ => 1.0,
+    };
+    [
+        adam.beta_1,
+        1.0 - adam.beta_1,
+        adam.beta_2,
+        1.0 - adam.beta_2,
+        adam.epsilon,
+        v_scale,
+    ]
+}
+
+/// The recovery limiter's values: 2k − k² (k the kept weight) and ζ.
+pub(super) fn recovery_values(variant: RecoveryScaling, scale: f64, growth_limit: f64) -> [f64; 2] {
+    let k = kept_weight(variant, scale);
+    [2.0 * k - k * k, growth_limit]
+}
+
+/// The weight update's values: α, d, s and the kept weight k (0 without recovery).
+pub(super) fn update_values(c: UpdateCoefficients, kept: f64) -> [f64; 4] {
+    [c.alpha, c.decay, c.scale, kept]
+}
+
+/// A step's parameter buffer on the device (\[14\], the layout above), with the host values
+/// it holds. Made by [`super::project_packed`].
+#[derive(Clone, Debug)]
+pub struct StepParams {
+    pub(super) buffer: Tensor<1>,
+    pub(super) values: ParamValues,
+}
+
+impl StepParams {
+    /// The step flag \[1\]: 1 where the step runs, 0 where G held NaN or ±∞.
+    pub fn flag(&self) -> Tensor<1> {
+        self.buffer.clone().narrow(0, FLAG, 1)
+    }
+}
+
+/// The step flag as the kernels take it.
+#[derive(Clone, Copy, Debug)]
+pub enum StepFlag<'a> {
+    /// A device flag \[1\] of its own ([`super::step_flag`], [`super::project_checked`]).
+    Bare(&'a Tensor<1>),
+    /// The last slot of a step's parameter buffer: a kernel whose values it holds binds it as
+    /// it is, with no upload.
+    Packed(&'a StepParams),
+}
+
+impl StepFlag<'_> {
+    /// The flag \[1\] as a tensor (for the tensor-op paths).
+    pub fn tensor(&self) -> Tensor<1> {
+        match self {
+            StepFlag::Bare(flag) => (*flag).clone(),
+            StepFlag::Packed(params) => params.flag(),
+        }
+    }
+}
+
+impl<'a> From<&'a Tensor<1>> for StepFlag<'a> {
+    fn from(flag: &'a Tensor<1>) -> Self {
+        StepFlag::Bare(flag)
+    }
+}
+
+impl<'a> From<&'a StepParams> for StepFlag<'a> {
+    fn from(params: &'a StepParams) -> Self {
+        StepFlag::Packed(params)
+    }
+}
+
+/// A kernel's parameter buffer holding `values` from slot `first` (its own), with `flag`:
+/// the packed buffer itself where it holds those values and `moved` is `None`, else one
+/// built from them. `[r, b]`: the step's G̃ (for the launch counts).
+pub(super) fn params_for(
+    first: usize,
+    values: &[f64],
+    moved: Option<&Tensor<1>>,
+    flag: Option<StepFlag>,
+    [r, b]: [usize; 2],
+    device: &Device,
+) -> Tensor<1> {
+    match flag {
+        Some(StepFlag::Packed(p)) if moved.is_none() && p.values.holds(first, values) => {
+            super::count_launch("params: packed", [first, r, b]);
+            p.buffer.clone()
+        }
+        _ => {
+            super::count_launch("params: uploaded", [first, r, b]);
+            let flag = flag.map(|f| f.tensor());
+            ParamValues::new()
+                .with(first, values)
+                .upload(moved, flag.as_ref(), device)
+        }
+    }
+}
