@@ -272,6 +272,15 @@ fn bench_updates(dev: &Device, shapes: &[(usize, usize, usize)], args: &Args) ->
 
 /// Random gradients with the shapes of a module's parameters, rebuilt into a fresh
 /// `GradientsParams` for every step.
+/// One optimizer of section 4's step comparison: its model (taken out while it steps), the
+/// fixed gradients, the optimizer and its timed repetitions (ms per step).
+struct StepRun {
+    model: Option<Llama>,
+    grads: Grads,
+    optim: ModuleOptimizer,
+    times: Vec<f64>,
+}
+
 struct Grads {
     one: Vec<(ParamId, Tensor<1>)>,
     two: Vec<(ParamId, Tensor<2>)>,
@@ -669,46 +678,98 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<
             flops: f64::NAN,
         });
     }
-    // The optimizer step alone (no subspace update in the window), kernels on and off.
+    // The optimizer step alone (no subspace update in the window): the kernels as the
+    // command line set them, the kernels with each experimental projection, and the
+    // portable path, their repetitions interleaved (alternating order) so that drift falls
+    // on all alike.
     let size = if full { "60m" } else { "20m" };
     let model_config = LlamaConfig::preset(size, 64).expect("preset");
     let ad = dev.clone().autodiff();
-    let mut step_ms = [0.0; 2];
-    for (slot, on) in [(0, true), (1, false)] {
-        let config = TrainConfig::new()
-            .with_size(size.into())
-            .with_optimizer("subtrack++".into())
-            .with_update_interval(1_000_000)
-            .with_wgsl_kernels(on);
-        ad.seed(4);
-        let mut model = model_config.init(&ad).expect("model");
-        let grads = Grads::of(&model);
-        let (mut optim, _) = config.build_optimizer(&model_config).expect("optimizer");
-        for _ in 0..2 {
-            model = optim.step(1e-3, model, grads.params());
+    let (splits, tile) = (kernels::projection_splits(), kernels::projection_tile());
+    let variants = [
+        ("kernels", true, splits, tile),
+        (
+            "kernels, 128×128 projection tiles",
+            true,
+            1,
+            ProjectionTile::Block128,
+        ),
+        (
+            "kernels, split-K ×2 projections",
+            true,
+            2,
+            ProjectionTile::Block64,
+        ),
+        ("portable", false, 1, ProjectionTile::Block64),
+    ];
+    let mut runs: Vec<_> = variants
+        .iter()
+        .map(|&(_, on, ..)| {
+            let config = TrainConfig::new()
+                .with_size(size.into())
+                .with_optimizer("subtrack++".into())
+                .with_update_interval(1_000_000)
+                .with_wgsl_kernels(on);
+            ad.seed(4);
+            let model = model_config.init(&ad).expect("model");
+            let grads = Grads::of(&model);
+            let (optim, _) = config.build_optimizer(&model_config).expect("optimizer");
+            StepRun {
+                model: Some(model),
+                grads,
+                optim,
+                times: Vec::new(),
+            }
+        })
+        .collect();
+    let steps = |k: usize, n: usize, runs: &mut [StepRun]| {
+        let (_, _, splits, tile) = variants[k];
+        kernels::set_projection_splits(splits);
+        kernels::set_projection_tile(tile);
+        let run = &mut runs[k];
+        let mut model = run.model.take().expect("model");
+        for _ in 0..n {
+            model = run.optim.step(1e-3, model, run.grads.params());
         }
         sync(&model.layers[0].attention.wq.weight.val());
-        let mut times = Vec::new();
-        for _ in 0..reps {
-            let start = Instant::now();
-            for _ in 0..batch {
-                model = optim.step(1e-3, model, grads.params());
-            }
-            sync(&model.layers[0].attention.wq.weight.val());
-            times.push(start.elapsed().as_secs_f64() * 1e3 / batch as f64);
-        }
-        step_ms[slot] = median(times);
+        run.model = Some(model);
+    };
+    for k in 0..variants.len() {
+        steps(k, 2, &mut runs);
     }
-    eprintln!(
-        "  SubTrack++ step, llama {size}: kernels {:.2} ms, portable {:.2} ms",
-        step_ms[0], step_ms[1]
-    );
-    rows.push(KernelRow {
-        what: format!("SubTrack++ optimizer step, all llama {size} weights"),
-        kernel_ms: step_ms[0],
-        portable_ms: step_ms[1],
-        flops: f64::NAN,
-    });
+    for rep in 0..reps {
+        let mut order: Vec<usize> = (0..variants.len()).collect();
+        if rep % 2 == 1 {
+            order.reverse();
+        }
+        for k in order {
+            let start = Instant::now();
+            steps(k, batch, &mut runs);
+            let ms = start.elapsed().as_secs_f64() * 1e3 / batch as f64;
+            runs[k].times.push(ms);
+        }
+    }
+    kernels::set_projection_splits(splits);
+    kernels::set_projection_tile(tile);
+    let step_ms: Vec<f64> = runs.into_iter().map(|r| median(r.times)).collect();
+    let portable_ms = step_ms[variants.len() - 1];
+    for (k, &(label, ..)) in variants.iter().enumerate().filter(|(_, v)| v.1) {
+        eprintln!(
+            "  SubTrack++ step, llama {size}, {label}: {:.2} ms, portable {portable_ms:.2} ms",
+            step_ms[k]
+        );
+        let what = if k == 0 {
+            format!("SubTrack++ optimizer step, all llama {size} weights")
+        } else {
+            format!("SubTrack++ optimizer step, all llama {size} weights, {label}")
+        };
+        rows.push(KernelRow {
+            what,
+            kernel_ms: step_ms[k],
+            portable_ms,
+            flops: f64::NAN,
+        });
+    }
     rows
 }
 

@@ -238,21 +238,22 @@ impl SubTrack {
     }
 
     /// One projected step; `decay` = 1 − lr·wd is applied here (fused with the update).
-    /// With `on_device` the finite check is left to the device: the projection kernel finds
-    /// the step flag while it reads G, and the flag is returned for the skip count. `g_sq`:
-    /// G's column sums of squares, when the caller formed them (see [`kernels::recovery`]).
-    #[allow(clippy::too_many_arguments)]
+    /// With [`FiniteCheck::Device`] the projection kernel finds the step flag while it reads
+    /// G, and the flag is returned for the skip count.
     fn projected_step(
         &self,
         lr: LearningRate,
         decay: f64,
         tensor: Tensor<2>,
         grad: Tensor<2>,
-        g_sq: Option<Tensor<2>>,
         state: Option<ProjectedState>,
-        on_device: bool,
+        check: FiniteCheck,
     ) -> (Tensor<2>, ProjectedState, Option<Tensor<1>>) {
         let cfg = &self.config;
+        let (on_device, g_sq) = match check {
+            FiniteCheck::Device => (true, None),
+            FiniteCheck::Host { grad_sq } => (false, grad_sq),
+        };
         let [m, n] = tensor.dims();
         let (g, transposed) = canonical_gradient(grad);
         let [a, b] = g.dims();
@@ -424,6 +425,19 @@ impl SubTrack {
     }
 }
 
+/// How a projected step learns that its gradient is finite.
+// Made once per step and taken apart at once, so the size of `Host` costs nothing; a box
+// would add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum FiniteCheck {
+    /// The host has checked it (it was finite). `grad_sq`: G's column sums of squares, where
+    /// the check formed them (the portable recovery scaling takes them, see
+    /// [`kernels::recovery`]).
+    Host { grad_sq: Option<Tensor<2>> },
+    /// Left to the device: the projection kernel finds the step flag while it reads G.
+    Device,
+}
+
 /// Panic with the reason when a loaded state does not fit the parameter it is applied to.
 fn check_fits(state: &ProjectedState, [m, n]: [usize; 2], rank: usize) {
     let (a, b, transposed) = canonical_layout(m, n);
@@ -488,6 +502,11 @@ impl Optimizer for SubTrack {
                 Some(sq) => host::all_finite_given(sq.clone().sum(), grad.clone()),
                 None => host::read_all_finite(grad.clone()),
             };
+        let check = if on_device {
+            FiniteCheck::Device
+        } else {
+            FiniteCheck::Host { grad_sq: g_sq }
+        };
         if !finite {
             self.report
                 .inner
@@ -518,9 +537,8 @@ impl Optimizer for SubTrack {
                 decay,
                 tensor.reshape([m, n]),
                 grad.reshape([m, n]),
-                g_sq,
                 state,
-                on_device,
+                check,
             );
             if let Some(flag) = flag {
                 self.report.count_device_skips(&flag);

@@ -173,8 +173,13 @@ pub fn set_projection_tile(tile: ProjectionTile) {
 }
 
 /// The tile [`set_projection_tile`] chose for this thread.
-fn projection_tile() -> ProjectionTile {
+pub fn projection_tile() -> ProjectionTile {
     PROJECTION_TILE.with(Cell::get)
+}
+
+/// The split count [`set_projection_splits`] chose for this thread.
+pub fn projection_splits() -> usize {
+    PROJECTION_SPLITS.with(Cell::get)
 }
 
 /// (G̃, flag): [`project`] with the step flag of G ([`step_flag`]), which the WGSL kernel
