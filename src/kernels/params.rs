@@ -36,8 +36,14 @@ pub(super) const LEN: usize = 14;
 
 /// The host values of a parameter buffer: slots 0–12 of the layout above (moved is 1, the
 /// basis moved, unless a kernel's own device flag replaces it). Unset slots are 0.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ParamValues([f32; FLAG]);
+
+impl Default for ParamValues {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl ParamValues {
     /// No kernel's values set; moved = 1.
