@@ -153,7 +153,7 @@ fn parse() -> Result<Args, String> {
                 args.sections = sections;
             }
             "-h" | "--help" => {
-                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4] [--no-wgsl-kernels] [--no-cpu-kernels] [--batch N] [--optimizers adamw,galore,subtrack-grad,subtrack++] [--train-sizes 20m,60m] [--projection-splits N] [--projection-tile 64|128] [--tiled-recovery-norms]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only), run in the order given\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)\n  --no-wgsl-kernels: sections 2 and 3 run the projected optimizers on Burn's tensor ops on wgpu too (default: the WGSL kernels, as SubTrackConfig does)\n  --no-cpu-kernels: sections 2 and 3 run the projected optimizers' a×b passes on Burn's tensor ops on the CPU (flex) too (default: the fused loops)\n  --batch N: section 4 times N back-to-back calls per repetition and one device sync (projections and optimizer steps; default 1; on a GPU, hides the sync's latency)\n  --optimizers: which optimizers sections 2 and 3 run (default all four)\n  --train-sizes: the llama sizes of section 3 (default tiny,9m; 20m,60m with --full)\n  --projection-splits N: the optimizer's WGSL projections use split-K with N partial sums (experimental; default 1, off)\n  --projection-tile 128: the optimizer's WGSL projections compute 128×128 blocks of G̃ (project_wide.wgsl; experimental; default 64)\n  --tiled-recovery-norms: the optimizer's WGSL recovery column norms use 64×64 tiles over a 2-D grid (experimental; default off)".into())
+                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4] [--no-wgsl-kernels] [--no-cpu-kernels] [--batch N] [--optimizers adamw,galore,subtrack-grad,subtrack++] [--train-sizes 20m,60m] [--projection-splits N] [--projection-tile 64|128] [--tiled-recovery-norms]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only), run in the order given\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)\n  --no-wgsl-kernels: sections 2 and 3 run the projected optimizers on Burn's tensor ops on wgpu too (default: the WGSL kernels, as SubTrackConfig does)\n  --no-cpu-kernels: sections 2 and 3 run the projected optimizers' a×b passes on Burn's tensor ops on the CPU (flex) too (default: the fused loops)\n  --batch N: section 4 times N back-to-back calls per repetition and one device sync (projections and optimizer steps; default 1; on a GPU, hides the sync's latency)\n  --optimizers: which optimizers sections 2 and 3 run (default all four)\n  --train-sizes: the llama sizes of section 3 (default tiny,9m; 20m,60m with --full)\n  --projection-splits N: the optimizer's WGSL projections use split-K with N partial sums (experimental; default 1, off)\n  --projection-tile 128: the optimizer's WGSL projections and weight updates compute 128×128 blocks (project_wide.wgsl, update_wide.wgsl; experimental; default 64)\n  --tiled-recovery-norms: the optimizer's WGSL recovery column norms use 64×64 tiles over a 2-D grid (experimental; default off)".into())
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -688,12 +688,7 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<
     let (splits, tile) = (kernels::projection_splits(), kernels::projection_tile());
     let variants = [
         ("kernels", true, splits, tile),
-        (
-            "kernels, 128×128 projection tiles",
-            true,
-            1,
-            ProjectionTile::Block128,
-        ),
+        ("kernels, 128×128 tiles", true, 1, ProjectionTile::Block128),
         (
             "kernels, split-K ×2 projections",
             true,
@@ -976,7 +971,7 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
     if args.projection_tile != ProjectionTile::Block64 {
         let _ = writeln!(
             md,
-            "Projections of the optimizer steps: 128×128 tiles (experimental).\n"
+            "Projections and weight updates of the optimizer steps: 128×128 tiles (experimental).\n"
         );
     }
     if !updates.is_empty() {

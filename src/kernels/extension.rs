@@ -11,6 +11,7 @@ use burn::tensor::Shape;
 
 use super::launch::Limits;
 use super::project::{ProjectionTile, projected_shape};
+use super::update::UpdateLaunch;
 use super::{adam, project, recovery, tracking, update};
 
 /// Operations with a WGSL implementation. The `params` of Adam and recovery and the
@@ -101,15 +102,14 @@ pub trait SubTrackKernels: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// W' = d·(W − α·s·S·N) (§2): `basis` a×r, `normalized` r×b, `weight` a×b or b×a
-    /// (`transposed`), `scalars` (α, d, s, k, flag).
+    /// (`how.transposed`), `scalars` (α, d, s, k, flag); blocks of `how.tile`.
     #[fusion(dtype = weight, shape = weight)]
     fn wgsl_update(
         basis: FloatTensor<Self>,
         normalized: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         scalars: FloatTensor<Self>,
-        transposed: bool,
-        limits: Limits,
+        how: UpdateLaunch,
     ) -> FloatTensor<Self>;
 
     /// W' = d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ (§2 with §7 folded in): `grad` a×b,
@@ -124,8 +124,7 @@ pub trait SubTrackKernels: Backend {
         grad: FloatTensor<Self>,
         psi: FloatTensor<Self>,
         g_low: FloatTensor<Self>,
-        transposed: bool,
-        limits: Limits,
+        how: UpdateLaunch,
     ) -> FloatTensor<Self>;
 
     /// out = X·Yᵀ (X m×k, Y n×k → m×n): G·Aᵀ, A·Aᵀ and the re-orthonormalisation
@@ -266,10 +265,9 @@ impl SubTrackKernels for CubeBackend {
         normalized: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         scalars: FloatTensor<Self>,
-        transposed: bool,
-        limits: Limits,
+        how: UpdateLaunch,
     ) -> FloatTensor<Self> {
-        update::launch(basis, normalized, weight, scalars, None, transposed, limits)
+        update::launch(basis, normalized, weight, scalars, None, how)
     }
 
     fn wgsl_update_recovery(
@@ -280,13 +278,10 @@ impl SubTrackKernels for CubeBackend {
         grad: FloatTensor<Self>,
         psi: FloatTensor<Self>,
         g_low: FloatTensor<Self>,
-        transposed: bool,
-        limits: Limits,
+        how: UpdateLaunch,
     ) -> FloatTensor<Self> {
         let recovery = Some((grad, psi, g_low));
-        update::launch(
-            basis, normalized, weight, scalars, recovery, transposed, limits,
-        )
+        update::launch(basis, normalized, weight, scalars, recovery, how)
     }
 
     fn wgsl_product(

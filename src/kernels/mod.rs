@@ -43,6 +43,7 @@ pub use extension::SubTrackKernels;
 pub use launch::Limits;
 pub use params::{ParamValues, StepFlag, StepParams};
 pub use project::{ProjectionTile, projected_shape};
+pub use update::UpdateLaunch;
 
 use launch::WGSL;
 
@@ -108,6 +109,7 @@ fn count_launch(kernel: &'static str, sizes: [usize; 3]) {
 /// this process: lets callers and tests see that the WGSL kernel, not a fallback, ran.
 /// `"project: Gᵀ in place"`, `"recovery: Gᵀ in place"` and `"update: Gᵀ in place"` count
 /// the launches that read a transposed-view gradient from its own buffer, uncopied;
+/// `"project: 128×128 tiles"` and `"update: 128×128 tiles"` those of the wide variants;
 /// `"project: flex"`, `"update: flex"`, `"adam: flex"` (sizes [r, 0, b]) and
 /// `"column_sq: flex"` (sizes [a, 0, b]) the fused CPU loops. `"params: packed"` and
 /// `"params: uploaded"` (sizes [first slot, r, b]: slot 0 Adam, 6 recovery, 8 update; G̃
@@ -165,7 +167,8 @@ pub fn set_projection_splits(splits: usize) {
 }
 
 /// Experimental tuning hook: from now on, the WGSL projections on this thread ([`project`],
-/// [`project_checked`], [`project_packed`], [`track`]'s A = SᵀG, so the optimizer's steps run here) compute
+/// [`project_checked`], [`project_packed`], [`track`]'s A = SᵀG) and back-projections
+/// fused with the weight update ([`update`]), so the optimizer's steps run here, compute
 /// blocks of `tile` (default [`ProjectionTile::Block64`]). For measuring the 128×128 tile
 /// on a GPU (`benchmark --projection-tile 128`); no default is set from it yet.
 pub fn set_projection_tile(tile: ProjectionTile) {
@@ -551,8 +554,11 @@ pub fn track(
         d(&a_at),
         g_at.into_dispatch(),
         scalars.into_dispatch(),
-        false,
-        limits,
+        UpdateLaunch {
+            transposed: false,
+            tile: ProjectionTile::Block64,
+            limits,
+        },
     ));
     let normal = gram(&tangent);
     let mut powered = unit(normal.clone());
@@ -802,8 +808,13 @@ pub fn update(
             normalized.into_dispatch(),
             weight.into_dispatch(),
         );
+        let how = UpdateLaunch {
+            transposed,
+            tile: projection_tile(),
+            limits,
+        };
         return Tensor::from_dispatch(match recovery {
-            None => Dispatch::wgsl_update(basis, normalized, weight, scalars, transposed, limits),
+            None => Dispatch::wgsl_update(basis, normalized, weight, scalars, how),
             Some(t) => Dispatch::wgsl_update_recovery(
                 basis,
                 normalized,
@@ -812,8 +823,7 @@ pub fn update(
                 t.grad.into_dispatch(),
                 t.psi.into_dispatch(),
                 t.g_low.into_dispatch(),
-                transposed,
-                limits,
+                how,
             ),
         });
     }

@@ -14,15 +14,17 @@ use super::launch::{
 const SHADER: &str = include_str!("../../shaders/project.wgsl");
 const SHADER_WIDE: &str = include_str!("../../shaders/project_wide.wgsl");
 
-/// The block of G̃ one projection workgroup computes (16×16 invocations either way).
+/// The block of G̃ one projection workgroup computes, or of W' one weight-update workgroup
+/// finishes (16×16 invocations either way).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ProjectionTile {
     /// 64×64, a 4×4 block per invocation (`project.wgsl`): the default, measured on an H200.
     #[default]
     Block64,
-    /// 128×128, an 8×8 block per invocation (`project_wide.wgsl`): twice the multiply-adds
-    /// per workgroup-memory read, a quarter of the workgroups. Experimental: for large
-    /// products, not yet measured on a GPU.
+    /// 128×128, an 8×8 block per invocation (`project_wide.wgsl`, and `update_wide.wgsl`
+    /// for the back-projection): twice the multiply-adds per workgroup-memory read, a
+    /// quarter of the workgroups. Experimental: for large products, not yet measured on a
+    /// GPU.
     Block128,
 }
 

@@ -1,4 +1,5 @@
-//! Launch of `shaders/update.wgsl`: W ← d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ.
+//! Launch of `shaders/update.wgsl` (and its 128×128-tile variant `update_wide.wgsl`):
+//! W ← d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ.
 
 use burn::backend::wgpu::{CubeTensor, SourceKernel, into_contiguous};
 use burn::cubecl::server::KernelArguments;
@@ -6,11 +7,25 @@ use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::Shape;
 
 use super::launch::{
-    BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups, contiguous_transpose,
-    empty_f32, is_transposed_view, row_chunk,
+    BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups_of,
+    contiguous_transpose, empty_f32, is_transposed_view, row_chunk,
 };
+use super::project::ProjectionTile;
 
 const SHADER: &str = include_str!("../../shaders/update.wgsl");
+const SHADER_WIDE: &str = include_str!("../../shaders/update_wide.wgsl");
+
+/// How the update kernel runs: W's layout, the block each workgroup finishes, and the device
+/// limits its launches plan for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpdateLaunch {
+    /// Whether W is stored b×a (the right case of §1).
+    pub transposed: bool,
+    /// The block of W' per workgroup.
+    pub tile: ProjectionTile,
+    /// The limits of the launches.
+    pub limits: Limits,
+}
 
 const RECOVERY_BINDINGS: &str = "@group(0) @binding(5) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(6) var<storage, read_write> psi: array<f32>;
@@ -21,7 +36,8 @@ const RECOVERY_TERM: &str = "                u = u + grad[at] * psi[j];";
 /// Rows per launch for the update of an a×b matrix at rank r under `limits`, or `None`
 /// when the kernel cannot run these sizes (L over the binding limit, a transposed W over it,
 /// fewer than 64 rows fitting, or a row chunk over the workgroup limit of 64-row blocks).
-/// Columns past the workgroup limit are split over several launches.
+/// Columns past the workgroup limit are split over several launches. Holds for both tiles
+/// ([`ProjectionTile`]): the 128×128 one needs fewer workgroups.
 pub fn plan(a: usize, r: usize, b: usize, transposed: bool, limits: Limits) -> Option<usize> {
     let limit = limits.max_binding_bytes;
     let rows = if transposed {
@@ -37,16 +53,21 @@ pub fn plan(a: usize, r: usize, b: usize, transposed: bool, limits: Limits) -> O
 /// `scalars` (α, d, s, k, flag; `params.rs`);
 /// `recovery` holds (G, ψ, G̃) when recovery scaling is on. S, W and G over the binding
 /// limit are updated in row chunks (left layout only). The caller ([`super::update`]) has
-/// checked the runtime, the dtypes and [`plan`].
+/// checked the runtime, the dtypes and [`plan`]. W's layout, the tile and the limits come
+/// from `how`.
 pub fn launch(
     basis: CubeTensor,
     normalized: CubeTensor,
     weight: CubeTensor,
     scalars: CubeTensor,
     recovery: Option<(CubeTensor, CubeTensor, CubeTensor)>,
-    transposed: bool,
-    limits: Limits,
+    how: UpdateLaunch,
 ) -> CubeTensor {
+    let UpdateLaunch {
+        transposed,
+        tile,
+        limits,
+    } = how;
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = normalized.meta.shape()[1];
     let rows = plan(a, r, b, transposed, limits).expect("update: sizes the kernel cannot run");
@@ -87,13 +108,17 @@ pub fn launch(
             buffers.push(psi.handle.clone().binding());
             buffers.push(g_low.handle.clone().binding());
         }
-        for (j_block, blocks) in column_groups(b, limits) {
+        let (name, source, side) = match tile {
+            ProjectionTile::Block64 => ("update", SHADER, BLOCK),
+            ProjectionTile::Block128 => ("update_wide", SHADER_WIDE, 2 * BLOCK),
+        };
+        for (j_block, blocks) in column_groups_of(b, side, limits) {
             let (bindings, low, term) = if recovery.is_some() {
                 (RECOVERY_BINDINGS, RECOVERY_LOW, RECOVERY_TERM)
             } else {
                 ("", "", "")
             };
-            let kernel = Templated::new("update", SHADER)
+            let kernel = Templated::new(name, source)
                 .with("a", k1 - k0)
                 .with("r", r)
                 .with("b", b)
@@ -106,9 +131,12 @@ pub fn launch(
             if in_place {
                 super::count_launch("update: Gᵀ in place", [a, r, b]);
             }
+            if tile == ProjectionTile::Block128 {
+                super::count_launch("update: 128×128 tiles", [a, r, b]);
+            }
             client.launch(
                 Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),
-                CubeCount::Static(blocks as u32, (k1 - k0).div_ceil(BLOCK) as u32, 1),
+                CubeCount::Static(blocks as u32, (k1 - k0).div_ceil(side) as u32, 1),
                 KernelArguments::new().with_buffers(buffers.clone()),
             );
         }

@@ -134,8 +134,8 @@ fn split_projection_matches_the_portable_path() {
 }
 
 /// With split-K projections or the 128×128 tile turned on for this thread, SubTrack++ steps
-/// on the WGSL route (projections, and A = SᵀG of the tracking steps) use them and stay
-/// within 1e-5 of the default single-launch 64×64 steps.
+/// on the WGSL route (projections, A = SᵀG of the tracking steps, and with the tile the
+/// weight updates) use them and stay within 1e-5 of the default single-launch 64×64 steps.
 #[test]
 fn optimizer_steps_with_tuned_projections_match() {
     let Some(device) = wgpu_device() else {
@@ -171,6 +171,7 @@ fn optimizer_steps_with_tuned_projections_match() {
     ] {
         let split = kernels::launches("project_split", sizes);
         let wide = kernels::launches("project: 128×128 tiles", sizes);
+        let wide_update = kernels::launches("update: 128×128 tiles", sizes);
         let tuned = run(splits, tile);
         assert_eq!(
             kernels::launches("project_split", sizes) > split,
@@ -181,6 +182,11 @@ fn optimizer_steps_with_tuned_projections_match() {
             kernels::launches("project: 128×128 tiles", sizes) > wide,
             tile == ProjectionTile::Block128,
             "{splits} splits, {tile:?}: 128×128 launches"
+        );
+        assert_eq!(
+            kernels::launches("update: 128×128 tiles", sizes) > wide_update,
+            tile == ProjectionTile::Block128,
+            "{splits} splits, {tile:?}: 128×128 update launches"
         );
         assert_close(
             &tuned,

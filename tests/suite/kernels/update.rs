@@ -1,12 +1,15 @@
-//! The weight update fused with the back-projection (`update.wgsl`).
+//! The weight update fused with the back-projection (`update.wgsl`, and `update_wide.wgsl`
+//! for the 128×128 tile).
 
 use burn::tensor::{Device, Tensor};
-use subtrack::kernels::{self, RecoveryTerm, Route, StepFlag, UpdateCoefficients, UpdateInputs};
+use subtrack::kernels::{
+    self, Limits, ProjectionTile, RecoveryTerm, Route, StepFlag, UpdateCoefficients, UpdateInputs,
+};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};
 
-use super::{orthonormal, stored};
+use super::{orthonormal, stored, wgsl_within};
 
 /// Inputs of one weight update and its f64 reference.
 pub(super) struct UpdateCase {
@@ -167,6 +170,68 @@ fn update_kernel_matches_the_portable_path() {
                         "{name}: skip"
                     );
                 }
+            }
+        }
+    }
+}
+
+/// The 128×128 tile (`update_wide.wgsl`) against the tensor ops and f64: sizes that are not
+/// multiples of the tile or of its 8-wide rank step, a and b over one block, both layouts of
+/// W with and without recovery, row chunks past the binding limit, launches split across
+/// columns past the workgroup limit, and a skipped step.
+#[test]
+fn wide_tile_update_matches_the_portable_path() {
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    let mut rng = Rng(43);
+    let coefficients = UpdateCoefficients {
+        alpha: 0.03,
+        decay: 0.999,
+        scale: 0.25,
+    };
+    let cpu = Device::flex();
+    let narrow = Route::WGSL.within(Limits {
+        max_workgroups: 2,
+        ..Limits::WEBGPU
+    });
+    // (a, r, b, route, launches in the left layout). 300×20 and 300×90 under a 46,080-byte
+    // binding take chunks of 128, 128 and 44 rows (a transposed W is not chunked: the tensor
+    // ops run); b = 300 is three 128-column blocks, two and one under 2 workgroups.
+    for (a, r, b, route, launches) in [
+        (37, 5, 53, Route::WGSL, 1),
+        (260, 70, 290, Route::WGSL, 1),
+        (300, 20, 90, wgsl_within(46_080), 3),
+        (70, 6, 300, narrow, 2),
+    ] {
+        let chunked = launches == 3;
+        for transposed in [false, true] {
+            for recovery in [false, true] {
+                let case = UpdateCase::new(a, r, b, transposed, &mut rng);
+                let name = format!("{a}×{r}×{b}, transposed {transposed}, recovery {recovery}");
+                let run = |flag: Option<f32>| {
+                    kernels::set_projection_tile(ProjectionTile::Block128);
+                    let got = case.run_on(coefficients, recovery, flag, &device, route);
+                    kernels::set_projection_tile(ProjectionTile::Block64);
+                    got
+                };
+                let before = kernels::launches("update: 128×128 tiles", [a, r, b]);
+                let got = run(None);
+                let expected_launches = if transposed && chunked { 0 } else { launches };
+                assert_eq!(
+                    kernels::launches("update: 128×128 tiles", [a, r, b]),
+                    before + expected_launches,
+                    "{name}: launches of the 128×128 kernel"
+                );
+                let portable = case.run(coefficients, recovery, None, &cpu);
+                assert_close(&got, &portable, 1e-5, format_args!("{name}: vs portable"));
+                let expected = case.expected(coefficients, recovery);
+                assert_close(&got, &expected, 1e-5, format_args!("{name}: vs f64"));
+                let kept = run(Some(0.0));
+                assert!(
+                    kept.data == super::upload_roundtrip(&case.weight),
+                    "{name}: a skipped step keeps W"
+                );
             }
         }
     }
