@@ -15,7 +15,8 @@
 //! Each kernel is an operation of the [`SubTrackKernels`] backend extension
 //! (`extension.rs`), registered for Burn's CubeCL backend and, lazily, for its fusion layer,
 //! so it works with Burn's default kernel fusion on; `launch.rs` holds what the launchers
-//! share.
+//! share, and `params.rs` the parameter buffer a projected step's kernels bind (made by
+//! [`project_packed`], whose kernel writes the step flag into it).
 
 mod adam;
 mod extension;
