@@ -1,7 +1,7 @@
 //! The geodesic tracking step (`tangent.wgsl`, `top_singular.wgsl`, `geodesic_step.wgsl`,
 //! `reorthonormalize.wgsl`).
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 use subtrack::geodesic;
 use subtrack::kernels::{self};
 
@@ -29,6 +29,7 @@ fn tracking_kernels_match_the_host_geodesic_step() {
         return;
     };
     let mut rng = Rng(47);
+    let cpu = Device::flex();
     // (a, r, b, target θ, θ_max, tolerance): η is set from σ for θ = η·σ of 0.5–2 rad; a
     // clamp; a tolerance of 0 so that the Cholesky re-orthonormalisation runs.
     // The last case starts from a basis 1e-2 off orthonormal, so that the re-orthonormalisation
@@ -44,8 +45,11 @@ fn tracking_kernels_match_the_host_geodesic_step() {
         let s = orthonormal(a, r, &mut rng).add(&rng.mat(a, r).scale(off));
         let g = rng.mat(a, b);
         let (s_dev, g_dev) = (upload(&s, &device), upload(&g, &device));
-        let eta = target / geodesic::geodesic_step(&s_dev, &g_dev, 1.0, None, tol).sigma;
-        let host = geodesic::geodesic_step(&s_dev, &g_dev, eta, max_theta, tol);
+        // The host step (the portable path) on the CPU backend: on lavapipe, Burn's ops
+        // would compile and autotune for each shape (most of this test's cold time).
+        let (s_cpu, g_cpu) = (upload(&s, &cpu), upload(&g, &cpu));
+        let eta = target / geodesic::geodesic_step(&s_cpu, &g_cpu, 1.0, None, tol).sigma;
+        let host = geodesic::geodesic_step(&s_cpu, &g_cpu, eta, max_theta, tol);
         let before = kernels::launches("geodesic_step", [a, r, r]);
         let got = kernels::track(&s_dev, &g_dev, eta, max_theta, tol).expect("the kernels run");
         let case = format!("{a}×{r}×{b}, η {eta}, θ_max {max_theta:?}, tol {tol}, off {off}");
