@@ -218,7 +218,7 @@ fn project_tuned(
     route: Route,
     head: &[f32],
 ) -> (Tensor<2>, Option<Tensor<1>>) {
-    let splits = PROJECTION_SPLITS.with(Cell::get);
+    let splits = projection_splits();
     if route.wgsl && splits > 1 && wgsl_available(&g.device()) {
         return project_split_with(basis, g, splits, projection_tile(), head);
     }
@@ -341,7 +341,8 @@ pub fn keep_on_skip<const D: usize>(new: Tensor<D>, old: Tensor<D>, flag: &Tenso
 }
 
 /// Host `values` followed by device values (\[1\] each; [1.0] where `None`), as one f32
-/// tensor: the tracking kernels' parameters.
+/// tensor: the tracking kernels' parameters, and the parameter buffer where the projection
+/// did not make it (`ParamValues::upload`).
 fn with_flags(values: &[f64], flags: &[Option<&Tensor<1>>], device: &Device) -> Tensor<1> {
     let mut host: Vec<f32> = values.iter().map(|&x| x as f32).collect();
     if flags.iter().all(Option::is_none) {

@@ -14,7 +14,7 @@
 //! | 12 | moved: 1 = the basis changed (rotate the moments), 0 = it did not | adam |
 //! | 13 | the step flag: 1 = step, 0 = skip (G held NaN or ±∞) | all three |
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use super::UpdateCoefficients;
 use crate::config::{ProjectionAware, RecoveryScaling};
@@ -31,26 +31,16 @@ pub(super) const UPDATE: usize = 8;
 pub(super) const MOVED: usize = 12;
 /// Slot of the step flag, the last.
 pub(super) const FLAG: usize = 13;
-/// Slots in all.
-pub(super) const LEN: usize = 14;
 
-/// The host values of a parameter buffer: slots 0–12 of the layout above (moved is 1, the
-/// basis moved, unless a kernel's own device flag replaces it). Unset slots are 0.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ParamValues([f32; FLAG]);
-
-impl Default for ParamValues {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// The host values of a parameter buffer: the kernels' slots 0–11 of the layout above. Unset
+/// slots are 0. Moved is 1 (the basis moved) unless a kernel's own device flag replaces it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ParamValues([f32; MOVED]);
 
 impl ParamValues {
-    /// No kernel's values set; moved = 1.
+    /// No kernel's values set.
     pub fn new() -> Self {
-        let mut slots = [0.0; FLAG];
-        slots[MOVED] = 1.0;
-        Self(slots)
+        Self::default()
     }
 
     /// With low-rank Adam's values (slots 0–5), `rotation` the projection-aware variant of a
@@ -91,36 +81,22 @@ impl ParamValues {
             .all(|(&slot, &x)| slot == x as f32)
     }
 
-    /// Slots 0–12, the part before the step flag.
+    /// Slots 0–12, the part before the step flag (moved = 1).
     pub(super) fn head(&self) -> Vec<f32> {
-        self.0.to_vec()
+        self.0.iter().copied().chain([1.0]).collect()
     }
 
-    /// The slots as uploaded: slots 0–12, then a step flag of 1.
-    fn with_flag_slot(&self) -> Vec<f32> {
-        let mut host = self.head();
-        host.push(1.0);
-        host
-    }
-
-    /// The buffer on `device`: these values, `moved` (a device flag \[1\]) in its slot where
-    /// given, and the step flag `flag` (\[1\]; 1 where `None`). One upload where both are
-    /// `None`, else an upload and a concatenation.
+    /// The buffer on `device`: these values, `moved` (a device flag \[1\]; 1 where `None`)
+    /// and the step flag `flag` (\[1\]; 1 where `None`), by [`super::with_flags`]: one
+    /// upload where both are `None`, else an upload and a concatenation.
     pub(super) fn upload(
         &self,
         moved: Option<&Tensor<1>>,
         flag: Option<&Tensor<1>>,
         device: &Device,
     ) -> Tensor<1> {
-        if moved.is_none() && flag.is_none() {
-            return Tensor::from_data(TensorData::new(self.with_flag_slot(), [LEN]), device);
-        }
-        let head = Tensor::from_data(TensorData::new(self.0[..MOVED].to_vec(), [MOVED]), device);
-        let moved = moved
-            .cloned()
-            .unwrap_or_else(|| Tensor::full([1], self.0[MOVED], device));
-        let flag = flag.cloned().unwrap_or_else(|| Tensor::ones([1], device));
-        Tensor::cat(vec![head, moved, flag], 0)
+        let values: Vec<f64> = self.0.iter().map(|&x| f64::from(x)).collect();
+        super::with_flags(&values, &[moved, flag], device)
     }
 }
 

@@ -93,6 +93,11 @@ pub fn launch(
         };
         (g, into_contiguous(p), into_contiguous(l))
     });
+    let (name, source) = match tile {
+        ProjectionTile::Block64 => ("update", SHADER),
+        ProjectionTile::Block128 => ("update_wide", SHADER_WIDE),
+    };
+    let side = tile.side();
     for k0 in (0..a).step_by(rows) {
         let k1 = (k0 + rows).min(a);
         let slice = |t: &CubeTensor, width: usize| row_chunk(t, k0..k1, a, width);
@@ -108,10 +113,6 @@ pub fn launch(
             buffers.push(psi.handle.clone().binding());
             buffers.push(g_low.handle.clone().binding());
         }
-        let (name, source, side) = match tile {
-            ProjectionTile::Block64 => ("update", SHADER, BLOCK),
-            ProjectionTile::Block128 => ("update_wide", SHADER_WIDE, 2 * BLOCK),
-        };
         for (j_block, blocks) in column_groups_of(b, side, limits) {
             let (bindings, low, term) = if recovery.is_some() {
                 (RECOVERY_BINDINGS, RECOVERY_LOW, RECOVERY_TERM)
