@@ -71,7 +71,34 @@ struct Args {
     tiled_recovery_norms: bool,
 }
 
-fn parse() -> Result<Args, String> {
+/// `--help`: the options, one line each.
+const USAGE: &str = "\
+Usage: cargo run --release --example benchmark -- [OPTIONS]
+
+Sections: 1 one subspace update, 2 the amortised optimizer step, 3 the training step,
+4 the WGSL kernels against the portable path (wgpu only).
+
+  --full                  LLaMA shapes, for GPUs (default: reduced sizes for a CPU)
+  --device SPEC           where to run                                    [auto]
+                          ({DEVICES})
+  --reps N                timed repetitions per figure, after a warm-up   [5]
+  --out DIR               where benchmark.md and benchmark.json go        [target/bench]
+  --sections LIST         which sections, in the order given              [1,2,3,4]
+  --optimizers LIST       sections 2 and 3: adamw,galore,subtrack-grad,subtrack++ [all]
+  --train-sizes LIST      section 3's llama sizes            [tiny,9m; 20m,60m with --full]
+  --svd-max M             skip GaLore's SVD where the short side exceeds M  [2048]
+  --batch N               section 4: N back-to-back calls per device sync   [1]
+  --no-wgsl-kernels       sections 2 and 3 on Burn's tensor ops on wgpu too
+  --no-cpu-kernels        sections 2 and 3 on Burn's tensor ops on the CPU (flex) too
+Experimental kernels (section 4 also times them beside the default):
+  --projection-splits N   the optimizer's projections as split-K, N partial sums  [1]
+  --projection-tile 128   128x128 blocks for its projections and weight updates   [64]
+  --tiled-recovery-norms  its recovery column norms by 64x64 tiles
+  -h, --help              this text
+";
+
+/// The command line, or `None` for `--help`.
+fn parse() -> Result<Option<Args>, String> {
     let mut args = Args {
         full: false,
         device: "auto".into(),
@@ -152,13 +179,11 @@ fn parse() -> Result<Args, String> {
                 }
                 args.sections = sections;
             }
-            "-h" | "--help" => {
-                return Err("usage: benchmark [--full] [--device SPEC] [--reps N] [--out DIR] [--svd-max M] [--sections 1,2,3,4] [--no-wgsl-kernels] [--no-cpu-kernels] [--batch N] [--optimizers adamw,galore,subtrack-grad,subtrack++] [--train-sizes 20m,60m] [--projection-splits N] [--projection-tile 64|128] [--tiled-recovery-norms]\n  sections: 1 subspace update, 2 amortised step, 3 training step, 4 WGSL kernels vs portable path (wgpu only), run in the order given\n  --svd-max M: skip GaLore's SVD for shapes whose short side exceeds M (host eigensolver; default 2048)\n  --no-wgsl-kernels: sections 2 and 3 run the projected optimizers on Burn's tensor ops on wgpu too (default: the WGSL kernels, as SubTrackConfig does)\n  --no-cpu-kernels: sections 2 and 3 run the projected optimizers' a×b passes on Burn's tensor ops on the CPU (flex) too (default: the fused loops)\n  --batch N: section 4 times N back-to-back calls per repetition and one device sync (projections and optimizer steps; default 1; on a GPU, hides the sync's latency)\n  --optimizers: which optimizers sections 2 and 3 run (default all four)\n  --train-sizes: the llama sizes of section 3 (default tiny,9m; 20m,60m with --full)\n  --projection-splits N: the optimizer's WGSL projections use split-K with N partial sums (experimental; default 1, off)\n  --projection-tile 128: the optimizer's WGSL projections and weight updates compute 128×128 blocks (project_wide.wgsl, update_wide.wgsl; experimental; default 64)\n  --tiled-recovery-norms: the optimizer's WGSL recovery column norms use 64×64 tiles over a 2-D grid (experimental; default off)".into())
-            }
-            other => return Err(format!("unknown argument `{other}`")),
+            "-h" | "--help" => return Ok(None),
+            other => return Err(format!("unknown argument `{other}` (see --help)")),
         }
     }
-    Ok(args)
+    Ok(Some(args))
 }
 
 /// `x / base` as "1.23×", or "–" where the baseline was not run.
@@ -770,7 +795,11 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<
 
 fn main() -> ExitCode {
     let args = match parse() {
-        Ok(a) => a,
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            print!("{}", USAGE.replace("{DEVICES}", device::DEVICE_HELP));
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
