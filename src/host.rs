@@ -61,8 +61,7 @@ pub(crate) fn upload(
     dtype: DType,
     device: &Device,
 ) -> Tensor<2> {
-    let data = TensorData::new(values, [rows, cols]).convert_dtype(dtype);
-    Tensor::from_data(data, device)
+    Tensor::from_data(TensorData::new(values, [rows, cols]), (device, dtype))
 }
 
 /// `n` standard normal values from SplitMix64 and the Box–Muller transform.

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use burn::optim::{LearningRate, Optimizer};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 
 use crate::basis::top_singular_basis;
 use crate::config::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdate};
@@ -145,6 +145,30 @@ impl SubTrack {
 
     /// AdamW of the same form as the projected step; `decay` = 1 − lr·wd. `flag` is the
     /// device-side step flag when the finite check was left to the device.
+    /// [`Optimizer::step`] for a parameter stored as f16, bf16, Flex32 or f64: the state
+    /// is f32 and the step runs on the parameter and gradient cast to f32 (the basis,
+    /// orthonormal to 1e-5, and the kernels need it). The new weight is the f32 result
+    /// rounded to the parameter's type; an f64 weight instead gets the f32 change added,
+    /// so that it keeps its own precision. A skipped step leaves the weight as it was.
+    fn widened_step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<SubTrackState<D>>,
+    ) -> (Tensor<D>, Option<SubTrackState<D>>) {
+        let dtype = tensor.dtype();
+        let wide = tensor.clone().cast(DType::F32);
+        let grad = grad.cast(DType::F32);
+        if dtype == DType::F64 {
+            let (new, state) = self.step(lr, wide.clone(), grad, state);
+            (tensor + (new - wide).cast(dtype), state)
+        } else {
+            let (new, state) = self.step(lr, wide, grad, state);
+            (new.cast(dtype), state)
+        }
+    }
+
     fn dense_step<const D: usize>(
         &self,
         lr: LearningRate,
@@ -265,8 +289,8 @@ impl SubTrack {
             }
             None => ProjectedState {
                 basis: top_singular_basis(&g, cfg.rank),
-                moment_1: Tensor::zeros([cfg.rank, b], &g.device()),
-                moment_2: Tensor::zeros([cfg.rank, b], &g.device()),
+                moment_1: Tensor::zeros([cfg.rank, b], (&g.device(), g.dtype())),
+                moment_2: Tensor::zeros([cfg.rank, b], (&g.device(), g.dtype())),
                 step: 0,
                 limiter_norm: None,
                 transposed,
@@ -468,6 +492,9 @@ impl Optimizer for SubTrack {
     /// k (bias correction and the update interval), because only a read-back would tell the
     /// host it was skipped. Everywhere else the check is one read-back per parameter step,
     /// a skip leaves k unchanged, and it is logged.
+    ///
+    /// A parameter in f16, bf16 or f64 is stepped in f32 with f32 state (see
+    /// [`widened_step`](SubTrack::widened_step)).
     fn step<const D: usize>(
         &self,
         lr: LearningRate,
@@ -479,6 +506,12 @@ impl Optimizer for SubTrack {
             lr.is_finite() && lr >= 0.0,
             "SubTrack: the learning rate must be finite and >= 0, got {lr}"
         );
+        if matches!(
+            tensor.dtype(),
+            DType::F16 | DType::BF16 | DType::Flex32 | DType::F64
+        ) {
+            return self.widened_step(lr, tensor, grad, state);
+        }
         let reads = host::reads_on_this_thread();
         let dims = tensor.dims();
         let projected = self.is_projected(&dims);

@@ -9,7 +9,7 @@
 //! §1: a right-projected m×n weight (m ≥ n) is stored as its transpose, `transposed = true`.
 
 use burn::optim::{RecordState, StateSink, StateSource};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use burn_pack::Scalar;
 
 /// State of one parameter: low-rank for projected matrices, AdamW's moments otherwise.
@@ -243,16 +243,16 @@ fn decode<const D: usize>(
     let (moment_1, moment_2) = (moment_1.unwrap(), moment_2.unwrap());
     Ok(match layout {
         Layout::Dense => SubTrackState::Dense(DenseState {
-            moment_1: Tensor::from_data(moment_1, device),
-            moment_2: Tensor::from_data(moment_2, device),
+            moment_1: Tensor::from_data(moment_1, (device, DType::F32)),
+            moment_2: Tensor::from_data(moment_2, (device, DType::F32)),
             step,
         }),
         Layout::Projected { transposed, .. } => SubTrackState::Projected(ProjectedState {
-            basis: Tensor::from_data(basis.unwrap(), device),
-            moment_1: Tensor::from_data(moment_1, device),
-            moment_2: Tensor::from_data(moment_2, device),
+            basis: Tensor::from_data(basis.unwrap(), (device, DType::F32)),
+            moment_1: Tensor::from_data(moment_1, (device, DType::F32)),
+            moment_2: Tensor::from_data(moment_2, (device, DType::F32)),
             step,
-            limiter_norm: limiter_norm.map(|d| Tensor::from_data(d, device)),
+            limiter_norm: limiter_norm.map(|d| Tensor::from_data(d, (device, DType::F32))),
             transposed,
         }),
     })

@@ -349,15 +349,17 @@ fn with_flags(values: &[f64], flags: &[Option<&Tensor<1>>], device: &Device) -> 
         // Every value is known on the host: one upload, no concatenation.
         host.resize(values.len() + flags.len(), 1.0);
         let n = host.len();
-        return Tensor::from_data(TensorData::new(host, [n]), device);
+        return Tensor::from_data(TensorData::new(host, [n]), (device, DType::F32));
     }
     let n = host.len();
-    let mut parts = vec![Tensor::<1>::from_data(TensorData::new(host, [n]), device)];
-    parts.extend(
-        flags
-            .iter()
-            .map(|f| f.cloned().unwrap_or_else(|| Tensor::ones([1], device))),
-    );
+    let mut parts = vec![Tensor::<1>::from_data(
+        TensorData::new(host, [n]),
+        (device, DType::F32),
+    )];
+    parts.extend(flags.iter().map(|f| {
+        f.cloned()
+            .unwrap_or_else(|| Tensor::ones([1], (device, DType::F32)))
+    }));
     Tensor::cat(parts, 0)
 }
 

@@ -7,6 +7,7 @@ mod bad_input;
 mod checkpoint;
 mod kernels;
 mod learner;
+mod precision;
 mod pretrain;
 mod reference;
 mod subspace;
