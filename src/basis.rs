@@ -105,6 +105,7 @@ fn canonical_signs(basis: Tensor<2>) -> Tensor<2> {
     let signs = pivots
         .lower_elem(0.0)
         .float()
+        .cast(basis.dtype())
         .mul_scalar(-2.0)
         .add_scalar(1.0);
     basis * signs

@@ -326,7 +326,8 @@ fn project_split_with(
 /// The step flag of a gradient on its device: [1.0] when every element is finite, [0.0]
 /// when one is NaN or ±∞. Computed without a read-back.
 pub fn step_flag<const D: usize>(grad: &Tensor<D>) -> Tensor<1> {
-    grad.clone().is_finite().all().float()
+    // f32 whatever the device's default float type, like the kernels' flags.
+    grad.clone().is_finite().all().float().cast(DType::F32)
 }
 
 /// `new` where the step runs, `old` where `flag` says it is skipped (a select, so NaN in

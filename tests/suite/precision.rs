@@ -2,7 +2,7 @@
 //! and gives the weight back in its own type.
 
 use burn::optim::Optimizer;
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor, TensorData};
 use subtrack::{SubTrackConfig, SubTrackState};
 
 use crate::devices;
@@ -159,6 +159,67 @@ fn a_zero_step_keeps_every_bit() {
                     changed, 0,
                     "{dtype:?} {shape:?} on {device:?}: elements changed"
                 );
+            }
+        }
+    }
+}
+
+/// A device whose default float type is f16 (`Device::configure`, how Burn trains in half
+/// precision): the tensors the optimizer makes for itself name their type instead of taking
+/// the default, so the state stays f32. A device's default can be set only once per
+/// process, so this runs [`half_device_child`] in a process of its own.
+#[test]
+fn a_half_precision_device_default_is_not_picked_up() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "precision::half_device_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{text}");
+    assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+}
+
+#[test]
+#[ignore = "run by a_half_precision_device_default_is_not_picked_up in its own process"]
+fn half_device_child() {
+    let mut targets = vec![Device::flex()];
+    match Device::wgpu_options().init() {
+        Ok(wgpu) => targets.push(wgpu),
+        Err(err) => assert!(
+            !std::env::var("SUBTRACK_REQUIRE_WGPU").is_ok_and(|v| v == "1"),
+            "SUBTRACK_REQUIRE_WGPU=1 but no wgpu adapter: {err}"
+        ),
+    }
+    for mut device in targets {
+        if !device.supports_dtype(DType::F16) {
+            continue;
+        }
+        device.configure(FloatDType::F16).unwrap();
+        eprintln!("{device:?}: default float type f16");
+        for (name, config) in presets() {
+            let optim = config.with_rank(4).with_update_interval(2).build().unwrap();
+            for shape in [[12, 20], [20, 12], [1, 5]] {
+                let what = format!("{name}, {shape:?} on {device:?}");
+                let mut w = Tensor::<2>::random(shape, Distribution::Default, &device);
+                assert_eq!(w.dtype(), DType::F16, "{what}: the device default");
+                let start = values(&w);
+                let mut state = None;
+                for _ in 0..5 {
+                    let g = Tensor::<2>::random(shape, Distribution::Default, &device);
+                    (w, state) = optim.step(0.1, w, g, state);
+                }
+                assert_eq!(w.dtype(), DType::F16, "{what}");
+                let types = state_types(state.as_ref().unwrap());
+                assert!(types.iter().all(|&t| t == DType::F32), "{what}: {types:?}");
+                let now = values(&w);
+                assert!(now.iter().all(|x| x.is_finite()), "{what}: not finite");
+                assert!(max_abs_diff(&now, &start) > 0.01, "{what}: did not move");
             }
         }
     }
