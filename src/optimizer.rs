@@ -493,8 +493,8 @@ impl Optimizer for SubTrack {
     /// host it was skipped. Everywhere else the check is one read-back per parameter step,
     /// a skip leaves k unchanged, and it is logged.
     ///
-    /// A parameter in f16, bf16 or f64 is stepped in f32 with f32 state (see
-    /// [`widened_step`](SubTrack::widened_step)).
+    /// A parameter stored as f16, bf16, Flex32 or f64 is stepped in f32 with f32 state, and
+    /// the new weight is rounded back to its type (an f64 weight gets the f32 change added).
     fn step<const D: usize>(
         &self,
         lr: LearningRate,
