@@ -143,8 +143,6 @@ impl SubTrack {
         dims.len() == 2 && dims[0].min(dims[1]) > self.config.rank
     }
 
-    /// AdamW of the same form as the projected step; `decay` = 1 − lr·wd. `flag` is the
-    /// device-side step flag when the finite check was left to the device.
     /// [`Optimizer::step`] for a parameter stored as f16, bf16, Flex32 or f64: the state
     /// is f32 and the step runs on the parameter and gradient cast to f32 (the basis,
     /// orthonormal to 1e-5, and the kernels need it). The new weight is the f32 result
@@ -169,6 +167,8 @@ impl SubTrack {
         }
     }
 
+    /// AdamW of the same form as the projected step; `decay` = 1 − lr·wd. `flag` is the
+    /// device-side step flag when the finite check was left to the device.
     fn dense_step<const D: usize>(
         &self,
         lr: LearningRate,
