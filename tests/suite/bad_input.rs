@@ -5,23 +5,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use subtrack::{SubTrackConfig, SubTrackState, SubspaceUpdate};
 
 use crate::reference::{DenseRef, Hyper, Rng, Update, Variant, dense_step};
-use crate::{devices, download, upload};
+use crate::{devices, download, max_abs_diff, presets, upload, values};
 
 fn tensor<const D: usize>(values: Vec<f64>, shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(values, shape).convert::<f32>(), device)
-}
-
-fn values<const D: usize>(t: &Tensor<D>) -> Vec<f64> {
-    t.to_data().convert::<f64>().try_into_vec::<f64>().unwrap()
-}
-
-/// The three presets, named.
-fn presets() -> [(&'static str, SubTrackConfig); 3] {
-    [
-        ("GaLore", SubTrackConfig::galore()),
-        ("SubTrack-Grad", SubTrackConfig::subtrack_grad()),
-        ("SubTrack++", SubTrackConfig::subtrack_plus_plus()),
-    ]
 }
 
 #[test]
@@ -297,11 +284,7 @@ fn other_shapes_fall_back_to_adamw() {
             matches!(state, Some(SubTrackState::Dense(_))),
             "{shape:?} should be dense"
         );
-        let got = values(&w);
-        let err = got
-            .iter()
-            .zip(&w_ref)
-            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        let err = max_abs_diff(&values(&w), &w_ref);
         assert!(err < 1e-6, "{shape:?}: max error {err:e}");
     }
     for device in devices() {

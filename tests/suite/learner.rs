@@ -172,10 +172,7 @@ fn learner_trains_checkpoints_and_resumes() {
         "no optimizer checkpoint written"
     );
     let (_, resumed) = run(&dir, 4, Some(2), &device);
-    let diff = resumed
-        .iter()
-        .zip(&straight)
-        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    let diff = crate::max_abs_diff(&resumed, &straight);
     assert!(
         diff <= 1e-6,
         "resumed weights differ from the uninterrupted run by {diff:e}"

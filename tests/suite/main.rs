@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use reference::Mat;
+use subtrack::SubTrackConfig;
 
 /// The devices to test on: flex, plus wgpu when an adapter exists.
 pub fn devices() -> Vec<Device> {
@@ -79,4 +80,25 @@ fn rel_err(x: &Mat, y: &Mat) -> f64 {
 pub fn assert_close(got: &Mat, want: &Mat, tol: f64, what: impl std::fmt::Display) {
     let err = rel_err(got, want);
     assert!(err < tol, "{what}: relative error {err:e} (limit {tol:e})");
+}
+
+/// The three presets, named.
+pub fn presets() -> [(&'static str, SubTrackConfig); 3] {
+    [
+        ("GaLore", SubTrackConfig::galore()),
+        ("SubTrack-Grad", SubTrackConfig::subtrack_grad()),
+        ("SubTrack++", SubTrackConfig::subtrack_plus_plus()),
+    ]
+}
+
+/// A tensor's elements as f64, in row-major order.
+pub fn values<const D: usize>(t: &Tensor<D>) -> Vec<f64> {
+    t.to_data().convert::<f64>().try_into_vec::<f64>().unwrap()
+}
+
+/// max |x − y| over paired elements.
+pub fn max_abs_diff(x: &[f64], y: &[f64]) -> f64 {
+    x.iter()
+        .zip(y)
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()))
 }

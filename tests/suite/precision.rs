@@ -6,8 +6,8 @@ use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor, TensorData};
 use subtrack::basis::EXACT_SVD_MAX_SIDE;
 use subtrack::{SubTrack, SubTrackConfig, SubTrackState};
 
-use crate::devices;
 use crate::reference::Rng;
+use crate::{devices, max_abs_diff, presets, values};
 
 /// The float types other than f32 that `device` can hold.
 fn other_types(device: &Device) -> Vec<DType> {
@@ -30,16 +30,6 @@ fn random<const D: usize>(
     Tensor::from_data(TensorData::new(values, shape), (device, dtype))
 }
 
-fn values<const D: usize>(t: &Tensor<D>) -> Vec<f64> {
-    t.to_data().convert::<f64>().try_into_vec::<f64>().unwrap()
-}
-
-fn max_abs_diff(x: &[f64], y: &[f64]) -> f64 {
-    x.iter()
-        .zip(y)
-        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()))
-}
-
 /// The dtypes of every state tensor.
 fn state_types<const D: usize>(state: &SubTrackState<D>) -> Vec<DType> {
     match state {
@@ -50,14 +40,6 @@ fn state_types<const D: usize>(state: &SubTrackState<D>) -> Vec<DType> {
             t
         }
     }
-}
-
-fn presets() -> [(&'static str, SubTrackConfig); 3] {
-    [
-        ("GaLore", SubTrackConfig::galore()),
-        ("SubTrack-Grad", SubTrackConfig::subtrack_grad()),
-        ("SubTrack++", SubTrackConfig::subtrack_plus_plus()),
-    ]
 }
 
 /// Five steps (two subspace updates) of a weight held in another float type follow the f32
