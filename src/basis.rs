@@ -9,7 +9,7 @@ use crate::host;
 use crate::linalg;
 
 /// Short sides a above this take [`randomized_singular_basis`]: the exact host eigensolver
-/// is O(a³) in f64, its Householder reduction (4/3·a³) on one core.
+/// is O(a³) in f64, its Householder reduction (4/3·a³) memory bound past a few thousand.
 pub const EXACT_SVD_MAX_SIDE: usize = 1024;
 
 /// Power iterations of [`randomized_singular_basis`] when [`top_singular_basis`] uses it.

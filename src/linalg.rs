@@ -49,7 +49,7 @@ fn symmetric_eigen_on(a: &[f64], n: usize, threads: usize) -> (Vec<f64>, Vec<f64
     let mut v = symmetrised(a, n);
     let mut d = vec![0.0; n];
     let mut e = vec![0.0; n];
-    reduce(&mut v, &mut d, &mut e, n);
+    reduce(&mut v, &mut d, &mut e, n, threads);
     accumulate(&mut v, &mut d, n, threads);
     let mut rotations = Rotations::new(n, threads);
     ql_implicit(&mut d, &mut e, n, |i, c, s| rotations.push(i, c, s, &mut v));
@@ -110,7 +110,7 @@ fn top_eigen_on(a: &[f64], n: usize, k: usize, threads: usize) -> Option<(Vec<f6
     let mut v = symmetrised(a, n);
     let mut h = vec![0.0; n];
     let mut e = vec![0.0; n];
-    reduce(&mut v, &mut h, &mut e, n);
+    reduce(&mut v, &mut h, &mut e, n, threads);
     let diag: Vec<f64> = (0..n).map(|j| v[at(j, j)]).collect();
     // off[i] couples rows i and i + 1 of T.
     let off: Vec<f64> = e[1..].to_vec();
@@ -367,24 +367,287 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
         + tail
 }
 
-/// Element (i, j) of the work matrix, stored column-major: every O(n³) inner loop of
-/// `tred2`/`tql2` runs down a column, so this keeps them on contiguous memory. (The input
+/// Element (i, j) of the work matrix, stored column-major: every O(n³) inner loop of the
+/// reduction and of `tql2` runs down a column, so this keeps them on contiguous memory. (The input
 /// is symmetric, so storing it either way is the same matrix.)
 fn col_major(n: usize) -> impl Fn(usize, usize) -> usize {
     move |i, j| j * n + i
 }
 
+/// Reflections per panel in [`reduce`]: the leading block is brought up to date once per
+/// panel, by a rank-2·`PANEL` update, instead of once per reflection.
+const PANEL: usize = 32;
+
+/// Leading blocks at most this many rows and columns are reduced one reflection at a time
+/// ([`reduce_unblocked`]); larger ones by panels.
+const UNBLOCKED: usize = 512;
+
+/// Columns per partial sum of [`block_matvec`] (fixed, so that the order of the additions,
+/// and the result, do not depend on the number of threads).
+const MATVEC_BLOCK: usize = 64;
+
 /// Householder reduction of the symmetric matrix in `v` to tridiagonal form (the first half
-/// of EISPACK `tred2`). On return column i + 1 of `v` holds the vector u_i of reflection
-/// P_i = I − u_i·u_iᵀ/h_i in rows 0..=i, with h_i = `d[i + 1]` (0: no reflection), the
-/// diagonal of `v` holds the tridiagonal's diagonal, everything below it is zero, and `e`
-/// holds the sub-diagonal in `e[1..]`. The orthogonal Q with A = Q·T·Qᵀ is P_{n−2}⋯P_0.
-fn reduce(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
+/// of EISPACK `tred2`, blocked as in LAPACK `dsytrd`). On return column i + 1 of `v` holds
+/// the vector u_i of reflection P_i = I − u_i·u_iᵀ/h_i in rows 0..=i, with h_i = `d[i + 1]`
+/// (0: no reflection), the diagonal of `v` holds the tridiagonal's diagonal, everything
+/// below it is zero, and `e` holds the sub-diagonal in `e[1..]`. The orthogonal Q with
+/// A = Q·T·Qᵀ is P_{n−2}⋯P_0.
+///
+/// The work is on the upper triangle, so the row that each reflection annihilates is a
+/// contiguous column. Reflections come `PANEL` at a time: within a panel the leading block
+/// stays as stored and the true one is A − U·Wᵀ − W·Uᵀ, U holding the panel's vectors u and
+/// W the matching w = p − (uᵀp / 2h)·u of `tred2` (p = A·u / h); after the panel one
+/// rank-2·`PANEL` update brings the block up to date. So the block is read once per
+/// reflection (for A·u) and once per panel, where `tred2` reads it twice per reflection:
+/// at a = 2048 (32 MiB in f64) the block no longer stays in cache and those reads are the
+/// cost. Once the leading block is down to `UNBLOCKED` rows, where it stays in cache and
+/// the panel's extra products would cost more than they save, the rest goes one reflection
+/// at a time ([`reduce_unblocked`]; LAPACK `dsytrd` does the same with `dsytd2`). The
+/// products A·u (one thread per 2^19 multiply-adds) and the panel updates are shared out
+/// over at most `threads` threads, each element computed in the same order on any number.
+fn reduce(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize, threads: usize) {
+    reduce_with(v, d, e, n, threads, UNBLOCKED);
+}
+
+/// [`reduce`] with leading blocks of at most `unblocked` rows and columns reduced one
+/// reflection at a time (0: panels down to the last reflection).
+fn reduce_with(
+    v: &mut [f64],
+    d: &mut [f64],
+    e: &mut [f64],
+    n: usize,
+    threads: usize,
+    unblocked: usize,
+) {
     let at = col_major(n);
-    for j in 0..n {
-        d[j] = v[at(n - 1, j)];
+    // Column p (n rows) of `us` and `ws`: u and w of the panel's p-th reflection.
+    let len = if n > unblocked.max(1) { n } else { 0 };
+    let mut us = vec![0.0; len * PANEL];
+    let mut ws = vec![0.0; len * PANEL];
+    let mut partials = vec![0.0; len.div_ceil(MATVEC_BLOCK) * len];
+    let mut x = vec![0.0; len];
+    let mut top = n.saturating_sub(1);
+    while top >= unblocked.max(1) {
+        let bottom = top.saturating_sub(PANEL - 1).max(1);
+        for (t, i) in (bottom..=top).rev().enumerate() {
+            let (done_u, rest_u) = us.split_at_mut(t * n);
+            let (done_w, rest_w) = ws.split_at_mut(t * n);
+            let (u, w) = (&mut rest_u[..i], &mut rest_w[..i]);
+            let panel = |p: usize| (&done_u[p * n..(p + 1) * n], &done_w[p * n..(p + 1) * n]);
+            // Row i of the true leading block, columns 0..=i.
+            x[..=i].copy_from_slice(&v[at(0, i)..=at(i, i)]);
+            for p in 0..t {
+                let (up, wp) = panel(p);
+                let (ui, wi) = (up[i], wp[i]);
+                for ((xj, uj), wj) in x[..=i].iter_mut().zip(up).zip(wp) {
+                    *xj -= ui * wj + wi * uj;
+                }
+            }
+            v[at(i, i)] = x[i];
+            let scale: f64 = x[..i].iter().map(|a| a.abs()).sum();
+            let mut h = 0.0;
+            if scale == 0.0 {
+                e[i] = x[i - 1];
+                u.fill(0.0);
+                w.fill(0.0);
+            } else {
+                for (uj, xj) in u.iter_mut().zip(&x[..i]) {
+                    *uj = xj / scale;
+                    h += *uj * *uj;
+                }
+                let f = u[i - 1];
+                let g = if f > 0.0 { -h.sqrt() } else { h.sqrt() };
+                e[i] = scale * g;
+                h -= f * g;
+                u[i - 1] = f - g;
+                // w = (A − U·Wᵀ − W·Uᵀ)·u / h over the leading i×i block, then
+                // w −= (uᵀw / 2h)·u.
+                block_matvec(v, n, i, u, w, &mut partials, threads);
+                for p in 0..t {
+                    let (up, wp) = panel(p);
+                    let (up, wp) = (&up[..i], &wp[..i]);
+                    let (a, b) = (dot(wp, u), dot(up, u));
+                    for ((wj, uj), vj) in w.iter_mut().zip(up).zip(wp) {
+                        *wj -= uj * a + vj * b;
+                    }
+                }
+                let mut f = 0.0;
+                for (wj, uj) in w.iter_mut().zip(u.iter()) {
+                    *wj /= h;
+                    f += *wj * uj;
+                }
+                let hh = f / (h + h);
+                for (wj, uj) in w.iter_mut().zip(u.iter()) {
+                    *wj -= hh * uj;
+                }
+            }
+            v[at(0, i)..at(i, i)].copy_from_slice(u);
+            d[i] = h;
+        }
+        update_block(v, n, bottom, &us, &ws, top - bottom + 1, threads);
+        top = bottom - 1;
     }
-    for i in (1..n).rev() {
+    if top >= 1 {
+        // The rest as in `tred2`, which works on the lower triangle: mirror the block.
+        for j in 1..=top {
+            for k in 0..j {
+                v[at(j, k)] = v[at(k, j)];
+            }
+        }
+        reduce_unblocked(v, d, e, n, top);
+    }
+    if n > 0 {
+        d[0] = v[at(0, 0)];
+        e[0] = 0.0;
+    }
+    for j in 0..n {
+        v[at(j + 1, j)..at(n, j)].fill(0.0);
+    }
+}
+
+/// y = A·u for the symmetric leading `size`×`size` block A of the column-major `v`, read
+/// from its upper triangle: a partial sum over each `MATVEC_BLOCK` columns (in `partials`,
+/// n elements per block), the partials added in block order. Blocks are shared out over at
+/// most `threads` threads, one per 2^19 multiply-adds (below that a spawn costs more than
+/// it saves).
+fn block_matvec(
+    v: &[f64],
+    n: usize,
+    size: usize,
+    u: &[f64],
+    y: &mut [f64],
+    partials: &mut [f64],
+    threads: usize,
+) {
+    let blocks = size.div_ceil(MATVEC_BLOCK);
+    let bounds = |b: usize| (b * MATVEC_BLOCK, ((b + 1) * MATVEC_BLOCK).min(size));
+    let block = |(b, part): (usize, &mut [f64])| {
+        let (b0, b1) = bounds(b);
+        let part = &mut part[..b1];
+        part.fill(0.0);
+        let mut c = b0;
+        while c + 4 <= b1 {
+            column_quad(v, n, c, u, part);
+            c += 4;
+        }
+        for c in c..b1 {
+            // Column c holds A[0..=c, c]: its dot with u gives y[c]'s terms from rows
+            // 0..=c, and by symmetry it adds A[k, c]·u[c] to every y[k], k < c.
+            let col = &v[c * n..=c * n + c];
+            let uc = u[c];
+            let g = dot(col, &u[..=c]);
+            for (pk, ck) in part[..c].iter_mut().zip(col) {
+                *pk += ck * uc;
+            }
+            part[c] += g;
+        }
+    };
+    let threads = threads.min(size * size / (1 << 19)).max(1);
+    run_shares(
+        shares(partials.chunks_mut(n).take(blocks).enumerate(), threads),
+        block,
+    );
+    let y = &mut y[..size];
+    y.fill(0.0);
+    for (b, part) in partials.chunks(n).take(blocks).enumerate() {
+        let b1 = bounds(b).1;
+        for (yk, pk) in y[..b1].iter_mut().zip(part) {
+            *yk += pk;
+        }
+    }
+}
+
+/// [`block_matvec`]'s terms from the four columns c..c + 4 into `part`: their dots with u
+/// into part[c..c + 4] and their symmetric contributions A[k, c + j]·u[c + j] into every
+/// part[k] above the diagonal. The rows below c are taken four at a time with four partial
+/// dots per column, so each row's u[k] and part[k] are loaded once for eight
+/// multiply-adds.
+// The lanes l index five arrays at once, which an iterator would hide.
+#[allow(clippy::needless_range_loop)]
+fn column_quad(v: &[f64], n: usize, c: usize, u: &[f64], part: &mut [f64]) {
+    let cols: [&[f64]; 4] = std::array::from_fn(|j| &v[(c + j) * n..=(c + j) * n + c + j]);
+    let uc: [f64; 4] = std::array::from_fn(|j| u[c + j]);
+    let body = c / 4 * 4;
+    let (c0, c1, c2, c3) = (
+        &cols[0][..body],
+        &cols[1][..body],
+        &cols[2][..body],
+        &cols[3][..body],
+    );
+    let (ub, pb) = (&u[..body], &mut part[..body]);
+    let mut acc = [[0.0f64; 4]; 4];
+    for k0 in (0..body).step_by(4) {
+        for l in 0..4 {
+            let k = k0 + l;
+            let (a0, a1, a2, a3) = (c0[k], c1[k], c2[k], c3[k]);
+            let uk = ub[k];
+            acc[0][l] += a0 * uk;
+            acc[1][l] += a1 * uk;
+            acc[2][l] += a2 * uk;
+            acc[3][l] += a3 * uk;
+            pb[k] += (a0 * uc[0] + a1 * uc[1]) + (a2 * uc[2] + a3 * uc[3]);
+        }
+    }
+    let mut dots: [f64; 4] =
+        std::array::from_fn(|j| (acc[j][0] + acc[j][2]) + (acc[j][1] + acc[j][3]));
+    // Rows body..c + 4: the few rows left below c, and the 4×4 triangle at the diagonal.
+    for k in body..c + 4 {
+        for j in 0..4 {
+            if k <= c + j {
+                dots[j] += cols[j][k] * u[k];
+                if k < c + j {
+                    part[k] += cols[j][k] * uc[j];
+                }
+            }
+        }
+    }
+    for j in 0..4 {
+        part[c + j] += dots[j];
+    }
+}
+
+/// A −= U·Wᵀ + W·Uᵀ on the upper triangle of the leading `size`×`size` block of the
+/// column-major `v`, with U and W the first `width` columns (n rows each) of `us` and `ws`
+/// ([`reduce`]'s panel). Columns are shared out over threads; each element takes the
+/// `width` terms in order.
+fn update_block(
+    v: &mut [f64],
+    n: usize,
+    size: usize,
+    us: &[f64],
+    ws: &[f64],
+    width: usize,
+    threads: usize,
+) {
+    let column = |(j, col): (usize, &mut [f64])| {
+        let col = &mut col[..=j];
+        for p in 0..width {
+            let (u, w) = (&us[p * n..=p * n + j], &ws[p * n..=p * n + j]);
+            let (uj, wj) = (u[j], w[j]);
+            for ((c, uk), wk) in col.iter_mut().zip(u).zip(w) {
+                *c -= uk * wj + wk * uj;
+            }
+        }
+    };
+    let threads = threads.min(size * size * width / (1 << 20) + 1);
+    run_shares(
+        shares(v[..size * n].chunks_mut(n).enumerate(), threads),
+        column,
+    );
+}
+
+/// [`reduce`]'s reflections for the leading (`top` + 1)-sided block, one at a time as in
+/// EISPACK `tred2` (its first half): the block in the lower triangle of the column-major
+/// `v`, each reflection's vector left in the upper part of its column and its h in `d`, as
+/// [`reduce`] describes. Each reflection reads the block twice, once for A·u (a dot and an
+/// axpy per column) and once for the rank-2 update, which also gathers the next row; while
+/// the block stays in cache that beats a panel's extra products.
+fn reduce_unblocked(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize, top: usize) {
+    let at = col_major(n);
+    for j in 0..=top {
+        d[j] = v[at(top, j)];
+    }
+    for i in (1..=top).rev() {
         let mut scale = 0.0;
         let mut h = 0.0;
         for dk in d.iter().take(i) {
@@ -446,7 +709,6 @@ fn reduce(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize) {
         }
         d[i] = h;
     }
-    e[0] = 0.0;
 }
 
 /// Columns per block in [`cholesky`].
@@ -958,6 +1220,93 @@ mod tests {
                 "{threads}"
             );
         }
+    }
+
+    /// Both reductions, by panels and one reflection at a time, give A = Q·T·Qᵀ with Q
+    /// orthogonal, to round-off: random matrices around the panel and block widths (32, 64),
+    /// and ones whose rows vanish (zero, the identity, repeated blocks), where reflections
+    /// are skipped.
+    #[test]
+    fn reduction_reconstructs_by_panels_and_unblocked() {
+        let mut cases: Vec<(String, usize, Vec<f64>)> = [1, 2, 31, 33, 64, 65, 150, 301]
+            .into_iter()
+            .map(|n| (format!("random n={n}"), n, sym(n, 200 + n as u64)))
+            .collect();
+        let n = 40;
+        cases.push(("zero".into(), n, vec![0.0; n * n]));
+        let identity = (0..n * n).map(|p| if p / n == p % n { 1.0 } else { 0.0 });
+        cases.push(("identity".into(), n, identity.collect()));
+        let block = sym(5, 8);
+        let mut blocks = vec![0.0; n * n];
+        for b in 0..n / 5 {
+            for i in 0..5 {
+                for j in 0..5 {
+                    blocks[(5 * b + i) * n + 5 * b + j] = block[i * 5 + j];
+                }
+            }
+        }
+        cases.push(("repeated blocks".into(), n, blocks));
+        for (what, n, a) in &cases {
+            let n = *n;
+            let scale = a.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+            for unblocked in [0, usize::MAX] {
+                let mut v = symmetrised(a, n);
+                let (mut d, mut e) = (vec![0.0; n], vec![0.0; n]);
+                reduce_with(&mut v, &mut d, &mut e, n, 2, unblocked);
+                let at = col_major(n);
+                for j in 0..n {
+                    assert!(
+                        (j + 1..n).all(|k| v[at(k, j)] == 0.0),
+                        "{what}, unblocked {unblocked}: below the diagonal"
+                    );
+                }
+                let diag: Vec<f64> = (0..n).map(|j| v[at(j, j)]).collect();
+                accumulate(&mut v, &mut d, n, 2);
+                assert_eq!(d, diag, "{what}: accumulate keeps the diagonal");
+                // (T·Qᵀ)[i][c] = Σ_j T[i][j]·Q[c][j], T tridiagonal (diag, e[1..]) and Q
+                // column-major in v.
+                let tq = |i: usize, c: usize| {
+                    let mut x = diag[i] * v[at(c, i)];
+                    if i > 0 {
+                        x += e[i] * v[at(c, i - 1)];
+                    }
+                    if i + 1 < n {
+                        x += e[i + 1] * v[at(c, i + 1)];
+                    }
+                    x
+                };
+                for r in 0..n {
+                    for c in 0..n {
+                        let rec: f64 = (0..n).map(|i| v[at(r, i)] * tq(i, c)).sum();
+                        let qq: f64 = (0..n).map(|i| v[at(i, r)] * v[at(i, c)]).sum();
+                        let id = if r == c { 1.0 } else { 0.0 };
+                        assert!(
+                            (rec - a[r * n + c]).abs() <= 1e-12 * scale * n as f64,
+                            "{what}, unblocked {unblocked}: Q·T·Qᵀ at ({r}, {c})"
+                        );
+                        assert!(
+                            (qq - id).abs() <= 1e-12 * n as f64,
+                            "{what}, unblocked {unblocked}: QᵀQ at ({r}, {c})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The reduction alone past the size where its products A·u go onto several threads
+    /// (a leading block of 1024 and more): the same bits on one thread and on three.
+    #[test]
+    fn reduction_is_the_same_on_any_number_of_threads() {
+        let n = 1030;
+        let a = sym(n, 6);
+        let run = |threads| {
+            let mut v = symmetrised(&a, n);
+            let (mut d, mut e) = (vec![0.0; n], vec![0.0; n]);
+            reduce(&mut v, &mut d, &mut e, n, threads);
+            (v, d, e)
+        };
+        assert!(run(1) == run(3));
     }
 
     #[test]
