@@ -1056,6 +1056,28 @@ mod tests {
         a
     }
 
+    /// The n×n identity, row-major.
+    fn identity(n: usize) -> Vec<f64> {
+        (0..n * n)
+            .map(|p| if p / n == p % n { 1.0 } else { 0.0 })
+            .collect()
+    }
+
+    /// A block-diagonal n×n matrix (n a multiple of 5) repeating one random symmetric 5×5
+    /// block: its tridiagonal splits, so reflections vanish and eigenvalues repeat.
+    fn repeated_blocks(n: usize) -> Vec<f64> {
+        let block = sym(5, 8);
+        let mut blocks = vec![0.0; n * n];
+        for b in 0..n / 5 {
+            for i in 0..5 {
+                for j in 0..5 {
+                    blocks[(5 * b + i) * n + 5 * b + j] = block[i * 5 + j];
+                }
+            }
+        }
+        blocks
+    }
+
     #[test]
     fn eigen_reconstructs_and_is_orthonormal() {
         for n in [1, 2, 3, 7, 33, 150] {
@@ -1170,9 +1192,7 @@ mod tests {
     #[test]
     fn top_eigen_handles_clusters_and_ties() {
         let n = 40;
-        let identity: Vec<f64> = (0..n * n)
-            .map(|p| if p / n == p % n { 1.0 } else { 0.0 })
-            .collect();
+        let identity = identity(n);
         check_top(&identity, n, 10, "identity");
         check_top(&vec![0.0; n * n], n, 10, "zero");
 
@@ -1185,15 +1205,7 @@ mod tests {
         }
         check_top(&gram, n, 10, "rank 3");
 
-        let block = sym(5, 8);
-        let mut blocks = vec![0.0; n * n];
-        for b in 0..n / 5 {
-            for i in 0..5 {
-                for j in 0..5 {
-                    blocks[(5 * b + i) * n + 5 * b + j] = block[i * 5 + j];
-                }
-            }
-        }
+        let blocks = repeated_blocks(n);
         check_top(&blocks, n, 16, "repeated blocks");
 
         let w = 21;
@@ -1234,17 +1246,8 @@ mod tests {
             .collect();
         let n = 40;
         cases.push(("zero".into(), n, vec![0.0; n * n]));
-        let identity = (0..n * n).map(|p| if p / n == p % n { 1.0 } else { 0.0 });
-        cases.push(("identity".into(), n, identity.collect()));
-        let block = sym(5, 8);
-        let mut blocks = vec![0.0; n * n];
-        for b in 0..n / 5 {
-            for i in 0..5 {
-                for j in 0..5 {
-                    blocks[(5 * b + i) * n + 5 * b + j] = block[i * 5 + j];
-                }
-            }
-        }
+        cases.push(("identity".into(), n, identity(n)));
+        let blocks = repeated_blocks(n);
         cases.push(("repeated blocks".into(), n, blocks));
         for (what, n, a) in &cases {
             let n = *n;
