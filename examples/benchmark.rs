@@ -295,8 +295,6 @@ fn bench_updates(dev: &Device, shapes: &[(usize, usize, usize)], args: &Args) ->
 
 // ---------------------------------------------------------------- 2. amortised step
 
-/// Random gradients with the shapes of a module's parameters, rebuilt into a fresh
-/// `GradientsParams` for every step.
 /// One optimizer of section 4's step comparison: its model (taken out while it steps), the
 /// fixed gradients, the optimizer and its timed repetitions (ms per step).
 struct StepRun {
@@ -306,6 +304,8 @@ struct StepRun {
     times: Vec<f64>,
 }
 
+/// Random gradients with the shapes of a module's parameters, rebuilt into a fresh
+/// `GradientsParams` for every step.
 struct Grads {
     one: Vec<(ParamId, Tensor<1>)>,
     two: Vec<(ParamId, Tensor<2>)>,

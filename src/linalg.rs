@@ -1234,8 +1234,8 @@ mod tests {
         }
     }
 
-    /// Both reductions, by panels and one reflection at a time, give A = Q·T·Qᵀ with Q
-    /// orthogonal, to round-off: random matrices around the panel and block widths (32, 64),
+    /// The reduction by panels, one reflection at a time, and the two in turn give
+    /// A = Q·T·Qᵀ with Q orthogonal, to round-off: random matrices around the panel and block widths (32, 64),
     /// and ones whose rows vanish (zero, the identity, repeated blocks), where reflections
     /// are skipped.
     #[test]
@@ -1252,7 +1252,9 @@ mod tests {
         for (what, n, a) in &cases {
             let n = *n;
             let scale = a.iter().fold(1.0f64, |m, x| m.max(x.abs()));
-            for unblocked in [0, usize::MAX] {
+            // Panels throughout, panels then one at a time from 20 rows down (the switch
+            // mirrors the block into the lower triangle), and one at a time throughout.
+            for unblocked in [0, 20, usize::MAX] {
                 let mut v = symmetrised(a, n);
                 let (mut d, mut e) = (vec![0.0; n], vec![0.0; n]);
                 reduce_with(&mut v, &mut d, &mut e, n, 2, unblocked);
