@@ -808,7 +808,7 @@ fn ql_implicit(d: &mut [f64], e: &mut [f64], n: usize, mut rotate: impl FnMut(us
             for _iteration in 0..64 {
                 let mut g = d[l];
                 let mut p = (d[l + 1] - g) / (2.0 * e[l]);
-                let mut r = p.hypot(1.0);
+                let mut r = radius(p, 1.0);
                 if p < 0.0 {
                     r = -r;
                 }
@@ -833,7 +833,7 @@ fn ql_implicit(d: &mut [f64], e: &mut [f64], n: usize, mut rotate: impl FnMut(us
                     s2 = s;
                     g = c * e[i];
                     h = c * p;
-                    r = p.hypot(e[i]);
+                    r = radius(p, e[i]);
                     e[i + 1] = s * r;
                     s = e[i] / r;
                     c = p / r;
@@ -851,6 +851,18 @@ fn ql_implicit(d: &mut [f64], e: &mut [f64], n: usize, mut rotate: impl FnMut(us
         }
         d[l] += f;
         e[l] = 0.0;
+    }
+}
+
+/// √(x² + y²): the plain formula where x² + y² is far from overflow and underflow, else
+/// `f64::hypot`, which scales its arguments and costs about twice as much (it took half of
+/// [`ql_implicit`]'s time at n = 512).
+fn radius(x: f64, y: f64) -> f64 {
+    let r2 = x * x + y * y;
+    if (1e-290..1e290).contains(&r2) {
+        r2.sqrt()
+    } else {
+        x.hypot(y)
     }
 }
 
@@ -1312,6 +1324,30 @@ mod tests {
             (v, d, e)
         };
         assert!(run(1) == run(3));
+    }
+
+    /// `radius` against `hypot`: within an ulp or two across the range, including where
+    /// the plain formula would overflow or underflow.
+    #[test]
+    fn radius_matches_hypot() {
+        for &(x, y) in &[
+            (3.0, 4.0),
+            (1.0, 0.0),
+            (0.0, 0.0),
+            (-2.5, 1e-9),
+            (1e200, 3e200),
+            (1e-200, 1e-200),
+            (1e-160, 0.0),
+            (5e-324, 0.0),
+            (1e154, 1e154),
+            (f64::MAX, 1.0),
+        ] {
+            let (r, h) = (radius(x, y), x.hypot(y));
+            assert!(
+                (r - h).abs() <= 2.0 * f64::EPSILON * h,
+                "radius({x}, {y}) = {r}, hypot {h}"
+            );
+        }
     }
 
     #[test]
