@@ -368,8 +368,8 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Element (i, j) of the work matrix, stored column-major: every O(n³) inner loop of the
-/// reduction and of `tql2` runs down a column, so this keeps them on contiguous memory. (The input
-/// is symmetric, so storing it either way is the same matrix.)
+/// reduction and of `tql2` runs down a column, so this keeps them on contiguous memory.
+/// (The input is symmetric, so storing it either way is the same matrix.)
 fn col_major(n: usize) -> impl Fn(usize, usize) -> usize {
     move |i, j| j * n + i
 }
@@ -1247,9 +1247,9 @@ mod tests {
     }
 
     /// The reduction by panels, one reflection at a time, and the two in turn give
-    /// A = Q·T·Qᵀ with Q orthogonal, to round-off: random matrices around the panel and block widths (32, 64),
-    /// and ones whose rows vanish (zero, the identity, repeated blocks), where reflections
-    /// are skipped.
+    /// A = Q·T·Qᵀ with Q orthogonal, to round-off: random matrices around the panel and
+    /// block widths (32, 64), and ones whose rows vanish (zero, the identity, repeated
+    /// blocks), where reflections are skipped.
     #[test]
     fn reduction_reconstructs_by_panels_and_unblocked() {
         let mut cases: Vec<(String, usize, Vec<f64>)> = [1, 2, 31, 33, 64, 65, 150, 301]
