@@ -5,7 +5,50 @@
 //! top singular vectors of §3, §4 and §6 of `algorithm.md` ([`top_eigen`]; the full
 //! [`symmetric_eigen`] is its fallback), and the k×k Gram matrices of Cholesky-QR
 //! ([`cholesky`], [`inverse_transpose_lower`]). Matrices are row-major `Vec<f64>` of `n * n`
-//! elements. Every routine gives the same bits on any number of threads.
+//! elements. Every routine gives the same bits on any number of threads, and with or
+//! without AVX2 (see `wide!`).
+
+/// Set by a test to make `wide!` functions take their baseline build.
+#[cfg(test)]
+static BASELINE_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `wide!` functions take their AVX2 build: on x86_64 CPUs that have it.
+#[cfg(target_arch = "x86_64")]
+fn avx2() -> bool {
+    #[cfg(test)]
+    if BASELINE_ONLY.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    std::arch::is_x86_feature_detected!("avx2")
+}
+
+/// `wide!(fn name = body(args) -> ret;)` defines `name`, which calls the function `body`
+/// (`#[inline(always)]`, with the same signature) as compiled for the target's baseline
+/// or, on x86_64 CPUs that have it, as compiled with AVX2. x86_64's baseline is SSE2, so
+/// AVX2 runs the loops on registers of four f64 instead of two. Both builds do the same
+/// arithmetic in the same order (Rust never fuses a·b + c into one rounding, and the wider
+/// registers only hold more of the same independent lanes), so they give the same bits; a
+/// test checks it. A closure handed to another thread is compiled once, for the baseline,
+/// so the threaded loops call `wide!` functions from inside their closures.
+macro_rules! wide {
+    ($(#[$attr:meta])* fn $name:ident = $body:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?;) => {
+        $(#[$attr])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn avx2_build($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if avx2() {
+                    // SAFETY: the CPU has AVX2, checked at run time.
+                    return unsafe { avx2_build($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
 
 /// Eigen-decomposition of a symmetric `n×n` matrix (row-major).
 ///
@@ -306,21 +349,38 @@ impl TridiagonalLu {
 /// reflections as left by [`reduce`] in `v` (column-major n×n) and `h`; columns are shared
 /// out across threads, each computed exactly as on one.
 fn apply_reflections(v: &[f64], h: &[f64], z: &mut [f64], n: usize, threads: usize) {
-    let reflect = |col: &mut [f64]| {
-        for i in 0..n.saturating_sub(1) {
-            let hi = h[i + 1];
-            if hi != 0.0 {
-                let u = &v[(i + 1) * n..(i + 1) * n + i + 1];
+    let k = z.len() / n.max(1);
+    let threads = threads.min(n * n * k / (1 << 18) + 1);
+    run_shares(
+        shares(z.chunks_mut(n.max(1) * REFLECT_GROUP), threads),
+        |cols| reflect(v, h, cols, n),
+    );
+}
+
+/// Columns that [`reflect`] takes through each reflection together, so that its vector is
+/// read from memory once for all of them.
+const REFLECT_GROUP: usize = 4;
+
+wide!(
+    /// [`apply_reflections`] on the columns (n each) of `cols`.
+    fn reflect = reflect_body(v: &[f64], h: &[f64], cols: &mut [f64], n: usize);
+);
+
+/// [`reflect`]'s body, built twice by `wide!`.
+#[inline(always)]
+fn reflect_body(v: &[f64], h: &[f64], cols: &mut [f64], n: usize) {
+    for i in 0..n.saturating_sub(1) {
+        let hi = h[i + 1];
+        if hi != 0.0 {
+            let u = &v[(i + 1) * n..(i + 1) * n + i + 1];
+            for col in cols.chunks_mut(n) {
                 let g = dot(u, &col[..=i]) / hi;
                 for (c, p) in col.iter_mut().zip(u) {
                     *c -= g * p;
                 }
             }
         }
-    };
-    let k = z.len() / n.max(1);
-    let threads = threads.min(n * n * k / (1 << 18) + 1);
-    run_shares(shares(z.chunks_mut(n.max(1)), threads), reflect);
+    }
 }
 
 /// Whether the `k` columns of the column-major n×k `z` are finite and orthonormal: every
@@ -347,6 +407,7 @@ fn orthonormal(z: &[f64], n: usize, k: usize, tolerance: f64, threads: usize) ->
 /// Σ aᵢ·bᵢ over the shorter of the two, in eight interleaved partial sums (which the
 /// compiler can vectorise; one running sum is a chain of dependent additions) added in a
 /// fixed order, so the result depends only on the inputs.
+#[inline(always)]
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     let len = a.len().min(b.len());
     let (a, b) = (&a[..len], &b[..len]);
@@ -409,9 +470,22 @@ fn reduce(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize, threads: usize)
     reduce_with(v, d, e, n, threads, UNBLOCKED);
 }
 
-/// [`reduce`] with leading blocks of at most `unblocked` rows and columns reduced one
-/// reflection at a time (0: panels down to the last reflection).
-fn reduce_with(
+wide!(
+    /// [`reduce`] with leading blocks of at most `unblocked` rows and columns reduced one
+    /// reflection at a time (0: panels down to the last reflection).
+    fn reduce_with = reduce_body(
+        v: &mut [f64],
+        d: &mut [f64],
+        e: &mut [f64],
+        n: usize,
+        threads: usize,
+        unblocked: usize,
+    );
+);
+
+/// [`reduce_with`]'s body, built twice by `wide!`.
+#[inline(always)]
+fn reduce_body(
     v: &mut [f64],
     d: &mut [f64],
     e: &mut [f64],
@@ -557,14 +631,20 @@ fn block_matvec(
     }
 }
 
-/// [`block_matvec`]'s terms from the four columns c..c + 4 into `part`: their dots with u
-/// into part[c..c + 4] and their symmetric contributions A[k, c + j]·u[c + j] into every
-/// part[k] above the diagonal. The rows below c are taken four at a time with four partial
-/// dots per column, so each row's u[k] and part[k] are loaded once for eight
-/// multiply-adds.
+wide!(
+    /// [`block_matvec`]'s terms from the four columns c..c + 4 into `part`: their dots with
+    /// u into `part[c..c + 4]` and their symmetric contributions `A[k, c + j]·u[c + j]` into
+    /// every `part[k]` above the diagonal. The rows below c are taken four at a time with
+    /// four partial dots per column, so each row's `u[k]` and `part[k]` are loaded once for
+    /// eight multiply-adds.
+    fn column_quad = column_quad_body(v: &[f64], n: usize, c: usize, u: &[f64], part: &mut [f64]);
+);
+
+/// [`column_quad`]'s body, built twice by `wide!`.
 // The lanes l index five arrays at once, which an iterator would hide.
 #[allow(clippy::needless_range_loop)]
-fn column_quad(v: &[f64], n: usize, c: usize, u: &[f64], part: &mut [f64]) {
+#[inline(always)]
+fn column_quad_body(v: &[f64], n: usize, c: usize, u: &[f64], part: &mut [f64]) {
     let cols: [&[f64]; 4] = std::array::from_fn(|j| &v[(c + j) * n..=(c + j) * n + c + j]);
     let uc: [f64; 4] = std::array::from_fn(|j| u[c + j]);
     let body = c / 4 * 4;
@@ -619,21 +699,35 @@ fn update_block(
     width: usize,
     threads: usize,
 ) {
-    let column = |(j, col): (usize, &mut [f64])| {
-        let col = &mut col[..=j];
-        for p in 0..width {
-            let (u, w) = (&us[p * n..=p * n + j], &ws[p * n..=p * n + j]);
-            let (uj, wj) = (u[j], w[j]);
-            for ((c, uk), wk) in col.iter_mut().zip(u).zip(w) {
-                *c -= uk * wj + wk * uj;
-            }
-        }
-    };
     let threads = threads.min(size * size * width / (1 << 20) + 1);
     run_shares(
         shares(v[..size * n].chunks_mut(n).enumerate(), threads),
-        column,
+        |(j, col)| update_column(&mut col[..=j], n, j, us, ws, width),
     );
+}
+
+wide!(
+    /// [`update_block`] on column j (rows 0..=j, in `col`).
+    fn update_column = update_column_body(
+        col: &mut [f64],
+        n: usize,
+        j: usize,
+        us: &[f64],
+        ws: &[f64],
+        width: usize,
+    );
+);
+
+/// [`update_column`]'s body, built twice by `wide!`.
+#[inline(always)]
+fn update_column_body(col: &mut [f64], n: usize, j: usize, us: &[f64], ws: &[f64], width: usize) {
+    for p in 0..width {
+        let (u, w) = (&us[p * n..=p * n + j], &ws[p * n..=p * n + j]);
+        let (uj, wj) = (u[j], w[j]);
+        for ((c, uk), wk) in col.iter_mut().zip(u).zip(w) {
+            *c -= uk * wj + wk * uj;
+        }
+    }
 }
 
 /// [`reduce`]'s reflections for the leading (`top` + 1)-sided block, one at a time as in
@@ -642,6 +736,7 @@ fn update_block(
 /// [`reduce`] describes. Each reflection reads the block twice, once for A·u (a dot and an
 /// axpy per column) and once for the rank-2 update, which also gathers the next row; while
 /// the block stays in cache that beats a panel's extra products.
+#[inline(always)]
 fn reduce_unblocked(v: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize, top: usize) {
     let at = col_major(n);
     for j in 0..=top {
@@ -985,25 +1080,13 @@ pub fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
 /// shared out over the threads. Each entry is the same expression as in the row-by-row
 /// algorithm, so the result is too.
 fn cholesky_on(a: &[f64], n: usize, threads: usize) -> Option<Vec<f64>> {
-    let entry =
-        |l_i: &[f64], l_j: &[f64], i: usize, j: usize| a[i * n + j] - dot(&l_i[..j], &l_j[..j]);
     let mut l = vec![0.0; n * n];
     for j0 in (0..n).step_by(COLUMN_BLOCK) {
         let j1 = (j0 + COLUMN_BLOCK).min(n);
         for i in j0..j1 {
             let (above, row) = l.split_at_mut(i * n);
-            let row = &mut row[..n];
-            for j in 0..=i {
-                if j < i {
-                    let l_j = &above[j * n..j * n + n];
-                    row[j] = entry(row, l_j, i, j) / l_j[j];
-                } else {
-                    let sum = entry(row, row, i, i);
-                    if sum <= 0.0 || !sum.is_finite() {
-                        return None;
-                    }
-                    row[i] = sum.sqrt();
-                }
+            if !cholesky_row(a, n, above, &mut row[..n], i, j0, i + 1) {
+                return None;
             }
         }
         let (above, below) = l.split_at_mut(j1 * n);
@@ -1013,13 +1096,51 @@ fn cholesky_on(a: &[f64], n: usize, threads: usize) -> Option<Vec<f64>> {
             .enumerate()
             .map(|(p, row)| (j1 + p, row));
         run_shares(shares(rows, threads), |(i, row)| {
-            for j in j0..j1 {
-                let l_j = &above[j * n..j * n + n];
-                row[j] = entry(row, l_j, i, j) / l_j[j];
-            }
+            cholesky_row(a, n, above, row, i, j0, j1)
         });
     }
     Some(l)
+}
+
+wide!(
+    /// Entries j0..j1 of row i of [`cholesky`]'s L into `row`, from the rows of L above it
+    /// (`above`, row-major, n each); false when the diagonal entry, if among them, has no
+    /// positive pivot.
+    fn cholesky_row = cholesky_row_body(
+        a: &[f64],
+        n: usize,
+        above: &[f64],
+        row: &mut [f64],
+        i: usize,
+        j0: usize,
+        j1: usize,
+    ) -> bool;
+);
+
+/// [`cholesky_row`]'s body, built twice by `wide!`.
+#[inline(always)]
+fn cholesky_row_body(
+    a: &[f64],
+    n: usize,
+    above: &[f64],
+    row: &mut [f64],
+    i: usize,
+    j0: usize,
+    j1: usize,
+) -> bool {
+    for j in j0..j1 {
+        if j < i {
+            let l_j = &above[j * n..j * n + n];
+            row[j] = (a[i * n + j] - dot(&row[..j], &l_j[..j])) / l_j[j];
+        } else {
+            let sum = a[i * n + i] - dot(&row[..i], &row[..i]);
+            if sum <= 0.0 || !sum.is_finite() {
+                return false;
+            }
+            row[i] = sum.sqrt();
+        }
+    }
+    true
 }
 
 /// Inverse of the transpose of a lower-triangular `L`: returns `L⁻ᵀ` (upper triangular,
@@ -1034,16 +1155,28 @@ fn inverse_transpose_lower_on(l: &[f64], n: usize, threads: usize) -> Vec<f64> {
     // Column c of L⁻¹ solves L·x = e_c by forward substitution; x is zero above row c, and
     // it is row c of L⁻ᵀ, so each solve writes one contiguous output row. n³/6 multiply-adds,
     // all along contiguous rows; the solves are independent.
-    let solve = |(c, x): (usize, &mut [f64])| {
-        for i in c..n {
-            let row = &l[i * n..i * n + i];
-            let unit = if i == c { 1.0 } else { 0.0 };
-            x[i] = (unit - dot(&row[c..], &x[c..i])) / l[i * n + i];
-        }
-    };
     let mut out = vec![0.0; n * n];
-    run_shares(shares(out.chunks_mut(n.max(1)).enumerate(), threads), solve);
+    run_shares(
+        shares(out.chunks_mut(n.max(1)).enumerate(), threads),
+        |(c, x)| forward_solve(l, n, c, x),
+    );
     out
+}
+
+wide!(
+    /// Row c of [`inverse_transpose_lower`]'s result into `x`: L·x = e_c by forward
+    /// substitution.
+    fn forward_solve = forward_solve_body(l: &[f64], n: usize, c: usize, x: &mut [f64]);
+);
+
+/// [`forward_solve`]'s body, built twice by `wide!`.
+#[inline(always)]
+fn forward_solve_body(l: &[f64], n: usize, c: usize, x: &mut [f64]) {
+    for i in c..n {
+        let row = &l[i * n..i * n + i];
+        let unit = if i == c { 1.0 } else { 0.0 };
+        x[i] = (unit - dot(&row[c..], &x[c..i])) / l[i * n + i];
+    }
 }
 
 #[cfg(test)]
@@ -1324,6 +1457,40 @@ mod tests {
             (v, d, e)
         };
         assert!(run(1) == run(3));
+    }
+
+    /// The AVX2 builds of the `wide!` functions give the same bits as the baseline builds:
+    /// the reduction by panels and unblocked (n = 600 > `UNBLOCKED`), the reflections, the
+    /// full solver, and Cholesky with the inverse of Lᵀ, all on two threads. (On a CPU
+    /// without AVX2 both runs take the baseline and this checks nothing.)
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_gives_the_same_bits_as_the_baseline() {
+        use std::sync::atomic::Ordering;
+        if !avx2() {
+            eprintln!("no AVX2 on this CPU: both builds are the baseline");
+        }
+        let big = sym(600, 11);
+        let small = sym(150, 12);
+        let mut spd = small.clone();
+        for i in 0..150 {
+            spd[i * 150 + i] += 150.0;
+        }
+        let run = || {
+            let top = top_eigen_on(&big, 600, 150, 2).expect("no fallback");
+            let full = symmetric_eigen_on(&small, 150, 2);
+            let l = cholesky_on(&spd, 150, 2).expect("positive definite");
+            let inv = inverse_transpose_lower_on(&l, 150, 2);
+            (top, full, l, inv)
+        };
+        let wide = run();
+        BASELINE_ONLY.store(true, Ordering::Relaxed);
+        let baseline = run();
+        BASELINE_ONLY.store(false, Ordering::Relaxed);
+        assert!(wide.0 == baseline.0, "top_eigen");
+        assert!(wide.1 == baseline.1, "symmetric_eigen");
+        assert!(wide.2 == baseline.2, "cholesky");
+        assert!(wide.3 == baseline.3, "inverse_transpose_lower");
     }
 
     /// `radius` against `hypot`: within an ulp or two across the range, including where

@@ -157,7 +157,7 @@ fn add_column_sq(acc: &mut [f32], rows: &[f32]) {
     }
 }
 
-/// W −= G⊙ψ over whole rows of `cols`: ψ per column, or with `along_rows` ψ[i] per row i
+/// W −= G⊙ψ over whole rows of `cols`: ψ per column, or with `along_rows` ψ\[i\] per row i
 /// (`first` the index of the first row).
 fn subtract_scaled(
     w: &mut [f32],
