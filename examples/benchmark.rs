@@ -21,7 +21,7 @@ use subtrack::basis::{
     top_singular_basis,
 };
 use subtrack::geodesic::geodesic_step;
-use subtrack::kernels::ProjectionTile;
+use subtrack::kernels::{ProjectionTile, Route, TileChoice};
 use subtrack::pretrain::alloc::CountingAlloc;
 use subtrack::pretrain::device::{self, Picked, pick};
 use subtrack::pretrain::report::human_bytes;
@@ -67,7 +67,7 @@ struct Args {
     optimizers: Vec<OptimizerKind>,
     train_sizes: Option<Vec<String>>,
     projection_splits: usize,
-    projection_tile: ProjectionTile,
+    projection_tile: TileChoice,
     tiled_recovery_norms: bool,
 }
 
@@ -92,7 +92,8 @@ Sections: 1 one subspace update, 2 the amortised optimizer step, 3 the training 
   --no-cpu-kernels        sections 2 and 3 on Burn's tensor ops on the CPU (flex) too
 Experimental kernels (section 4 also times them beside the default):
   --projection-splits N   the optimizer's projections as split-K, N partial sums  [1]
-  --projection-tile 128   128x128 blocks for its projections and weight updates   [64]
+  --projection-tile T     its projections' and weight updates' blocks: 64 (64x64), 128
+                          (128x128) or tuned (the autotuner's pick per shape) [tuned]
   --tiled-recovery-norms  its recovery column norms by 64x64 tiles
   -h, --help              this text
 ";
@@ -112,7 +113,7 @@ fn parse() -> Result<Option<Args>, String> {
         optimizers: OptimizerKind::ALL.to_vec(),
         train_sizes: None,
         projection_splits: 1,
-        projection_tile: ProjectionTile::Block64,
+        projection_tile: TileChoice::Tuned,
         tiled_recovery_norms: false,
     };
     let mut it = std::env::args().skip(1);
@@ -156,9 +157,10 @@ fn parse() -> Result<Option<Args>, String> {
             }
             "--projection-tile" => {
                 args.projection_tile = match value()?.as_str() {
-                    "64" => ProjectionTile::Block64,
-                    "128" => ProjectionTile::Block128,
-                    _ => return Err("--projection-tile takes 64 or 128".into()),
+                    "64" => ProjectionTile::Block64.into(),
+                    "128" => ProjectionTile::Block128.into(),
+                    "tuned" => TileChoice::Tuned,
+                    _ => return Err("--projection-tile takes 64, 128 or tuned".into()),
                 }
             }
             "--tiled-recovery-norms" => args.tiled_recovery_norms = true,
@@ -636,16 +638,27 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<
     // Projections first, all shapes, then the tracking step, whose set-up reads back.
     for &(a, r, b) in &shapes {
         let (s, g) = inputs(a, r, b);
-        // One split is the single launch, whatever `--projection-splits` and
-        // `--projection-tile` set for the optimizer's own projections.
-        let single = || kernels::project_split(&s, &g, 1, ProjectionTile::Block64).0;
-        let kernel_ms = timed(&single, batch);
+        // The default: one launch, the tile the autotuner picks for the shape (it tunes in
+        // the warm-up call), whatever `--projection-splits` and `--projection-tile` set for
+        // the optimizer's own projections.
+        let tuned = || {
+            let hooks = (kernels::projection_splits(), kernels::projection_tile());
+            kernels::set_projection_splits(1);
+            kernels::set_projection_tile(TileChoice::Tuned);
+            let g_low = kernels::project(&s, &g, Route::WGSL);
+            kernels::set_projection_splits(hooks.0);
+            kernels::set_projection_tile(hooks.1);
+            g_low
+        };
+        let kernel_ms = timed(&tuned, batch);
         let portable_ms = timed(&|| subtrack::basis::project(&s, &g), batch);
+        let chosen = kernels::tuned_tile("project", [a, r, b])
+            .map_or("64×64, untuned".to_string(), |t| t.to_string());
         eprintln!(
-            "  project {a}×{b} r={r}: WGSL {kernel_ms:.3} ms, Burn matmul {portable_ms:.3} ms"
+            "  project {a}×{b} r={r}: WGSL ({chosen}) {kernel_ms:.3} ms, Burn matmul {portable_ms:.3} ms"
         );
         rows.push(KernelRow {
-            what: format!("projection SᵀG, {a}×{b}, r = {r}"),
+            what: format!("projection SᵀG, {a}×{b}, r = {r} (tuned: {chosen})"),
             kernel_ms,
             portable_ms,
             flops: 2.0 * (a * r * b) as f64,
@@ -653,6 +666,7 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<
         // Experimental variants against the same Burn matmul time: split-K (partial sums
         // added by Burn's reduction) and the 128×128 tile, alone and with split-K.
         let variants = [
+            (1, ProjectionTile::Block64),
             (2, ProjectionTile::Block64),
             (4, ProjectionTile::Block64),
             (8, ProjectionTile::Block64),
@@ -662,10 +676,9 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<
         ];
         for (splits, tile) in variants {
             let kernel_ms = timed(&|| kernels::project_split(&s, &g, splits, tile).0, batch);
-            let label = match (splits, tile) {
-                (1, ProjectionTile::Block128) => "128×128 tiles".to_string(),
-                (_, ProjectionTile::Block128) => format!("128×128 tiles, split-K ×{splits}"),
-                _ => format!("split-K ×{splits}"),
+            let label = match splits {
+                1 => format!("{tile} tiles"),
+                _ => format!("{tile} tiles, split-K ×{splits}"),
             };
             eprintln!("  project {a}×{b} r={r} {label}: WGSL {kernel_ms:.3} ms");
             rows.push(KernelRow {
@@ -714,14 +727,25 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<
     let (splits, tile) = (kernels::projection_splits(), kernels::projection_tile());
     let variants = [
         ("kernels", true, splits, tile),
-        ("kernels, 128×128 tiles", true, 1, ProjectionTile::Block128),
+        (
+            "kernels, 64×64 tiles",
+            true,
+            1,
+            ProjectionTile::Block64.into(),
+        ),
+        (
+            "kernels, 128×128 tiles",
+            true,
+            1,
+            ProjectionTile::Block128.into(),
+        ),
         (
             "kernels, split-K ×2 projections",
             true,
             2,
-            ProjectionTile::Block64,
+            ProjectionTile::Block64.into(),
         ),
-        ("portable", false, 1, ProjectionTile::Block64),
+        ("portable", false, 1, TileChoice::Tuned),
     ];
     let build = |on: bool| {
         let config = TrainConfig::new()
@@ -1013,10 +1037,10 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
             args.projection_splits
         );
     }
-    if args.projection_tile != ProjectionTile::Block64 {
+    if let TileChoice::Fixed(tile) = args.projection_tile {
         let _ = writeln!(
             md,
-            "Projections and weight updates of the optimizer steps: 128×128 tiles (experimental).\n"
+            "Projections and weight updates of the optimizer steps: {tile} tiles (not tuned).\n"
         );
     }
     if !updates.is_empty() {
@@ -1145,6 +1169,17 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
             );
         }
     }
+    let tuned = kernels::tuned_tiles();
+    if !tuned.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nTiles the autotuner chose in this run (products of at least {} multiply-adds; smaller ones run 64×64):\n",
+            kernels::TUNED_MIN_MACS
+        );
+        for (key, tile) in &tuned {
+            let _ = writeln!(md, "- {key}: {tile}");
+        }
+    }
 
     let mut json = String::from("{\n");
     let _ = writeln!(json, "  \"device\": {},", js(&picked.description));
@@ -1224,11 +1259,23 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
             )
         })
         .collect();
-    let _ = writeln!(
-        json,
-        "  \"wgsl_kernels\": [\n{}\n  ]\n}}",
-        items.join(",\n")
-    );
+    let _ = writeln!(json, "  \"wgsl_kernels\": [\n{}\n  ],", items.join(",\n"));
+    let items: Vec<String> = tuned
+        .iter()
+        .map(|(k, tile)| {
+            format!(
+                "    {{\"kernel\": {}, \"a\": {}, \"r\": {}, \"b\": {}, \"transposed\": {}, \"recovery\": {}, \"tile\": {}}}",
+                js(&k.kernel),
+                k.a,
+                k.r,
+                k.b,
+                k.transposed,
+                k.recovery,
+                tile.side()
+            )
+        })
+        .collect();
+    let _ = writeln!(json, "  \"tuned_tiles\": [\n{}\n  ]\n}}", items.join(",\n"));
     (md, json)
 }
 

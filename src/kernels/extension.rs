@@ -10,7 +10,7 @@ use burn::backend::wgpu::CubeBackend;
 use burn::tensor::Shape;
 
 use super::launch::Limits;
-use super::project::{ProjectionTile, projected_shape};
+use super::project::{ProjectionTile, TileChoice, projected_shape};
 use super::update::UpdateLaunch;
 use super::{adam, project, recovery, tracking, update};
 
@@ -23,7 +23,8 @@ pub trait SubTrackKernels: Backend {
     /// (G̃ = SᵀG, flag): `basis` a×r, `g` a×b → r×b (algorithm.md §2, canonical left
     /// layout), and the step flag \[1\] (0 where G holds NaN or ±∞). S and G over the binding
     /// limit of `limits` are split into row chunks, columns past its workgroup limit into
-    /// several launches; each workgroup computes a block of `tile`. The flag comes after
+    /// several launches; each workgroup computes a block of `tile` (tuned per shape, or
+    /// fixed). The flag comes after
     /// `head` in one tensor (\[1\] for an empty `head`): the kernel leaves `head` as it is.
     #[fusion(meta = |s, g, _t, _l, h| (
         TensorSpec::new(projected_shape(&s.shape, &g.shape), g.dtype),
@@ -32,7 +33,7 @@ pub trait SubTrackKernels: Backend {
     fn wgsl_project(
         basis: FloatTensor<Self>,
         g: FloatTensor<Self>,
-        tile: ProjectionTile,
+        tile: TileChoice,
         limits: Limits,
         head: Vec<f32>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
@@ -182,7 +183,7 @@ impl SubTrackKernels for CubeBackend {
     fn wgsl_project(
         basis: FloatTensor<Self>,
         g: FloatTensor<Self>,
-        tile: ProjectionTile,
+        tile: TileChoice,
         limits: Limits,
         head: Vec<f32>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {

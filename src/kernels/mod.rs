@@ -15,8 +15,9 @@
 //! Each kernel is an operation of the [`SubTrackKernels`] backend extension
 //! (`extension.rs`), registered for Burn's CubeCL backend and, lazily, for its fusion layer,
 //! so it works with Burn's default kernel fusion on; `launch.rs` holds what the launchers
-//! share, and `params.rs` the parameter buffer a projected step's kernels bind (made by
-//! [`project_packed`], whose kernel writes the step flag into it).
+//! share, `params.rs` the parameter buffer a projected step's kernels bind (made by
+//! [`project_packed`], whose kernel writes the step flag into it), and `tune.rs` the choice
+//! of tile for large projections and weight updates by CubeCL's autotuner ([`TileChoice`]).
 
 mod adam;
 mod extension;
@@ -26,6 +27,7 @@ mod params;
 mod project;
 mod recovery;
 mod tracking;
+mod tune;
 mod update;
 
 use std::cell::Cell;
@@ -43,7 +45,8 @@ use crate::recovery::{RecoveryScales, column_sq, kept_weight, recovery_scales};
 pub use extension::SubTrackKernels;
 pub use launch::Limits;
 pub use params::{ParamValues, StepFlag, StepParams};
-pub use project::{ProjectionTile, projected_shape};
+pub use project::{ProjectionTile, TileChoice, projected_shape};
+pub use tune::{TUNED_MIN_MACS, TileKey, tuned_tile, tuned_tiles};
 pub use update::UpdateLaunch;
 
 use launch::WGSL;
@@ -110,7 +113,8 @@ fn count_launch(kernel: &'static str, sizes: [usize; 3]) {
 /// this process: lets callers and tests see that the WGSL kernel, not a fallback, ran.
 /// `"project: Gᵀ in place"`, `"recovery: Gᵀ in place"` and `"update: Gᵀ in place"` count
 /// the launches that read a transposed-view gradient from its own buffer, uncopied;
-/// `"project: 128×128 tiles"` and `"update: 128×128 tiles"` those of the wide variants;
+/// `"project: 128×128 tiles"` and `"update: 128×128 tiles"` those of the wide variants
+/// (the autotuner's timing runs count too, `tune.rs`);
 /// `"project: flex"`, `"update: flex"`, `"adam: flex"` (sizes [r, 0, b]) and
 /// `"column_sq: flex"` (sizes [a, 0, b]) the fused CPU loops. `"params: packed"` and
 /// `"params: uploaded"` (sizes [first slot, r, b]: slot 0 Adam, 6 recovery, 8 update; G̃
@@ -145,7 +149,7 @@ pub fn project(basis: &Tensor<2>, g: &Tensor<2>, route: Route) -> Tensor<2> {
 
 thread_local! {
     static PROJECTION_SPLITS: Cell<usize> = const { Cell::new(1) };
-    static PROJECTION_TILE: Cell<ProjectionTile> = const { Cell::new(ProjectionTile::Block64) };
+    static PROJECTION_TILE: Cell<TileChoice> = const { Cell::new(TileChoice::Tuned) };
     static TILED_RECOVERY_NORMS: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -167,17 +171,18 @@ pub fn set_projection_splits(splits: usize) {
     PROJECTION_SPLITS.with(|s| s.set(splits.max(1)));
 }
 
-/// Experimental tuning hook: from now on, the WGSL projections on this thread ([`project`],
+/// Tuning hook: from now on, the WGSL projections on this thread ([`project`],
 /// [`project_checked`], [`project_packed`], [`track`]'s A = SᵀG) and back-projections
 /// fused with the weight update ([`update`]), so the optimizer's steps run here, compute
-/// blocks of `tile` (default [`ProjectionTile::Block64`]). For measuring the 128×128 tile
-/// on a GPU (`benchmark --projection-tile 128`); no default is set from it yet.
-pub fn set_projection_tile(tile: ProjectionTile) {
+/// blocks of `tile`: a [`ProjectionTile`] pins one (`benchmark --projection-tile 64|128`),
+/// [`TileChoice::Tuned`] (the default) lets the autotuner pick per shape.
+pub fn set_projection_tile(tile: impl Into<TileChoice>) {
+    let tile = tile.into();
     PROJECTION_TILE.with(|t| t.set(tile));
 }
 
 /// The tile [`set_projection_tile`] chose for this thread.
-pub fn projection_tile() -> ProjectionTile {
+pub fn projection_tile() -> TileChoice {
     PROJECTION_TILE.with(Cell::get)
 }
 
@@ -220,7 +225,10 @@ fn project_tuned(
 ) -> (Tensor<2>, Option<Tensor<1>>) {
     let splits = projection_splits();
     if route.wgsl && splits > 1 && wgsl_available(&g.device()) {
-        return project_split_with(basis, g, splits, projection_tile(), head);
+        // Split-K is experimental: a tuned tile takes its default there.
+        let [a, r, b] = [basis.dims()[0], basis.dims()[1], g.dims()[1]];
+        let tile = projection_tile().fixed(a * r * b).unwrap_or_default();
+        return project_split_with(basis, g, splits, tile, head);
     }
     project_flagged(basis, g, route, projection_tile(), head)
 }
@@ -244,7 +252,7 @@ fn project_flagged(
     basis: &Tensor<2>,
     g: &Tensor<2>,
     route: Route,
-    tile: ProjectionTile,
+    tile: TileChoice,
     head: &[f32],
 ) -> (Tensor<2>, Option<Tensor<1>>) {
     let device = g.device();
@@ -307,7 +315,7 @@ fn project_split_with(
         && project::split_plan(a, r, b, splits, Limits::WEBGPU).is_some()
         && wgsl_available(&g.device());
     if !runs {
-        return project_flagged(basis, g, Route::WGSL, tile, head);
+        return project_flagged(basis, g, Route::WGSL, tile.into(), head);
     }
     let (partials, flag) = Dispatch::wgsl_project_split(
         basis.clone().into_dispatch(),
@@ -534,7 +542,7 @@ pub fn track(
     };
     // The r×r products keep the 64×64 tile: r×r has few blocks as it is.
     let gram = |x: &Tensor<2>| {
-        let tile = ProjectionTile::Block64;
+        let tile = TileChoice::Fixed(ProjectionTile::Block64);
         Tensor::<2>::from_dispatch(Dispatch::wgsl_project(d(x), d(x), tile, limits, Vec::new()).0)
     };
     let unit = |x: Tensor<2>| {
@@ -561,7 +569,7 @@ pub fn track(
         scalars.into_dispatch(),
         UpdateLaunch {
             transposed: false,
-            tile: ProjectionTile::Block64,
+            tile: TileChoice::Fixed(ProjectionTile::Block64),
             limits,
         },
     ));

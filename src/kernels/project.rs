@@ -1,6 +1,8 @@
 //! Launch of `shaders/project.wgsl` (and its 128×128-tile variant `project_wide.wgsl`):
 //! G̃ = SᵀG.
 
+use std::fmt;
+
 use burn::backend::wgpu::{CubeTensor, SourceKernel, into_contiguous};
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
@@ -10,6 +12,7 @@ use super::launch::{
     BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups_of, empty_f32,
     f32_from, row_chunk, stored_gradient,
 };
+use super::tune::{self, TUNED_MIN_MACS};
 
 const SHADER: &str = include_str!("../../shaders/project.wgsl");
 const SHADER_WIDE: &str = include_str!("../../shaders/project_wide.wgsl");
@@ -18,14 +21,51 @@ const SHADER_WIDE: &str = include_str!("../../shaders/project_wide.wgsl");
 /// finishes (16×16 invocations either way).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ProjectionTile {
-    /// 64×64, a 4×4 block per invocation (`project.wgsl`): the default, measured on an H200.
+    /// 64×64, a 4×4 block per invocation (`project.wgsl`, and `update.wgsl` for the
+    /// back-projection): measured on an H200; the tile of products too small to tune.
     #[default]
     Block64,
     /// 128×128, an 8×8 block per invocation (`project_wide.wgsl`, and `update_wide.wgsl`
     /// for the back-projection): twice the multiply-adds per workgroup-memory read, a
-    /// quarter of the workgroups. Experimental: for large products, not yet measured on a
-    /// GPU.
+    /// quarter of the workgroups. For large products; not yet measured on a GPU.
     Block128,
+}
+
+impl fmt::Display for ProjectionTile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let side = self.side();
+        write!(f, "{side}×{side}")
+    }
+}
+
+/// The tile a projection or weight update runs with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TileChoice {
+    /// The faster [`ProjectionTile`] for the sizes on this device, timed once per shape by
+    /// CubeCL's autotuner (`tune.rs`); 64×64 untimed for products of fewer than
+    /// [`TUNED_MIN_MACS`] multiply-adds. The default.
+    #[default]
+    Tuned,
+    /// Always this tile.
+    Fixed(ProjectionTile),
+}
+
+impl TileChoice {
+    /// The tile to launch for a product of `macs` multiply-adds, or `None` where the
+    /// autotuner chooses.
+    pub fn fixed(self, macs: usize) -> Option<ProjectionTile> {
+        match self {
+            TileChoice::Fixed(tile) => Some(tile),
+            TileChoice::Tuned if macs < TUNED_MIN_MACS => Some(ProjectionTile::Block64),
+            TileChoice::Tuned => None,
+        }
+    }
+}
+
+impl From<ProjectionTile> for TileChoice {
+    fn from(tile: ProjectionTile) -> Self {
+        TileChoice::Fixed(tile)
+    }
 }
 
 impl ProjectionTile {
@@ -62,19 +102,25 @@ pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
     chunk_rows(a, r.max(b), limits.max_binding_bytes).filter(|_| fits)
 }
 
-/// G̃ = SᵀG on the device by blocks of `tile`, each storage binding within `limits`: S and G
-/// over the binding limit are split into row chunks whose partial products the kernel
-/// accumulates. The caller ([`super::project_checked`]) has checked the runtime, the dtype
-/// and [`plan`]. Returns (G̃, flag): flag is `head` followed by the step flag, 0 where G
-/// holds NaN or ±∞, else 1 (\[1\] for an empty `head`).
+/// G̃ = SᵀG on the device by blocks of `tile` (the autotuner's choice where it is
+/// [`TileChoice::Tuned`]), each storage binding within `limits`: S and G over the binding
+/// limit are split into row chunks whose partial products the kernel accumulates. The caller
+/// ([`super::project_checked`]) has checked the runtime, the dtype and [`plan`]. Returns
+/// (G̃, flag): flag is `head` followed by the step flag, 0 where G holds NaN or ±∞, else 1
+/// (\[1\] for an empty `head`).
 pub fn launch(
     basis: CubeTensor,
     g: CubeTensor,
-    tile: ProjectionTile,
+    tile: TileChoice,
     limits: Limits,
     head: &[f32],
 ) -> (CubeTensor, CubeTensor) {
-    launch_with(basis, g, 1, tile, limits, head)
+    let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
+    let b = g.meta.shape()[1];
+    match tile.fixed(a * r * b) {
+        Some(tile) => launch_with(basis, g, 1, tile, limits, head),
+        None => tune::project(basis, g, limits, head.to_vec()),
+    }
 }
 
 /// Rows of S and G per split when G̃ = SᵀG is split `splits` ways over its shared dimension

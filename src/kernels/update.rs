@@ -10,7 +10,8 @@ use super::launch::{
     BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups_of,
     contiguous_transpose, empty_f32, is_transposed_view, row_chunk,
 };
-use super::project::ProjectionTile;
+use super::project::{ProjectionTile, TileChoice};
+use super::tune;
 
 const SHADER: &str = include_str!("../../shaders/update.wgsl");
 const SHADER_WIDE: &str = include_str!("../../shaders/update_wide.wgsl");
@@ -21,8 +22,8 @@ const SHADER_WIDE: &str = include_str!("../../shaders/update_wide.wgsl");
 pub struct UpdateLaunch {
     /// Whether W is stored b×a (the right case of §1).
     pub transposed: bool,
-    /// The block of W' per workgroup.
-    pub tile: ProjectionTile,
+    /// The block of W' per workgroup (the autotuner's choice where [`TileChoice::Tuned`]).
+    pub tile: TileChoice,
     /// The limits of the launches.
     pub limits: Limits,
 }
@@ -54,7 +55,7 @@ pub fn plan(a: usize, r: usize, b: usize, transposed: bool, limits: Limits) -> O
 /// `recovery` holds (G, ψ, G̃) when recovery scaling is on. S, W and G over the binding
 /// limit are updated in row chunks (left layout only). The caller ([`super::update`]) has
 /// checked the runtime, the dtypes and [`plan`]. W's layout, the tile and the limits come
-/// from `how`.
+/// from `how`; a tuned tile is chosen by `tune.rs`.
 pub fn launch(
     basis: CubeTensor,
     normalized: CubeTensor,
@@ -70,6 +71,9 @@ pub fn launch(
     } = how;
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = normalized.meta.shape()[1];
+    let Some(tile) = tile.fixed(a * r * b) else {
+        return tune::update(basis, normalized, weight, scalars, recovery, how);
+    };
     let rows = plan(a, r, b, transposed, limits).expect("update: sizes the kernel cannot run");
     let inputs: Vec<&CubeTensor> = [&basis, &normalized, &weight, &scalars]
         .into_iter()

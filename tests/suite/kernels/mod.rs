@@ -9,6 +9,7 @@ mod project;
 mod recovery;
 mod route;
 mod tracking;
+mod tune;
 mod update;
 
 use burn::tensor::{Device, Tensor};

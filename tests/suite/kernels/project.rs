@@ -5,7 +5,7 @@ use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor, TensorData};
 use subtrack::SubTrackConfig;
 use subtrack::basis;
-use subtrack::kernels::{self, Limits, ProjectionTile, Route};
+use subtrack::kernels::{self, Limits, ProjectionTile, Route, TileChoice};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};
@@ -161,7 +161,7 @@ fn optimizer_steps_with_tuned_projections_match() {
             (w, state) = (nw, ns);
         }
         kernels::set_projection_splits(1);
-        kernels::set_projection_tile(ProjectionTile::Block64);
+        kernels::set_projection_tile(TileChoice::Tuned);
         download(w)
     };
     let single = run(1, ProjectionTile::Block64);
@@ -234,7 +234,7 @@ fn wide_tile_projection_matches_the_portable_path() {
             let project = |g: &Mat| {
                 kernels::set_projection_tile(ProjectionTile::Block128);
                 let out = kernels::project_checked(&s_dev, &stored(g, view, &device), route);
-                kernels::set_projection_tile(ProjectionTile::Block64);
+                kernels::set_projection_tile(TileChoice::Tuned);
                 out
             };
             let before = kernels::launches("project: 128×128 tiles", [a, r, b]);

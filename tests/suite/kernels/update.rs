@@ -3,7 +3,8 @@
 
 use burn::tensor::{Device, Tensor};
 use subtrack::kernels::{
-    self, Limits, ProjectionTile, RecoveryTerm, Route, StepFlag, UpdateCoefficients, UpdateInputs,
+    self, Limits, ProjectionTile, RecoveryTerm, Route, StepFlag, TileChoice, UpdateCoefficients,
+    UpdateInputs,
 };
 
 use crate::reference::{Mat, Rng};
@@ -219,7 +220,7 @@ fn wide_tile_update_matches_the_portable_path() {
                 let run = |flag: Option<f32>| {
                     kernels::set_projection_tile(ProjectionTile::Block128);
                     let got = case.run_on(coefficients, recovery, flag, &device, route);
-                    kernels::set_projection_tile(ProjectionTile::Block64);
+                    kernels::set_projection_tile(TileChoice::Tuned);
                     got
                 };
                 let before = kernels::launches("update: 128×128 tiles", [a, r, b]);

@@ -1,0 +1,109 @@
+//! The tuned tile (`src/kernels/tune.rs`): above `TUNED_MIN_MACS` the projection and the
+//! weight update run the tile CubeCL's autotuner chose, and give the portable path's result;
+//! below it they run the 64×64 tile untimed.
+
+use burn::tensor::Device;
+use subtrack::basis;
+use subtrack::kernels::{self, ProjectionTile, Route, TUNED_MIN_MACS, UpdateCoefficients};
+
+use crate::reference::Rng;
+use crate::{assert_close, download, upload, wgpu_device};
+
+use super::update::UpdateCase;
+use super::{orthonormal, stored};
+
+/// Launches of the projection (all, and by 128×128 tiles) at `sizes`.
+fn project_launches(sizes: [usize; 3]) -> (u64, u64) {
+    (
+        kernels::launches("project", sizes),
+        kernels::launches("project: 128×128 tiles", sizes),
+    )
+}
+
+/// A projection over the threshold (sizes not multiples of either tile, G as the right
+/// case's transposed view) is tuned once: afterwards each call launches the chosen tile once,
+/// and every result matches the tensor ops and f64. One under it launches 64×64 untimed.
+#[test]
+fn tuned_projection_runs_the_chosen_tile() {
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    let mut rng = Rng(61);
+    let (a, r, b) = (1100, 130, 120);
+    assert!(a * r * b >= TUNED_MIN_MACS, "the case must be tuned");
+    let s = orthonormal(a, r, &mut rng);
+    let g = rng.mat(a, b);
+    let expected = s.t().mul(&g);
+    let cpu = Device::flex();
+    let portable = download(basis::project(&upload(&s, &cpu), &stored(&g, true, &cpu)));
+    let (s_dev, g_dev) = (upload(&s, &device), stored(&g, true, &device));
+    let sizes = [a, r, b];
+    // The first call tunes (unless CubeCL's persistent cache already knows the shape).
+    let first = download(kernels::project(&s_dev, &g_dev, Route::WGSL));
+    let chosen = kernels::tuned_tile("project", sizes).expect("a tile was chosen");
+    let (before, wide) = project_launches(sizes);
+    let again = download(kernels::project(&s_dev, &g_dev, Route::WGSL));
+    assert_eq!(
+        project_launches(sizes),
+        (
+            before + 1,
+            wide + u64::from(chosen == ProjectionTile::Block128)
+        ),
+        "after tuning, one launch of the chosen {chosen}"
+    );
+    for got in [&first, &again] {
+        assert_close(got, &portable, 1e-5, format_args!("{chosen}: vs portable"));
+        assert_close(got, &expected, 1e-5, format_args!("{chosen}: vs f64"));
+    }
+    // Under the threshold: 64×64, one launch, nothing tuned.
+    let (a, r, b) = (1100, 130, 117);
+    assert!(a * r * b < TUNED_MIN_MACS);
+    let g = rng.mat(a, b);
+    let (before, wide) = project_launches([a, r, b]);
+    // Read back: with fusion on, the launch runs when the stream is flushed.
+    download(kernels::project(&s_dev, &upload(&g, &device), Route::WGSL));
+    assert_eq!(project_launches([a, r, b]), (before + 1, wide));
+    assert_eq!(kernels::tuned_tile("project", [a, r, b]), None);
+}
+
+/// The weight update with recovery over the threshold, W stored transposed: the tuner's
+/// candidates write buffers of their own, so W is updated once, as by the tensor ops and in
+/// f64; after tuning each call launches the chosen tile once.
+#[test]
+fn tuned_update_runs_the_chosen_tile() {
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    let mut rng = Rng(67);
+    let (a, r, b) = (1100, 130, 120);
+    let case = UpdateCase::new(a, r, b, true, &mut rng);
+    let coefficients = UpdateCoefficients {
+        alpha: 0.03,
+        decay: 0.999,
+        scale: 0.25,
+    };
+    let expected = case.expected(coefficients, true);
+    let portable = case.run(coefficients, true, None, &Device::flex());
+    let first = case.run(coefficients, true, None, &device);
+    let chosen = kernels::tuned_tile("update", [a, r, b]).expect("a tile was chosen");
+    let launches = || {
+        (
+            kernels::launches("update", [a, r, b]),
+            kernels::launches("update: 128×128 tiles", [a, r, b]),
+        )
+    };
+    let (before, wide) = launches();
+    let again = case.run(coefficients, true, None, &device);
+    assert_eq!(
+        launches(),
+        (
+            before + 1,
+            wide + u64::from(chosen == ProjectionTile::Block128)
+        ),
+        "after tuning, one launch of the chosen {chosen}"
+    );
+    for got in [&first, &again] {
+        assert_close(got, &portable, 1e-5, format_args!("{chosen}: vs portable"));
+        assert_close(got, &expected, 1e-5, format_args!("{chosen}: vs f64"));
+    }
+}
