@@ -3,7 +3,8 @@
 // bindings and template values as project.wgsl; only the tiling differs. Meant for large
 // products (the 350m and 1b shapes), where project.wgsl's 4×4 block per invocation does two
 // workgroup-memory reads per four multiply-adds; here an invocation holds an 8×8 block, four
-// reads per sixteen. Opt-in (`kernels::set_projection_tile`) until a GPU has compared the two.
+// reads per sixteen. Which of the two runs is CubeCL's autotuner's choice per shape, timed on
+// the device (src/kernels/tune.rs), unless `kernels::set_projection_tile` pins one.
 //
 // Bindings (all row-major f32; declared read_write because CubeCL sub-allocates tensors
 // from shared buffers, see burn-0.22.md):

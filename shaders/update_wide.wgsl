@@ -5,8 +5,8 @@
 //                                                         d = 1 − lr·wd
 //
 // The same product, bindings, template values and recovery lines as update.wgsl; only the
-// tiling differs, as project_wide.wgsl's does from project.wgsl's. Opt-in
-// (`kernels::set_projection_tile`) until a GPU has compared the two.
+// tiling differs, as project_wide.wgsl's does from project.wgsl's. Which of the two runs is
+// CubeCL's autotuner's choice per shape (src/kernels/tune.rs), unless pinned.
 //
 // Bindings (row-major f32, declared read_write because CubeCL sub-allocates tensors from
 // shared buffers):

@@ -110,10 +110,13 @@ pub fn tuned_tile(kernel: &str, [a, r, b]: [usize; 3]) -> Option<ProjectionTile>
         .map(|(_, t)| t)
 }
 
-fn record(key: TileKey, tile: Option<ProjectionTile>) {
-    if let Some(tile) = tile {
-        let mut chosen = CHOSEN.lock().unwrap_or_else(|e| e.into_inner());
-        chosen.insert(key, tile);
+/// Note the tile `fastest` names for `key`, the first time it names one.
+fn record(key: &TileKey, fastest: impl FnOnce() -> Option<ProjectionTile>) {
+    let mut chosen = CHOSEN.lock().unwrap_or_else(|e| e.into_inner());
+    if !chosen.contains_key(key)
+        && let Some(tile) = fastest()
+    {
+        chosen.insert(key.clone(), tile);
     }
 }
 
@@ -170,7 +173,7 @@ pub fn project(
     let inputs = (basis, g, limits, head);
     let key = project_key(&inputs);
     let Projected(g_low, flag) = TUNER.execute(&id, &client, set.clone(), inputs);
-    record(key.clone(), TUNER.fastest_identity(&id, &set, &key));
+    record(&key, || TUNER.fastest_identity(&id, &set, &key));
     (g_low, flag)
 }
 
@@ -232,6 +235,6 @@ pub fn update(
     let inputs = (basis, normalized, weight, scalars, recovery, how);
     let key = update_key(&inputs);
     let out = TUNER.execute(&id, &client, set.clone(), inputs);
-    record(key.clone(), TUNER.fastest_identity(&id, &set, &key));
+    record(&key, || TUNER.fastest_identity(&id, &set, &key));
     out
 }
