@@ -24,8 +24,8 @@ pub trait SubTrackKernels: Backend {
     /// layout), and the step flag \[1\] (0 where G holds NaN or ±∞). S and G over the binding
     /// limit of `limits` are split into row chunks, columns past its workgroup limit into
     /// several launches; each workgroup computes a block of `tile` (tuned per shape, or
-    /// fixed). The flag comes after
-    /// `head` in one tensor (\[1\] for an empty `head`): the kernel leaves `head` as it is.
+    /// fixed). The flag comes after `head` in one tensor (\[1\] for an empty `head`): the
+    /// kernel leaves `head` as it is.
     #[fusion(meta = |s, g, _t, _l, h| (
         TensorSpec::new(projected_shape(&s.shape, &g.shape), g.dtype),
         TensorSpec::new(Shape::from([h.len() + 1]), g.dtype),
