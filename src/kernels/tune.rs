@@ -1,8 +1,8 @@
-//! The tile a [`TileChoice::Tuned`] projection or weight update runs with: CubeCL's
-//! autotuner times the 64×64 and the 128×128 kernels (`project.wgsl` against
-//! `project_wide.wgsl`, `update.wgsl` against `update_wide.wgsl`) on the device, once per
-//! shape and device in a process (and from CubeCL's persistent cache after that, where it is
-//! on), and the faster one runs from then on. Products under [`TUNED_MIN_MACS`]
+//! The tile a [`TileChoice::Tuned`](super::TileChoice::Tuned) projection or weight update
+//! runs with: CubeCL's autotuner times the 64×64 and the 128×128 kernels (`project.wgsl`
+//! against `project_wide.wgsl`, `update.wgsl` against `update_wide.wgsl`) on the device, once
+//! per shape and device in a process (and from CubeCL's persistent cache after that, where
+//! it is on), and the faster one runs from then on. Products under [`TUNED_MIN_MACS`]
 //! multiply-adds keep the 64×64 tile untimed: there launch overhead dominates, and timing
 //! would not pay for itself.
 //!
@@ -22,7 +22,7 @@ use burn::cubecl::tune::{
 use serde::{Deserialize, Serialize};
 
 use super::launch::{Limits, is_transposed_view};
-use super::project::{self, ProjectionTile, TileChoice};
+use super::project::{self, ProjectionTile};
 use super::update::{self, UpdateLaunch};
 
 /// Products of fewer multiply-adds (a·r·b) than this run the 64×64 tile without timing
@@ -153,27 +153,13 @@ pub fn project(
     head: Vec<f32>,
 ) -> (CubeTensor, CubeTensor) {
     static TUNER: LocalTuner<TileKey, CubeTuneId> = local_tuner!("project");
-    let client = g.client.clone();
-    let id = CubeTuneId::new(&client, &g.device);
-    let set = TUNER.init(&id, || {
-        TILES.into_iter().fold(
-            TunableSet::<_, ProjectInputs, _, _>::new_cloning_inputs(project_key),
-            |set, tile| {
-                set.with(Tunable::identified(
-                    tile,
-                    move |(basis, g, limits, head): ProjectInputs| {
-                        let fixed = TileChoice::Fixed(tile);
-                        let (g_low, flag) = project::launch(basis, g, fixed, limits, &head);
-                        Ok::<_, String>(Projected(g_low, flag))
-                    },
-                ))
-            },
-        )
-    });
+    let like = g.clone();
     let inputs = (basis, g, limits, head);
-    let key = project_key(&inputs);
-    let Projected(g_low, flag) = TUNER.execute(&id, &client, set.clone(), inputs);
-    record(&key, || TUNER.fastest_identity(&id, &set, &key));
+    let Projected(g_low, flag) = run_tuned(&TUNER, &like, project_key, inputs, |inputs, tile| {
+        let (basis, g, limits, head) = inputs;
+        let (g_low, flag) = project::launch(basis, g, tile.into(), limits, &head);
+        Projected(g_low, flag)
+    });
     (g_low, flag)
 }
 
@@ -212,29 +198,44 @@ pub fn update(
     how: UpdateLaunch,
 ) -> CubeTensor {
     static TUNER: LocalTuner<TileKey, CubeTuneId> = local_tuner!("update");
-    let client = weight.client.clone();
-    let id = CubeTuneId::new(&client, &weight.device);
-    let set = TUNER.init(&id, || {
-        TILES.into_iter().fold(
-            TunableSet::<_, UpdateInputs, _, _>::new_cloning_inputs(update_key),
-            |set, tile| {
-                set.with(Tunable::identified(
-                    tile,
-                    move |(basis, normalized, weight, scalars, recovery, how): UpdateInputs| {
-                        let how = UpdateLaunch {
-                            tile: TileChoice::Fixed(tile),
-                            ..how
-                        };
-                        let out = update::launch(basis, normalized, weight, scalars, recovery, how);
-                        Ok::<_, String>(out)
-                    },
-                ))
-            },
-        )
-    });
+    let like = weight.clone();
     let inputs = (basis, normalized, weight, scalars, recovery, how);
-    let key = update_key(&inputs);
-    let out = TUNER.execute(&id, &client, set.clone(), inputs);
-    record(&key, || TUNER.fastest_identity(&id, &set, &key));
+    run_tuned(&TUNER, &like, update_key, inputs, |inputs, tile| {
+        let (basis, normalized, weight, scalars, recovery, how) = inputs;
+        let how = UpdateLaunch {
+            tile: tile.into(),
+            ..how
+        };
+        update::launch(basis, normalized, weight, scalars, recovery, how)
+    })
+}
+
+/// `launch(inputs, tile)` with the tile `tuner` finds faster for `key_of(inputs)` on
+/// `like`'s device: each [`ProjectionTile`] is a candidate, timed on clones of `inputs`
+/// the first time a key is seen.
+fn run_tuned<I, Out>(
+    tuner: &'static LocalTuner<TileKey, CubeTuneId>,
+    like: &CubeTensor,
+    key_of: fn(&I) -> TileKey,
+    inputs: I,
+    launch: fn(I, ProjectionTile) -> Out,
+) -> Out
+where
+    I: Clone + Send + Sync + 'static,
+    Out: AutotuneOutput,
+{
+    let client = like.client.clone();
+    let id = CubeTuneId::new(&client, &like.device);
+    let set = tuner.init(&id, move || {
+        let set = TunableSet::<_, I, _, _>::new_cloning_inputs(key_of);
+        TILES.into_iter().fold(set, |set, tile| {
+            set.with(Tunable::identified(tile, move |inputs: I| {
+                Ok::<_, String>(launch(inputs, tile))
+            }))
+        })
+    });
+    let key = key_of(&inputs);
+    let out = tuner.execute(&id, &client, set.clone(), inputs);
+    record(&key, || tuner.fastest_identity(&id, &set, &key));
     out
 }
