@@ -641,16 +641,12 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<
         // The default: one launch, the tile the autotuner picks for the shape (it tunes in
         // the warm-up call), whatever `--projection-splits` and `--projection-tile` set for
         // the optimizer's own projections.
-        let tuned = || {
-            let hooks = (kernels::projection_splits(), kernels::projection_tile());
-            kernels::set_projection_splits(1);
-            kernels::set_projection_tile(TileChoice::Tuned);
-            let g_low = kernels::project(&s, &g, Route::WGSL);
-            kernels::set_projection_splits(hooks.0);
-            kernels::set_projection_tile(hooks.1);
-            g_low
-        };
-        let kernel_ms = timed(&tuned, batch);
+        let hooks = (kernels::projection_splits(), kernels::projection_tile());
+        kernels::set_projection_splits(1);
+        kernels::set_projection_tile(TileChoice::Tuned);
+        let kernel_ms = timed(&|| kernels::project(&s, &g, Route::WGSL), batch);
+        kernels::set_projection_splits(hooks.0);
+        kernels::set_projection_tile(hooks.1);
         let portable_ms = timed(&|| subtrack::basis::project(&s, &g), batch);
         let chosen = kernels::tuned_tile("project", [a, r, b])
             .map_or("64×64, untuned".to_string(), |t| t.to_string());

@@ -12,11 +12,11 @@ use crate::{assert_close, download, upload, wgpu_device};
 use super::update::UpdateCase;
 use super::{orthonormal, stored};
 
-/// Launches of the projection (all, and by 128×128 tiles) at `sizes`.
-fn project_launches(sizes: [usize; 3]) -> (u64, u64) {
+/// Launches of `kernel` (`"project"` or `"update"`) at `sizes`: all, and by 128×128 tiles.
+fn launches(kernel: &str, sizes: [usize; 3]) -> (u64, u64) {
     (
-        kernels::launches("project", sizes),
-        kernels::launches("project: 128×128 tiles", sizes),
+        kernels::launches(kernel, sizes),
+        kernels::launches(&format!("{kernel}: 128×128 tiles"), sizes),
     )
 }
 
@@ -41,10 +41,10 @@ fn tuned_projection_runs_the_chosen_tile() {
     // The first call tunes (unless CubeCL's persistent cache already knows the shape).
     let first = download(kernels::project(&s_dev, &g_dev, Route::WGSL));
     let chosen = kernels::tuned_tile("project", sizes).expect("a tile was chosen");
-    let (before, wide) = project_launches(sizes);
+    let (before, wide) = launches("project", sizes);
     let again = download(kernels::project(&s_dev, &g_dev, Route::WGSL));
     assert_eq!(
-        project_launches(sizes),
+        launches("project", sizes),
         (
             before + 1,
             wide + u64::from(chosen == ProjectionTile::Block128)
@@ -59,10 +59,10 @@ fn tuned_projection_runs_the_chosen_tile() {
     let (a, r, b) = (1100, 130, 117);
     assert!(a * r * b < TUNED_MIN_MACS);
     let g = rng.mat(a, b);
-    let (before, wide) = project_launches([a, r, b]);
+    let (before, wide) = launches("project", [a, r, b]);
     // Read back: with fusion on, the launch runs when the stream is flushed.
     download(kernels::project(&s_dev, &upload(&g, &device), Route::WGSL));
-    assert_eq!(project_launches([a, r, b]), (before + 1, wide));
+    assert_eq!(launches("project", [a, r, b]), (before + 1, wide));
     assert_eq!(kernels::tuned_tile("project", [a, r, b]), None);
 }
 
@@ -86,16 +86,10 @@ fn tuned_update_runs_the_chosen_tile() {
     let portable = case.run(coefficients, true, None, &Device::flex());
     let first = case.run(coefficients, true, None, &device);
     let chosen = kernels::tuned_tile("update", [a, r, b]).expect("a tile was chosen");
-    let launches = || {
-        (
-            kernels::launches("update", [a, r, b]),
-            kernels::launches("update: 128×128 tiles", [a, r, b]),
-        )
-    };
-    let (before, wide) = launches();
+    let (before, wide) = launches("update", [a, r, b]);
     let again = case.run(coefficients, true, None, &device);
     assert_eq!(
-        launches(),
+        launches("update", [a, r, b]),
         (
             before + 1,
             wide + u64::from(chosen == ProjectionTile::Block128)
