@@ -91,7 +91,8 @@ Sections: 1 one subspace update, 2 the amortised optimizer step, 3 the training 
   --no-wgsl-kernels       sections 2 and 3 on Burn's tensor ops on wgpu too
   --no-cpu-kernels        sections 2 and 3 on Burn's tensor ops on the CPU (flex) too
 Experimental kernels (section 4 also times them beside the default):
-  --projection-splits N   the optimizer's projections as split-K, N partial sums  [1]
+  --projection-splits N   pin the optimizer's projections to split-K, N partial sums
+                          (1: the autotuner weighs split-K per shape) [1]
   --projection-tile T     its projections' and weight updates' blocks: 64 (64x64), 128
                           (128x128) or tuned (the autotuner's pick per shape) [tuned]
   --tiled-recovery-norms  its recovery column norms by 64x64 tiles
@@ -659,8 +660,8 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<
             portable_ms,
             flops: 2.0 * (a * r * b) as f64,
         });
-        // Experimental variants against the same Burn matmul time: split-K (partial sums
-        // added by Burn's reduction) and the 128×128 tile, alone and with split-K.
+        // Fixed variants against the same Burn matmul time: each tile, alone and with
+        // split-K (partial sums added by project_reduce.wgsl) at several split counts.
         let variants = [
             (1, ProjectionTile::Block64),
             (2, ProjectionTile::Block64),
@@ -1029,7 +1030,7 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
     if args.projection_splits > 1 {
         let _ = writeln!(
             md,
-            "Projections of the optimizer steps: split-K with {} partial sums (experimental).\n",
+            "Projections of the optimizer steps: split-K pinned to {} partial sums.\n",
             args.projection_splits
         );
     }
@@ -1169,7 +1170,7 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
     if !tuned.is_empty() {
         let _ = writeln!(
             md,
-            "\nTiles the autotuner chose in this run (products of at least {} multiply-adds; smaller ones run 64×64):\n",
+            "\nWhat the autotuner chose in this run (products of at least {} multiply-adds; smaller ones run 64×64):\n",
             kernels::TUNED_MIN_MACS
         );
         for (key, tile) in &tuned {
@@ -1260,14 +1261,15 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
         .iter()
         .map(|(k, tile)| {
             format!(
-                "    {{\"kernel\": {}, \"a\": {}, \"r\": {}, \"b\": {}, \"transposed\": {}, \"recovery\": {}, \"tile\": {}}}",
+                "    {{\"kernel\": {}, \"a\": {}, \"r\": {}, \"b\": {}, \"transposed\": {}, \"recovery\": {}, \"tile\": {}, \"splits\": {}}}",
                 js(&k.kernel),
                 k.a,
                 k.r,
                 k.b,
                 k.transposed,
                 k.recovery,
-                tile.side()
+                tile.tile.side(),
+                tile.splits
             )
         })
         .collect();

@@ -38,10 +38,10 @@ pub trait SubTrackKernels: Backend {
         head: Vec<f32>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// Split-K projection: (`splits` partial sums of SᵀG stacked as (splits·r)×b, `head`
-    /// and the flag), by blocks of `tile`.
-    #[fusion(meta = |s, g, k, _t, h| (
-        TensorSpec::new(Shape::from([k * s.shape[1], g.shape[1]]), g.dtype),
+    /// Split-K projection: (SᵀG as the sum of `splits` partial products, `head` and the
+    /// flag), by blocks of `tile`.
+    #[fusion(meta = |s, g, _k, _t, h| (
+        TensorSpec::new(projected_shape(&s.shape, &g.shape), g.dtype),
         TensorSpec::new(Shape::from([h.len() + 1]), g.dtype),
     ))]
     fn wgsl_project_split(

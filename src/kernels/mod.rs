@@ -46,7 +46,7 @@ pub use extension::SubTrackKernels;
 pub use launch::Limits;
 pub use params::{ParamValues, StepFlag, StepParams};
 pub use project::{ProjectionTile, TileChoice, projected_shape};
-pub use tune::{TUNED_MIN_MACS, TileKey, tuned_tile, tuned_tiles};
+pub use tune::{TUNED_MIN_MACS, TileKey, TunedTile, tuned_tile, tuned_tiles};
 pub use update::UpdateLaunch;
 
 use launch::WGSL;
@@ -111,6 +111,7 @@ fn count_launch(kernel: &'static str, sizes: [usize; 3]) {
 /// How many times `kernel` (`"project"`, `"adam"`, `"recovery"` (one per row chunk of G)
 /// or `"update"`) was launched at sizes `[a, r, b]` in
 /// this process: lets callers and tests see that the WGSL kernel, not a fallback, ran.
+/// `"project_split"` and `"project_reduce"` count split-K projections and their reductions.
 /// `"project: Gᵀ in place"`, `"recovery: Gᵀ in place"` and `"update: Gᵀ in place"` count
 /// the launches that read a transposed-view gradient from its own buffer, uncopied;
 /// `"project: 128×128 tiles"` and `"update: 128×128 tiles"` those of the wide variants
@@ -163,10 +164,11 @@ pub fn set_tiled_recovery_norms(on: bool) {
     TILED_RECOVERY_NORMS.with(|t| t.set(on));
 }
 
-/// Experimental tuning hook: from now on, the WGSL projections on this thread ([`project`],
+/// Tuning hook: from now on, the WGSL projections on this thread ([`project`],
 /// [`project_checked`], [`project_packed`], so the optimizer's steps run here) use
-/// [`project_split`] with `splits` partial sums (1, the default, turns it off). For measuring split-K on a GPU
-/// (`benchmark --projection-splits N`); no default is set from it yet.
+/// [`project_split`] with `splits` partial sums, by the tile [`set_projection_tile`] pins
+/// (64×64 where it is tuned). 1, the default, leaves split-K to the autotuner, which
+/// weighs it per shape (`tune.rs`). For measuring (`benchmark --projection-splits N`).
 pub fn set_projection_splits(splits: usize) {
     PROJECTION_SPLITS.with(|s| s.set(splits.max(1)));
 }
@@ -225,7 +227,7 @@ fn project_tuned(
 ) -> (Tensor<2>, Option<Tensor<1>>) {
     let splits = projection_splits();
     if route.wgsl && splits > 1 && wgsl_available(&g.device()) {
-        // Split-K is experimental: a tuned tile takes its default there.
+        // Splits pinned: a tuned tile takes its default there.
         let [a, r, b] = [basis.dims()[0], basis.dims()[1], g.dims()[1]];
         let tile = projection_tile().fixed(a * r * b).unwrap_or_default();
         return project_split_with(basis, g, splits, tile, head);
@@ -286,9 +288,9 @@ fn project_flagged(
     }
 }
 
-/// (G̃, flag) by split-K (experimental, for tuning; the optimizer uses [`project_packed`]):
-/// the WGSL kernel, by blocks of `tile`, writes `splits` partial sums over row ranges of S
-/// and G, and Burn's reduction adds them. More workgroups than [`project`] where r×b is
+/// (G̃, flag) by split-K with `splits` fixed (for measuring; the autotuner weighs split-K
+/// itself, see `tune.rs`): the WGSL kernel, by blocks of `tile`, writes `splits` partial
+/// sums over row ranges of S and G, and `project_reduce.wgsl` adds them. More workgroups than [`project`] where r×b is
 /// small next to a (the 60m shapes on a GPU with many multiprocessors), at the cost of
 /// splits·r·b floats. Falls back to the single launch by blocks of `tile` (or the tensor
 /// ops) where `splits` is 1 or the split launch cannot run.
@@ -317,16 +319,15 @@ fn project_split_with(
     if !runs {
         return project_flagged(basis, g, Route::WGSL, tile.into(), head);
     }
-    let (partials, flag) = Dispatch::wgsl_project_split(
+    let (g_low, flag) = Dispatch::wgsl_project_split(
         basis.clone().into_dispatch(),
         g.clone().into_dispatch(),
         splits,
         tile,
         head.to_vec(),
     );
-    let partials = Tensor::<2>::from_dispatch(partials).reshape([splits, r, b]);
     (
-        partials.sum_dim(0).reshape([r, b]),
+        Tensor::from_dispatch(g_low),
         Some(Tensor::from_dispatch(flag)),
     )
 }

@@ -16,6 +16,7 @@ use super::tune::{self, TUNED_MIN_MACS};
 
 const SHADER: &str = include_str!("../../shaders/project.wgsl");
 const SHADER_WIDE: &str = include_str!("../../shaders/project_wide.wgsl");
+const SHADER_REDUCE: &str = include_str!("../../shaders/project_reduce.wgsl");
 
 /// The block of G̃ one projection workgroup computes, or of W' one weight-update workgroup
 /// finishes (16×16 invocations either way).
@@ -137,11 +138,12 @@ pub fn split_plan(a: usize, r: usize, b: usize, splits: usize, limits: Limits) -
     (fits && one_chunk).then_some(k_chunk)
 }
 
-/// Split-K G̃ = SᵀG: `splits` partial sums over row ranges of S and G, as one
-/// (splits·r)×b tensor whose r×b slices sum to G̃ (the caller reduces them), and `head`
-/// followed by the step flag (0 where G holds NaN or ±∞). More workgroups than [`launch`] when r×b is small
-/// next to a, at the cost of the partial sums' memory and a reduction. The caller
-/// ([`super::project_split`]) has checked the runtime, the dtype and [`split_plan`].
+/// Split-K G̃ = SᵀG: `splits` partial sums over row ranges of S and G, (splits·r)×b, added
+/// up by `project_reduce.wgsl` into G̃ (r×b), and `head` followed by the step flag (0 where
+/// G holds NaN or ±∞). More workgroups than [`launch`] when r×b is small next to a, at the
+/// cost of the partial sums' memory (transient) and a pass over them. The caller
+/// ([`super::project_split`], or the autotuner) has checked the runtime, the dtype and
+/// [`split_plan`].
 pub fn launch_split(
     basis: CubeTensor,
     g: CubeTensor,
@@ -150,8 +152,68 @@ pub fn launch_split(
     limits: Limits,
     head: &[f32],
 ) -> (CubeTensor, CubeTensor) {
-    launch_with(basis, g, splits, tile, limits, head)
+    let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
+    let b = g.meta.shape()[1];
+    let (partials, flag) = launch_with(basis, g, splits, tile, limits, head);
+    super::count_launch("project_reduce", [a, r, b]);
+    (reduce(partials, splits, limits), flag)
 }
+
+/// Σ_z of the `splits` r×b slices of `partials` ((splits·r)×b), in ascending z.
+fn reduce(partials: CubeTensor, splits: usize, limits: Limits) -> CubeTensor {
+    let [rows, b] = [partials.meta.shape()[0], partials.meta.shape()[1]];
+    let r = rows / splits;
+    let count = r * b;
+    let output = empty_f32(&partials, Shape::from([r, b]));
+    let workgroups = count.div_ceil(256).clamp(1, limits.max_workgroups);
+    let kernel = Templated::new("project_reduce", SHADER_REDUCE)
+        .with("count", count)
+        .with("splits", splits)
+        .with("workgroups", workgroups);
+    partials.client.launch(
+        Box::new(SourceKernel::new(kernel, CubeDim::new_1d(256))),
+        CubeCount::Static(workgroups as u32, 1, 1),
+        KernelArguments::new().with_buffers(vec![
+            partials.handle.clone().binding(),
+            output.handle.clone().binding(),
+        ]),
+    );
+    output
+}
+
+/// Splits worth timing for a split-K G̃ = SᵀG by blocks of `tile` (the autotuner's split-K
+/// candidate): the fewest that bring the grid to [`SPLIT_MIN_WORKGROUPS`], at most
+/// a / [`SPLIT_MIN_ROWS`], [`SPLIT_MAX`] and as many r×b partial sums as one binding holds.
+/// `None` where the single launch already has [`SPLIT_MIN_WORKGROUPS`] workgroups, where
+/// that leaves fewer than two, or where [`split_plan`] refuses the sizes.
+pub fn split_count(
+    tile: ProjectionTile,
+    a: usize,
+    r: usize,
+    b: usize,
+    limits: Limits,
+) -> Option<usize> {
+    let side = tile.side();
+    let workgroups = b.div_ceil(side) * r.div_ceil(side);
+    let splits = SPLIT_MIN_WORKGROUPS
+        .div_ceil(workgroups)
+        .min(a / SPLIT_MIN_ROWS)
+        .min(SPLIT_MAX)
+        .min(limits.max_binding_bytes / (4 * r * b).max(1));
+    (workgroups < SPLIT_MIN_WORKGROUPS && splits > 1)
+        .then_some(splits)
+        .filter(|&s| split_plan(a, r, b, s, limits).is_some())
+}
+
+/// The grid a split-K candidate aims for: 512 workgroups, four per multiprocessor of a
+/// 132-multiprocessor H100/H200 (which hold several of these 8 KiB-workgroup-memory
+/// workgroups at once); a judgement, not a measurement: the autotuner decides whether the
+/// split pays on the device.
+pub const SPLIT_MIN_WORKGROUPS: usize = 512;
+/// Fewest rows of S and G per split: eight of `project.wgsl`'s 16-row steps.
+pub const SPLIT_MIN_ROWS: usize = 128;
+/// Most splits a split-K candidate takes.
+pub const SPLIT_MAX: usize = 16;
 
 /// [`launch`] (`splits` = 1: row chunks and column groups per [`plan`]) or
 /// [`launch_split`] (one chunk and one column group, `splits` partial sums per
@@ -225,4 +287,47 @@ fn launch_with(
         }
     }
     (output, flag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ProjectionTile::{Block64, Block128};
+
+    /// The split-K candidate at the LLaMA shapes (sizes a×b, r): the fewest splits that
+    /// bring the grid to 512 workgroups, capped at a/128 rows and 16; none where the single
+    /// launch has 512 already. Worked by hand: 1024×2736 at r = 256 is 43·4 = 172 blocks of
+    /// 64×64 (3 splits: 516) or 22·2 = 44 of 128×128 (⌈512/44⌉ = 12, capped at 1024/128 = 8).
+    #[test]
+    fn split_count_fills_the_grid_within_its_caps() {
+        let at = |tile, a, r, b| split_count(tile, a, r, b, Limits::WEBGPU);
+        // 60m: 22·2 = 44 and 11·1 = 11 blocks, both capped at 512/128 = 4.
+        assert_eq!(at(Block64, 512, 128, 1376), Some(4));
+        assert_eq!(at(Block128, 512, 128, 1376), Some(4));
+        // 130m: 32·4 = 128 → 4 (512 exactly); 16·2 = 32 → 16, capped at 768/128 = 6.
+        assert_eq!(at(Block64, 768, 256, 2048), Some(4));
+        assert_eq!(at(Block128, 768, 256, 2048), Some(6));
+        assert_eq!(at(Block64, 1024, 256, 2736), Some(3));
+        assert_eq!(at(Block128, 1024, 256, 2736), Some(8));
+        // 1b: 86·8 = 688 blocks of 64×64 need no split; 43·4 = 172 of 128×128 take 3.
+        assert_eq!(at(Block64, 2048, 512, 5461), None);
+        assert_eq!(at(Block128, 2048, 512, 5461), Some(3));
+        // 16 at most, and never fewer than 128 rows a split.
+        assert_eq!(at(Block128, 4096, 64, 64), Some(16));
+        assert_eq!(at(Block64, 255, 64, 64), None);
+        // As many 256×256 partial sums (256 KiB each) as one binding holds: 8 wanted at
+        // a = 1024, 4 fit in 1 MiB; at 384 KiB S and G (a = 384) fit but two sums do not.
+        let binding = |kib: usize| Limits {
+            max_binding_bytes: kib << 10,
+            max_workgroups: 65_535,
+        };
+        assert_eq!(
+            split_count(Block64, 1024, 256, 256, Limits::WEBGPU),
+            Some(8)
+        );
+        assert_eq!(split_count(Block64, 1024, 256, 256, binding(1024)), Some(4));
+        assert_eq!(split_count(Block64, 384, 256, 256, binding(384)), None);
+        // S and G past the binding (row chunks): split-K does not take them.
+        assert_eq!(split_count(Block64, 1024, 256, 256, binding(512)), None);
+    }
 }

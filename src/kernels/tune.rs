@@ -2,13 +2,16 @@
 //! runs with: CubeCL's autotuner times the 64×64 and the 128×128 kernels (`project.wgsl`
 //! against `project_wide.wgsl`, `update.wgsl` against `update_wide.wgsl`) on the device, once
 //! per shape and device in a process (and from CubeCL's persistent cache after that, where
-//! it is on), and the faster one runs from then on. Products under [`TUNED_MIN_MACS`]
-//! multiply-adds keep the 64×64 tile untimed: there launch overhead dominates, and timing
-//! would not pay for itself.
+//! it is on), and the faster one runs from then on. For the projection it also times each
+//! tile with split-K (partial sums over row ranges of S and G, added by
+//! `project_reduce.wgsl`) where the single launch has few workgroups
+//! ([`project::split_count`]). Products under [`TUNED_MIN_MACS`] multiply-adds keep the 64×64
+//! tile untimed: there launch overhead dominates, and timing would not pay for itself.
 //!
 //! Both tiles compute the same sums in the same order (one partial sum per output element,
-//! over the shared dimension in ascending rows), so the choice changes speed, not results
-//! beyond a compiler's freedom to contract multiply-adds.
+//! over the shared dimension in ascending rows), so the choice of tile changes speed, not
+//! results beyond a compiler's freedom to contract multiply-adds; split-K adds its partial
+//! sums in a different order, which changes round-off (well within the kernels' 1e-5).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -71,6 +74,13 @@ impl fmt::Display for TileKey {
 impl AutotuneKey for TileKey {}
 
 impl TileKey {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_binding_bytes: self.max_binding_bytes,
+            max_workgroups: self.max_workgroups,
+        }
+    }
+
     fn new(
         kernel: &str,
         [a, r, b]: [usize; 3],
@@ -91,36 +101,120 @@ impl TileKey {
     }
 }
 
-/// The tiles the tuner chose in this process, by key.
-static CHOSEN: Mutex<BTreeMap<TileKey, ProjectionTile>> = Mutex::new(BTreeMap::new());
+/// What the autotuner chose for a shape: a tile, and for the projection the split-K partial
+/// sums (1: a single launch; the weight update never splits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TunedTile {
+    /// The block each workgroup computes.
+    pub tile: ProjectionTile,
+    /// Partial sums over row ranges of S and G (1: none).
+    pub splits: usize,
+}
 
-/// Every tile the autotuner chose in this process so far, with the shape it was chosen for
+impl fmt::Display for TunedTile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.splits {
+            1 => write!(f, "{}", self.tile),
+            splits => write!(f, "{}, split-K ×{splits}", self.tile),
+        }
+    }
+}
+
+/// One of a tuner's candidates: a tile, alone or with split-K (whose split count follows
+/// from the shape: [`project::split_count`]). Its `Display` is the name CubeCL's cache
+/// checksums the candidate list by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Candidate {
+    tile: ProjectionTile,
+    split: bool,
+}
+
+impl fmt::Display for Candidate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}{}",
+            self.tile,
+            if self.split { " split-K" } else { "" }
+        )
+    }
+}
+
+impl Candidate {
+    /// What this candidate launches for `key`, or `None` where it does not apply.
+    fn at(self, key: &TileKey) -> Option<TunedTile> {
+        let splits = if self.split {
+            project::split_count(self.tile, key.a, key.r, key.b, key.limits())?
+        } else {
+            1
+        };
+        Some(TunedTile {
+            tile: self.tile,
+            splits,
+        })
+    }
+}
+
+/// The projection's candidates: each tile, alone and with split-K.
+const PROJECT_CANDIDATES: [Candidate; 4] = [
+    Candidate {
+        tile: ProjectionTile::Block64,
+        split: false,
+    },
+    Candidate {
+        tile: ProjectionTile::Block128,
+        split: false,
+    },
+    Candidate {
+        tile: ProjectionTile::Block64,
+        split: true,
+    },
+    Candidate {
+        tile: ProjectionTile::Block128,
+        split: true,
+    },
+];
+
+/// The weight update's candidates: each tile (its shared dimension is r, too short to split).
+const UPDATE_CANDIDATES: [Candidate; 2] = [
+    Candidate {
+        tile: ProjectionTile::Block64,
+        split: false,
+    },
+    Candidate {
+        tile: ProjectionTile::Block128,
+        split: false,
+    },
+];
+
+/// What the tuner chose in this process, by key.
+static CHOSEN: Mutex<BTreeMap<TileKey, TunedTile>> = Mutex::new(BTreeMap::new());
+
+/// Everything the autotuner chose in this process so far, with the shape it was chosen for
 /// (for reports: the benchmark prints them).
-pub fn tuned_tiles() -> Vec<(TileKey, ProjectionTile)> {
+pub fn tuned_tiles() -> Vec<(TileKey, TunedTile)> {
     let chosen = CHOSEN.lock().unwrap_or_else(|e| e.into_inner());
     chosen.iter().map(|(k, t)| (k.clone(), *t)).collect()
 }
 
-/// The tile chosen for `kernel` (`"project"` or `"update"`) at sizes `[a, r, b]`, in any
-/// layout or limits: `None` until a tuned launch of those sizes ran.
-pub fn tuned_tile(kernel: &str, [a, r, b]: [usize; 3]) -> Option<ProjectionTile> {
+/// What the autotuner chose for `kernel` (`"project"` or `"update"`) at sizes `[a, r, b]`,
+/// in any layout or limits: `None` until a tuned launch of those sizes ran.
+pub fn tuned_tile(kernel: &str, [a, r, b]: [usize; 3]) -> Option<TunedTile> {
     tuned_tiles()
         .into_iter()
         .find(|(k, _)| k.kernel == kernel && [k.a, k.r, k.b] == [a, r, b])
         .map(|(_, t)| t)
 }
 
-/// Note the tile `fastest` names for `key`, the first time it names one.
-fn record(key: &TileKey, fastest: impl FnOnce() -> Option<ProjectionTile>) {
+/// Note what `fastest` names for `key`, the first time it names something.
+fn record(key: &TileKey, fastest: impl FnOnce() -> Option<Candidate>) {
     let mut chosen = CHOSEN.lock().unwrap_or_else(|e| e.into_inner());
     if !chosen.contains_key(key)
-        && let Some(tile) = fastest()
+        && let Some(tuned) = fastest().and_then(|c| c.at(key))
     {
-        chosen.insert(key.clone(), tile);
+        chosen.insert(key.clone(), tuned);
     }
 }
-
-const TILES: [ProjectionTile; 2] = [ProjectionTile::Block64, ProjectionTile::Block128];
 
 /// (G̃, flag) of a projection, as one autotune output.
 #[derive(Debug)]
@@ -145,7 +239,8 @@ fn project_key((basis, g, limits, _): &ProjectInputs) -> TileKey {
     )
 }
 
-/// [`project::launch`] with the tile the autotuner finds faster for these sizes.
+/// [`project::launch`] (or [`project::launch_split`]) with the candidate the autotuner
+/// finds fastest for these sizes.
 pub fn project(
     basis: CubeTensor,
     g: CubeTensor,
@@ -155,11 +250,22 @@ pub fn project(
     static TUNER: LocalTuner<TileKey, CubeTuneId> = local_tuner!("project");
     let like = g.clone();
     let inputs = (basis, g, limits, head);
-    let Projected(g_low, flag) = run_tuned(&TUNER, &like, project_key, inputs, |inputs, tile| {
+    let launch = |inputs: ProjectInputs, tuned: TunedTile| {
         let (basis, g, limits, head) = inputs;
-        let (g_low, flag) = project::launch(basis, g, tile.into(), limits, &head);
+        let (g_low, flag) = match tuned.splits {
+            1 => project::launch(basis, g, tuned.tile.into(), limits, &head),
+            splits => project::launch_split(basis, g, splits, tuned.tile, limits, &head),
+        };
         Projected(g_low, flag)
-    });
+    };
+    let Projected(g_low, flag) = run_tuned(
+        &TUNER,
+        &like,
+        project_key,
+        &PROJECT_CANDIDATES,
+        inputs,
+        launch,
+    );
     (g_low, flag)
 }
 
@@ -200,25 +306,35 @@ pub fn update(
     static TUNER: LocalTuner<TileKey, CubeTuneId> = local_tuner!("update");
     let like = weight.clone();
     let inputs = (basis, normalized, weight, scalars, recovery, how);
-    run_tuned(&TUNER, &like, update_key, inputs, |inputs, tile| {
+    let launch = |inputs: UpdateInputs, tuned: TunedTile| {
         let (basis, normalized, weight, scalars, recovery, how) = inputs;
         let how = UpdateLaunch {
-            tile: tile.into(),
+            tile: tuned.tile.into(),
             ..how
         };
         update::launch(basis, normalized, weight, scalars, recovery, how)
-    })
+    };
+    run_tuned(
+        &TUNER,
+        &like,
+        update_key,
+        &UPDATE_CANDIDATES,
+        inputs,
+        launch,
+    )
 }
 
-/// `launch(inputs, tile)` with the tile `tuner` finds faster for `key_of(inputs)` on
-/// `like`'s device: each [`ProjectionTile`] is a candidate, timed on clones of `inputs`
-/// the first time a key is seen.
+/// `launch(inputs, tuned)` with the candidate `tuner` finds fastest for `key_of(inputs)` on
+/// `like`'s device: each of `candidates` that applies to the key is timed on clones of
+/// `inputs` the first time a key is seen (one that does not apply reports an error, which
+/// the tuner skips).
 fn run_tuned<I, Out>(
     tuner: &'static LocalTuner<TileKey, CubeTuneId>,
     like: &CubeTensor,
     key_of: fn(&I) -> TileKey,
+    candidates: &'static [Candidate],
     inputs: I,
-    launch: fn(I, ProjectionTile) -> Out,
+    launch: fn(I, TunedTile) -> Out,
 ) -> Out
 where
     I: Clone + Send + Sync + 'static,
@@ -228,9 +344,12 @@ where
     let id = CubeTuneId::new(&client, &like.device);
     let set = tuner.init(&id, move || {
         let set = TunableSet::<_, I, _, _>::new_cloning_inputs(key_of);
-        TILES.into_iter().fold(set, |set, tile| {
-            set.with(Tunable::identified(tile, move |inputs: I| {
-                Ok::<_, String>(launch(inputs, tile))
+        candidates.iter().fold(set, |set, &candidate| {
+            set.with(Tunable::identified(candidate, move |inputs: I| {
+                let tuned = candidate
+                    .at(&key_of(&inputs))
+                    .ok_or_else(|| format!("{candidate}: not for these sizes"))?;
+                Ok::<_, String>(launch(inputs, tuned))
             }))
         })
     });

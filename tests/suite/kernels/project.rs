@@ -77,7 +77,7 @@ fn projection_kernel_matches_the_portable_path() {
     }
 }
 
-/// Split-K projection: partial sums over row ranges of S and G, added by Burn, equal SᵀG,
+/// Split-K projection: partial sums over row ranges of S and G, added by `project_reduce.wgsl`, equal SᵀG,
 /// also where the last split is short or some are empty (a = 70 in 8 splits of 16 rows);
 /// the flag sees a NaN in any split's rows. Both tiles, the 128×128 one also on r and b
 /// past one block.
@@ -102,6 +102,7 @@ fn split_projection_matches_the_portable_path() {
         let expected = s.t().mul(&g);
         let (s_dev, g_dev) = (upload(&s, &device), upload(&g, &device));
         let before = kernels::launches("project_split", [a, r, b]);
+        let reduced = kernels::launches("project_reduce", [a, r, b]);
         let wide = kernels::launches("project: 128×128 tiles", [a, r, b]);
         let (got, flag) = kernels::project_split(&s_dev, &g_dev, splits, tile);
         let got = download(got);
@@ -109,6 +110,11 @@ fn split_projection_matches_the_portable_path() {
             kernels::launches("project_split", [a, r, b]),
             before + 1,
             "the split kernel did not run"
+        );
+        assert_eq!(
+            kernels::launches("project_reduce", [a, r, b]),
+            reduced + 1,
+            "the partial sums were not reduced"
         );
         assert_eq!(
             kernels::launches("project: 128×128 tiles", [a, r, b]),

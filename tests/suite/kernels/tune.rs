@@ -4,7 +4,9 @@
 
 use burn::tensor::Device;
 use subtrack::basis;
-use subtrack::kernels::{self, ProjectionTile, Route, TUNED_MIN_MACS, UpdateCoefficients};
+use subtrack::kernels::{
+    self, ProjectionTile, Route, TUNED_MIN_MACS, TunedTile, UpdateCoefficients,
+};
 
 use crate::reference::Rng;
 use crate::{assert_close, download, upload, wgpu_device};
@@ -12,17 +14,33 @@ use crate::{assert_close, download, upload, wgpu_device};
 use super::update::UpdateCase;
 use super::{orthonormal, stored};
 
-/// Launches of `kernel` (`"project"` or `"update"`) at `sizes`: all, and by 128×128 tiles.
-fn launches(kernel: &str, sizes: [usize; 3]) -> (u64, u64) {
-    (
+/// Launches of `kernel` (`"project"` or `"update"`) at `sizes`: single launches, by 128×128
+/// tiles, split-K launches and their reductions.
+fn launches(kernel: &str, sizes: [usize; 3]) -> [u64; 4] {
+    [
         kernels::launches(kernel, sizes),
         kernels::launches(&format!("{kernel}: 128×128 tiles"), sizes),
-    )
+        kernels::launches(&format!("{kernel}_split"), sizes),
+        kernels::launches(&format!("{kernel}_reduce"), sizes),
+    ]
+}
+
+/// `before` plus one launch of `chosen`, as [`launches`] counts them.
+fn after_one(before: [u64; 4], chosen: TunedTile) -> [u64; 4] {
+    let split = chosen.splits > 1;
+    let [single, wide, splits, reduce] = before;
+    [
+        single + u64::from(!split),
+        wide + u64::from(chosen.tile == ProjectionTile::Block128),
+        splits + u64::from(split),
+        reduce + u64::from(split),
+    ]
 }
 
 /// A projection over the threshold (sizes not multiples of either tile, G as the right
-/// case's transposed view) is tuned once: afterwards each call launches the chosen tile once,
-/// and every result matches the tensor ops and f64. One under it launches 64×64 untimed.
+/// case's transposed view) is tuned once: afterwards each call launches the chosen
+/// candidate once, and every result matches the tensor ops and f64. One under it launches
+/// 64×64 untimed.
 #[test]
 fn tuned_projection_runs_the_chosen_tile() {
     let Some(device) = wgpu_device() else {
@@ -41,14 +59,11 @@ fn tuned_projection_runs_the_chosen_tile() {
     // The first call tunes (unless CubeCL's persistent cache already knows the shape).
     let first = download(kernels::project(&s_dev, &g_dev, Route::WGSL));
     let chosen = kernels::tuned_tile("project", sizes).expect("a tile was chosen");
-    let (before, wide) = launches("project", sizes);
+    let before = launches("project", sizes);
     let again = download(kernels::project(&s_dev, &g_dev, Route::WGSL));
     assert_eq!(
         launches("project", sizes),
-        (
-            before + 1,
-            wide + u64::from(chosen == ProjectionTile::Block128)
-        ),
+        after_one(before, chosen),
         "after tuning, one launch of the chosen {chosen}"
     );
     for got in [&first, &again] {
@@ -59,10 +74,14 @@ fn tuned_projection_runs_the_chosen_tile() {
     let (a, r, b) = (1100, 130, 117);
     assert!(a * r * b < TUNED_MIN_MACS);
     let g = rng.mat(a, b);
-    let (before, wide) = launches("project", [a, r, b]);
+    let before = launches("project", [a, r, b]);
     // Read back: with fusion on, the launch runs when the stream is flushed.
     download(kernels::project(&s_dev, &upload(&g, &device), Route::WGSL));
-    assert_eq!(launches("project", [a, r, b]), (before + 1, wide));
+    let untuned = TunedTile {
+        tile: ProjectionTile::Block64,
+        splits: 1,
+    };
+    assert_eq!(launches("project", [a, r, b]), after_one(before, untuned));
     assert_eq!(kernels::tuned_tile("project", [a, r, b]), None);
 }
 
@@ -86,14 +105,12 @@ fn tuned_update_runs_the_chosen_tile() {
     let portable = case.run(coefficients, true, None, &Device::flex());
     let first = case.run(coefficients, true, None, &device);
     let chosen = kernels::tuned_tile("update", [a, r, b]).expect("a tile was chosen");
-    let (before, wide) = launches("update", [a, r, b]);
+    assert_eq!(chosen.splits, 1, "the update has no split-K candidate");
+    let before = launches("update", [a, r, b]);
     let again = case.run(coefficients, true, None, &device);
     assert_eq!(
         launches("update", [a, r, b]),
-        (
-            before + 1,
-            wide + u64::from(chosen == ProjectionTile::Block128)
-        ),
+        after_one(before, chosen),
         "after tuning, one launch of the chosen {chosen}"
     );
     for got in [&first, &again] {
