@@ -915,6 +915,7 @@ fn main() -> ExitCode {
     // In the order asked for: a time-boxed run gets the first ones (the tables keep their
     // numbers).
     for &section in &args.sections {
+        let (section_start, solves_before) = (Instant::now(), solved());
         match section {
             1 => {
                 eprintln!("1. subspace update");
@@ -953,6 +954,18 @@ fn main() -> ExitCode {
                 results.kernel_rows = bench_kernels(&picked, args.full, args.reps, args.batch);
             }
         }
+        let solves = solved();
+        let time = SectionTime {
+            section,
+            seconds: section_start.elapsed().as_secs_f64(),
+            solves: solves.0 - solves_before.0,
+            solve_seconds: solves.1 - solves_before.1,
+        };
+        eprintln!(
+            "  section {section}: {:.1} s, of which {:.1} s in {} host eigen-solves",
+            time.seconds, time.solve_seconds, time.solves
+        );
+        results.sections.push(time);
         let Some(text) = checkpoint(&results) else {
             return ExitCode::FAILURE;
         };
@@ -977,6 +990,23 @@ struct Results {
     steps: Vec<StepRow>,
     training: Vec<TrainRow>,
     kernel_rows: Vec<KernelRow>,
+    sections: Vec<SectionTime>,
+}
+
+/// Where a section's wall time went: all of it, and the host eigensolver's share (the
+/// exact SVDs' and the portable tracking steps' solves, `linalg::host_solves`).
+struct SectionTime {
+    section: u32,
+    seconds: f64,
+    solves: u64,
+    solve_seconds: f64,
+}
+
+/// (calls, seconds) of the host eigensolver so far, all sides together.
+fn solved() -> (u64, f64) {
+    subtrack::linalg::host_solves()
+        .iter()
+        .fold((0, 0.0), |(c, s), x| (c + x.calls, s + x.seconds))
 }
 
 /// What the report's headings name: the run's fixed settings.
@@ -1006,6 +1036,7 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
         steps,
         training,
         kernel_rows,
+        sections,
     } = results;
     let mut md = String::new();
     let _ = writeln!(
@@ -1021,6 +1052,18 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
         args.reps,
         started.elapsed().as_secs_f64()
     );
+    if !sections.is_empty() {
+        let times: Vec<String> = sections
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} in {:.0} s ({:.1} s in {} host eigen-solves)",
+                    t.section, t.seconds, t.solve_seconds, t.solves
+                )
+            })
+            .collect();
+        let _ = writeln!(md, "Sections: {}.\n", times.join("; "));
+    }
     if args.tiled_recovery_norms {
         let _ = writeln!(
             md,
@@ -1191,6 +1234,19 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
         js(mode),
         args.reps
     );
+    let items: Vec<String> = sections
+        .iter()
+        .map(|t| {
+            format!(
+                "    {{\"section\": {}, \"seconds\": {}, \"host_solves\": {}, \"host_solve_seconds\": {}}}",
+                t.section,
+                jn(t.seconds),
+                t.solves,
+                jn(t.solve_seconds)
+            )
+        })
+        .collect();
+    let _ = writeln!(json, "  \"sections\": [\n{}\n  ],", items.join(",\n"));
     let items: Vec<String> = updates
         .iter()
         .map(|u| {

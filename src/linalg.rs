@@ -56,7 +56,45 @@ macro_rules! wide {
 /// `n×n` whose column `j` is the unit eigenvector of `values[j]`. Householder reduction to
 /// tridiagonal form followed by the implicit QL algorithm (EISPACK `tred2`/`tql2`).
 pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
-    symmetric_eigen_on(a, n, cores())
+    timed_solve(n, || symmetric_eigen_on(a, n, cores()))
+}
+
+/// Host eigen-solves of one matrix side in this process ([`host_solves`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HostSolves {
+    /// Side n of the n×n matrices.
+    pub n: usize,
+    /// Calls of [`top_eigen`] or [`symmetric_eigen`] at that side.
+    pub calls: u64,
+    /// Their wall time, seconds.
+    pub seconds: f64,
+}
+
+/// Calls and seconds of the host eigensolver, by side.
+static SOLVES: std::sync::Mutex<std::collections::BTreeMap<usize, (u64, f64)>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Every host eigen-solve of this process so far ([`top_eigen`], [`symmetric_eigen`]), by
+/// matrix side, ascending: what the optimizer's exact SVDs and tracking steps cost on the
+/// host (the benchmark reports it per section).
+pub fn host_solves() -> Vec<HostSolves> {
+    let solves = SOLVES.lock().unwrap_or_else(|e| e.into_inner());
+    solves
+        .iter()
+        .map(|(&n, &(calls, seconds))| HostSolves { n, calls, seconds })
+        .collect()
+}
+
+/// `solve()`, counted in [`host_solves`] under side `n`.
+fn timed_solve<T>(n: usize, solve: impl FnOnce() -> T) -> T {
+    let start = std::time::Instant::now();
+    let out = solve();
+    let seconds = start.elapsed().as_secs_f64();
+    let mut solves = SOLVES.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = solves.entry(n).or_default();
+    entry.0 += 1;
+    entry.1 += seconds;
+    out
 }
 
 /// The threads the routines here may use: every core.
@@ -126,9 +164,11 @@ fn symmetric_eigen_on(a: &[f64], n: usize, threads: usize) -> (Vec<f64>, Vec<f64
 /// same bits on any number of threads.
 pub fn top_eigen(a: &[f64], n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
     let threads = cores();
-    top_eigen_on(a, n, k, threads).unwrap_or_else(|| {
-        let (values, vectors) = symmetric_eigen_on(a, n, threads);
-        leading(values, vectors, n, k)
+    timed_solve(n, || {
+        top_eigen_on(a, n, k, threads).unwrap_or_else(|| {
+            let (values, vectors) = symmetric_eigen_on(a, n, threads);
+            leading(values, vectors, n, k)
+        })
     })
 }
 
@@ -1182,6 +1222,26 @@ fn forward_solve_body(l: &[f64], n: usize, c: usize, x: &mut [f64]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each solve is counted under its side, with its time (other tests may solve the same
+    /// side concurrently, hence "at least").
+    #[test]
+    fn host_solves_counts_each_solve_by_side() {
+        let at = |n| {
+            host_solves()
+                .into_iter()
+                .find(|s| s.n == n)
+                .unwrap_or_default()
+        };
+        let before = at(97);
+        let a = sym(97, 5);
+        top_eigen(&a, 97, 3);
+        symmetric_eigen(&a, 97);
+        let after = at(97);
+        assert_eq!(after.n, 97);
+        assert!(after.calls >= before.calls + 2, "{before:?} → {after:?}");
+        assert!(after.seconds > before.seconds, "{before:?} → {after:?}");
+    }
 
     fn sym(n: usize, seed: u64) -> Vec<f64> {
         let mut s = seed;
