@@ -39,6 +39,7 @@ pub mod moments;
 mod optimizer;
 pub mod pretrain;
 pub mod recovery;
+mod simd;
 mod state;
 
 pub use checkpoint::{StateBytes, load_checked, save_atomic, state_bytes};
