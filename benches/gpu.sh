@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build and run the benchmarks at GPU sizes, printing every table (issue 5); with EXTRA=1
-# also the tiled column-norm kernel and the 64×64 kernels pinned at 60m, sections 2 and 3 on
+# also the per-column norm kernel and the 64×64 kernels pinned at 60m, sections 2 and 3 on
 # Burn's tensor ops and two short toy-LLaMA runs. Meant for one
 # call on a GPU machine.
 #
@@ -25,8 +25,8 @@
 # stopped and reported failed, and the next one starts, so a time-boxed call still returns
 # the stages that finished).
 # Results: $OUT/benchmark.{md,json} (SubTrack's WGSL kernels on, the default),
-# with EXTRA=1 $OUT/tiled-norms/benchmark.{md,json} (the 60m SubTrack++ training step with
-# the experimental tiled column-norm kernel, against the default's in the first stage),
+# with EXTRA=1 $OUT/per-column-norms/benchmark.{md,json} (the 60m SubTrack++ training step
+# with the per-column norm kernel pinned, against the autotuner's choice in the first stage),
 # $OUT/tile-64/benchmark.{md,json} (the same with the 64×64 projection and update pinned,
 # against the autotuner's choice in the first stage),
 # $OUT/portable/benchmark.{md,json} (sections 2 and 3 on Burn's tensor ops),
@@ -89,8 +89,8 @@ start=$SECONDS
 stage "benchmark --full --sections $SECTIONS --batch $BATCH" \
   "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections "$SECTIONS" --batch "$BATCH" --out "$OUT"
 if [ "${EXTRA:-0}" = 1 ]; then
-  stage "benchmark --full --sections 3 --train-sizes 60m --optimizers subtrack++ --tiled-recovery-norms" \
-    "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections 3 --train-sizes 60m --optimizers subtrack++ --tiled-recovery-norms --out "$OUT/tiled-norms"
+  stage "benchmark --full --sections 3 --train-sizes 60m --optimizers subtrack++ --recovery-norms per-column" \
+    "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections 3 --train-sizes 60m --optimizers subtrack++ --recovery-norms per-column --out "$OUT/per-column-norms"
   stage "benchmark --full --sections 3 --train-sizes 60m --optimizers subtrack++ --projection-tile 64" \
     "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections 3 --train-sizes 60m --optimizers subtrack++ --projection-tile 64 --out "$OUT/tile-64"
   stage "benchmark --full --sections 2,3 --no-wgsl-kernels" \

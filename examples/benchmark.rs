@@ -21,7 +21,9 @@ use subtrack::basis::{
     top_singular_basis,
 };
 use subtrack::geodesic::geodesic_step;
-use subtrack::kernels::{ProjectionTile, Route, TileChoice};
+use subtrack::kernels::{
+    ColumnNorms, NormsChoice, ProjectionTile, RecoveryInputs, Route, TileChoice, Tuned,
+};
 use subtrack::pretrain::alloc::CountingAlloc;
 use subtrack::pretrain::device::{self, Picked, pick};
 use subtrack::pretrain::report::human_bytes;
@@ -68,7 +70,7 @@ struct Args {
     train_sizes: Option<Vec<String>>,
     projection_splits: usize,
     projection_tile: TileChoice,
-    tiled_recovery_norms: bool,
+    recovery_norms: NormsChoice,
 }
 
 /// `--help`: the options, one line each.
@@ -90,12 +92,14 @@ Sections: 1 one subspace update, 2 the amortised optimizer step, 3 the training 
   --batch N               section 4: N back-to-back calls per device sync   [1]
   --no-wgsl-kernels       sections 2 and 3 on Burn's tensor ops on wgpu too
   --no-cpu-kernels        sections 2 and 3 on Burn's tensor ops on the CPU (flex) too
-Experimental kernels (section 4 also times them beside the default):
+Kernel variants (the autotuner's choice by default; section 4 also times the tiles and
+split counts beside it):
   --projection-splits N   pin the optimizer's projections to split-K, N partial sums
                           (1: the autotuner weighs split-K per shape) [1]
   --projection-tile T     its projections' and weight updates' blocks: 64 (64x64), 128
                           (128x128) or tuned (the autotuner's pick per shape) [tuned]
-  --tiled-recovery-norms  its recovery column norms by 64x64 tiles
+  --recovery-norms N      its recovery column norms: per-column, tiled (64x64 tiles) or
+                          tuned (the autotuner's pick per shape) [tuned]
   -h, --help              this text
 ";
 
@@ -115,7 +119,7 @@ fn parse() -> Result<Option<Args>, String> {
         train_sizes: None,
         projection_splits: 1,
         projection_tile: TileChoice::Tuned,
-        tiled_recovery_norms: false,
+        recovery_norms: NormsChoice::Tuned,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -164,7 +168,14 @@ fn parse() -> Result<Option<Args>, String> {
                     _ => return Err("--projection-tile takes 64, 128 or tuned".into()),
                 }
             }
-            "--tiled-recovery-norms" => args.tiled_recovery_norms = true,
+            "--recovery-norms" => {
+                args.recovery_norms = match value()?.as_str() {
+                    "per-column" => ColumnNorms::PerColumn.into(),
+                    "tiled" => ColumnNorms::Tiled.into(),
+                    "tuned" => NormsChoice::Tuned,
+                    _ => return Err("--recovery-norms takes per-column, tiled or tuned".into()),
+                }
+            }
             "--out" => args.out = PathBuf::from(value()?),
             "--svd-max" => {
                 args.svd_max = value()?
@@ -686,6 +697,64 @@ fn bench_kernels(picked: &Picked, full: bool, reps: usize, batch: usize) -> Vec<
             });
         }
     }
+    // Recovery scaling (§7): column norms and limiter, tuned (the default), each norm
+    // kernel pinned, and the tensor ops; G̃ and N random (timing only).
+    for &(a, r, b) in &shapes {
+        let (_, g) = inputs(a, r, b);
+        let (g_low, n) = (
+            Tensor::<2>::random([r, b], Distribution::Normal(0.0, 1.0), dev),
+            Tensor::<2>::random([r, b], Distribution::Normal(0.0, 1.0), dev),
+        );
+        let previous = Tensor::<1>::from_floats([1.0], dev);
+        let scales = |route: Route| {
+            let inputs = RecoveryInputs {
+                grad: &g,
+                transposed: false,
+                grad_sq: None,
+                g_low: &g_low,
+                normalized: &n,
+                previous: Some(&previous),
+            };
+            let c = SubTrackConfig::subtrack_plus_plus();
+            kernels::recovery(
+                inputs,
+                c.recovery_scaling,
+                c.scale,
+                c.norm_growth_limit,
+                None,
+                route,
+            )
+            .scaled_phi
+        };
+        let hook = kernels::recovery_norms();
+        let portable_ms = timed(&|| scales(Route::PORTABLE), batch);
+        for norms in [
+            NormsChoice::Tuned,
+            ColumnNorms::PerColumn.into(),
+            ColumnNorms::Tiled.into(),
+        ] {
+            kernels::set_recovery_norms(norms);
+            let kernel_ms = timed(&|| scales(Route::WGSL), batch);
+            let label = match norms {
+                NormsChoice::Tuned => format!(
+                    "tuned: {}",
+                    kernels::tuned_norms([a, r, b])
+                        .map_or("per-column norms, untuned".into(), |n| n.to_string())
+                ),
+                NormsChoice::Fixed(n) => n.to_string(),
+            };
+            eprintln!(
+                "  recovery {a}×{b} r={r} ({label}): WGSL {kernel_ms:.3} ms, portable {portable_ms:.3} ms"
+            );
+            rows.push(KernelRow {
+                what: format!("recovery scaling, {a}×{b}, r = {r} ({label})"),
+                kernel_ms,
+                portable_ms,
+                flops: f64::NAN,
+            });
+        }
+        kernels::set_recovery_norms(hook);
+    }
     for &(a, r, b) in &shapes {
         let (s, g) = inputs(a, r, b);
         // The tracking step: kernels (no read-back) against tensor ops + the host r×r solve,
@@ -852,7 +921,7 @@ fn main() -> ExitCode {
     let dev = picked.device.clone();
     kernels::set_projection_splits(args.projection_splits);
     kernels::set_projection_tile(args.projection_tile);
-    kernels::set_tiled_recovery_norms(args.tiled_recovery_norms);
+    kernels::set_recovery_norms(args.recovery_norms);
     let mode = if args.full { "full" } else { "reduced" };
     let started = Instant::now();
     eprintln!(
@@ -1064,10 +1133,10 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
             .collect();
         let _ = writeln!(md, "Sections: {}.\n", times.join("; "));
     }
-    if args.tiled_recovery_norms {
+    if let NormsChoice::Fixed(norms) = args.recovery_norms {
         let _ = writeln!(
             md,
-            "Recovery column norms of the optimizer steps: 64×64 tiles (experimental).\n"
+            "Recovery column norms of the optimizer steps: {norms}, pinned.\n"
         );
     }
     if args.projection_splits > 1 {
@@ -1213,7 +1282,7 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
     if !tuned.is_empty() {
         let _ = writeln!(
             md,
-            "\nWhat the autotuner chose in this run (products of at least {} multiply-adds; smaller ones run 64×64):\n",
+            "\nWhat the autotuner chose in this run (products of at least {} multiply-adds; smaller ones run 64×64 with per-column norms):\n",
             kernels::TUNED_MIN_MACS
         );
         for (key, tile) in &tuned {
@@ -1317,15 +1386,23 @@ fn render(setup: &Setup, results: &Results) -> (String, String) {
         .iter()
         .map(|(k, tile)| {
             format!(
-                "    {{\"kernel\": {}, \"a\": {}, \"r\": {}, \"b\": {}, \"transposed\": {}, \"recovery\": {}, \"tile\": {}, \"splits\": {}}}",
+                "    {{\"kernel\": {}, \"a\": {}, \"r\": {}, \"b\": {}, \"transposed\": {}, \"recovery\": {}, {}}}",
                 js(&k.kernel),
                 k.a,
                 k.r,
                 k.b,
                 k.transposed,
                 k.recovery,
-                tile.tile.side(),
-                tile.splits
+                match tile {
+                    Tuned::Tile(t) => format!("\"tile\": {}, \"splits\": {}", t.tile.side(), t.splits),
+                    Tuned::Norms(n) => format!(
+                        "\"norms\": {}",
+                        js(match n {
+                            ColumnNorms::PerColumn => "per-column",
+                            ColumnNorms::Tiled => "tiled",
+                        })
+                    ),
+                }
             )
         })
         .collect();

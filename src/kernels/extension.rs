@@ -11,6 +11,7 @@ use burn::tensor::Shape;
 
 use super::launch::Limits;
 use super::project::{ProjectionTile, TileChoice, projected_shape};
+use super::recovery::NormsChoice;
 use super::update::UpdateLaunch;
 use super::{adam, project, recovery, tracking, update};
 
@@ -77,8 +78,8 @@ pub trait SubTrackKernels: Backend {
 
     /// Recovery scales (§7) without a previous norm: (ψ 1×b, ‖Λ‖ \[1\]) from G (a×b), G̃ and
     /// N (r×b) and `params` (2k − k², ζ, flag). G over `max_binding_bytes` is read in row
-    /// chunks. `tiled`: the column norms by 64×64 tiles (experimental, see
-    /// [`set_tiled_recovery_norms`](super::set_tiled_recovery_norms)).
+    /// chunks. `norms`: the column-norm kernel, tuned per shape or fixed (see
+    /// [`set_recovery_norms`](super::set_recovery_norms)).
     #[fusion(meta = |g, _l, _n, _p, _m, _t| recovery_meta(g, _l, _n, _p, _m))]
     fn wgsl_recovery(
         grad: FloatTensor<Self>,
@@ -86,7 +87,7 @@ pub trait SubTrackKernels: Backend {
         normalized: FloatTensor<Self>,
         params: FloatTensor<Self>,
         max_binding_bytes: usize,
-        tiled: bool,
+        norms: NormsChoice,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// [`wgsl_recovery`](SubTrackKernels::wgsl_recovery) with the norm-growth limiter
@@ -99,7 +100,7 @@ pub trait SubTrackKernels: Backend {
         params: FloatTensor<Self>,
         previous: FloatTensor<Self>,
         max_binding_bytes: usize,
-        tiled: bool,
+        norms: NormsChoice,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// W' = d·(W − α·s·S·N) (§2): `basis` a×r, `normalized` r×b, `weight` a×b or b×a
@@ -227,7 +228,7 @@ impl SubTrackKernels for CubeBackend {
         normalized: FloatTensor<Self>,
         params: FloatTensor<Self>,
         max_binding_bytes: usize,
-        tiled: bool,
+        norms: NormsChoice,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         recovery::launch(
             grad,
@@ -236,7 +237,7 @@ impl SubTrackKernels for CubeBackend {
             params,
             None,
             max_binding_bytes,
-            tiled,
+            norms,
         )
     }
 
@@ -247,7 +248,7 @@ impl SubTrackKernels for CubeBackend {
         params: FloatTensor<Self>,
         previous: FloatTensor<Self>,
         max_binding_bytes: usize,
-        tiled: bool,
+        norms: NormsChoice,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let limit = max_binding_bytes;
         recovery::launch(
@@ -257,7 +258,7 @@ impl SubTrackKernels for CubeBackend {
             params,
             Some(previous),
             limit,
-            tiled,
+            norms,
         )
     }
 

@@ -46,7 +46,8 @@ pub use extension::SubTrackKernels;
 pub use launch::Limits;
 pub use params::{ParamValues, StepFlag, StepParams};
 pub use project::{ProjectionTile, TileChoice, projected_shape};
-pub use tune::{TUNED_MIN_MACS, TileKey, TunedTile, tuned_tile, tuned_tiles};
+pub use recovery::{ColumnNorms, NormsChoice};
+pub use tune::{TUNED_MIN_MACS, TileKey, Tuned, TunedTile, tuned_norms, tuned_tile, tuned_tiles};
 pub use update::UpdateLaunch;
 
 use launch::WGSL;
@@ -111,7 +112,8 @@ fn count_launch(kernel: &'static str, sizes: [usize; 3]) {
 /// How many times `kernel` (`"project"`, `"adam"`, `"recovery"` (one per row chunk of G)
 /// or `"update"`) was launched at sizes `[a, r, b]` in
 /// this process: lets callers and tests see that the WGSL kernel, not a fallback, ran.
-/// `"project_split"` and `"project_reduce"` count split-K projections and their reductions.
+/// `"project_split"` and `"project_reduce"` count split-K projections and their reductions,
+/// `"recovery: tiled"` the launches of the tiled column-norm kernel.
 /// `"project: Gᵀ in place"`, `"recovery: Gᵀ in place"` and `"update: Gᵀ in place"` count
 /// the launches that read a transposed-view gradient from its own buffer, uncopied;
 /// `"project: 128×128 tiles"` and `"update: 128×128 tiles"` those of the wide variants
@@ -151,17 +153,24 @@ pub fn project(basis: &Tensor<2>, g: &Tensor<2>, route: Route) -> Tensor<2> {
 thread_local! {
     static PROJECTION_SPLITS: Cell<usize> = const { Cell::new(1) };
     static PROJECTION_TILE: Cell<TileChoice> = const { Cell::new(TileChoice::Tuned) };
-    static TILED_RECOVERY_NORMS: Cell<bool> = const { Cell::new(false) };
+    static RECOVERY_NORMS: Cell<NormsChoice> = const { Cell::new(NormsChoice::Tuned) };
 }
 
-/// Experimental tuning hook: from now on, the WGSL recovery column norms on this thread use
-/// 64×64 tiles over a 2-D grid with partial sums per 64-row block
-/// (`shaders/recovery_norms_tiled.wgsl`) instead of one invocation per column over all rows
-/// (`recovery_norms.wgsl`, the default). The tiled kernel fills a GPU (⌈b/256⌉ workgroups
-/// are 2–6 at the 60m shapes) but was slower on lavapipe (437–448 against 389–418 ms for
-/// a 20m SubTrack++ step); `benchmark --tiled-recovery-norms` measures it on a GPU.
-pub fn set_tiled_recovery_norms(on: bool) {
-    TILED_RECOVERY_NORMS.with(|t| t.set(on));
+/// Tuning hook: from now on, the WGSL recovery column norms on this thread ([`recovery`],
+/// so the optimizer's SubTrack++ steps run here) use `norms`: a [`ColumnNorms`] pins one
+/// kernel (`benchmark --recovery-norms per-column|tiled`), [`NormsChoice::Tuned`] (the
+/// default) lets the autotuner time both per shape. The per-column kernel
+/// (`recovery_norms.wgsl`) runs ⌈b/256⌉ workgroups, 2–6 at the 60m shapes; the tiled one
+/// (`recovery_norms_tiled.wgsl`) fills a GPU but was slower on lavapipe (437–448 against
+/// 389–418 ms for a 20m SubTrack++ step, both pinned).
+pub fn set_recovery_norms(norms: impl Into<NormsChoice>) {
+    let norms = norms.into();
+    RECOVERY_NORMS.with(|t| t.set(norms));
+}
+
+/// The column-norm kernel [`set_recovery_norms`] chose for this thread.
+pub fn recovery_norms() -> NormsChoice {
+    RECOVERY_NORMS.with(Cell::get)
 }
 
 /// Tuning hook: from now on, the WGSL projections on this thread ([`project`],
@@ -676,9 +685,9 @@ pub fn recovery(
             g_low.clone().into_dispatch(),
             normalized.clone().into_dispatch(),
         );
-        let tiled = TILED_RECOVERY_NORMS.with(Cell::get);
+        let norms = recovery_norms();
         let (psi, norm) = match previous {
-            None => Dispatch::wgsl_recovery(gd, ld, nd, params, max_binding_bytes, tiled),
+            None => Dispatch::wgsl_recovery(gd, ld, nd, params, max_binding_bytes, norms),
             Some(p) => Dispatch::wgsl_recovery_limited(
                 gd,
                 ld,
@@ -686,7 +695,7 @@ pub fn recovery(
                 params,
                 p.clone().into_dispatch(),
                 max_binding_bytes,
-                tiled,
+                norms,
             ),
         };
         return RecoveryScales {

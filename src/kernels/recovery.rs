@@ -1,6 +1,8 @@
 //! Launches of `shaders/recovery_norms.wgsl` or `recovery_norms_tiled.wgsl` (column sums)
 //! and `shaders/recovery_limit.wgsl` (scales and limiter).
 
+use std::fmt;
+
 use burn::backend::wgpu::{CubeTensor, SourceKernel, into_contiguous};
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
@@ -9,6 +11,58 @@ use burn::tensor::Shape;
 use super::launch::{
     Limits, Templated, assert_f32_on_wgsl, chunk_rows, empty_f32, row_chunk, stored_gradient,
 };
+use super::tune::{self, TUNED_MIN_MACS};
+
+/// The kernel that forms recovery scaling's column sums of squares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ColumnNorms {
+    /// `recovery_norms.wgsl`: one invocation per column over all rows, ⌈b/256⌉ workgroups;
+    /// the faster on lavapipe, and the kernel of products too small to tune.
+    #[default]
+    PerColumn,
+    /// `recovery_norms_tiled.wgsl`: partial sums over 64×64 tiles on a 2-D grid, which the
+    /// limit kernel adds up; more workgroups, for GPUs with many multiprocessors.
+    Tiled,
+}
+
+impl fmt::Display for ColumnNorms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ColumnNorms::PerColumn => "per-column norms",
+            ColumnNorms::Tiled => "64×64-tiled norms",
+        })
+    }
+}
+
+/// The column-norm kernel a recovery launch runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum NormsChoice {
+    /// The faster [`ColumnNorms`] for the sizes on this device, timed once per shape by
+    /// CubeCL's autotuner (`tune.rs`), for the same shapes as the projection's tile
+    /// (a·r·b of at least [`TUNED_MIN_MACS`]); [`ColumnNorms::PerColumn`] untimed below.
+    /// The default.
+    #[default]
+    Tuned,
+    /// Always this kernel.
+    Fixed(ColumnNorms),
+}
+
+impl NormsChoice {
+    /// The kernel to launch for G a×b and G̃ r×b, or `None` where the autotuner chooses.
+    pub fn fixed(self, [a, r, b]: [usize; 3]) -> Option<ColumnNorms> {
+        match self {
+            NormsChoice::Fixed(norms) => Some(norms),
+            NormsChoice::Tuned if a * r * b < TUNED_MIN_MACS => Some(ColumnNorms::PerColumn),
+            NormsChoice::Tuned => None,
+        }
+    }
+}
+
+impl From<ColumnNorms> for NormsChoice {
+    fn from(norms: ColumnNorms) -> Self {
+        NormsChoice::Fixed(norms)
+    }
+}
 
 const NORMS: &str = include_str!("../../shaders/recovery_norms.wgsl");
 const NORMS_TILED: &str = include_str!("../../shaders/recovery_norms_tiled.wgsl");
@@ -46,8 +100,9 @@ pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
 }
 
 /// (ψ 1×b, Λ_prev' \[1\]) from G (a×b), G̃ and N (r×b), the parameter buffer `params`
-/// (2k − k², ζ, flag; `params.rs`) and the previous limiter norm; `tiled` picks the column-norm kernel. The caller
-/// ([`super::recovery`]) has checked the runtime, the dtypes and [`plan`].
+/// (2k − k², ζ, flag; `params.rs`) and the previous limiter norm; `norms` picks the
+/// column-norm kernel (the autotuner's choice where it is [`NormsChoice::Tuned`]). The
+/// caller ([`super::recovery`]) has checked the runtime, the dtypes and [`plan`].
 pub fn launch(
     grad: CubeTensor,
     g_low: CubeTensor,
@@ -55,8 +110,28 @@ pub fn launch(
     params: CubeTensor,
     previous: Option<CubeTensor>,
     limit: usize,
-    tiled: bool,
+    norms: NormsChoice,
 ) -> (CubeTensor, CubeTensor) {
+    let (a, b) = (grad.meta.shape()[0], grad.meta.shape()[1]);
+    let r = g_low.meta.shape()[0];
+    match norms.fixed([a, r, b]) {
+        Some(norms) => launch_with(grad, g_low, normalized, params, previous, limit, norms),
+        None => tune::recovery(grad, g_low, normalized, params, previous, limit),
+    }
+}
+
+/// [`launch`] with the column-norm kernel `norms`. Writes only ψ, Λ_prev' and partial sums
+/// of its own, so the autotuner can time it on the same inputs more than once.
+pub fn launch_with(
+    grad: CubeTensor,
+    g_low: CubeTensor,
+    normalized: CubeTensor,
+    params: CubeTensor,
+    previous: Option<CubeTensor>,
+    limit: usize,
+    norms: ColumnNorms,
+) -> (CubeTensor, CubeTensor) {
+    let tiled = norms == ColumnNorms::Tiled;
     let (a, b) = (grad.meta.shape()[0], grad.meta.shape()[1]);
     let r = g_low.meta.shape()[0];
     let limits = super::Limits {

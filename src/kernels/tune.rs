@@ -1,17 +1,24 @@
-//! The tile a [`TileChoice::Tuned`](super::TileChoice::Tuned) projection or weight update
-//! runs with: CubeCL's autotuner times the 64×64 and the 128×128 kernels (`project.wgsl`
-//! against `project_wide.wgsl`, `update.wgsl` against `update_wide.wgsl`) on the device, once
-//! per shape and device in a process (and from CubeCL's persistent cache after that, where
-//! it is on), and the faster one runs from then on. For the projection it also times each
-//! tile with split-K (partial sums over row ranges of S and G, added by
-//! `project_reduce.wgsl`) where the single launch has few workgroups
-//! ([`project::split_count`]). Products under [`TUNED_MIN_MACS`] multiply-adds keep the 64×64
-//! tile untimed: there launch overhead dominates, and timing would not pay for itself.
+//! The kernel variant a tuned launch runs with: CubeCL's autotuner times the candidates on
+//! the device, once per shape and device in a process (and from CubeCL's persistent cache
+//! after that, where it is on), and the fastest runs from then on.
+//!
+//! - The projection ([`TileChoice::Tuned`](super::TileChoice::Tuned)): the 64×64 and the
+//!   128×128 kernels (`project.wgsl`, `project_wide.wgsl`), each alone and, where the single
+//!   launch has few workgroups ([`project::split_count`]), with split-K (partial sums over
+//!   row ranges of S and G, added by `project_reduce.wgsl`).
+//! - The weight update: `update.wgsl` against `update_wide.wgsl`.
+//! - Recovery scaling's column norms ([`NormsChoice::Tuned`](super::NormsChoice::Tuned)): `recovery_norms.wgsl`
+//!   against `recovery_norms_tiled.wgsl`.
+//!
+//! Products under [`TUNED_MIN_MACS`] multiply-adds (a·r·b) keep the 64×64 tile and the
+//! per-column norms untimed: there launch overhead dominates, and timing would not pay for
+//! itself.
 //!
 //! Both tiles compute the same sums in the same order (one partial sum per output element,
 //! over the shared dimension in ascending rows), so the choice of tile changes speed, not
-//! results beyond a compiler's freedom to contract multiply-adds; split-K adds its partial
-//! sums in a different order, which changes round-off (well within the kernels' 1e-5).
+//! results beyond a compiler's freedom to contract multiply-adds; split-K and the tiled
+//! norms add partial sums in a different order, which changes round-off (well within the
+//! kernels' 1e-5).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,17 +33,19 @@ use serde::{Deserialize, Serialize};
 
 use super::launch::{Limits, is_transposed_view};
 use super::project::{self, ProjectionTile};
+use super::recovery::{self, ColumnNorms};
 use super::update::{self, UpdateLaunch};
 
-/// Products of fewer multiply-adds (a·r·b) than this run the 64×64 tile without timing
-/// (2^24: the llama 60m shapes at r = 128 are over it, the 20m ones at r = 64 under it).
+/// Products of fewer multiply-adds (a·r·b) than this run the 64×64 tile and the per-column
+/// norms without timing (2^24: the llama 60m shapes at r = 128 are over it, the 20m ones at
+/// r = 64 under it).
 pub const TUNED_MIN_MACS: usize = 1 << 24;
 
 /// What a tuning result is cached under: the sizes, the layout the kernel reads, and the
 /// limits its launches are planned for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TileKey {
-    /// `"project"` or `"update"`.
+    /// `"project"`, `"update"` or `"recovery"`.
     pub kernel: String,
     /// Rows of S (the shared dimension of SᵀG, the rows of W').
     pub a: usize,
@@ -44,9 +53,10 @@ pub struct TileKey {
     pub r: usize,
     /// Columns of G and W.
     pub b: usize,
-    /// The right case's layout: G (projection) or W (update) stored transposed.
+    /// The right case's layout: G (projection, recovery) or W (update) stored transposed
+    /// and read in place.
     pub transposed: bool,
-    /// The update's recovery term G⊙ψ (false for the projection).
+    /// The update's recovery term G⊙ψ (false for the other kernels).
     pub recovery: bool,
     /// The launch limits (row chunks and column groups follow from them).
     pub max_binding_bytes: usize,
@@ -120,90 +130,122 @@ impl fmt::Display for TunedTile {
     }
 }
 
-/// One of a tuner's candidates: a tile, alone or with split-K (whose split count follows
-/// from the shape: [`project::split_count`]). Its `Display` is the name CubeCL's cache
-/// checksums the candidate list by.
+/// What the autotuner chose for one key ([`tuned_tiles`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Candidate {
-    tile: ProjectionTile,
-    split: bool,
+pub enum Tuned {
+    /// The projection's or the weight update's tile.
+    Tile(TunedTile),
+    /// Recovery scaling's column-norm kernel.
+    Norms(ColumnNorms),
+}
+
+impl fmt::Display for Tuned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tuned::Tile(tile) => tile.fmt(f),
+            Tuned::Norms(norms) => norms.fmt(f),
+        }
+    }
+}
+
+/// One of a tuner's candidates. Its `Display` is the name CubeCL's cache checksums the
+/// candidate list by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Candidate {
+    /// A tile, alone or with split-K (whose split count follows from the shape:
+    /// [`project::split_count`]).
+    Tile { tile: ProjectionTile, split: bool },
+    /// A column-norm kernel.
+    Norms(ColumnNorms),
 }
 
 impl fmt::Display for Candidate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}{}",
-            self.tile,
-            if self.split { " split-K" } else { "" }
-        )
+        match self {
+            Candidate::Tile { tile, split } => {
+                write!(f, "{tile}{}", if *split { " split-K" } else { "" })
+            }
+            Candidate::Norms(norms) => norms.fmt(f),
+        }
     }
 }
 
 impl Candidate {
     /// What this candidate launches for `key`, or `None` where it does not apply.
-    fn at(self, key: &TileKey) -> Option<TunedTile> {
-        let splits = if self.split {
-            project::split_count(self.tile, key.a, key.r, key.b, key.limits())?
-        } else {
-            1
-        };
-        Some(TunedTile {
-            tile: self.tile,
-            splits,
-        })
+    fn at(self, key: &TileKey) -> Option<Tuned> {
+        match self {
+            Candidate::Tile { tile, split } => {
+                let splits = if split {
+                    project::split_count(tile, key.a, key.r, key.b, key.limits())?
+                } else {
+                    1
+                };
+                Some(Tuned::Tile(TunedTile { tile, splits }))
+            }
+            Candidate::Norms(norms) => Some(Tuned::Norms(norms)),
+        }
     }
+}
+
+const fn tile(tile: ProjectionTile, split: bool) -> Candidate {
+    Candidate::Tile { tile, split }
 }
 
 /// The projection's candidates: each tile, alone and with split-K.
 const PROJECT_CANDIDATES: [Candidate; 4] = [
-    Candidate {
-        tile: ProjectionTile::Block64,
-        split: false,
-    },
-    Candidate {
-        tile: ProjectionTile::Block128,
-        split: false,
-    },
-    Candidate {
-        tile: ProjectionTile::Block64,
-        split: true,
-    },
-    Candidate {
-        tile: ProjectionTile::Block128,
-        split: true,
-    },
+    tile(ProjectionTile::Block64, false),
+    tile(ProjectionTile::Block128, false),
+    tile(ProjectionTile::Block64, true),
+    tile(ProjectionTile::Block128, true),
 ];
 
 /// The weight update's candidates: each tile (its shared dimension is r, too short to split).
 const UPDATE_CANDIDATES: [Candidate; 2] = [
-    Candidate {
-        tile: ProjectionTile::Block64,
-        split: false,
-    },
-    Candidate {
-        tile: ProjectionTile::Block128,
-        split: false,
-    },
+    tile(ProjectionTile::Block64, false),
+    tile(ProjectionTile::Block128, false),
+];
+
+/// Recovery scaling's candidates: both column-norm kernels.
+const RECOVERY_CANDIDATES: [Candidate; 2] = [
+    Candidate::Norms(ColumnNorms::PerColumn),
+    Candidate::Norms(ColumnNorms::Tiled),
 ];
 
 /// What the tuner chose in this process, by key.
-static CHOSEN: Mutex<BTreeMap<TileKey, TunedTile>> = Mutex::new(BTreeMap::new());
+static CHOSEN: Mutex<BTreeMap<TileKey, Tuned>> = Mutex::new(BTreeMap::new());
 
 /// Everything the autotuner chose in this process so far, with the shape it was chosen for
 /// (for reports: the benchmark prints them).
-pub fn tuned_tiles() -> Vec<(TileKey, TunedTile)> {
+pub fn tuned_tiles() -> Vec<(TileKey, Tuned)> {
     let chosen = CHOSEN.lock().unwrap_or_else(|e| e.into_inner());
     chosen.iter().map(|(k, t)| (k.clone(), *t)).collect()
 }
 
-/// What the autotuner chose for `kernel` (`"project"` or `"update"`) at sizes `[a, r, b]`,
-/// in any layout or limits: `None` until a tuned launch of those sizes ran.
-pub fn tuned_tile(kernel: &str, [a, r, b]: [usize; 3]) -> Option<TunedTile> {
+/// What the autotuner chose for `kernel` at sizes `[a, r, b]`, in any layout or limits:
+/// `None` until a tuned launch of those sizes ran.
+fn tuned(kernel: &str, [a, r, b]: [usize; 3]) -> Option<Tuned> {
     tuned_tiles()
         .into_iter()
         .find(|(k, _)| k.kernel == kernel && [k.a, k.r, k.b] == [a, r, b])
         .map(|(_, t)| t)
+}
+
+/// The tile the autotuner chose for `kernel` (`"project"` or `"update"`) at sizes
+/// `[a, r, b]`, in any layout or limits: `None` until a tuned launch of those sizes ran.
+pub fn tuned_tile(kernel: &str, sizes: [usize; 3]) -> Option<TunedTile> {
+    match tuned(kernel, sizes)? {
+        Tuned::Tile(tile) => Some(tile),
+        Tuned::Norms(_) => None,
+    }
+}
+
+/// The column-norm kernel the autotuner chose for recovery scaling of G a×b with G̃ r×b
+/// (sizes `[a, r, b]`): `None` until a tuned launch of those sizes ran.
+pub fn tuned_norms(sizes: [usize; 3]) -> Option<ColumnNorms> {
+    match tuned("recovery", sizes)? {
+        Tuned::Norms(norms) => Some(norms),
+        Tuned::Tile(_) => None,
+    }
 }
 
 /// Note what `fastest` names for `key`, the first time it names something.
@@ -213,6 +255,14 @@ fn record(key: &TileKey, fastest: impl FnOnce() -> Option<Candidate>) {
         && let Some(tuned) = fastest().and_then(|c| c.at(key))
     {
         chosen.insert(key.clone(), tuned);
+    }
+}
+
+/// The tile of a [`Tuned`] that a tile candidate gave.
+fn tile_of(tuned: Tuned) -> TunedTile {
+    match tuned {
+        Tuned::Tile(tile) => tile,
+        Tuned::Norms(_) => unreachable!("a tile tuner's candidates are tiles"),
     }
 }
 
@@ -250,7 +300,8 @@ pub fn project(
     static TUNER: LocalTuner<TileKey, CubeTuneId> = local_tuner!("project");
     let like = g.clone();
     let inputs = (basis, g, limits, head);
-    let launch = |inputs: ProjectInputs, tuned: TunedTile| {
+    let launch = |inputs: ProjectInputs, tuned: Tuned| {
+        let tuned = tile_of(tuned);
         let (basis, g, limits, head) = inputs;
         let (g_low, flag) = match tuned.splits {
             1 => project::launch(basis, g, tuned.tile.into(), limits, &head),
@@ -306,10 +357,10 @@ pub fn update(
     static TUNER: LocalTuner<TileKey, CubeTuneId> = local_tuner!("update");
     let like = weight.clone();
     let inputs = (basis, normalized, weight, scalars, recovery, how);
-    let launch = |inputs: UpdateInputs, tuned: TunedTile| {
+    let launch = |inputs: UpdateInputs, tuned: Tuned| {
         let (basis, normalized, weight, scalars, recovery, how) = inputs;
         let how = UpdateLaunch {
-            tile: tuned.tile.into(),
+            tile: tile_of(tuned).tile.into(),
             ..how
         };
         update::launch(basis, normalized, weight, scalars, recovery, how)
@@ -324,6 +375,74 @@ pub fn update(
     )
 }
 
+/// (ψ, Λ_prev') of recovery scaling, as one autotune output.
+#[derive(Debug)]
+struct Scales(CubeTensor, CubeTensor);
+
+impl AutotuneOutput for Scales {}
+
+/// G, G̃, N, the parameter buffer, the previous norm and the binding limit (see
+/// [`recovery::launch`]).
+type RecoveryInputs = (
+    CubeTensor,
+    CubeTensor,
+    CubeTensor,
+    CubeTensor,
+    Option<CubeTensor>,
+    usize,
+);
+
+fn recovery_key((grad, g_low, _, _, _, limit): &RecoveryInputs) -> TileKey {
+    let (a, b) = (grad.meta.shape()[0], grad.meta.shape()[1]);
+    let r = g_low.meta.shape()[0];
+    let limits = Limits {
+        max_binding_bytes: *limit,
+        ..Limits::WEBGPU
+    };
+    // Read in place only where one launch takes every row (`launch::stored_gradient`).
+    let whole = recovery::plan(a, r, b, limits) == Some(a);
+    TileKey::new(
+        "recovery",
+        [a, r, b],
+        whole && is_transposed_view(grad),
+        false,
+        limits,
+    )
+}
+
+/// [`recovery::launch`] with the column-norm kernel the autotuner finds faster for these
+/// sizes. The candidates write ψ, Λ_prev' and their partial sums to buffers of their own.
+pub fn recovery(
+    grad: CubeTensor,
+    g_low: CubeTensor,
+    normalized: CubeTensor,
+    params: CubeTensor,
+    previous: Option<CubeTensor>,
+    limit: usize,
+) -> (CubeTensor, CubeTensor) {
+    static TUNER: LocalTuner<TileKey, CubeTuneId> = local_tuner!("recovery");
+    let like = grad.clone();
+    let inputs = (grad, g_low, normalized, params, previous, limit);
+    let launch = |inputs: RecoveryInputs, tuned: Tuned| {
+        let Tuned::Norms(norms) = tuned else {
+            unreachable!("the recovery tuner's candidates are column-norm kernels")
+        };
+        let (grad, g_low, normalized, params, previous, limit) = inputs;
+        let (psi, norm) =
+            recovery::launch_with(grad, g_low, normalized, params, previous, limit, norms);
+        Scales(psi, norm)
+    };
+    let Scales(psi, norm) = run_tuned(
+        &TUNER,
+        &like,
+        recovery_key,
+        &RECOVERY_CANDIDATES,
+        inputs,
+        launch,
+    );
+    (psi, norm)
+}
+
 /// `launch(inputs, tuned)` with the candidate `tuner` finds fastest for `key_of(inputs)` on
 /// `like`'s device: each of `candidates` that applies to the key is timed on clones of
 /// `inputs` the first time a key is seen (one that does not apply reports an error, which
@@ -334,7 +453,7 @@ fn run_tuned<I, Out>(
     key_of: fn(&I) -> TileKey,
     candidates: &'static [Candidate],
     inputs: I,
-    launch: fn(I, TunedTile) -> Out,
+    launch: fn(I, Tuned) -> Out,
 ) -> Out
 where
     I: Clone + Send + Sync + 'static,

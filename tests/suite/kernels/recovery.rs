@@ -2,7 +2,7 @@
 
 use burn::tensor::{Device, Tensor};
 use subtrack::RecoveryScaling;
-use subtrack::kernels::{self, RecoveryInputs, StepFlag};
+use subtrack::kernels::{self, ColumnNorms, NormsChoice, RecoveryInputs, StepFlag};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};
@@ -10,7 +10,14 @@ use crate::{assert_close, download, upload, wgpu_device};
 use super::{orthonormal, stored, wgsl_within};
 
 /// f64 recovery scales: (ψ, Λ_prev') from the explicit residual G − k·S·G̃.
-fn recovery_f64(s: &Mat, g: &Mat, n: &Mat, k: f64, zeta: f64, previous: Option<f64>) -> (Mat, f64) {
+pub(super) fn recovery_f64(
+    s: &Mat,
+    g: &Mat,
+    n: &Mat,
+    k: f64,
+    zeta: f64,
+    previous: Option<f64>,
+) -> (Mat, f64) {
     let g_low = s.t().mul(g);
     let residual = g.sub(&s.mul(&g_low).scale(k));
     let col = |x: &Mat, j: usize| (0..x.rows).map(|i| x.at(i, j).powi(2)).sum::<f64>().sqrt();
@@ -38,7 +45,8 @@ fn recovery_kernels_match_the_portable_path() {
     let (zeta, scale) = (1.01, 0.25);
     // (a, r, b, binding limit): the last splits G into chunks of 128, 128 and 44 rows;
     // 150×70×130 takes three 64-row blocks of G and two of G̃ and N in one launch of the
-    // tiled kernel. Both column-norm kernels, the default and the tiled one.
+    // tiled kernel. Both column-norm kernels, each pinned (these sizes are under the tuning
+    // threshold, where the default is the per-column one).
     for (tiled, (a, r, b, limit)) in [false, true].into_iter().flat_map(|t| {
         [
             (37, 5, 53, 128 << 20),
@@ -48,7 +56,11 @@ fn recovery_kernels_match_the_portable_path() {
         ]
         .map(|size| (t, size))
     }) {
-        kernels::set_tiled_recovery_norms(tiled);
+        kernels::set_recovery_norms(if tiled {
+            ColumnNorms::Tiled
+        } else {
+            ColumnNorms::PerColumn
+        });
         let s = orthonormal(a, r, &mut rng);
         let g = rng.mat(a, b);
         let g_low = s.t().mul(&g);
@@ -135,4 +147,5 @@ fn recovery_kernels_match_the_portable_path() {
             }
         }
     }
+    kernels::set_recovery_norms(NormsChoice::Tuned);
 }

@@ -2,15 +2,17 @@
 //! weight update run the tile CubeCL's autotuner chose, and give the portable path's result;
 //! below it they run the 64×64 tile untimed.
 
-use burn::tensor::Device;
-use subtrack::basis;
+use burn::tensor::{Device, Tensor};
 use subtrack::kernels::{
-    self, ProjectionTile, Route, TUNED_MIN_MACS, TunedTile, UpdateCoefficients,
+    self, ColumnNorms, ProjectionTile, RecoveryInputs, Route, TUNED_MIN_MACS, TunedTile,
+    UpdateCoefficients,
 };
+use subtrack::{RecoveryScaling, basis};
 
 use crate::reference::Rng;
 use crate::{assert_close, download, upload, wgpu_device};
 
+use super::recovery::recovery_f64;
 use super::update::UpdateCase;
 use super::{orthonormal, stored};
 
@@ -116,5 +118,72 @@ fn tuned_update_runs_the_chosen_tile() {
     for got in [&first, &again] {
         assert_close(got, &portable, 1e-5, format_args!("{chosen}: vs portable"));
         assert_close(got, &expected, 1e-5, format_args!("{chosen}: vs f64"));
+    }
+}
+
+/// Recovery scaling over the threshold (G as the right case's transposed view, with the
+/// limiter): the autotuner picks a column-norm kernel once; afterwards each call launches
+/// that kernel once, and ψ and ‖Λ‖ match the tensor ops and f64. Under the threshold the
+/// per-column kernel runs untimed.
+#[test]
+fn tuned_recovery_runs_the_chosen_norms() {
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    let mut rng = Rng(71);
+    let (zeta, scale, variant) = (1.01, 0.25, RecoveryScaling::Code);
+    for (a, r, b) in [(1100, 130, 120), (1100, 130, 117)] {
+        let tuned = a * r * b >= TUNED_MIN_MACS;
+        let s = orthonormal(a, r, &mut rng);
+        let g = rng.mat(a, b);
+        let g_low = s.t().mul(&g);
+        let n = rng.mat(r, b);
+        let previous = 0.5 * recovery_f64(&s, &g, &n, scale, zeta, None).1;
+        let (psi_f64, norm_f64) = recovery_f64(&s, &g, &n, scale, zeta, Some(previous));
+        let run = |dev: &Device| {
+            let prev = Tensor::<1>::from_floats([previous as f32], dev);
+            let (grad, g_low, n) = (stored(&g, true, dev), upload(&g_low, dev), upload(&n, dev));
+            let inputs = RecoveryInputs {
+                grad: &grad,
+                transposed: true,
+                grad_sq: None,
+                g_low: &g_low,
+                normalized: &n,
+                previous: Some(&prev),
+            };
+            let out = kernels::recovery(inputs, variant, scale, zeta, None, Route::WGSL);
+            let norm = out.norm.into_scalar::<f32>() as f64;
+            (download(out.scaled_phi), norm)
+        };
+        let sizes = [a, r, b];
+        let counts = || {
+            [
+                kernels::launches("recovery", sizes),
+                kernels::launches("recovery: tiled", sizes),
+            ]
+        };
+        // The first call tunes (unless CubeCL's persistent cache already knows the shape).
+        let first = run(&device);
+        let chosen = kernels::tuned_norms(sizes);
+        assert_eq!(chosen.is_some(), tuned, "{sizes:?}: tuned or not");
+        let chosen = chosen.unwrap_or(ColumnNorms::PerColumn);
+        let [before, tiled] = counts();
+        let again = run(&device);
+        assert_eq!(
+            counts(),
+            [before + 1, tiled + u64::from(chosen == ColumnNorms::Tiled)],
+            "{sizes:?}: one launch of the chosen {chosen}"
+        );
+        let (psi_cpu, norm_cpu) = run(&Device::flex());
+        for (psi, norm) in [&first, &again] {
+            assert_close(psi, &psi_cpu, 1e-5, format_args!("{chosen}: ψ vs portable"));
+            assert_close(psi, &psi_f64, 1e-5, format_args!("{chosen}: ψ vs f64"));
+            for (what, reference) in [("portable", norm_cpu), ("f64", norm_f64)] {
+                assert!(
+                    (norm - reference).abs() < 1e-5 * reference,
+                    "{chosen}: ‖Λ‖ {norm} vs {what} {reference}"
+                );
+            }
+        }
     }
 }
