@@ -72,6 +72,25 @@ fn tuned_projection_runs_the_chosen_tile() {
         assert_close(got, &portable, 1e-5, format_args!("{chosen}: vs portable"));
         assert_close(got, &expected, 1e-5, format_args!("{chosen}: vs f64"));
     }
+    // Over the threshold but with a = 200 rows, too few to split (128 at least per split):
+    // both split-K candidates decline, and the tuner picks among the single launches.
+    let (a, r, b) = (200, 300, 300);
+    assert!(a * r * b >= TUNED_MIN_MACS);
+    let short = orthonormal(a, r, &mut rng);
+    let g = rng.mat(a, b);
+    let got = download(kernels::project(
+        &upload(&short, &device),
+        &upload(&g, &device),
+        Route::WGSL,
+    ));
+    assert_close(
+        &got,
+        &short.t().mul(&g),
+        1e-5,
+        format_args!("200×300×300 vs f64"),
+    );
+    let chosen = kernels::tuned_tile("project", [a, r, b]).expect("a tile was chosen");
+    assert_eq!(chosen.splits, 1, "no split-K candidate at a = {a}");
     // Under the threshold: 64×64, one launch, nothing tuned.
     let (a, r, b) = (1100, 130, 117);
     assert!(a * r * b < TUNED_MIN_MACS);
