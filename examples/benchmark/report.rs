@@ -1,0 +1,370 @@
+//! The markdown tables and the JSON document of a run, and writing them.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use subtrack::basis::POWER_ITERATIONS;
+use subtrack::kernels;
+use subtrack::kernels::{ColumnNorms, NormsChoice, TileChoice, Tuned};
+use subtrack::pretrain::OptimizerKind;
+use subtrack::pretrain::device::{self, Picked};
+use subtrack::pretrain::report::human_bytes;
+
+use crate::{Args, Results};
+
+/// `x / base` as "1.23×", or "–" where the baseline was not run.
+pub(crate) fn ratio(x: f64, base: Option<f64>) -> String {
+    base.map_or("–".into(), |b| format!("{:.2}×", x / b))
+}
+
+/// JSON string escaping for the few free-text fields.
+pub(crate) fn js(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+pub(crate) fn jn(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.6}")
+    } else {
+        "null".into()
+    }
+}
+
+/// What the report's headings name: the run's fixed settings.
+pub(crate) struct Setup<'a> {
+    pub(crate) args: &'a Args,
+    pub(crate) picked: &'a Picked,
+    pub(crate) mode: &'a str,
+    pub(crate) started: Instant,
+    pub(crate) step_size: &'a str,
+    pub(crate) interval: usize,
+    pub(crate) amortised_reps: usize,
+}
+
+/// The markdown tables and the JSON document of `results`.
+pub(crate) fn render(setup: &Setup, results: &Results) -> (String, String) {
+    let Setup {
+        args,
+        picked,
+        mode,
+        started,
+        step_size,
+        interval,
+        amortised_reps,
+    } = *setup;
+    let Results {
+        updates,
+        steps,
+        training,
+        kernel_rows,
+        sections,
+    } = results;
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Device: {} · backend {} · mode {mode} · medians of {} timed reps after warm-up · total {:.0} s\n",
+        picked.description,
+        match (picked.is_wgpu, args.wgsl_kernels, args.cpu_kernels) {
+            (true, true, _) => "wgpu (WGSL), SubTrack's WGSL kernels on in sections 2 and 3",
+            (true, false, _) => "wgpu (WGSL), SubTrack's WGSL kernels off (portable path)",
+            (false, _, true) => "flex (CPU), SubTrack's fused CPU loops on in sections 2 and 3",
+            (false, _, false) => "flex (CPU), SubTrack's fused CPU loops off (portable path)",
+        },
+        args.reps,
+        started.elapsed().as_secs_f64()
+    );
+    if !sections.is_empty() {
+        let times: Vec<String> = sections
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} in {:.0} s ({:.1} s in {} host eigen-solves)",
+                    t.section, t.seconds, t.solve_seconds, t.solves
+                )
+            })
+            .collect();
+        let _ = writeln!(md, "Sections: {}.\n", times.join("; "));
+    }
+    if let NormsChoice::Fixed(norms) = args.recovery_norms {
+        let _ = writeln!(
+            md,
+            "Recovery column norms of the optimizer steps: {norms}, pinned.\n"
+        );
+    }
+    if args.projection_splits > 1 {
+        let _ = writeln!(
+            md,
+            "Projections of the optimizer steps: split-K pinned to {} partial sums.\n",
+            args.projection_splits
+        );
+    }
+    if let TileChoice::Fixed(tile) = args.projection_tile {
+        let _ = writeln!(
+            md,
+            "Projections and weight updates of the optimizer steps: {tile} tiles (not tuned).\n"
+        );
+    }
+    if !updates.is_empty() {
+        let _ = writeln!(md, "### 1. One subspace update\n");
+        let _ = writeln!(
+            md,
+            "| shape (m×n) | r | SubTrack geodesic step (ms) | GaLore SVD refresh, exact (ms) | SVD / geodesic | randomized SVD, q = {POWER_ITERATIONS} (ms) | randomized / geodesic |\n|---|---|---|---|---|---|---|"
+        );
+        for u in updates {
+            let _ = writeln!(
+                md,
+                "| {}×{} | {} | {:.2} | {} | {} | {:.1}{} | {:.1}× |",
+                u.m,
+                u.n,
+                u.r,
+                u.geodesic_ms,
+                u.svd_ms.map_or("skipped (--svd-max)".into(), |s| {
+                    if u.svd_reps == 1 {
+                        format!("{s:.1} (1 run)")
+                    } else {
+                        format!("{s:.1}")
+                    }
+                }),
+                u.svd_ms
+                    .map_or("–".into(), |s| format!("{:.1}×", s / u.geodesic_ms)),
+                u.randomized_ms,
+                if u.randomized_reps == 1 {
+                    " (1 run)"
+                } else {
+                    ""
+                },
+                u.randomized_ms / u.geodesic_ms
+            );
+        }
+    }
+    if !steps.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### 2. Amortised optimizer step: llama {step_size} weights, {interval} steps including one subspace update (median of {amortised_reps})\n"
+        );
+        let _ = writeln!(
+            md,
+            "| optimizer | ms/step | vs AdamW | vs GaLore | subspace updates in window | optimizer state | projected part |\n|---|---|---|---|---|---|---|"
+        );
+        let base = |kind| {
+            steps
+                .iter()
+                .find(|s| s.optimizer == kind)
+                .map(|s| s.per_step_ms)
+        };
+        let (adamw_step, galore_step) = (base(OptimizerKind::AdamW), base(OptimizerKind::GaLore));
+        for s in steps {
+            let _ = writeln!(
+                md,
+                "| {} | {:.2} | {} | {} | {} | {} | {} |",
+                s.optimizer.label(),
+                s.per_step_ms,
+                ratio(s.per_step_ms, adamw_step),
+                ratio(s.per_step_ms, galore_step),
+                s.updates,
+                human_bytes(s.state_bytes as u64),
+                human_bytes(s.projected_bytes as u64)
+            );
+        }
+    }
+    let mem_kind = device::memory_kind(picked.is_wgpu);
+    if !training.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### 3. Training step (forward, backward, optimizer), amortised over T = {interval}\n\n\
+             Steps of the optimizers interleaved; peak memory from each one's warm-up alone.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| size | optimizer | median step (ms) | update step (ms) | amortised (ms) | vs AdamW | tokens/s | optimizer state | peak memory ({mem_kind}) |\n|---|---|---|---|---|---|---|---|---|"
+        );
+        for chunk in training.chunk_by(|x, y| x.size == y.size) {
+            let base = chunk
+                .iter()
+                .find(|t| t.optimizer == OptimizerKind::AdamW)
+                .map(|t| t.amortised_ms);
+            for t in chunk {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {} | {} |",
+                    t.size,
+                    t.optimizer.label(),
+                    t.step_ms,
+                    t.update_step_ms,
+                    t.amortised_ms,
+                    ratio(t.amortised_ms, base),
+                    t.tokens_per_s,
+                    human_bytes(t.state_bytes as u64),
+                    t.peak_memory.map_or("n/a".into(), human_bytes)
+                );
+            }
+        }
+    }
+    if !kernel_rows.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### 4. WGSL kernels against the portable path (Burn tensor ops) on the same device ({} back-to-back calls per rep, one sync)\n",
+            args.batch
+        );
+        let _ = writeln!(
+            md,
+            "| what | WGSL (ms) | portable (ms) | WGSL / portable time | WGSL GFLOP/s | portable GFLOP/s |\n|---|---|---|---|---|---|"
+        );
+        for k in kernel_rows {
+            let gflops = |ms: f64| {
+                if k.flops.is_nan() {
+                    "–".to_string()
+                } else {
+                    format!("{:.1}", k.flops / ms / 1e6)
+                }
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {:.3} | {:.3} | {:.2}× | {} | {} |",
+                k.what,
+                k.kernel_ms,
+                k.portable_ms,
+                k.kernel_ms / k.portable_ms,
+                gflops(k.kernel_ms),
+                gflops(k.portable_ms)
+            );
+        }
+    }
+    let tuned = kernels::tuned_tiles();
+    if !tuned.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nWhat the autotuner chose in this run (products of at least {} multiply-adds; smaller ones run 64×64 with per-column norms):\n",
+            kernels::TUNED_MIN_MACS
+        );
+        for (key, tile) in &tuned {
+            let _ = writeln!(md, "- {key}: {tile}");
+        }
+    }
+
+    let mut json = String::from("{\n");
+    let _ = writeln!(json, "  \"device\": {},", js(&picked.description));
+    let _ = writeln!(
+        json,
+        "  \"backend\": {},",
+        js(if picked.is_wgpu { "wgpu" } else { "flex" })
+    );
+    let _ = writeln!(
+        json,
+        "  \"mode\": {},\n  \"reps\": {},",
+        js(mode),
+        args.reps
+    );
+    let items: Vec<String> = sections
+        .iter()
+        .map(|t| {
+            format!(
+                "    {{\"section\": {}, \"seconds\": {}, \"host_solves\": {}, \"host_solve_seconds\": {}}}",
+                t.section,
+                jn(t.seconds),
+                t.solves,
+                jn(t.solve_seconds)
+            )
+        })
+        .collect();
+    let _ = writeln!(json, "  \"sections\": [\n{}\n  ],", items.join(",\n"));
+    let items: Vec<String> = updates
+        .iter()
+        .map(|u| {
+            format!(
+                "    {{\"m\": {}, \"n\": {}, \"r\": {}, \"geodesic_ms\": {}, \"svd_ms\": {}, \"svd_reps\": {}, \"randomized_svd_ms\": {}, \"randomized_svd_reps\": {}}}",
+                u.m,
+                u.n,
+                u.r,
+                jn(u.geodesic_ms),
+                u.svd_ms.map_or("null".into(), jn),
+                u.svd_reps,
+                jn(u.randomized_ms),
+                u.randomized_reps
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        json,
+        "  \"subspace_update\": [\n{}\n  ],",
+        items.join(",\n")
+    );
+    let items: Vec<String> = steps
+        .iter()
+        .map(|s| {
+            format!(
+                "    {{\"optimizer\": {}, \"size\": {}, \"interval\": {interval}, \"ms_per_step\": {}, \"updates\": {}, \"state_bytes\": {}, \"projected_state_bytes\": {}}}",
+                js(s.optimizer.name()),
+                js(step_size),
+                jn(s.per_step_ms),
+                s.updates,
+                s.state_bytes,
+                s.projected_bytes
+            )
+        })
+        .collect();
+    let _ = writeln!(json, "  \"amortised_step\": [\n{}\n  ],", items.join(",\n"));
+    let items: Vec<String> = training
+        .iter()
+        .map(|t| {
+            format!(
+                "    {{\"size\": {}, \"optimizer\": {}, \"step_ms\": {}, \"update_step_ms\": {}, \"amortised_ms\": {}, \"tokens_per_s\": {}, \"state_bytes\": {}, \"peak_memory_bytes\": {}}}",
+                js(&t.size),
+                js(t.optimizer.name()),
+                jn(t.step_ms),
+                jn(t.update_step_ms),
+                jn(t.amortised_ms),
+                jn(t.tokens_per_s),
+                t.state_bytes,
+                t.peak_memory.map_or("null".into(), |m| m.to_string())
+            )
+        })
+        .collect();
+    let _ = writeln!(json, "  \"training_step\": [\n{}\n  ],", items.join(",\n"));
+    let items: Vec<String> = kernel_rows
+        .iter()
+        .map(|k| {
+            format!(
+                "    {{\"what\": {}, \"wgsl_ms\": {}, \"portable_ms\": {}, \"flops\": {}}}",
+                js(&k.what),
+                jn(k.kernel_ms),
+                jn(k.portable_ms),
+                jn(k.flops)
+            )
+        })
+        .collect();
+    let _ = writeln!(json, "  \"wgsl_kernels\": [\n{}\n  ],", items.join(",\n"));
+    let items: Vec<String> = tuned
+        .iter()
+        .map(|(k, tile)| {
+            format!(
+                "    {{\"kernel\": {}, \"a\": {}, \"r\": {}, \"b\": {}, \"transposed\": {}, \"recovery\": {}, {}}}",
+                js(&k.kernel),
+                k.a,
+                k.r,
+                k.b,
+                k.transposed,
+                k.recovery,
+                match tile {
+                    Tuned::Tile(t) => format!("\"tile\": {}, \"splits\": {}", t.tile.side(), t.splits),
+                    Tuned::Norms(n) => format!(
+                        "\"norms\": {}",
+                        js(match n {
+                            ColumnNorms::PerColumn => "per-column",
+                            ColumnNorms::Tiled => "tiled",
+                        })
+                    ),
+                }
+            )
+        })
+        .collect();
+    let _ = writeln!(json, "  \"tuned_tiles\": [\n{}\n  ]\n}}", items.join(",\n"));
+    (md, json)
+}
+
+/// Write `benchmark.md` and `benchmark.json` into `--out`.
+pub(crate) fn save(out: &std::path::Path, md: &str, json: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("benchmark.md"), md)?;
+    std::fs::write(out.join("benchmark.json"), json)
+}

@@ -1,0 +1,320 @@
+//! Section 4 (wgpu only): the WGSL kernels against the portable path on the same device.
+
+use std::time::Instant;
+
+use burn::optim::ModuleOptimizer;
+use burn::tensor::{Distribution, Tensor};
+use subtrack::kernels::{
+    ColumnNorms, NormsChoice, ProjectionTile, RecoveryInputs, Route, TileChoice,
+};
+use subtrack::pretrain::device::Picked;
+use subtrack::pretrain::{Llama, LlamaConfig, TrainConfig};
+use subtrack::{SubTrackConfig, kernels};
+
+use crate::{Grads, median, sync};
+
+/// One optimizer of section 4's step comparison: its model (taken out while it steps), the
+/// fixed gradients, the optimizer and its timed repetitions (ms per step).
+struct StepRun {
+    model: Option<Llama>,
+    grads: Grads,
+    optim: ModuleOptimizer,
+    times: Vec<f64>,
+}
+
+pub(crate) struct KernelRow {
+    pub(crate) what: String,
+    pub(crate) kernel_ms: f64,
+    pub(crate) portable_ms: f64,
+    pub(crate) flops: f64,
+}
+
+/// Section 4. Each repetition of a projection or an optimizer step times `batch`
+/// back-to-back calls (their outputs kept alive, so none is skipped) and one device sync,
+/// divided by `batch`; a tracking step is timed one call per sync.
+pub(crate) fn bench_kernels(
+    picked: &Picked,
+    full: bool,
+    reps: usize,
+    batch: usize,
+) -> Vec<KernelRow> {
+    let dev = &picked.device;
+    if !kernels::wgsl_available(dev) {
+        eprintln!("  skipped: {} runs no WGSL kernels", picked.description);
+        return Vec::new();
+    }
+    let mut rows = Vec::new();
+    let mut shapes = vec![(512, 128, 1376), (768, 256, 2048)];
+    if full {
+        shapes.extend([(1024, 256, 2736), (2048, 512, 5461)]);
+    }
+    let timed = |f: &dyn Fn() -> Tensor<2>, batch: usize| {
+        sync(&f()); // warm-up: compiles (and, for Burn's matmul, autotunes)
+        let rep = || {
+            let start = Instant::now();
+            let outputs: Vec<Tensor<2>> = (0..batch).map(|_| f()).collect();
+            dev.sync().expect("device sync");
+            let secs = start.elapsed().as_secs_f64();
+            drop(outputs);
+            secs * 1e3 / batch as f64
+        };
+        median((0..reps).map(|_| rep()).collect())
+    };
+    let inputs = |a: usize, r: usize, b: usize| {
+        dev.seed(3);
+        // Timing only: S need not be orthonormal for the projection.
+        let s = Tensor::<2>::random([a, r], Distribution::Normal(0.0, 1.0), dev);
+        let g = Tensor::<2>::random([a, b], Distribution::Normal(0.0, 1.0), dev);
+        (s, g)
+    };
+    // Projections first, all shapes, then the tracking step, whose set-up reads back.
+    for &(a, r, b) in &shapes {
+        let (s, g) = inputs(a, r, b);
+        // The default: one launch, the tile the autotuner picks for the shape (it tunes in
+        // the warm-up call), whatever `--projection-splits` and `--projection-tile` set for
+        // the optimizer's own projections.
+        let hooks = (kernels::projection_splits(), kernels::projection_tile());
+        kernels::set_projection_splits(1);
+        kernels::set_projection_tile(TileChoice::Tuned);
+        let kernel_ms = timed(&|| kernels::project(&s, &g, Route::WGSL), batch);
+        kernels::set_projection_splits(hooks.0);
+        kernels::set_projection_tile(hooks.1);
+        let portable_ms = timed(&|| subtrack::basis::project(&s, &g), batch);
+        let chosen = kernels::tuned_tile("project", [a, r, b])
+            .map_or("64×64, untuned".to_string(), |t| t.to_string());
+        eprintln!(
+            "  project {a}×{b} r={r}: WGSL ({chosen}) {kernel_ms:.3} ms, Burn matmul {portable_ms:.3} ms"
+        );
+        rows.push(KernelRow {
+            what: format!("projection SᵀG, {a}×{b}, r = {r} (tuned: {chosen})"),
+            kernel_ms,
+            portable_ms,
+            flops: 2.0 * (a * r * b) as f64,
+        });
+        // Fixed variants against the same Burn matmul time: each tile, alone and with
+        // split-K (partial sums added by project_reduce.wgsl) at several split counts.
+        let variants = [
+            (1, ProjectionTile::Block64),
+            (2, ProjectionTile::Block64),
+            (4, ProjectionTile::Block64),
+            (8, ProjectionTile::Block64),
+            (1, ProjectionTile::Block128),
+            (2, ProjectionTile::Block128),
+            (4, ProjectionTile::Block128),
+        ];
+        for (splits, tile) in variants {
+            let kernel_ms = timed(&|| kernels::project_split(&s, &g, splits, tile).0, batch);
+            let label = match splits {
+                1 => format!("{tile} tiles"),
+                _ => format!("{tile} tiles, split-K ×{splits}"),
+            };
+            eprintln!("  project {a}×{b} r={r} {label}: WGSL {kernel_ms:.3} ms");
+            rows.push(KernelRow {
+                what: format!("projection SᵀG {label}, {a}×{b}, r = {r}"),
+                kernel_ms,
+                portable_ms,
+                flops: 2.0 * (a * r * b) as f64,
+            });
+        }
+    }
+    // Recovery scaling (§7): column norms and limiter, tuned (the default), each norm
+    // kernel pinned, and the tensor ops; G̃ and N random (timing only).
+    for &(a, r, b) in &shapes {
+        let (_, g) = inputs(a, r, b);
+        let (g_low, n) = (
+            Tensor::<2>::random([r, b], Distribution::Normal(0.0, 1.0), dev),
+            Tensor::<2>::random([r, b], Distribution::Normal(0.0, 1.0), dev),
+        );
+        let previous = Tensor::<1>::from_floats([1.0], dev);
+        let scales = |route: Route| {
+            let inputs = RecoveryInputs {
+                grad: &g,
+                transposed: false,
+                grad_sq: None,
+                g_low: &g_low,
+                normalized: &n,
+                previous: Some(&previous),
+            };
+            let c = SubTrackConfig::subtrack_plus_plus();
+            kernels::recovery(
+                inputs,
+                c.recovery_scaling,
+                c.scale,
+                c.norm_growth_limit,
+                None,
+                route,
+            )
+            .scaled_phi
+        };
+        let hook = kernels::recovery_norms();
+        let portable_ms = timed(&|| scales(Route::PORTABLE), batch);
+        for norms in [
+            NormsChoice::Tuned,
+            ColumnNorms::PerColumn.into(),
+            ColumnNorms::Tiled.into(),
+        ] {
+            kernels::set_recovery_norms(norms);
+            let kernel_ms = timed(&|| scales(Route::WGSL), batch);
+            let label = match norms {
+                NormsChoice::Tuned => format!(
+                    "tuned: {}",
+                    kernels::tuned_norms([a, r, b])
+                        .map_or("per-column norms, untuned".into(), |n| n.to_string())
+                ),
+                NormsChoice::Fixed(n) => n.to_string(),
+            };
+            eprintln!(
+                "  recovery {a}×{b} r={r} ({label}): WGSL {kernel_ms:.3} ms, portable {portable_ms:.3} ms"
+            );
+            rows.push(KernelRow {
+                what: format!("recovery scaling, {a}×{b}, r = {r} ({label})"),
+                kernel_ms,
+                portable_ms,
+                flops: f64::NAN,
+            });
+        }
+        kernels::set_recovery_norms(hook);
+    }
+    for &(a, r, b) in &shapes {
+        let (s, g) = inputs(a, r, b);
+        // The tracking step: kernels (no read-back) against tensor ops + the host r×r solve,
+        // from an orthonormal basis (the column space of S, by Cholesky-QR; cheap to make).
+        let basis = subtrack::basis::randomized_singular_basis(&s, r, 0);
+        // One call per sync: each takes milliseconds, and the portable step reads back.
+        let kernel_ms = timed(
+            &|| {
+                kernels::track(&basis, &g, 1e-3, None, 1e-5)
+                    .expect("tracking kernels run")
+                    .basis
+            },
+            1,
+        );
+        let portable_ms = timed(
+            &|| subtrack::geodesic::geodesic_step(&basis, &g, 1e-3, None, 1e-5).basis,
+            1,
+        );
+        eprintln!(
+            "  geodesic step {a}×{b} r={r}: WGSL {kernel_ms:.3} ms, portable {portable_ms:.3} ms"
+        );
+        rows.push(KernelRow {
+            what: format!("geodesic tracking step, {a}×{b}, r = {r}"),
+            kernel_ms,
+            portable_ms,
+            flops: f64::NAN,
+        });
+    }
+    // The optimizer step alone (no subspace update in the window): the kernels as the
+    // command line set them, the kernels with each experimental projection, and the
+    // portable path, their repetitions interleaved (alternating order) so that drift falls
+    // on all alike.
+    let size = if full { "60m" } else { "20m" };
+    let model_config = LlamaConfig::preset(size, 64).expect("preset");
+    let ad = dev.clone().autodiff();
+    let (splits, tile) = (kernels::projection_splits(), kernels::projection_tile());
+    let variants = [
+        ("kernels", true, splits, tile),
+        (
+            "kernels, 64×64 tiles",
+            true,
+            1,
+            ProjectionTile::Block64.into(),
+        ),
+        (
+            "kernels, 128×128 tiles",
+            true,
+            1,
+            ProjectionTile::Block128.into(),
+        ),
+        (
+            "kernels, split-K ×2 projections",
+            true,
+            2,
+            ProjectionTile::Block64.into(),
+        ),
+        ("portable", false, 1, TileChoice::Tuned),
+    ];
+    let build = |on: bool| {
+        let config = TrainConfig::new()
+            .with_size(size.into())
+            .with_optimizer("subtrack++".into())
+            .with_update_interval(1_000_000)
+            .with_wgsl_kernels(on);
+        ad.seed(4);
+        let model = model_config.init(&ad).expect("model");
+        let grads = Grads::of(&model);
+        let (optim, _) = config.build_optimizer(&model_config).expect("optimizer");
+        StepRun {
+            model: Some(model),
+            grads,
+            optim,
+            times: Vec::new(),
+        }
+    };
+    // The first step finds every projected matrix's initial basis with the host
+    // eigensolver (56 of them at 60m). The kernel variants share one configuration (their
+    // projections differ only by this thread's tuning hooks), so they start from copies of
+    // one model and optimizer after that step: the host solves run twice, not four times.
+    let mut first = build(true);
+    let model = first.model.take().expect("model");
+    first.model = Some(first.optim.step(1e-3, model, first.grads.params()));
+    let copy = |run: &StepRun| StepRun {
+        model: run.model.clone(),
+        grads: run.grads.clone(),
+        optim: run.optim.clone(),
+        times: Vec::new(),
+    };
+    let mut runs = Vec::with_capacity(variants.len());
+    for &(_, on, ..) in &variants[1..] {
+        runs.push(if on { copy(&first) } else { build(false) });
+    }
+    runs.insert(0, first);
+    let steps = |k: usize, n: usize, runs: &mut [StepRun]| {
+        let (_, _, splits, tile) = variants[k];
+        kernels::set_projection_splits(splits);
+        kernels::set_projection_tile(tile);
+        let run = &mut runs[k];
+        let mut model = run.model.take().expect("model");
+        for _ in 0..n {
+            model = run.optim.step(1e-3, model, run.grads.params());
+        }
+        sync(&model.layers[0].attention.wq.weight.val());
+        run.model = Some(model);
+    };
+    for k in 0..variants.len() {
+        steps(k, 2, &mut runs);
+    }
+    for rep in 0..reps {
+        let mut order: Vec<usize> = (0..variants.len()).collect();
+        if rep % 2 == 1 {
+            order.reverse();
+        }
+        for k in order {
+            let start = Instant::now();
+            steps(k, batch, &mut runs);
+            let ms = start.elapsed().as_secs_f64() * 1e3 / batch as f64;
+            runs[k].times.push(ms);
+        }
+    }
+    kernels::set_projection_splits(splits);
+    kernels::set_projection_tile(tile);
+    let step_ms: Vec<f64> = runs.into_iter().map(|r| median(r.times)).collect();
+    let portable_ms = step_ms[variants.len() - 1];
+    for (k, &(label, ..)) in variants.iter().enumerate().filter(|(_, v)| v.1) {
+        eprintln!(
+            "  SubTrack++ step, llama {size}, {label}: {:.2} ms, portable {portable_ms:.2} ms",
+            step_ms[k]
+        );
+        let what = if k == 0 {
+            format!("SubTrack++ optimizer step, all llama {size} weights")
+        } else {
+            format!("SubTrack++ optimizer step, all llama {size} weights, {label}")
+        };
+        rows.push(KernelRow {
+            what,
+            kernel_ms: step_ms[k],
+            portable_ms,
+            flops: f64::NAN,
+        });
+    }
+    rows
+}
