@@ -170,21 +170,47 @@ impl fmt::Display for Candidate {
     }
 }
 
-impl Candidate {
-    /// What this candidate launches for `key`, or `None` where it does not apply.
-    fn at(self, key: &TileKey) -> Option<Tuned> {
-        match self {
-            Candidate::Tile { tile, split } => {
-                let splits = if split {
-                    project::split_count(tile, key.a, key.r, key.b, key.limits())?
-                } else {
-                    1
-                };
-                Some(Tuned::Tile(TunedTile { tile, splits }))
-            }
-            Candidate::Norms(norms) => Some(Tuned::Norms(norms)),
-        }
+/// The tile a tile candidate launches for `key`, or `None` where it does not apply: split-K
+/// where [`project::split_count`] declines the shape (and a norms candidate, which no tile
+/// tuner lists).
+fn tile_at(candidate: Candidate, key: &TileKey) -> Option<TunedTile> {
+    let Candidate::Tile { tile, split } = candidate else {
+        return None;
+    };
+    let splits = if split {
+        project::split_count(tile, key.a, key.r, key.b, key.limits())?
+    } else {
+        1
+    };
+    Some(TunedTile { tile, splits })
+}
+
+/// The column-norm kernel of a norms candidate (`None` for a tile candidate, which the
+/// recovery tuner does not list).
+fn norms_at(candidate: Candidate, _key: &TileKey) -> Option<ColumnNorms> {
+    match candidate {
+        Candidate::Norms(norms) => Some(norms),
+        Candidate::Tile { .. } => None,
     }
+}
+
+impl From<TunedTile> for Tuned {
+    fn from(tile: TunedTile) -> Self {
+        Tuned::Tile(tile)
+    }
+}
+
+impl From<ColumnNorms> for Tuned {
+    fn from(norms: ColumnNorms) -> Self {
+        Tuned::Norms(norms)
+    }
+}
+
+/// A tuner's candidates, and what each launches for a key (`None`: it does not apply there,
+/// and the tuner skips it).
+struct Candidates<L> {
+    list: &'static [Candidate],
+    at: fn(Candidate, &TileKey) -> Option<L>,
 }
 
 const fn tile(tile: ProjectionTile, split: bool) -> Candidate {
@@ -192,24 +218,33 @@ const fn tile(tile: ProjectionTile, split: bool) -> Candidate {
 }
 
 /// The projection's candidates: each tile, alone and with split-K.
-const PROJECT_CANDIDATES: [Candidate; 4] = [
-    tile(ProjectionTile::Block64, false),
-    tile(ProjectionTile::Block128, false),
-    tile(ProjectionTile::Block64, true),
-    tile(ProjectionTile::Block128, true),
-];
+const PROJECT_CANDIDATES: Candidates<TunedTile> = Candidates {
+    list: &[
+        tile(ProjectionTile::Block64, false),
+        tile(ProjectionTile::Block128, false),
+        tile(ProjectionTile::Block64, true),
+        tile(ProjectionTile::Block128, true),
+    ],
+    at: tile_at,
+};
 
 /// The weight update's candidates: each tile (its shared dimension is r, too short to split).
-const UPDATE_CANDIDATES: [Candidate; 2] = [
-    tile(ProjectionTile::Block64, false),
-    tile(ProjectionTile::Block128, false),
-];
+const UPDATE_CANDIDATES: Candidates<TunedTile> = Candidates {
+    list: &[
+        tile(ProjectionTile::Block64, false),
+        tile(ProjectionTile::Block128, false),
+    ],
+    at: tile_at,
+};
 
 /// Recovery scaling's candidates: both column-norm kernels.
-const RECOVERY_CANDIDATES: [Candidate; 2] = [
-    Candidate::Norms(ColumnNorms::PerColumn),
-    Candidate::Norms(ColumnNorms::Tiled),
-];
+const RECOVERY_CANDIDATES: Candidates<ColumnNorms> = Candidates {
+    list: &[
+        Candidate::Norms(ColumnNorms::PerColumn),
+        Candidate::Norms(ColumnNorms::Tiled),
+    ],
+    at: norms_at,
+};
 
 /// What the tuner chose in this process, by key.
 static CHOSEN: Mutex<BTreeMap<TileKey, Tuned>> = Mutex::new(BTreeMap::new());
@@ -249,20 +284,12 @@ pub fn tuned_norms(sizes: [usize; 3]) -> Option<ColumnNorms> {
 }
 
 /// Note what `fastest` names for `key`, the first time it names something.
-fn record(key: &TileKey, fastest: impl FnOnce() -> Option<Candidate>) {
+fn record(key: &TileKey, fastest: impl FnOnce() -> Option<Tuned>) {
     let mut chosen = CHOSEN.lock().unwrap_or_else(|e| e.into_inner());
     if !chosen.contains_key(key)
-        && let Some(tuned) = fastest().and_then(|c| c.at(key))
+        && let Some(tuned) = fastest()
     {
         chosen.insert(key.clone(), tuned);
-    }
-}
-
-/// The tile of a [`Tuned`] that a tile candidate gave.
-fn tile_of(tuned: Tuned) -> TunedTile {
-    match tuned {
-        Tuned::Tile(tile) => tile,
-        Tuned::Norms(_) => unreachable!("a tile tuner's candidates are tiles"),
     }
 }
 
@@ -300,8 +327,7 @@ pub fn project(
     static TUNER: LocalTuner<TileKey, CubeTuneId> = local_tuner!("project");
     let like = g.clone();
     let inputs = (basis, g, limits, head);
-    let launch = |inputs: ProjectInputs, tuned: Tuned| {
-        let tuned = tile_of(tuned);
+    let launch = |inputs: ProjectInputs, tuned: TunedTile| {
         let (basis, g, limits, head) = inputs;
         let (g_low, flag) = match tuned.splits {
             1 => project::launch(basis, g, tuned.tile.into(), limits, &head),
@@ -357,10 +383,10 @@ pub fn update(
     static TUNER: LocalTuner<TileKey, CubeTuneId> = local_tuner!("update");
     let like = weight.clone();
     let inputs = (basis, normalized, weight, scalars, recovery, how);
-    let launch = |inputs: UpdateInputs, tuned: Tuned| {
+    let launch = |inputs: UpdateInputs, tuned: TunedTile| {
         let (basis, normalized, weight, scalars, recovery, how) = inputs;
         let how = UpdateLaunch {
-            tile: tile_of(tuned).tile.into(),
+            tile: tuned.tile.into(),
             ..how
         };
         update::launch(basis, normalized, weight, scalars, recovery, how)
@@ -423,10 +449,7 @@ pub fn recovery(
     static TUNER: LocalTuner<TileKey, CubeTuneId> = local_tuner!("recovery");
     let like = grad.clone();
     let inputs = (grad, g_low, normalized, params, previous, limit);
-    let launch = |inputs: RecoveryInputs, tuned: Tuned| {
-        let Tuned::Norms(norms) = tuned else {
-            unreachable!("the recovery tuner's candidates are column-norm kernels")
-        };
+    let launch = |inputs: RecoveryInputs, norms: ColumnNorms| {
         let (grad, g_low, normalized, params, previous, limit) = inputs;
         let (psi, norm) =
             recovery::launch_with(grad, g_low, normalized, params, previous, limit, norms);
@@ -447,26 +470,27 @@ pub fn recovery(
 /// `like`'s device: each of `candidates` that applies to the key is timed on clones of
 /// `inputs` the first time a key is seen (one that does not apply reports an error, which
 /// the tuner skips).
-fn run_tuned<I, Out>(
+fn run_tuned<I, Out, L>(
     tuner: &'static LocalTuner<TileKey, CubeTuneId>,
     like: &CubeTensor,
     key_of: fn(&I) -> TileKey,
-    candidates: &'static [Candidate],
+    candidates: &'static Candidates<L>,
     inputs: I,
-    launch: fn(I, Tuned) -> Out,
+    launch: fn(I, L) -> Out,
 ) -> Out
 where
     I: Clone + Send + Sync + 'static,
     Out: AutotuneOutput,
+    L: Into<Tuned> + 'static,
 {
     let client = like.client.clone();
     let id = CubeTuneId::new(&client, &like.device);
+    let at = candidates.at;
     let set = tuner.init(&id, move || {
         let set = TunableSet::<_, I, _, _>::new_cloning_inputs(key_of);
-        candidates.iter().fold(set, |set, &candidate| {
+        candidates.list.iter().fold(set, |set, &candidate| {
             set.with(Tunable::identified(candidate, move |inputs: I| {
-                let tuned = candidate
-                    .at(&key_of(&inputs))
+                let tuned = at(candidate, &key_of(&inputs))
                     .ok_or_else(|| format!("{candidate}: not for these sizes"))?;
                 Ok::<_, String>(launch(inputs, tuned))
             }))
@@ -474,6 +498,9 @@ where
     });
     let key = key_of(&inputs);
     let out = tuner.execute(&id, &client, set.clone(), inputs);
-    record(&key, || tuner.fastest_identity(&id, &set, &key));
+    record(&key, || {
+        let fastest = tuner.fastest_identity(&id, &set, &key)?;
+        at(fastest, &key).map(Into::into)
+    });
     out
 }

@@ -1,5 +1,9 @@
 //! WGSL kernels (`src/kernels`, `shaders/`) and the fused CPU loops against the portable
 //! path on the same inputs, and both against f64; one file per kernel, as in `src/kernels/`.
+//!
+//! `kernels::launches` counts per process, and the tests run in parallel: a test that
+//! asserts an exact count of a kernel at some sizes must be the only one launching that
+//! kernel at those sizes (hence 37×5×53, ×57 and ×59 in different files).
 
 mod adam;
 mod flex;

@@ -200,7 +200,7 @@ fn wide_tile_update_matches_the_portable_path() {
     // binding take chunks of 128, 128 and 44 rows (a transposed W is not chunked: the tensor
     // ops run); b = 300 is three 128-column blocks, two and one under 2 workgroups.
     for (a, r, b, route, launches) in [
-        (37, 5, 53, Route::WGSL, 1),
+        (37, 5, 59, Route::WGSL, 1),
         (260, 70, 290, Route::WGSL, 1),
         (300, 20, 90, wgsl_within(46_080), 3),
         (70, 6, 300, narrow, 2),
