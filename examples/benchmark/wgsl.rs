@@ -126,6 +126,7 @@ pub(crate) fn bench_kernels(
             Tensor::<2>::random([r, b], Distribution::Normal(0.0, 1.0), dev),
         );
         let previous = Tensor::<1>::from_floats([1.0], dev);
+        let c = SubTrackConfig::subtrack_plus_plus();
         let scales = |route: Route| {
             let inputs = RecoveryInputs {
                 grad: &g,
@@ -135,7 +136,6 @@ pub(crate) fn bench_kernels(
                 normalized: &n,
                 previous: Some(&previous),
             };
-            let c = SubTrackConfig::subtrack_plus_plus();
             kernels::recovery(
                 inputs,
                 c.recovery_scaling,

@@ -398,11 +398,10 @@ impl FlexKernels for Flex {
                 "flex_adam: {what} is not G̃'s shape"
             );
         }
-        let [b1, c1, b2, c2, eps] =
-            [beta_1, 1.0 - beta_1, beta_2, 1.0 - beta_2, epsilon].map(|x| x as f32);
+        let coefficients = [beta_1, 1.0 - beta_1, beta_2, 1.0 - beta_2, epsilon].map(|x| x as f32);
         let mut n = vec![0.0f32; g.len()];
         let (ms, vs) = (m.storage_mut::<f32>(), v.storage_mut::<f32>());
-        adam_pass(ms, vs, g, &mut n, [b1, c1, b2, c2, eps]);
+        adam_pass(ms, vs, g, &mut n, coefficients);
         let n = Flex::float_from_data(TensorData::new(n, dims), &Default::default());
         (m, v, n)
     }

@@ -33,6 +33,14 @@ impl Limits {
         max_binding_bytes: MAX_BINDING_BYTES,
         max_workgroups: MAX_WORKGROUPS,
     };
+
+    /// WebGPU's limits with storage bindings of at most `max_binding_bytes`.
+    pub const fn with_binding_bytes(max_binding_bytes: usize) -> Limits {
+        Limits {
+            max_binding_bytes,
+            ..Limits::WEBGPU
+        }
+    }
 }
 
 /// (first block, blocks) of each launch over the ⌈b/64⌉ 64-column blocks of a matrix, at most

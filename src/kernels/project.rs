@@ -317,10 +317,7 @@ mod tests {
         assert_eq!(at(Block64, 255, 64, 64), None);
         // As many 256×256 partial sums (256 KiB each) as one binding holds: 8 wanted at
         // a = 1024, 4 fit in 1 MiB; at 384 KiB S and G (a = 384) fit but two sums do not.
-        let binding = |kib: usize| Limits {
-            max_binding_bytes: kib << 10,
-            max_workgroups: 65_535,
-        };
+        let binding = |kib: usize| Limits::with_binding_bytes(kib << 10);
         assert_eq!(
             split_count(Block64, 1024, 256, 256, Limits::WEBGPU),
             Some(8)

@@ -134,10 +134,7 @@ pub fn launch_with(
     let tiled = norms == ColumnNorms::Tiled;
     let (a, b) = (grad.meta.shape()[0], grad.meta.shape()[1]);
     let r = g_low.meta.shape()[0];
-    let limits = super::Limits {
-        max_binding_bytes: limit,
-        ..Limits::WEBGPU
-    };
+    let limits = Limits::with_binding_bytes(limit);
     let rows = plan(a, r, b, limits).expect("recovery: sizes the kernels cannot run");
     let inputs: Vec<&CubeTensor> = [&grad, &g_low, &normalized, &params]
         .into_iter()

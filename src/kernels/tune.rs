@@ -421,10 +421,7 @@ type RecoveryInputs = (
 fn recovery_key((grad, g_low, _, _, _, limit): &RecoveryInputs) -> TileKey {
     let (a, b) = (grad.meta.shape()[0], grad.meta.shape()[1]);
     let r = g_low.meta.shape()[0];
-    let limits = Limits {
-        max_binding_bytes: *limit,
-        ..Limits::WEBGPU
-    };
+    let limits = Limits::with_binding_bytes(*limit);
     // Read in place only where one launch takes every row (`launch::stored_gradient`).
     let whole = recovery::plan(a, r, b, limits) == Some(a);
     TileKey::new(

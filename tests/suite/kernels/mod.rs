@@ -24,10 +24,7 @@ use crate::upload;
 
 /// The WGSL route with storage bindings of at most `max_binding_bytes`.
 fn wgsl_within(max_binding_bytes: usize) -> Route {
-    Route::WGSL.within(Limits {
-        max_binding_bytes,
-        ..Limits::WEBGPU
-    })
+    Route::WGSL.within(Limits::with_binding_bytes(max_binding_bytes))
 }
 
 /// A random a×r matrix with orthonormal columns (Gram–Schmidt in f64).
