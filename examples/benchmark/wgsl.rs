@@ -67,6 +67,27 @@ pub(crate) fn bench_kernels(
         let g = Tensor::<2>::random([a, b], Distribution::Normal(0.0, 1.0), dev);
         (s, g)
     };
+    // The launch floor: a projection whose arithmetic (64×4×64) costs next to nothing, so
+    // its time is what one launch costs on this device and driver (a dispatch and the
+    // upload of its small flag buffer, as in the optimizer's step), against Burn's matmul
+    // at the same size. A projected SubTrack++ step launches five kernels (projection,
+    // Adam, column norms, limiter, update), so this bounds how much of the optimizer step
+    // is dispatch rather than arithmetic.
+    {
+        let (s, g) = inputs(64, 4, 64);
+        let kernel_ms = timed(&|| kernels::project(&s, &g, Route::WGSL), batch);
+        let portable_ms = timed(&|| subtrack::basis::project(&s, &g), batch);
+        eprintln!(
+            "  launch floor, project 64×64 r=4: WGSL {kernel_ms:.4} ms, Burn matmul {portable_ms:.4} ms"
+        );
+        rows.push(KernelRow {
+            what: "launch floor: projection SᵀG, 64×64, r = 4 (one dispatch, one small upload)"
+                .into(),
+            kernel_ms,
+            portable_ms,
+            flops: f64::NAN,
+        });
+    }
     // Projections first, all shapes, then the tracking step, whose set-up reads back.
     for &(a, r, b) in &shapes {
         let (s, g) = inputs(a, r, b);
