@@ -23,7 +23,9 @@
 // {{g_transposed}} (true: grad holds Gᵀ row-major), {{flag_at}} (the flag's slot). A workgroup of
 // 16×16 invocations computes a 64×64 block of G̃, each invocation a 4×4 block held in
 // registers; the shared dimension a is walked 16 rows at a time through workgroup memory.
-// Every index is guarded: the shader is compiled without bounds checks.
+// Every index is guarded: the shader is compiled without bounds checks. The guarded loads,
+// the non-finite test and the store are project_tiles.wgsl's, appended to this file by
+// src/kernels/project.rs.
 
 const A: u32 = {{a}}u;
 const R: u32 = {{r}}u;
@@ -43,70 +45,9 @@ const BN: u32 = 64u;   // columns of G̃ per workgroup
 @group(0) @binding(2) var<storage, read_write> output: array<f32>;
 @group(0) @binding(3) var<storage, read_write> flag: array<f32>;
 
-// Whether any component is NaN or ±∞ (all exponent bits set), by bits: robust to
-// compilers that assume finite math.
-fn non_finite(v: vec4<f32>) -> bool {
-    let exponent = vec4<u32>(0x7f800000u);
-    return any((bitcast<vec4<u32>>(v) & exponent) == exponent);
-}
-
 // s_tile[kk·16 + c] = S[k0 + kk, i0 + 4c … 4c + 3];  g_tile[kk·16 + c] = G[k0 + kk, j0 + 4c … 4c + 3]
 var<workgroup> s_tile: array<vec4<f32>, 256>;
 var<workgroup> g_tile: array<vec4<f32>, 256>;
-
-// Four consecutive elements of a row-major matrix of `rows`×`cols`, zero past its edges.
-fn load_s(row: u32, col: u32) -> vec4<f32> {
-    if (row >= A) {
-        return vec4<f32>(0.0);
-    }
-    let at = row * R + col;
-    if (col + 3u < R) {
-        return vec4<f32>(basis[at], basis[at + 1u], basis[at + 2u], basis[at + 3u]);
-    }
-    var v = vec4<f32>(0.0);
-    for (var q: u32 = 0u; q < 4u; q = q + 1u) {
-        if (col + q < R) {
-            v[q] = basis[at + q];
-        }
-    }
-    return v;
-}
-
-fn load_g(row: u32, col: u32) -> vec4<f32> {
-    if (row >= A) {
-        return vec4<f32>(0.0);
-    }
-    let at = row * B + col;
-    if (col + 3u < B) {
-        return vec4<f32>(grad[at], grad[at + 1u], grad[at + 2u], grad[at + 3u]);
-    }
-    var v = vec4<f32>(0.0);
-    for (var q: u32 = 0u; q < 4u; q = q + 1u) {
-        if (col + q < B) {
-            v[q] = grad[at + q];
-        }
-    }
-    return v;
-}
-
-// G[row … row + 3, col] from Gᵀ stored b×a: four consecutive elements of stored row `col`,
-// zero past the edges.
-fn load_g_transposed(row: u32, col: u32) -> vec4<f32> {
-    if (col >= B) {
-        return vec4<f32>(0.0);
-    }
-    let at = col * A + row;
-    if (row + 3u < A) {
-        return vec4<f32>(grad[at], grad[at + 1u], grad[at + 2u], grad[at + 3u]);
-    }
-    var v = vec4<f32>(0.0);
-    for (var q: u32 = 0u; q < 4u; q = q + 1u) {
-        if (row + q < A) {
-            v[q] = grad[at + q];
-        }
-    }
-    return v;
-}
 
 @compute @workgroup_size(16, 16, 1)
 fn main(
@@ -158,20 +99,10 @@ fn main(
     if (bad) {
         flag[FLAG_AT] = 0.0;
     }
-    let rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-    for (var ii: u32 = 0u; ii < 4u; ii = ii + 1u) {
-        let i = i0 + lid.y * 4u + ii;
-        let row = rows[ii];
-        for (var jj: u32 = 0u; jj < 4u; jj = jj + 1u) {
-            let j = j0 + lid.x * 4u + jj;
-            if (i < R && j < B) {
-                let at = out0 + i * B + j;
-                if (ACCUMULATE) {
-                    output[at] = output[at] + row[jj];
-                } else {
-                    output[at] = row[jj];
-                }
-            }
-        }
-    }
+    let i = i0 + lid.y * 4u;
+    let j = j0 + lid.x * 4u;
+    store(out0, i, j, acc0);
+    store(out0, i + 1u, j, acc1);
+    store(out0, i + 2u, j, acc2);
+    store(out0, i + 3u, j, acc3);
 }

@@ -25,7 +25,8 @@
 // rows 4y … 4y + 3 and 64 + 4y … 64 + 4y + 3 of it, and columns 4x … 4x + 3 and 64 + 4x …
 // 64 + 4x + 3, so that the vec4 reads of workgroup memory are broadcasts (S) or consecutive
 // (G). The shared dimension a is walked 8 rows at a time. Every index is guarded: the shader
-// is compiled without bounds checks.
+// is compiled without bounds checks. The guarded loads, the non-finite test and the store are
+// project_tiles.wgsl's, appended to this file by src/kernels/project.rs.
 
 const A: u32 = {{a}}u;
 const R: u32 = {{r}}u;
@@ -45,88 +46,9 @@ const BN: u32 = 128u;   // columns of G̃ per workgroup
 @group(0) @binding(2) var<storage, read_write> output: array<f32>;
 @group(0) @binding(3) var<storage, read_write> flag: array<f32>;
 
-// Whether any component is NaN or ±∞ (all exponent bits set), by bits: robust to
-// compilers that assume finite math.
-fn non_finite(v: vec4<f32>) -> bool {
-    let exponent = vec4<u32>(0x7f800000u);
-    return any((bitcast<vec4<u32>>(v) & exponent) == exponent);
-}
-
 // s_tile[kk·32 + c] = S[k0 + kk, i0 + 4c … 4c + 3];  g_tile[kk·32 + c] = G[k0 + kk, j0 + 4c … 4c + 3]
 var<workgroup> s_tile: array<vec4<f32>, 256>;
 var<workgroup> g_tile: array<vec4<f32>, 256>;
-
-// S[row, col … col + 3], zero past its edges.
-fn load_s(row: u32, col: u32) -> vec4<f32> {
-    if (row >= A) {
-        return vec4<f32>(0.0);
-    }
-    let at = row * R + col;
-    if (col + 3u < R) {
-        return vec4<f32>(basis[at], basis[at + 1u], basis[at + 2u], basis[at + 3u]);
-    }
-    var v = vec4<f32>(0.0);
-    for (var q: u32 = 0u; q < 4u; q = q + 1u) {
-        if (col + q < R) {
-            v[q] = basis[at + q];
-        }
-    }
-    return v;
-}
-
-// G[row, col … col + 3] from G stored a×b, zero past its edges.
-fn load_g(row: u32, col: u32) -> vec4<f32> {
-    if (row >= A) {
-        return vec4<f32>(0.0);
-    }
-    let at = row * B + col;
-    if (col + 3u < B) {
-        return vec4<f32>(grad[at], grad[at + 1u], grad[at + 2u], grad[at + 3u]);
-    }
-    var v = vec4<f32>(0.0);
-    for (var q: u32 = 0u; q < 4u; q = q + 1u) {
-        if (col + q < B) {
-            v[q] = grad[at + q];
-        }
-    }
-    return v;
-}
-
-// G[row … row + 3, col] from Gᵀ stored b×a: four consecutive elements of stored row `col`,
-// zero past the edges.
-fn load_g_transposed(row: u32, col: u32) -> vec4<f32> {
-    if (col >= B) {
-        return vec4<f32>(0.0);
-    }
-    let at = col * A + row;
-    if (row + 3u < A) {
-        return vec4<f32>(grad[at], grad[at + 1u], grad[at + 2u], grad[at + 3u]);
-    }
-    var v = vec4<f32>(0.0);
-    for (var q: u32 = 0u; q < 4u; q = q + 1u) {
-        if (row + q < A) {
-            v[q] = grad[at + q];
-        }
-    }
-    return v;
-}
-
-// Writes (or adds) v to G̃[i, j … j + 3] in the slice starting at out0, within the edges.
-fn store(out0: u32, i: u32, j: u32, v: vec4<f32>) {
-    if (i >= R) {
-        return;
-    }
-    for (var q: u32 = 0u; q < 4u; q = q + 1u) {
-        if (j + q < B) {
-            let at = out0 + i * B + j + q;
-            if (ACCUMULATE) {
-                output[at] = output[at] + v[q];
-            } else {
-                output[at] = v[q];
-            }
-        }
-    }
-}
 
 @compute @workgroup_size(16, 16, 1)
 fn main(

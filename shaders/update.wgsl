@@ -28,7 +28,9 @@
 // wider matrices take several launches of at most 65,535 workgroups across), and the
 // recovery lines. A workgroup of 16×16
 // invocations finishes a 64×64 block of W', each invocation a 4×4 block held in registers;
-// the rank r is walked 16 at a time through workgroup memory. Every index is guarded.
+// the rank r is walked 16 at a time through workgroup memory. Every index is guarded. The
+// elements of L and the finish of W' are update_tiles.wgsl's, appended to this file by
+// src/kernels/update.rs.
 
 const A: u32 = {{a}}u;
 const R: u32 = {{r}}u;
@@ -50,17 +52,6 @@ const BN: u32 = 64u;   // columns of the update per workgroup
 // l_tile[kk·16 + c] = L[k0 + kk, j0 + 4c … 4c + 3]
 var<workgroup> s_tile: array<vec4<f32>, 256>;
 var<workgroup> l_tile: array<vec4<f32>, 256>;
-
-// L[k, j] = s·N[k, j] (− k_w·G̃[k, j]·ψ[j] with recovery), zero past the edges.
-fn low_at(k: u32, j: u32, scale: f32, kept: f32) -> f32 {
-    if (k >= R || j >= B) {
-        return 0.0;
-    }
-    let at = k * B + j;
-    var lv = scale * normalized[at];
-{{recovery_low}}
-    return lv;
-}
 
 @compute @workgroup_size(16, 16, 1)
 fn main(
@@ -115,25 +106,10 @@ fn main(
         }
         workgroupBarrier();
     }
-    let rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-    for (var ii: u32 = 0u; ii < 4u; ii = ii + 1u) {
-        let i = i0 + lid.y * 4u + ii;
-        let row = rows[ii];
-        for (var jj: u32 = 0u; jj < 4u; jj = jj + 1u) {
-            let j = j0 + lid.x * 4u + jj;
-            if (i < A && j < B) {
-                var at = i * B + j;
-                if (TRANSPOSED) {
-                    at = j * A + i;
-                }
-                var u = row[jj];
-{{recovery_term}}
-                if (step) {
-                    output[at] = decay * (weight[at] - alpha * u);
-                } else {
-                    output[at] = weight[at];
-                }
-            }
-        }
-    }
+    let i = i0 + lid.y * 4u;
+    let j = j0 + lid.x * 4u;
+    finish(i, j, acc0, alpha, decay, step);
+    finish(i + 1u, j, acc1, alpha, decay, step);
+    finish(i + 2u, j, acc2, alpha, decay, step);
+    finish(i + 3u, j, acc3, alpha, decay, step);
 }

@@ -27,7 +27,8 @@
 // workgroup of 16×16 invocations finishes a 128×128 block of W'. Invocation (x, y) holds
 // rows 4y … 4y + 3 and 64 + 4y … 64 + 4y + 3 of it and columns 4x … 4x + 3 and 64 + 4x …
 // 64 + 4x + 3, an 8×8 block in registers; the rank r is walked 8 at a time through
-// workgroup memory. Every index is guarded.
+// workgroup memory. Every index is guarded. The elements of L and the finish of W' are
+// update_tiles.wgsl's, appended to this file by src/kernels/update.rs.
 
 const A: u32 = {{a}}u;
 const R: u32 = {{r}}u;
@@ -49,40 +50,6 @@ const BN: u32 = 128u;   // columns of the update per workgroup
 // l_tile[kk·32 + c] = L[k0 + kk, j0 + 4c … 4c + 3]
 var<workgroup> s_tile: array<vec4<f32>, 256>;
 var<workgroup> l_tile: array<vec4<f32>, 256>;
-
-// L[k, j] = s·N[k, j] (− k_w·G̃[k, j]·ψ[j] with recovery), zero past the edges.
-fn low_at(k: u32, j: u32, scale: f32, kept: f32) -> f32 {
-    if (k >= R || j >= B) {
-        return 0.0;
-    }
-    let at = k * B + j;
-    var lv = scale * normalized[at];
-{{recovery_low}}
-    return lv;
-}
-
-// Finishes W'[i, j0 … j0 + 3] (in W's layout) from the four sums v of S·L, within the edges.
-fn finish(i: u32, j0: u32, v: vec4<f32>, alpha: f32, decay: f32, step: bool) {
-    if (i >= A) {
-        return;
-    }
-    for (var q: u32 = 0u; q < 4u; q = q + 1u) {
-        let j = j0 + q;
-        if (j < B) {
-            var at = i * B + j;
-            if (TRANSPOSED) {
-                at = j * A + i;
-            }
-            var u = v[q];
-{{recovery_term}}
-            if (step) {
-                output[at] = decay * (weight[at] - alpha * u);
-            } else {
-                output[at] = weight[at];
-            }
-        }
-    }
-}
 
 @compute @workgroup_size(16, 16, 1)
 fn main(

@@ -14,8 +14,15 @@ use super::launch::{
 };
 use super::tune::{self, TUNED_MIN_MACS};
 
-const SHADER: &str = include_str!("../../shaders/project.wgsl");
-const SHADER_WIDE: &str = include_str!("../../shaders/project_wide.wgsl");
+// Each tile's kernel with the guarded loads and store both share appended.
+const SHADER: &str = concat!(
+    include_str!("../../shaders/project.wgsl"),
+    include_str!("../../shaders/project_tiles.wgsl")
+);
+const SHADER_WIDE: &str = concat!(
+    include_str!("../../shaders/project_wide.wgsl"),
+    include_str!("../../shaders/project_tiles.wgsl")
+);
 const SHADER_REDUCE: &str = include_str!("../../shaders/project_reduce.wgsl");
 
 /// The block of G̃ one projection workgroup computes, or of W' one weight-update workgroup

@@ -13,8 +13,15 @@ use super::launch::{
 use super::project::{ProjectionTile, TileChoice};
 use super::tune;
 
-const SHADER: &str = include_str!("../../shaders/update.wgsl");
-const SHADER_WIDE: &str = include_str!("../../shaders/update_wide.wgsl");
+// Each tile's kernel with the elements of L and the finish of W' both share appended.
+const SHADER: &str = concat!(
+    include_str!("../../shaders/update.wgsl"),
+    include_str!("../../shaders/update_tiles.wgsl")
+);
+const SHADER_WIDE: &str = concat!(
+    include_str!("../../shaders/update_wide.wgsl"),
+    include_str!("../../shaders/update_tiles.wgsl")
+);
 
 /// How the update kernel runs: W's layout, the block each workgroup finishes, and the device
 /// limits its launches plan for.
