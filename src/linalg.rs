@@ -820,24 +820,27 @@ fn shares<T>(items: impl Iterator<Item = T>, threads: usize) -> Vec<Vec<T>> {
     out
 }
 
-/// `f` over every item of every share, one scoped thread per share beyond the first (which
-/// runs on the caller's thread); the results in item order within each share.
+/// `f` over every item of every share: the first share on the caller's thread, each other
+/// as a task on rayon's pool (the one the fused CPU passes and gemm use, so a call costs no
+/// thread spawns); the results in item order within each share, shares in order. Each
+/// share's items run in order on one thread, so a result never depends on the number of
+/// threads.
 fn run_shares<T: Send, R: Send>(shares: Vec<Vec<T>>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
     let f = &f;
     let mut shares = shares.into_iter();
     let Some(first) = shares.next() else {
         return Vec::new();
     };
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = shares
-            .map(|share| scope.spawn(move || share.into_iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        let mut out: Vec<R> = first.into_iter().map(f).collect();
-        for handle in handles {
-            out.extend(handle.join().expect("linalg worker panicked"));
+    let rest: Vec<Vec<T>> = shares.collect();
+    let mut outs: Vec<Vec<R>> = rest.iter().map(|_| Vec::new()).collect();
+    let mut out: Vec<R> = rayon::in_place_scope(|scope| {
+        for (share, slot) in rest.into_iter().zip(outs.iter_mut()) {
+            scope.spawn(move |_| *slot = share.into_iter().map(f).collect());
         }
-        out
-    })
+        first.into_iter().map(f).collect()
+    });
+    out.extend(outs.into_iter().flatten());
+    out
 }
 
 /// Accumulate the Householder transformations of [`reduce`] into `v` (EISPACK
