@@ -24,7 +24,8 @@
 # OUT (default target/bench), LIMIT (seconds per stage, default none: a stage past it is
 # stopped and reported failed, and the next one starts, so a time-boxed call still returns
 # the stages that finished).
-# Results: $OUT/benchmark.{md,json} (SubTrack's WGSL kernels on, the default),
+# Results: $OUT/COMMIT (the commit the binaries were built from, where known),
+# $OUT/benchmark.{md,json} (SubTrack's WGSL kernels on, the default),
 # with EXTRA=1 $OUT/per-column-norms/benchmark.{md,json} (the 60m SubTrack++ training step
 # with the per-column norm kernel pinned, against the autotuner's choice in the first stage),
 # $OUT/tile-64/benchmark.{md,json} (the same with the 64×64 projection and update pinned,
@@ -47,12 +48,24 @@ if [ "${1:-}" = pack ]; then
     strip -o "target/gpu-bin/$b" "target/release/examples/$b" &&
       gzip -f -9 "target/gpu-bin/$b" || exit 1
   done
+  # The commit the binaries were built from (with "+dirty" for uncommitted changes), which
+  # the run prints and writes beside its results.
+  { git rev-parse --short HEAD && { git diff --quiet HEAD || echo +dirty; }; } 2>/dev/null |
+    tr -d '\n' >target/gpu-bin/COMMIT
+  echo >>target/gpu-bin/COMMIT
   ls -l target/gpu-bin
+  echo "built from $(cat target/gpu-bin/COMMIT)"
   exit 0
 fi
 mkdir -p "$OUT"
 if [ -n "${SUBTRACK_BIN:-}" ]; then
   BIN=$SUBTRACK_BIN
+  if [ -f "$BIN/COMMIT" ]; then
+    echo "== prebuilt binaries from commit $(cat "$BIN/COMMIT")"
+    cp "$BIN/COMMIT" "$OUT/COMMIT"
+  else
+    echo "== prebuilt binaries of unknown commit (no $BIN/COMMIT: pack them again)"
+  fi
   if [ -f "$BIN/benchmark.gz" ] && [ ! -x "$BIN/benchmark" ]; then
     unpacked=$(mktemp -d)
     trap 'rm -rf "$unpacked"' EXIT
@@ -64,6 +77,8 @@ if [ -n "${SUBTRACK_BIN:-}" ]; then
 else
   cargo build --release --example benchmark --example pretrain_llama || exit 1
   BIN=target/release/examples
+  { git rev-parse --short HEAD && { git diff --quiet HEAD || echo +dirty; }; } 2>/dev/null |
+    tr -d '\n' >"$OUT/COMMIT"
 fi
 # Burn loads optimizer records onto its default device before moving them; keep that on the CPU.
 export BURN_DEVICE=${BURN_DEVICE:-flex}
