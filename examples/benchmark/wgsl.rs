@@ -71,9 +71,10 @@ pub(crate) fn bench_kernels(
     // its time is what one launch costs on this device and driver (a dispatch and the
     // upload of its small flag buffer, as in the optimizer's step), against Burn's matmul
     // at the same size. A projected SubTrack++ step launches five kernels (projection,
-    // Adam, column norms, limiter, update), so this bounds how much of the optimizer step
-    // is dispatch rather than arithmetic.
-    {
+    // Adam, column norms, limiter, update; more where split-K or row chunks are chosen):
+    // the step rows below count them, and the floor times that count bounds how much of
+    // the optimizer step is dispatch rather than arithmetic.
+    let floor_ms = {
         let (s, g) = inputs(64, 4, 64);
         let kernel_ms = timed(&|| kernels::project(&s, &g, Route::WGSL), batch);
         let portable_ms = timed(&|| subtrack::basis::project(&s, &g), batch);
@@ -87,7 +88,8 @@ pub(crate) fn bench_kernels(
             portable_ms,
             flops: f64::NAN,
         });
-    }
+        kernel_ms
+    };
     // Projections first, all shapes, then the tracking step, whose set-up reads back.
     for &(a, r, b) in &shapes {
         let (s, g) = inputs(a, r, b);
@@ -304,18 +306,25 @@ pub(crate) fn bench_kernels(
     for k in 0..variants.len() {
         steps(k, 2, &mut runs);
     }
+    // WGSL dispatches per step of the default kernels (after the warm-up, so no tuning).
+    let mut dispatched = 0;
     for rep in 0..reps {
         let mut order: Vec<usize> = (0..variants.len()).collect();
         if rep % 2 == 1 {
             order.reverse();
         }
         for k in order {
+            let before = kernels::wgsl_dispatches();
             let start = Instant::now();
             steps(k, batch, &mut runs);
             let ms = start.elapsed().as_secs_f64() * 1e3 / batch as f64;
             runs[k].times.push(ms);
+            if k == 0 {
+                dispatched += kernels::wgsl_dispatches() - before;
+            }
         }
     }
+    let per_step = dispatched as f64 / (reps * batch).max(1) as f64;
     kernels::set_projection_splits(splits);
     kernels::set_projection_tile(tile);
     let step_ms: Vec<f64> = runs.into_iter().map(|r| median(r.times)).collect();
@@ -326,7 +335,16 @@ pub(crate) fn bench_kernels(
             step_ms[k]
         );
         let what = if k == 0 {
-            format!("SubTrack++ optimizer step, all llama {size} weights")
+            eprintln!(
+                "  SubTrack++ step, llama {size}, kernels: {per_step:.0} WGSL launches a step, \
+                 {:.2} ms at the launch floor",
+                per_step * floor_ms
+            );
+            format!(
+                "SubTrack++ optimizer step, all llama {size} weights ({per_step:.0} WGSL launches; \
+                 at the launch floor {:.2} ms)",
+                per_step * floor_ms
+            )
         } else {
             format!("SubTrack++ optimizer step, all llama {size} weights, {label}")
         };

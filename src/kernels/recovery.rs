@@ -205,6 +205,7 @@ pub fn launch_with(
         .with("has_previous", has_previous)
         .with("g_blocks", g_blocks)
         .with("r_blocks", r_blocks);
+    super::count_launch("recovery_limit", [a, r, b]);
     client.launch(
         Box::new(SourceKernel::new(kernel, CubeDim::new_1d(GROUP as u32))),
         CubeCount::Static(1, 1, 1),

@@ -108,6 +108,7 @@ fn recovery_kernels_match_the_portable_path() {
                 let before = kernels::launches("recovery", [a, r, b]);
                 let in_place = kernels::launches("recovery: Gᵀ in place", [a, r, b]);
                 let tiled_before = kernels::launches("recovery: tiled", [a, r, b]);
+                let limiter = kernels::launches("recovery_limit", [a, r, b]);
                 let (psi, norm) = run(&device, None);
                 let chunks = a.div_ceil(if limit < a * b * 4 { 128 } else { a });
                 assert_eq!(
@@ -118,6 +119,11 @@ fn recovery_kernels_match_the_portable_path() {
                     kernels::launches("recovery: tiled", [a, r, b]),
                     tiled_before + if tiled { chunks as u64 } else { 0 },
                     "the kernel asked for ran"
+                );
+                assert_eq!(
+                    kernels::launches("recovery_limit", [a, r, b]),
+                    limiter + 1,
+                    "one limiter launch after the column norms, whatever their chunks"
                 );
                 // A view is read in place when one launch takes all of G, else copied.
                 assert_eq!(
