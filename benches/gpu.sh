@@ -41,6 +41,13 @@ REPS=${REPS:-5}
 SECTIONS=${SECTIONS:-4,3,2,1}
 BATCH=${BATCH:-10}
 STEPS=${STEPS:-300}
+# The commit the checkout is at, with "+dirty" where tracked files differ from it (nothing
+# outside a git checkout).
+commit_id() {
+  local head
+  head=$(git rev-parse --short HEAD 2>/dev/null) || return 0
+  if git diff --quiet HEAD 2>/dev/null; then echo "$head"; else echo "$head+dirty"; fi
+}
 if [ "${1:-}" = pack ]; then
   cargo build --release --example benchmark --example pretrain_llama || exit 1
   mkdir -p target/gpu-bin
@@ -48,11 +55,9 @@ if [ "${1:-}" = pack ]; then
     strip -o "target/gpu-bin/$b" "target/release/examples/$b" &&
       gzip -f -9 "target/gpu-bin/$b" || exit 1
   done
-  # The commit the binaries were built from (with "+dirty" for uncommitted changes), which
-  # the run prints and writes beside its results.
-  { git rev-parse --short HEAD && { git diff --quiet HEAD || echo +dirty; }; } 2>/dev/null |
-    tr -d '\n' >target/gpu-bin/COMMIT
-  echo >>target/gpu-bin/COMMIT
+  # The commit the binaries were built from, which the run prints and writes beside its
+  # results.
+  commit_id >target/gpu-bin/COMMIT
   ls -l target/gpu-bin
   echo "built from $(cat target/gpu-bin/COMMIT)"
   exit 0
@@ -77,8 +82,7 @@ if [ -n "${SUBTRACK_BIN:-}" ]; then
 else
   cargo build --release --example benchmark --example pretrain_llama || exit 1
   BIN=target/release/examples
-  { git rev-parse --short HEAD && { git diff --quiet HEAD || echo +dirty; }; } 2>/dev/null |
-    tr -d '\n' >"$OUT/COMMIT"
+  commit_id >"$OUT/COMMIT"
 fi
 # Burn loads optimizer records onto its default device before moving them; keep that on the CPU.
 export BURN_DEVICE=${BURN_DEVICE:-flex}

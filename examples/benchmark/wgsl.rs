@@ -325,6 +325,11 @@ pub(crate) fn bench_kernels(
         }
     }
     let per_step = dispatched as f64 / (reps * batch).max(1) as f64;
+    let dispatch = format!(
+        "{per_step:.0} WGSL launches; at the launch floor {:.2} ms",
+        per_step * floor_ms
+    );
+    eprintln!("  SubTrack++ step, llama {size}, kernels: {dispatch}");
     kernels::set_projection_splits(splits);
     kernels::set_projection_tile(tile);
     let step_ms: Vec<f64> = runs.into_iter().map(|r| median(r.times)).collect();
@@ -335,16 +340,7 @@ pub(crate) fn bench_kernels(
             step_ms[k]
         );
         let what = if k == 0 {
-            eprintln!(
-                "  SubTrack++ step, llama {size}, kernels: {per_step:.0} WGSL launches a step, \
-                 {:.2} ms at the launch floor",
-                per_step * floor_ms
-            );
-            format!(
-                "SubTrack++ optimizer step, all llama {size} weights ({per_step:.0} WGSL launches; \
-                 at the launch floor {:.2} ms)",
-                per_step * floor_ms
-            )
+            format!("SubTrack++ optimizer step, all llama {size} weights ({dispatch})")
         } else {
             format!("SubTrack++ optimizer step, all llama {size} weights, {label}")
         };
