@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use subtrack::pretrain::alloc::CountingAlloc;
 use subtrack::pretrain::config::default_out_dir;
 use subtrack::pretrain::device::{DEVICE_HELP, pick};
+use subtrack::pretrain::panics::exit_on_background_panic;
 use subtrack::pretrain::report::human_bytes;
 use subtrack::pretrain::{PretrainError, RunOptions, TrainConfig, compare, train};
 
@@ -212,6 +213,8 @@ fn run(cli: Cli) -> Result<(), PretrainError> {
 }
 
 fn main() -> ExitCode {
+    // A panic on Burn's or wgpu's threads would leave this one waiting forever.
+    exit_on_background_panic();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let help = HELP.replace("{DEVICES}", DEVICE_HELP);
     let cli = match parse_args(&args) {

@@ -15,6 +15,7 @@ use burn::tensor::Tensor;
 use subtrack::kernels;
 use subtrack::pretrain::alloc::CountingAlloc;
 use subtrack::pretrain::device::{self, pick};
+use subtrack::pretrain::panics::exit_on_background_panic;
 
 mod amortised;
 mod args;
@@ -58,6 +59,8 @@ fn time<T>(f: impl FnOnce() -> T, done: impl Fn(&T)) -> (f64, T) {
 }
 
 fn main() -> ExitCode {
+    // A panic on Burn's or wgpu's threads would leave this one waiting forever.
+    exit_on_background_panic();
     let args = match parse() {
         Ok(Some(a)) => a,
         Ok(None) => {

@@ -1,6 +1,13 @@
 //! Picking the device a run trains on, and reading how much memory it uses.
+//!
+//! The WGSL route runs on wgpu's Vulkan, Metal and DX12 backends ([`supported_apis`]).
+//! wgpu's OpenGL backend is never chosen: under Burn's device and fusion threads its adapter
+//! lock times out (wgpu-hal panics with "Could not lock adapter context") and the process
+//! waits forever. An OpenGL adapter is named as passed over instead ([`passed_over`]).
 
-use burn::tensor::wgpu::{WgpuBackend, WgpuSetup};
+use std::fmt::Write as _;
+
+use burn::tensor::wgpu::{WgpuBackend, WgpuSetup, wgpu as wgpu_api};
 use burn::tensor::{Device, DeviceKind};
 
 use super::PretrainError;
@@ -18,10 +25,28 @@ pub struct Picked {
 }
 
 /// Accepted `--device` values.
-pub const DEVICE_HELP: &str = "auto (a wgpu GPU if there is one, else the CPU), cpu, wgpu (any wgpu adapter, software ones included), vulkan, metal, dx12, gl, discrete[:N], integrated[:N], software";
+pub const DEVICE_HELP: &str = "auto (a wgpu GPU if there is one, else the CPU), cpu, wgpu (any Vulkan, Metal or DX12 adapter, software ones included), vulkan, metal, dx12, discrete[:N], integrated[:N], software; gl is refused (wgpu's OpenGL backend deadlocks under Burn)";
 
-fn describe(setup: &WgpuSetup) -> String {
-    let info = setup.adapter.get_info();
+/// Why an OpenGL adapter is never used.
+pub const GL_UNSUPPORTED: &str = "wgpu's OpenGL backend is not supported: under Burn's threads \
+     its adapter lock times out (wgpu-hal: \"Could not lock adapter context\") and the run \
+     never ends. Use a Vulkan, Metal or DX12 adapter (on Linux without a GPU, Mesa's lavapipe: \
+     the mesa-vulkan-drivers package) or --device cpu";
+
+/// The graphics APIs wgpu devices are opened on, in the order they are tried on this
+/// platform: Metal on Apple systems, Vulkan then DX12 on Windows, Vulkan elsewhere. wgpu's
+/// OpenGL backend is not among them (see the module docs).
+pub fn supported_apis() -> &'static [WgpuBackend] {
+    if cfg!(any(target_os = "macos", target_os = "ios")) {
+        &[WgpuBackend::Metal]
+    } else if cfg!(windows) {
+        &[WgpuBackend::Vulkan, WgpuBackend::Dx12]
+    } else {
+        &[WgpuBackend::Vulkan]
+    }
+}
+
+fn describe(info: &wgpu_api::AdapterInfo) -> String {
     format!(
         "{} ({:?}, {:?}, driver {} {})",
         info.name, info.device_type, info.backend, info.driver, info.driver_info
@@ -29,16 +54,77 @@ fn describe(setup: &WgpuSetup) -> String {
 }
 
 fn wgpu(kind: DeviceKind, api: WgpuBackend) -> Result<Picked, String> {
-    let (device, setup) = Device::wgpu_options()
+    let (device, setup): (Device, WgpuSetup) = Device::wgpu_options()
         .device_kind(kind)
         .graphics_api(api)
         .init_with_setup()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("{api:?}: {e}"))?;
     Ok(Picked {
-        description: format!("wgpu: {}", describe(&setup)),
+        description: format!("wgpu: {}", describe(&setup.adapter.get_info())),
         device,
         is_wgpu: true,
     })
+}
+
+/// Open a wgpu device of `kind` on the first of [`supported_apis`] that has one. The error
+/// says what each API answered and names any adapter passed over ([`passed_over`]).
+pub fn wgpu_adapter(kind: DeviceKind) -> Result<Picked, String> {
+    let mut answers = Vec::new();
+    for &api in supported_apis() {
+        match wgpu(kind.clone(), api) {
+            Ok(p) => return Ok(p),
+            Err(e) => answers.push(e),
+        }
+    }
+    let apis: Vec<String> = supported_apis().iter().map(|a| format!("{a:?}")).collect();
+    let mut why = format!(
+        "no {} on {} ({})",
+        kind_name(&kind),
+        apis.join(" or "),
+        answers.join("; ")
+    );
+    for skipped in passed_over() {
+        let _ = write!(why, "; passed over {skipped}");
+    }
+    Err(why)
+}
+
+fn kind_name(kind: &DeviceKind) -> String {
+    match kind {
+        DeviceKind::DiscreteGpu(i) => format!("discrete GPU {i}"),
+        DeviceKind::IntegratedGpu(i) => format!("integrated GPU {i}"),
+        DeviceKind::VirtualGpu(i) => format!("virtual GPU {i}"),
+        DeviceKind::Cpu => "software adapter".into(),
+        DeviceKind::DefaultDevice => "wgpu adapter".into(),
+        other => format!("{other:?} adapter"),
+    }
+}
+
+/// The adapters of wgpu's OpenGL backend on this machine, each described with the reason it
+/// is not used. Only lists them: no device is opened.
+pub fn passed_over() -> Vec<String> {
+    gl_adapters()
+        .into_iter()
+        .map(|a| format!("{a}: {GL_UNSUPPORTED}"))
+        .collect()
+}
+
+/// The adapters of wgpu's OpenGL backend, described; no device is opened.
+fn gl_adapters() -> Vec<String> {
+    let backends = wgpu_api::Backends::GL;
+    let instance = wgpu_api::Instance::new(wgpu_api::InstanceDescriptor {
+        backends,
+        ..wgpu_api::InstanceDescriptor::new_without_display_handle()
+    });
+    // Native adapter enumeration completes when first polled.
+    let mut listing = std::pin::pin!(instance.enumerate_adapters(backends));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match listing.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(adapters) => {
+            adapters.iter().map(|a| describe(&a.get_info())).collect()
+        }
+        std::task::Poll::Pending => Vec::new(),
+    }
 }
 
 fn cpu(note: &str) -> Picked {
@@ -50,8 +136,10 @@ fn cpu(note: &str) -> Picked {
 }
 
 /// Pick a device from a `--device` value (see [`DEVICE_HELP`]). `auto` tries discrete,
-/// integrated and virtual GPUs in that order and falls back to the CPU with a note on
-/// stderr; software adapters such as Mesa's lavapipe are used only when asked for.
+/// integrated and virtual GPUs in that order, on [`supported_apis`] only, and falls back to
+/// the CPU with a note on stderr; software adapters such as Mesa's lavapipe are used only
+/// when asked for. `gl` is refused with the reason ([`GL_UNSUPPORTED`]), naming the OpenGL
+/// adapters it would have used.
 pub fn pick(spec: &str) -> Result<Picked, PretrainError> {
     let err = |e: String| PretrainError::Device(format!("--device {spec}: {e}"));
     let (name, index) = match spec.split_once(':') {
@@ -65,7 +153,7 @@ pub fn pick(spec: &str) -> Result<Picked, PretrainError> {
         None => (spec, None),
     };
     let idx = index.unwrap_or(0);
-    let auto = WgpuBackend::Auto;
+    let pinned = |api: WgpuBackend| wgpu(DeviceKind::DefaultDevice, api).map_err(err);
     match name {
         "auto" => {
             for kind in [
@@ -73,25 +161,34 @@ pub fn pick(spec: &str) -> Result<Picked, PretrainError> {
                 DeviceKind::IntegratedGpu(idx),
                 DeviceKind::VirtualGpu(idx),
             ] {
-                if let Ok(p) = wgpu(kind, auto) {
+                if let Ok(p) = wgpu_adapter(kind) {
                     return Ok(p);
                 }
             }
             eprintln!(
-                "note: no wgpu GPU adapter found, so training runs on the CPU (much slower). \
-                 Software adapters such as Mesa's lavapipe are skipped; `--device software` uses one."
+                "note: no Vulkan, Metal or DX12 GPU adapter found, so training runs on the CPU \
+                 (much slower). Software adapters such as Mesa's lavapipe are skipped; \
+                 `--device software` uses one."
             );
             Ok(cpu(", no GPU adapter found"))
         }
         "cpu" => Ok(cpu("")),
-        "wgpu" => wgpu(DeviceKind::DefaultDevice, auto).map_err(err),
-        "vulkan" => wgpu(DeviceKind::DefaultDevice, WgpuBackend::Vulkan).map_err(err),
-        "metal" => wgpu(DeviceKind::DefaultDevice, WgpuBackend::Metal).map_err(err),
-        "dx12" => wgpu(DeviceKind::DefaultDevice, WgpuBackend::Dx12).map_err(err),
-        "gl" => wgpu(DeviceKind::DefaultDevice, WgpuBackend::Gl).map_err(err),
-        "discrete" => wgpu(DeviceKind::DiscreteGpu(idx), auto).map_err(err),
-        "integrated" => wgpu(DeviceKind::IntegratedGpu(idx), auto).map_err(err),
-        "software" => wgpu(DeviceKind::Cpu, auto).map_err(err),
+        "wgpu" => wgpu_adapter(DeviceKind::DefaultDevice).map_err(err),
+        "vulkan" => pinned(WgpuBackend::Vulkan),
+        "metal" => pinned(WgpuBackend::Metal),
+        "dx12" => pinned(WgpuBackend::Dx12),
+        "gl" => {
+            let adapters = gl_adapters();
+            let found = if adapters.is_empty() {
+                "this machine has no OpenGL adapter either".to_string()
+            } else {
+                format!("passed over: {}", adapters.join(", "))
+            };
+            Err(err(format!("{GL_UNSUPPORTED} ({found})")))
+        }
+        "discrete" => wgpu_adapter(DeviceKind::DiscreteGpu(idx)).map_err(err),
+        "integrated" => wgpu_adapter(DeviceKind::IntegratedGpu(idx)).map_err(err),
+        "software" => wgpu_adapter(DeviceKind::Cpu).map_err(err),
         other => Err(err(format!("unknown device `{other}`; use {DEVICE_HELP}"))),
     }
 }

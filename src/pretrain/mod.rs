@@ -4,7 +4,7 @@
 //! One module per job: [`alloc`] (heap accounting), [`model`] (the network), [`data`] (corpus, tokenizer, batches),
 //! [`schedule`] (learning rate), [`clip`] (global-norm clipping), [`ckpt`] (checkpoint
 //! files), [`report`] (CSV, plot, tables), [`device`] (device choice and memory) and
-//! [`config`] (what defines a run), [`run`] (the training loop) and [`mod@compare`] (the
+//! [`config`] (what defines a run), [`panics`] (what a panic does to a run), [`run`] (the training loop) and [`mod@compare`] (the
 //! four-way comparison).
 
 pub mod alloc;
@@ -15,6 +15,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod model;
+pub mod panics;
 pub mod report;
 pub mod run;
 pub mod schedule;

@@ -19,6 +19,7 @@ use super::config::{OptimizerKind, TrainConfig};
 use super::data::Corpus;
 use super::device::{self, Picked};
 use super::model::{Llama, LlamaConfig};
+use super::panics;
 use super::report::{
     Curve, LogRow, csv_prefix, curves_from_csv, human_bytes, svg_plot, write_text,
 };
@@ -122,14 +123,6 @@ fn evaluate(model: &Llama, batches: &[(Tensor<2, Int>, Tensor<2, Int>)]) -> f64 
     total / batches.len().max(1) as f64
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into())
-}
-
 /// Train one run. Panics inside Burn (allocation failures among them) come back as errors;
 /// the last checkpoint on disk is left as it was.
 pub fn train(
@@ -158,25 +151,7 @@ pub fn train(
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         train_inner(config, corpus, picked, opts, &model_config)
     }));
-    match result {
-        Ok(r) => r,
-        Err(payload) => {
-            let msg = panic_message(payload.as_ref());
-            let lower = msg.to_lowercase();
-            if lower.contains("out of memory")
-                || lower.contains("outofmemory")
-                || lower.contains("allocat")
-            {
-                Err(PretrainError::OutOfMemory(format!(
-                    "{msg}; lower --batch-size, --seq-len or --size (the last checkpoint is intact)"
-                )))
-            } else {
-                Err(PretrainError::Diverged(format!(
-                    "the training step panicked: {msg}"
-                )))
-            }
-        }
-    }
+    result.unwrap_or_else(|payload| Err(panics::as_error(&panics::message(payload.as_ref()))))
 }
 
 /// Load the checkpoint at `path` into `model` and `optim`, refusing one that is corrupt,

@@ -2,8 +2,9 @@
 //! and gives the weight back in its own type.
 
 use burn::optim::Optimizer;
-use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor, TensorData};
+use burn::tensor::{DType, Device, DeviceKind, Distribution, FloatDType, Tensor, TensorData};
 use subtrack::basis::EXACT_SVD_MAX_SIDE;
+use subtrack::pretrain::device::wgpu_adapter;
 use subtrack::{SubTrack, SubTrackConfig, SubTrackState};
 
 use crate::reference::Rng;
@@ -172,11 +173,13 @@ fn a_half_precision_device_default_is_not_picked_up() {
 #[ignore = "run by a_half_precision_device_default_is_not_picked_up in its own process"]
 fn half_device_child() {
     let mut targets = vec![Device::flex()];
-    match Device::wgpu_options().init() {
-        Ok(wgpu) => targets.push(wgpu),
-        Err(err) => assert!(
-            !std::env::var("SUBTRACK_REQUIRE_WGPU").is_ok_and(|v| v == "1"),
-            "SUBTRACK_REQUIRE_WGPU=1 but no wgpu adapter: {err}"
+    // Opened here, untouched: `wgpu_device` runs a probe on the device before any test
+    // could configure it.
+    match wgpu_adapter(DeviceKind::DefaultDevice) {
+        Ok(wgpu) => targets.push(wgpu.device),
+        Err(why) => assert!(
+            !crate::wgpu_required(),
+            "SUBTRACK_REQUIRE_WGPU=1 but no supported wgpu adapter: {why}"
         ),
     }
     for mut device in targets {
