@@ -1,4 +1,4 @@
-// Low-rank Adam in the subspace (algorithm.md §2), with the projection-aware rotation of
+// Low-rank Adam in the subspace (docs/algorithm.md §2), with the projection-aware rotation of
 // the moments (§5) on steps where the basis changed:
 //
 //     rotation (when {{rotate}} and moved):  M ← C·M,   V ← v_scale·|(C⊙C)·(V − M⊙M) + (C·M)⊙(C·M)|

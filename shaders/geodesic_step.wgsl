@@ -1,4 +1,4 @@
-// The geodesic update of the basis and its change of basis (algorithm.md §4):
+// The geodesic update of the basis and its change of basis (docs/algorithm.md §4):
 //
 //     S' = S + ((cos θ − 1)·(S·v) − sin θ·u)·vᵀ,   u = ∇F·v / σ
 //     C  = S'ᵀS = I − (1 − cos θ)·v·vᵀ              (because Sᵀu = 0)

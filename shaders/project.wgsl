@@ -1,4 +1,4 @@
-// Projection (algorithm.md §2, left case): G̃ = SᵀG, the r×b coordinates of a gradient
+// Projection (docs/algorithm.md §2, left case): G̃ = SᵀG, the r×b coordinates of a gradient
 // G (a×b) in the orthonormal basis S (a×r). The right case runs on the transposed view
 // (canonical layout, §1), so one kernel serves both.
 //

@@ -1,4 +1,4 @@
-// Split-K projection's reduction (algorithm.md §2): G̃ = Σ_z S_zᵀ·G_z, the sum of the
+// Split-K projection's reduction (docs/algorithm.md §2): G̃ = Σ_z S_zᵀ·G_z, the sum of the
 // {{splits}} partial products that project.wgsl or project_wide.wgsl wrote with split-K,
 // S_z and G_z being the rows of split z. Each element adds its partials in ascending z, so
 // the result does not depend on the launch.

@@ -1,4 +1,4 @@
-// Helpers of project.wgsl and project_wide.wgsl (G̃ = SᵀG, algorithm.md §2), appended to
+// Helpers of project.wgsl and project_wide.wgsl (G̃ = SᵀG, docs/algorithm.md §2), appended to
 // each by src/kernels/project.rs: guarded vec4 reads of S and G (or of Gᵀ stored b×a), the
 // non-finite test of the step flag, and the guarded store of G̃. They use the including
 // shader's constants A, R, B, ACCUMULATE and its bindings basis (S, a×r), grad (G, a×b, or

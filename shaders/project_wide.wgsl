@@ -1,4 +1,4 @@
-// Projection (algorithm.md §2, left case) with 128×128 output tiles: G̃ = SᵀG, the r×b
+// Projection (docs/algorithm.md §2, left case) with 128×128 output tiles: G̃ = SᵀG, the r×b
 // coordinates of a gradient G (a×b) in the orthonormal basis S (a×r). The same product,
 // bindings and template values as project.wgsl; only the tiling differs. Meant for large
 // products (the 350m and 1b shapes), where project.wgsl's 4×4 block per invocation does two

@@ -1,4 +1,4 @@
-// Recovery scales and the norm-growth limiter (algorithm.md §7), from the partial column
+// Recovery scales and the norm-growth limiter (docs/algorithm.md §7), from the partial column
 // sums of recovery_norms.wgsl (added up here), canonical left layout:
 //
 //     φ_j  = ‖N[:, j]‖ / (‖G̃[:, j]‖ + 1e-8)

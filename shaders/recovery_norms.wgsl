@@ -1,4 +1,4 @@
-// Column norms for recovery scaling (algorithm.md §7), canonical left layout:
+// Column norms for recovery scaling (docs/algorithm.md §7), canonical left layout:
 //
 //     sums[j]       = ‖G[:, j]‖²      (accumulated over the row chunks of G)
 //     sums[B + j]   = ‖G̃[:, j]‖²

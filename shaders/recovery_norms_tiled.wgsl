@@ -1,4 +1,4 @@
-// Column norms for recovery scaling (algorithm.md §7), canonical left layout, as partial
+// Column norms for recovery scaling (docs/algorithm.md §7), canonical left layout, as partial
 // sums over 64-row blocks:
 //
 //     sums[p·B + j]                = Σ_{i in row block p} G[i, j]²      p < {{g_blocks}}

@@ -1,5 +1,5 @@
 // Re-orthonormalisation of the basis after a geodesic step, when its drift exceeds the
-// tolerance (algorithm.md §4):
+// tolerance (docs/algorithm.md §4):
 //
 //     drift = max |S'ᵀS' − I|;   if drift > tol:  S'ᵀS' = L·Lᵀ (Cholesky),  F = L⁻¹
 //                                 else:            F = I

@@ -1,4 +1,4 @@
-// Products of the tracking step (algorithm.md §4) whose shared dimension is the long side
+// Products of the tracking step (docs/algorithm.md §4) whose shared dimension is the long side
 // b of the gradient, and the re-orthonormalisation products:
 //
 //     out = X·Yᵀ         X m×K, Y n×K, out m×n

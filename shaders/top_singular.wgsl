@@ -1,5 +1,5 @@
 // The top singular triplet of the tangent ∇F (a×r) through the r×r problem, and the
-// geodesic angle (algorithm.md §4):
+// geodesic angle (docs/algorithm.md §4):
 //
 //     P = ∇Fᵀ∇F;  v = top eigenvector of P (unit);  σ = sqrt(vᵀPv);  θ = min(η·σ, θ_max)
 //

@@ -1,4 +1,4 @@
-// Back-projection fused with the weight update (algorithm.md §2 and §7, recovery folded in):
+// Back-projection fused with the weight update (docs/algorithm.md §2 and §7, recovery folded in):
 //
 //     W ← d·(W − α·(S·L + G⊙ψ)),   L = s·N − k·(G̃⊙ψ)      α = lr·c (bias correction c),
 //                                                         d = 1 − lr·wd

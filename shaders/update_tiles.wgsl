@@ -1,4 +1,4 @@
-// Helpers of update.wgsl and update_wide.wgsl (W ← d·(W − α·(S·L + G⊙ψ)), algorithm.md §2
+// Helpers of update.wgsl and update_wide.wgsl (W ← d·(W − α·(S·L + G⊙ψ)), docs/algorithm.md §2
 // and §7), appended to each by src/kernels/update.rs: the guarded elements of the low-rank
 // factor L and the guarded finish of four elements of W'. They use the including shader's
 // constants A, R, B, TRANSPOSED, its bindings normalized (N, r×b), weight (W), output (W')

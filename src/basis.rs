@@ -1,4 +1,4 @@
-//! The basis S: its initial and SVD-refreshed value (algorithm.md §3, §6), the projection
+//! The basis S: its initial and SVD-refreshed value (docs/algorithm.md §3, §6), the projection
 //! G̃ = SᵀG and back-projection S·X (§1), and orthonormality upkeep (§4).
 //!
 //! All matrices are in the canonical left layout: S is a×r, G is a×b with a ≤ b.

@@ -11,7 +11,7 @@ use crate::optimizer::SubTrack;
 /// How the basis S of a projected matrix is refreshed every `update_interval` steps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SubspaceUpdate {
-    /// SubTrack: one rank-1 step along a Grassmannian geodesic (algorithm.md §4), O(m·n·r).
+    /// SubTrack: one rank-1 step along a Grassmannian geodesic (docs/algorithm.md §4), O(m·n·r).
     #[default]
     Geodesic,
     /// GaLore: the top-r singular vectors of the current gradient (§6), O(m·n·min(m, n)).
@@ -46,7 +46,7 @@ pub enum RecoveryScaling {
 ///
 /// `SubTrackConfig::new()` is SubTrack++ with the paper's hyper-parameters for a 60M LLaMA.
 /// The presets [`subtrack_grad`](Self::subtrack_grad), [`subtrack_plus_plus`](Self::subtrack_plus_plus)
-/// and [`galore`](Self::galore) set the three method switches of algorithm.md §8 and leave
+/// and [`galore`](Self::galore) set the three method switches of docs/algorithm.md §8 and leave
 /// the rest at these defaults.
 #[derive(Config, Debug)]
 pub struct SubTrackConfig {
@@ -215,7 +215,7 @@ impl SubTrackConfig {
     /// should not be projected (embeddings, LM head, norms in the paper's setup).
     ///
     /// Its ε sits inside the bias correction, `m̂/(sqrt(v̂) + ε)`, where SubTrack's dense
-    /// path uses algorithm.md §2's `c·M/(sqrt(V) + ε)`; they differ only in how ε is scaled.
+    /// path uses docs/algorithm.md §2's `c·M/(sqrt(V) + ε)`; they differ only in how ε is scaled.
     pub fn adamw(&self) -> Result<AdamW, SubTrackError> {
         self.validate()?;
         Ok(AdamWConfig::new()

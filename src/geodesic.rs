@@ -1,4 +1,4 @@
-//! SubTrack's subspace update: a rank-1 step along a Grassmannian geodesic (algorithm.md §4).
+//! SubTrack's subspace update: a rank-1 step along a Grassmannian geodesic (docs/algorithm.md §4).
 //!
 //! Canonical left layout: S is a×r orthonormal, G is a×b.
 

@@ -4,7 +4,7 @@
 //! matrix's gradient is projected onto a rank-r subspace and Adam runs there, so the
 //! optimizer state of an m×n matrix shrinks from 2·m·n to m·r + 2·n·r floats. GaLore
 //! refreshes the subspace with an SVD every T steps; SubTrack tracks it with a rank-1 step
-//! along a Grassmannian geodesic, O(m·n·r). The math is `algorithm.md` of this project.
+//! along a Grassmannian geodesic, O(m·n·r). The math is `docs/algorithm.md` in the repository.
 //!
 //! ```no_run
 //! use subtrack::SubTrackConfig;
@@ -47,3 +47,8 @@ pub use config::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdat
 pub use error::SubTrackError;
 pub use optimizer::{SubTrack, SubTrackReport};
 pub use state::{DenseState, ProjectedState, SubTrackState};
+
+// The README's Rust examples compile and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -2,7 +2,7 @@
 //!
 //! The optimizer keeps every m×n product on the device; what reaches the host is an r×r or
 //! a×a symmetric matrix (a = the smaller side of a weight) whose top eigenvectors give the
-//! top singular vectors of §3, §4 and §6 of `algorithm.md` ([`top_eigen`]; the full
+//! top singular vectors of §3, §4 and §6 of `docs/algorithm.md` ([`top_eigen`]; the full
 //! [`symmetric_eigen`] is its fallback), and the k×k Gram matrices of Cholesky-QR
 //! ([`cholesky`], [`inverse_transpose_lower`]). Matrices are row-major `Vec<f64>` of `n * n`
 //! elements. Every routine gives the same bits on any number of threads, and with or

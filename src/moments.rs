@@ -1,4 +1,4 @@
-//! Low-rank Adam in the subspace (algorithm.md §2) and projection-aware moments (§5).
+//! Low-rank Adam in the subspace (docs/algorithm.md §2) and projection-aware moments (§5).
 //!
 //! M and V are r×b in the canonical left layout; the same code serves AdamW's dense moments.
 

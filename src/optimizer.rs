@@ -1,4 +1,4 @@
-//! [`SubTrack`]: one optimizer step per parameter (algorithm.md §2), orchestrating the
+//! [`SubTrack`]: one optimizer step per parameter (docs/algorithm.md §2), orchestrating the
 //! basis, geodesic, moment and recovery modules.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,4 +1,4 @@
-//! Recovery scaling with the norm-growth limiter (algorithm.md §7, from Fira).
+//! Recovery scaling with the norm-growth limiter (docs/algorithm.md §7, from Fira).
 //!
 //! Canonical left layout: G a×b, S a×r, G̃ and N r×b; one scale φ_j per column j < b.
 //!

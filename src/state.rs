@@ -5,7 +5,7 @@
 //!   `limiter_norm` (\[1\]); scalars `step`, `transposed`;
 //! - dense: tensors `moment_1`, `moment_2` (the parameter's shape); scalar `step`.
 //!
-//! a ≤ b are the parameter's sides in the canonical (left-projected) layout of algorithm.md
+//! a ≤ b are the parameter's sides in the canonical (left-projected) layout of docs/algorithm.md
 //! §1: a right-projected m×n weight (m ≥ n) is stored as its transpose, `transposed = true`.
 
 use burn::optim::{RecordState, StateSink, StateSource};
@@ -34,7 +34,7 @@ pub struct DenseState<const D: usize> {
     pub step: usize,
 }
 
-/// State of a projected matrix, in the canonical left layout (algorithm.md §1–§2).
+/// State of a projected matrix, in the canonical left layout (docs/algorithm.md §1–§2).
 #[derive(Clone, Debug)]
 pub struct ProjectedState {
     /// Orthonormal basis S, a×r.
@@ -91,7 +91,7 @@ impl<const D: usize> SubTrackState<D> {
     }
 }
 
-/// The canonical layout of an m×n projected matrix (algorithm.md §1): sides (a, b) with
+/// The canonical layout of an m×n projected matrix (docs/algorithm.md §1): sides (a, b) with
 /// a = min(m, n), b = max(m, n), and whether it is stored transposed (m ≥ n, right side).
 pub(crate) fn canonical_layout(m: usize, n: usize) -> (usize, usize, bool) {
     (m.min(n), m.max(n), m >= n)

@@ -21,7 +21,7 @@ use super::{adam, project, recovery, tracking, update};
 /// needs no read-back; the tracking ops' `params` are their own, flag last.
 #[backend_extension(Cube, Fusion)]
 pub trait SubTrackKernels: Backend {
-    /// (G̃ = SᵀG, flag): `basis` a×r, `g` a×b → r×b (algorithm.md §2, canonical left
+    /// (G̃ = SᵀG, flag): `basis` a×r, `g` a×b → r×b (docs/algorithm.md §2, canonical left
     /// layout), and the step flag \[1\] (0 where G holds NaN or ±∞). S and G over the binding
     /// limit of `limits` are split into row chunks, columns past its workgroup limit into
     /// several launches; each workgroup computes a block of `tile` (tuned per shape, or

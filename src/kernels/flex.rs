@@ -5,7 +5,7 @@
 //!
 //! - [`project`]: G̃ = SᵀG (§2) as one gemm read straight from S's and G's views, with this
 //!   module's thread threshold instead of Burn's (see [`PARALLEL_GEMM`]);
-//! - [`column_sq`]: Σ_i x_ij² (recovery scaling, algorithm.md §7) in one read of x, instead
+//! - [`column_sq`]: Σ_i x_ij² (recovery scaling, docs/algorithm.md §7) in one read of x, instead
 //!   of a squared copy and a sum;
 //! - [`adam`]: low-rank Adam's M', V' and N (§2) in one r×b pass instead of ten tensor ops;
 //! - [`low`]: the r×b factor L = α·s·N − α·k·G̃⊙ψ of the back-projection in one pass;
@@ -51,7 +51,7 @@ pub trait FlexKernels: Backend {
     /// one in the right case), by one gemm that reads the views in place.
     fn flex_project(basis: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 
-    /// Low-rank Adam (algorithm.md §2) in one pass over r×b: M' = β1·M + (1−β1)·G̃,
+    /// Low-rank Adam (docs/algorithm.md §2) in one pass over r×b: M' = β1·M + (1−β1)·G̃,
     /// V' = β2·V + (1−β2)·G̃⊙G̃ (in M's and V's buffers) and N = M' ⊘ (sqrt(V') + ε), in
     /// the tensor ops' order of f32 operations.
     fn flex_adam(

@@ -157,7 +157,7 @@ fn report_fallback(device: &Device) {
     }
 }
 
-/// G̃ = SᵀG (algorithm.md §2), S a×r and G a×b → r×b: with `route.cpu`, one gemm on `flex`
+/// G̃ = SᵀG (docs/algorithm.md §2), S a×r and G a×b → r×b: with `route.cpu`, one gemm on `flex`
 /// read from S's and G's views (`flex::project`); with `route.wgsl`, the WGSL kernel on
 /// wgpu/WGSL devices for f32 tensors within `route.limits` (S and G over the binding limit
 /// in row chunks, columns past the workgroup limit in several launches); tensor ops
@@ -398,7 +398,7 @@ fn with_flags(values: &[f64], flags: &[Option<&Tensor<1>>], device: &Device) -> 
     Tensor::cat(parts, 0)
 }
 
-/// Low-rank Adam's result (algorithm.md §2): the new moments and N = M' ⊘ (sqrt(V') + ε),
+/// Low-rank Adam's result (docs/algorithm.md §2): the new moments and N = M' ⊘ (sqrt(V') + ε),
 /// all r×b. Where the step is skipped M and V are unchanged and N is 0.
 pub struct LowRankAdam {
     /// M'.
@@ -512,7 +512,7 @@ pub fn adam(
     }
 }
 
-/// One SubTrack tracking step on the device (algorithm.md §4), with no read-back.
+/// One SubTrack tracking step on the device (docs/algorithm.md §4), with no read-back.
 pub struct TrackedStep {
     /// S', a×r, re-orthonormalised where its drift exceeded the tolerance.
     pub basis: Tensor<2>,
@@ -798,7 +798,7 @@ pub struct UpdateInputs<'a> {
     pub recovery: Option<RecoveryTerm>,
 }
 
-/// The weight update of a projected matrix (algorithm.md §2, with §7 folded in):
+/// The weight update of a projected matrix (docs/algorithm.md §2, with §7 folded in):
 /// W' = d·(W − α·(S·L + G⊙ψ)) with L = s·N − k·G̃⊙ψ, or W' = d·(W − α·s·S·N) without
 /// recovery; returns W' in W's layout.
 ///

@@ -1,4 +1,4 @@
-//! Launches of the tracking step's shaders (algorithm.md §4): `tangent.wgsl` (X·Yᵀ
+//! Launches of the tracking step's shaders (docs/algorithm.md §4): `tangent.wgsl` (X·Yᵀ
 //! products), `top_singular.wgsl`, `geodesic_step.wgsl` and `reorthonormalize.wgsl`.
 
 use burn::backend::wgpu::{CubeTensor, SourceKernel, into_contiguous};

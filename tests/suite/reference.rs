@@ -1,4 +1,4 @@
-//! An independent f64 host implementation of algorithm.md §2–§7.
+//! An independent f64 host implementation of docs/algorithm.md §2–§7.
 //!
 //! It calls nothing of the crate: its own matrices, its own Jacobi eigen-solver, and the
 //! right-projected case written out with right multiplications (not via the transpose).

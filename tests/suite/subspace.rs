@@ -1,4 +1,4 @@
-//! Invariants of the geodesic update (algorithm.md §4) and GaLore's SVD refresh (§6).
+//! Invariants of the geodesic update (docs/algorithm.md §4) and GaLore's SVD refresh (§6).
 
 use burn::optim::Optimizer;
 use burn::tensor::Device;
