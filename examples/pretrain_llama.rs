@@ -6,12 +6,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use subtrack::pretrain::alloc::CountingAlloc;
-use subtrack::pretrain::config::default_out_dir;
-use subtrack::pretrain::device::{DEVICE_HELP, pick};
-use subtrack::pretrain::panics::exit_on_background_panic;
-use subtrack::pretrain::report::human_bytes;
-use subtrack::pretrain::{PretrainError, RunOptions, TrainConfig, compare, train};
+use subtrack_llama::alloc::CountingAlloc;
+use subtrack_llama::config::default_out_dir;
+use subtrack_llama::device::{DEVICE_HELP, pick};
+use subtrack_llama::panics::exit_on_background_panic;
+use subtrack_llama::report::human_bytes;
+use subtrack_llama::{PretrainError, RunOptions, TrainConfig, compare, train};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;

@@ -7,6 +7,7 @@ use burn::tensor::Tensor;
 
 use crate::host;
 use crate::linalg;
+use crate::rng;
 
 /// Short sides a above this take [`randomized_singular_basis`]: the exact host eigensolver
 /// is O(a³) in f64, its Householder reduction (4/3·a³) memory bound past a few thousand.
@@ -50,7 +51,7 @@ pub fn randomized_singular_basis(g: &Tensor<2>, rank: usize, iterations: usize) 
     let [a, b] = g.dims();
     let k = (rank + (rank.div_ceil(4)).max(8)).min(a).min(b);
     let omega = host::upload(
-        host::gaussian(b * k, (a * 31 + b) as u64),
+        rng::gaussian(b * k, (a * 31 + b) as u64),
         b,
         k,
         g.dtype(),

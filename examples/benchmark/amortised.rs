@@ -6,9 +6,9 @@ use std::time::Instant;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Distribution, Tensor};
-use subtrack::pretrain::device::Picked;
-use subtrack::pretrain::{LlamaConfig, OptimizerKind, TrainConfig};
 use subtrack::state_bytes;
+use subtrack_llama::device::Picked;
+use subtrack_llama::{LlamaConfig, OptimizerKind, TrainConfig};
 
 use crate::{median, sync};
 

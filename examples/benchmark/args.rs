@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use subtrack::SubTrackConfig;
 use subtrack::kernels::{ColumnNorms, NormsChoice, ProjectionTile, TileChoice};
-use subtrack::pretrain::OptimizerKind;
+use subtrack_llama::OptimizerKind;
 
 /// The parsed command line (see [`USAGE`]).
 pub(crate) struct Args {

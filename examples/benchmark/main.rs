@@ -13,9 +13,9 @@ use std::time::Instant;
 
 use burn::tensor::Tensor;
 use subtrack::kernels;
-use subtrack::pretrain::alloc::CountingAlloc;
-use subtrack::pretrain::device::{self, pick};
-use subtrack::pretrain::panics::exit_on_background_panic;
+use subtrack_llama::alloc::CountingAlloc;
+use subtrack_llama::device::{self, pick};
+use subtrack_llama::panics::exit_on_background_panic;
 
 mod amortised;
 mod args;

@@ -6,9 +6,9 @@ use std::time::Instant;
 use subtrack::basis::POWER_ITERATIONS;
 use subtrack::kernels;
 use subtrack::kernels::{ColumnNorms, NormsChoice, TileChoice, Tuned};
-use subtrack::pretrain::OptimizerKind;
-use subtrack::pretrain::device::{self, Picked};
-use subtrack::pretrain::report::human_bytes;
+use subtrack_llama::OptimizerKind;
+use subtrack_llama::device::{self, Picked};
+use subtrack_llama::report::human_bytes;
 
 use crate::{Args, Results};
 

@@ -4,9 +4,9 @@
 use std::time::Instant;
 
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use subtrack::pretrain::device::{self, Picked};
-use subtrack::pretrain::{Corpus, Llama, LlamaConfig, OptimizerKind, TrainConfig};
 use subtrack::{SubTrackReport, state_bytes};
+use subtrack_llama::device::{self, Picked};
+use subtrack_llama::{Corpus, Llama, LlamaConfig, OptimizerKind, TrainConfig};
 
 use crate::{median, sync};
 

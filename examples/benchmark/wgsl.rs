@@ -7,9 +7,9 @@ use burn::tensor::{Distribution, Tensor};
 use subtrack::kernels::{
     ColumnNorms, NormsChoice, ProjectionTile, RecoveryInputs, Route, TileChoice,
 };
-use subtrack::pretrain::device::Picked;
-use subtrack::pretrain::{Llama, LlamaConfig, TrainConfig};
 use subtrack::{SubTrackConfig, kernels};
+use subtrack_llama::device::Picked;
+use subtrack_llama::{Llama, LlamaConfig, TrainConfig};
 
 use crate::{Grads, median, sync};
 

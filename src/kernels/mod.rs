@@ -6,8 +6,8 @@
 //! fallback is logged once. Each call names its [`Route`]: the WGSL kernels, the fused CPU
 //! loops on `flex`, or Burn's tensor ops alone.
 //!
-//! The kernels: [`project`], [`adam`] (with the moment rotation), [`recovery`] (column norms
-//! and limiter), [`update`] (back-projection fused with the weight update) and [`track`] (the
+//! The kernels: [`project()`], [`adam()`] (with the moment rotation), [`recovery()`] (column norms
+//! and limiter), [`update()`] (back-projection fused with the weight update) and [`track`] (the
 //! geodesic tracking step). The projection finds the step flag ([`project_checked`]: 0 where
 //! G holds NaN or ±∞) in the same pass over G, and the later kernels take it, so such a
 //! gradient is skipped without a read-back.
@@ -172,7 +172,7 @@ thread_local! {
     static RECOVERY_NORMS: Cell<NormsChoice> = const { Cell::new(NormsChoice::Tuned) };
 }
 
-/// Tuning hook: from now on, the WGSL recovery column norms on this thread ([`recovery`],
+/// Tuning hook: from now on, the WGSL recovery column norms on this thread ([`recovery()`],
 /// so the optimizer's SubTrack++ steps run here) use `norms`: a [`ColumnNorms`] pins one
 /// kernel (`benchmark --recovery-norms per-column|tiled`), [`NormsChoice::Tuned`] (the
 /// default) lets the autotuner time both per shape. The per-column kernel
@@ -189,7 +189,7 @@ pub fn recovery_norms() -> NormsChoice {
     RECOVERY_NORMS.with(Cell::get)
 }
 
-/// Tuning hook: from now on, the WGSL projections on this thread ([`project`],
+/// Tuning hook: from now on, the WGSL projections on this thread ([`project()`],
 /// [`project_checked`], [`project_packed`], so the optimizer's steps run here) use
 /// [`project_split`] with `splits` partial sums, by the tile [`set_projection_tile`] pins
 /// (64×64 where it is tuned). 1, the default, leaves split-K to the autotuner, which
@@ -198,9 +198,9 @@ pub fn set_projection_splits(splits: usize) {
     PROJECTION_SPLITS.with(|s| s.set(splits.max(1)));
 }
 
-/// Tuning hook: from now on, the WGSL projections on this thread ([`project`],
+/// Tuning hook: from now on, the WGSL projections on this thread ([`project()`],
 /// [`project_checked`], [`project_packed`], [`track`]'s A = SᵀG) and back-projections
-/// fused with the weight update ([`update`]), so the optimizer's steps run here, compute
+/// fused with the weight update ([`update()`]), so the optimizer's steps run here, compute
 /// blocks of `tile`: a [`ProjectionTile`] pins one (`benchmark --projection-tile 64|128`),
 /// [`TileChoice::Tuned`] (the default) lets the autotuner pick per shape.
 pub fn set_projection_tile(tile: impl Into<TileChoice>) {
@@ -218,15 +218,15 @@ pub fn projection_splits() -> usize {
     PROJECTION_SPLITS.with(Cell::get)
 }
 
-/// (G̃, flag): [`project`] with the step flag of G ([`step_flag`]), which the WGSL kernel
+/// (G̃, flag): [`project()`] with the step flag of G ([`step_flag`]), which the WGSL kernel
 /// finds while it reads G (no pass of its own); the other routes take a pass for it.
 pub fn project_checked(basis: &Tensor<2>, g: &Tensor<2>, route: Route) -> (Tensor<2>, Tensor<1>) {
     with_step_flag(project_tuned(basis, g, route, &[]), g)
 }
 
 /// (G̃, the step's parameter buffer): [`project_checked`] with the flag in the last slot of
-/// a buffer that holds `values` (layout in `params.rs`), for [`adam`], [`recovery`] and
-/// [`update`] to take as [`StepFlag::Packed`]. On the WGSL route the projection kernel
+/// a buffer that holds `values` (layout in `params.rs`), for [`adam()`], [`recovery()`] and
+/// [`update()`] to take as [`StepFlag::Packed`]. On the WGSL route the projection kernel
 /// writes the flag into that buffer, so a step uploads one buffer and concatenates nothing;
 /// elsewhere the buffer is built from G's flag.
 pub fn project_packed(
@@ -315,7 +315,7 @@ fn project_flagged(
 
 /// (G̃, flag) by split-K with `splits` fixed (for measuring; the autotuner weighs split-K
 /// itself, see `tune.rs`): the WGSL kernel, by blocks of `tile`, writes `splits` partial
-/// sums over row ranges of S and G, and `project_reduce.wgsl` adds them. More workgroups than [`project`] where r×b is
+/// sums over row ranges of S and G, and `project_reduce.wgsl` adds them. More workgroups than [`project()`] where r×b is
 /// small next to a (the 60m shapes on a GPU with many multiprocessors), at the cost of
 /// splits·r·b floats. Falls back to the single launch by blocks of `tile` (or the tensor
 /// ops) where `splits` is 1 or the split launch cannot run.
@@ -657,7 +657,7 @@ pub struct RecoveryInputs<'a> {
 }
 
 /// Recovery scales and the limiter (§7) with kept weight from `variant` and `scale` and
-/// growth limit ζ = `growth_limit`: see [`recovery_scales`]. `flag` as in [`adam`]: where
+/// growth limit ζ = `growth_limit`: see [`recovery_scales`]. `flag` as in [`adam()`]: where
 /// the step is skipped the returned norm is the previous one (when there is one). With
 /// `route.wgsl`, two WGSL kernels (column norms, then limiter) on wgpu/WGSL devices for f32
 /// tensors within `route.limits` (G over the binding limit in row chunks); tensor ops
@@ -802,7 +802,7 @@ pub struct UpdateInputs<'a> {
 /// W' = d·(W − α·(S·L + G⊙ψ)) with L = s·N − k·G̃⊙ψ, or W' = d·(W − α·s·S·N) without
 /// recovery; returns W' in W's layout.
 ///
-/// `flag` as in [`adam`]: where the step is skipped W is returned unchanged. With
+/// `flag` as in [`adam()`]: where the step is skipped W is returned unchanged. With
 /// `route.wgsl`, one fused WGSL kernel on wgpu/WGSL devices for f32 tensors within
 /// `route.limits` (S·L is never stored; S, W and G over the binding limit in row chunks, the
 /// left layout only, a transposed W over it taking the tensor ops; columns past the

@@ -7,10 +7,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use burn::tensor::wgpu::WgpuBackend;
-use subtrack::pretrain::ckpt::Checkpoint;
-use subtrack::pretrain::device::{GL_UNSUPPORTED, passed_over, pick, supported_apis};
-use subtrack::pretrain::panics::{BACKGROUND_PANIC_EXIT, exit_on_background_panic};
-use subtrack::pretrain::{PretrainError, RunOptions, TrainConfig, train};
+use subtrack_llama::ckpt::Checkpoint;
+use subtrack_llama::device::{GL_UNSUPPORTED, passed_over, pick, supported_apis};
+use subtrack_llama::panics::{BACKGROUND_PANIC_EXIT, exit_on_background_panic};
+use subtrack_llama::{PretrainError, RunOptions, TrainConfig, train};
 
 #[test]
 fn only_vulkan_metal_and_dx12_are_opened() {

@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use burn::tensor::{Device, DeviceKind, Tensor, TensorData};
 use reference::Mat;
 use subtrack::SubTrackConfig;
-use subtrack::pretrain::device::wgpu_adapter;
+use subtrack_llama::device::wgpu_adapter;
 
 /// The devices to test on: flex, plus wgpu when an adapter exists.
 pub fn devices() -> Vec<Device> {

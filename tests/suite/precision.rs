@@ -4,8 +4,8 @@
 use burn::optim::Optimizer;
 use burn::tensor::{DType, Device, DeviceKind, Distribution, FloatDType, Tensor, TensorData};
 use subtrack::basis::EXACT_SVD_MAX_SIDE;
-use subtrack::pretrain::device::wgpu_adapter;
 use subtrack::{SubTrack, SubTrackConfig, SubTrackState};
+use subtrack_llama::device::wgpu_adapter;
 
 use crate::reference::Rng;
 use crate::{devices, max_abs_diff, presets, values};

@@ -1,4 +1,4 @@
-//! The pre-training job (`src/pretrain`): data, model, clipping, the loop, checkpoints,
+//! The pre-training job (the `subtrack-llama` crate in `llama/`): data, model, clipping, the loop, checkpoints,
 //! the comparison table and its refusals of bad input. CPU (flex) only: a training run on
 //! lavapipe would take minutes.
 
@@ -8,12 +8,13 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Tensor};
-use subtrack::pretrain::ckpt::Checkpoint;
-use subtrack::pretrain::clip::{clip_to, global_norm};
-use subtrack::pretrain::compare::parse_compare_csv;
-use subtrack::pretrain::data::{Corpus, MarkovSource};
-use subtrack::pretrain::device::{Picked, pick};
-use subtrack::pretrain::{LlamaConfig, PretrainError, RunOptions, TrainConfig, compare, train};
+use subtrack_llama::ckpt::Checkpoint;
+use subtrack_llama::clip::{clip_to, global_norm};
+use subtrack_llama::compare::parse_compare_csv;
+use subtrack_llama::data::{Corpus, MarkovSource};
+use subtrack_llama::device::{Picked, pick};
+use subtrack_llama::schedule::CosineWarmup;
+use subtrack_llama::{LlamaConfig, PretrainError, RunOptions, TrainConfig, compare, train};
 
 fn tiny(steps: usize) -> TrainConfig {
     TrainConfig::new()
@@ -579,4 +580,45 @@ fn initial_weights_depend_on_the_seed_alone() {
         "std {std} vs {}",
         config.init_std
     );
+}
+
+// Checkpoint files: a round trip, and every flipped or missing byte refused.
+#[test]
+fn round_trip_and_corruption() {
+    let c = Checkpoint {
+        config_json: "{\"a\":1}".into(),
+        step: 42,
+        model: vec![1, 2, 3],
+        optimizer: vec![9; 100],
+    };
+    let bytes = c.to_bytes();
+    assert_eq!(Checkpoint::from_bytes(&bytes).unwrap(), c);
+    for i in [0, 20, bytes.len() / 2, bytes.len() - 1] {
+        let mut bad = bytes.clone();
+        bad[i] ^= 0x40;
+        assert!(
+            Checkpoint::from_bytes(&bad).is_err(),
+            "flip at {i} accepted"
+        );
+    }
+    assert!(Checkpoint::from_bytes(&bytes[..bytes.len() - 3]).is_err());
+}
+
+// The learning-rate schedule: warmup, peak, cosine decay and floor.
+#[test]
+fn warmup_peak_and_floor() {
+    let s = CosineWarmup {
+        peak: 1e-3,
+        min_ratio: 0.1,
+        warmup: 10,
+        total: 110,
+    };
+    assert!((s.lr(0) - 1e-4).abs() < 1e-15);
+    assert!((s.lr(9) - 1e-3).abs() < 1e-15);
+    assert!((s.lr(10) - 1e-3).abs() < 1e-15);
+    // Halfway through the decay the cosine term is 1/2: 1e-4 + 9e-4 / 2.
+    assert!((s.lr(60) - 5.5e-4).abs() < 1e-12);
+    assert!((s.lr(110) - 1e-4).abs() < 1e-15);
+    assert!((s.lr(500) - 1e-4).abs() < 1e-15);
+    assert!((1..110).all(|i| i < 10 || s.lr(i) <= s.lr(i - 1)));
 }

@@ -7,7 +7,7 @@ use burn::config::Config;
 use burn::module::ParamGroup;
 use burn::optim::ModuleOptimizer;
 
-use crate::{SubTrackConfig, SubTrackReport};
+use subtrack::{SubTrackConfig, SubTrackReport};
 
 use super::PretrainError;
 use super::data::Corpus;
@@ -281,7 +281,7 @@ impl TrainConfig {
         model: &LlamaConfig,
     ) -> Result<(ModuleOptimizer, Option<SubTrackReport>), PretrainError> {
         let config = self.subtrack(model);
-        let err = |e: crate::SubTrackError| PretrainError::invalid(e.to_string());
+        let err = |e: subtrack::SubTrackError| PretrainError::invalid(e.to_string());
         let adamw = ModuleOptimizer::from(config.adamw().map_err(err)?);
         Ok(match self.optimizer_kind()? {
             OptimizerKind::AdamW => (adamw, None),

@@ -1,11 +1,18 @@
-//! Pre-training a toy LLaMA with AdamW, GaLore, SubTrack-Grad or SubTrack++: the crate's
-//! main job (`examples/pretrain_llama.rs`) and the model of the benchmarks.
+//! # subtrack-llama
 //!
-//! One module per job: [`alloc`] (heap accounting), [`model`] (the network), [`data`] (corpus, tokenizer, batches),
-//! [`schedule`] (learning rate), [`clip`] (global-norm clipping), [`ckpt`] (checkpoint
-//! files), [`report`] (CSV, plot, tables), [`device`] (device choice and memory) and
-//! [`config`] (what defines a run), [`panics`] (what a panic does to a run), [`run`] (the training loop) and [`mod@compare`] (the
-//! four-way comparison).
+//! The application around the `subtrack` optimizer: pre-training a toy LLaMA with AdamW,
+//! GaLore, SubTrack-Grad or SubTrack++. It is the main job (`examples/pretrain_llama.rs`)
+//! and the model of the benchmark (`examples/benchmark`); only the examples and the tests
+//! use it, so a Burn user who depends on `subtrack` compiles none of it.
+//!
+//! One module per job:
+//! - [`model`]: the network; [`data`]: corpus, tokenizer, batches;
+//! - [`schedule`]: learning rate; [`clip`]: global-norm clipping;
+//! - [`config`]: what defines a run; [`run`]: the training loop; [`mod@compare`]: the
+//!   four-way comparison;
+//! - [`ckpt`]: checkpoint files; [`report`]: CSV, plot, tables;
+//! - [`device`]: device choice and memory; [`alloc`]: heap accounting; [`panics`]: what a
+//!   panic does to a run.
 
 pub mod alloc;
 pub mod ckpt;

@@ -10,7 +10,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Int, Tensor};
 
-use crate::checkpoint::{StateBytes, load_checked, state_bytes};
+use subtrack::checkpoint::{StateBytes, load_checked, state_bytes};
 
 use super::PretrainError;
 use super::ckpt::Checkpoint;

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::checkpoint::write_atomic;
+use subtrack::checkpoint::write_atomic;
 
 use super::PretrainError;
 
