@@ -2,11 +2,10 @@
 
 use burn::config::Config;
 use burn::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamW, AdamWConfig, ModuleOptimizer};
+use burn::optim::{AdamW, AdamWConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::SubTrackError;
-use crate::optimizer::SubTrack;
 
 /// How the basis S of a projected matrix is refreshed every `update_interval` steps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +41,7 @@ pub enum RecoveryScaling {
     Code,
 }
 
-/// Configuration of the [`SubTrack`] optimizer: SubTrack-Grad, SubTrack++ or GaLore.
+/// Configuration of the [`SubTrack`](crate::SubTrack) optimizer: SubTrack-Grad, SubTrack++ or GaLore.
 ///
 /// `SubTrackConfig::new()` is SubTrack++ with the paper's hyper-parameters for a 60M LLaMA.
 /// The presets [`subtrack_grad`](Self::subtrack_grad), [`subtrack_plus_plus`](Self::subtrack_plus_plus)
@@ -189,26 +188,6 @@ impl SubTrackConfig {
             }
             _ => Ok(()),
         }
-    }
-
-    /// Build the bare optimizer, for routing parameter groups with
-    /// [`ModuleOptimizer::with_group`]. Gradient clipping is not applied here: pass it to
-    /// `with_group` or use [`init`](Self::init).
-    pub fn build(&self) -> Result<SubTrack, SubTrackError> {
-        self.validate()?;
-        Ok(SubTrack::new(self.clone()))
-    }
-
-    /// Build the whole-module optimizer: the drop-in replacement for `AdamWConfig::init`.
-    ///
-    /// Every 2-D parameter whose smaller side exceeds `rank` is projected; every other
-    /// parameter gets AdamW with the same β, ε and weight decay.
-    pub fn init(&self) -> Result<ModuleOptimizer, SubTrackError> {
-        let mut optim = ModuleOptimizer::from(self.build()?);
-        if let Some(clipping) = &self.grad_clipping {
-            optim = optim.with_grad_clipping(clipping.init());
-        }
-        Ok(optim)
     }
 
     /// Burn's AdamW with this config's β, ε and weight decay, for the parameter groups that

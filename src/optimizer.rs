@@ -4,9 +4,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use burn::optim::{LearningRate, Optimizer};
+use burn::optim::{LearningRate, ModuleOptimizer, Optimizer};
 use burn::tensor::{DType, Device, Tensor};
 
+use crate::SubTrackError;
 use crate::basis::top_singular_basis;
 use crate::config::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdate};
 use crate::geodesic::geodesic_step;
@@ -16,6 +17,30 @@ use crate::moments::AdamParams;
 use crate::state::{
     DenseState, ProjectedState, SubTrackState, canonical_gradient, canonical_layout,
 };
+
+// The config's constructors live with the optimizer they build, so that the config
+// module depends on nothing of the optimizer's.
+impl SubTrackConfig {
+    /// Build the bare optimizer, for routing parameter groups with
+    /// [`ModuleOptimizer::with_group`]. Gradient clipping is not applied here: pass it to
+    /// `with_group` or use [`init`](Self::init).
+    pub fn build(&self) -> Result<SubTrack, SubTrackError> {
+        self.validate()?;
+        Ok(SubTrack::new(self.clone()))
+    }
+
+    /// Build the whole-module optimizer: the drop-in replacement for `AdamWConfig::init`.
+    ///
+    /// Every 2-D parameter whose smaller side exceeds `rank` is projected; every other
+    /// parameter gets AdamW with the same β, ε and weight decay.
+    pub fn init(&self) -> Result<ModuleOptimizer, SubTrackError> {
+        let mut optim = ModuleOptimizer::from(self.build()?);
+        if let Some(clipping) = &self.grad_clipping {
+            optim = optim.with_grad_clipping(clipping.init());
+        }
+        Ok(optim)
+    }
+}
 
 /// The SubTrack optimizer: SubTrack-Grad, SubTrack++ or GaLore for projected matrices, and
 /// AdamW for every other parameter. Built by [`SubTrackConfig::build`].

@@ -60,7 +60,7 @@ pub fn launch(
             .with("b", b)
             .with("rotate", rotate)
             .with("j_block", j_block);
-        super::count_launch("adam", [r, r, b]);
+        super::launch::count_launch("adam", [r, r, b]);
         client.launch(
             Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),
             CubeCount::Static(blocks as u32, r.div_ceil(BLOCK) as u32, 1),

@@ -10,10 +10,9 @@ use burn::backend::wgpu::CubeBackend;
 use burn::tensor::Shape;
 
 use super::launch::Limits;
-use super::project::{ProjectionTile, TileChoice, projected_shape};
-use super::recovery::NormsChoice;
-use super::update::UpdateLaunch;
-use super::{adam, project, recovery, tracking, update};
+use super::project::{ProjectionTile, projected_shape};
+use super::tune::{self, NormsChoice, TileChoice, UpdateLaunch};
+use super::{adam, project, tracking};
 
 /// Operations with a WGSL implementation. The `params` of Adam and recovery and the
 /// `scalars` of the update are the parameter buffer (\[14\], layout in `params.rs`), whose
@@ -188,7 +187,7 @@ impl SubTrackKernels for CubeBackend {
         limits: Limits,
         head: Vec<f32>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        project::launch(basis, g, tile, limits, &head)
+        tune::launch_projection(basis, g, tile, limits, &head)
     }
 
     fn wgsl_project_split(
@@ -230,7 +229,7 @@ impl SubTrackKernels for CubeBackend {
         max_binding_bytes: usize,
         norms: NormsChoice,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        recovery::launch(
+        tune::launch_recovery(
             grad,
             g_low,
             normalized,
@@ -251,7 +250,7 @@ impl SubTrackKernels for CubeBackend {
         norms: NormsChoice,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let limit = max_binding_bytes;
-        recovery::launch(
+        tune::launch_recovery(
             grad,
             g_low,
             normalized,
@@ -269,7 +268,7 @@ impl SubTrackKernels for CubeBackend {
         scalars: FloatTensor<Self>,
         how: UpdateLaunch,
     ) -> FloatTensor<Self> {
-        update::launch(basis, normalized, weight, scalars, None, how)
+        tune::launch_update(basis, normalized, weight, scalars, None, how)
     }
 
     fn wgsl_update_recovery(
@@ -283,7 +282,7 @@ impl SubTrackKernels for CubeBackend {
         how: UpdateLaunch,
     ) -> FloatTensor<Self> {
         let recovery = Some((grad, psi, g_low));
-        update::launch(basis, normalized, weight, scalars, recovery, how)
+        tune::launch_update(basis, normalized, weight, scalars, recovery, how)
     }
 
     fn wgsl_product(

@@ -188,11 +188,11 @@ pub(super) fn params_for(
 ) -> Tensor<1> {
     match flag {
         Some(StepFlag::Packed(p)) if moved.is_none() && p.values.holds(first, values) => {
-            super::count_launch("params: packed", [first, r, b]);
+            super::launch::count_launch("params: packed", [first, r, b]);
             p.buffer.clone()
         }
         _ => {
-            super::count_launch("params: uploaded", [first, r, b]);
+            super::launch::count_launch("params: uploaded", [first, r, b]);
             let flag = flag.map(|f| f.tensor());
             ParamValues::new()
                 .with(first, values)

@@ -12,7 +12,6 @@ use super::launch::{
     BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups_of, empty_f32,
     f32_from, row_chunk, stored_gradient,
 };
-use super::tune::{self, TUNED_MIN_MACS};
 
 // Each tile's kernel with the guarded loads and store both share appended.
 const SHADER: &str = concat!(
@@ -43,36 +42,6 @@ impl fmt::Display for ProjectionTile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let side = self.side();
         write!(f, "{side}×{side}")
-    }
-}
-
-/// The tile a projection or weight update runs with.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum TileChoice {
-    /// The faster [`ProjectionTile`] for the sizes on this device, timed once per shape by
-    /// CubeCL's autotuner (`tune.rs`); 64×64 untimed for products of fewer than
-    /// [`TUNED_MIN_MACS`] multiply-adds. The default.
-    #[default]
-    Tuned,
-    /// Always this tile.
-    Fixed(ProjectionTile),
-}
-
-impl TileChoice {
-    /// The tile to launch for a product of `macs` multiply-adds, or `None` where the
-    /// autotuner chooses.
-    pub fn fixed(self, macs: usize) -> Option<ProjectionTile> {
-        match self {
-            TileChoice::Fixed(tile) => Some(tile),
-            TileChoice::Tuned if macs < TUNED_MIN_MACS => Some(ProjectionTile::Block64),
-            TileChoice::Tuned => None,
-        }
-    }
-}
-
-impl From<ProjectionTile> for TileChoice {
-    fn from(tile: ProjectionTile) -> Self {
-        TileChoice::Fixed(tile)
     }
 }
 
@@ -110,25 +79,19 @@ pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
     chunk_rows(a, r.max(b), limits.max_binding_bytes).filter(|_| fits)
 }
 
-/// G̃ = SᵀG on the device by blocks of `tile` (the autotuner's choice where it is
-/// [`TileChoice::Tuned`]), each storage binding within `limits`: S and G over the binding
-/// limit are split into row chunks whose partial products the kernel accumulates. The caller
-/// ([`super::project_checked`]) has checked the runtime, the dtype and [`plan`]. Returns
+/// G̃ = SᵀG on the device by blocks of `tile`, each storage binding within `limits`: S and
+/// G over the binding limit are split into row chunks whose partial products the kernel
+/// accumulates. The caller has checked the runtime, the dtype and [`plan`]. Returns
 /// (G̃, flag): flag is `head` followed by the step flag, 0 where G holds NaN or ±∞, else 1
 /// (\[1\] for an empty `head`).
 pub fn launch(
     basis: CubeTensor,
     g: CubeTensor,
-    tile: TileChoice,
+    tile: ProjectionTile,
     limits: Limits,
     head: &[f32],
 ) -> (CubeTensor, CubeTensor) {
-    let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
-    let b = g.meta.shape()[1];
-    match tile.fixed(a * r * b) {
-        Some(tile) => launch_with(basis, g, 1, tile, limits, head),
-        None => tune::project(basis, g, limits, head.to_vec()),
-    }
+    launch_with(basis, g, 1, tile, limits, head)
 }
 
 /// Rows of S and G per split when G̃ = SᵀG is split `splits` ways over its shared dimension
@@ -162,7 +125,7 @@ pub fn launch_split(
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = g.meta.shape()[1];
     let (partials, flag) = launch_with(basis, g, splits, tile, limits, head);
-    super::count_launch("project_reduce", [a, r, b]);
+    super::launch::count_launch("project_reduce", [a, r, b]);
     (reduce(partials, splits, limits), flag)
 }
 
@@ -274,12 +237,12 @@ fn launch_with(
                 .with("k_chunk", k_chunk.unwrap_or(k1 - k0))
                 .with("g_transposed", g_transposed)
                 .with("flag_at", head.len());
-            super::count_launch(name, [a, r, b]);
+            super::launch::count_launch(name, [a, r, b]);
             if g_transposed {
-                super::count_launch("project: Gᵀ in place", [a, r, b]);
+                super::launch::count_launch("project: Gᵀ in place", [a, r, b]);
             }
             if tile == ProjectionTile::Block128 {
-                super::count_launch("project: 128×128 tiles", [a, r, b]);
+                super::launch::count_launch("project: 128×128 tiles", [a, r, b]);
             }
             client.launch(
                 Box::new(SourceKernel::new(kernel, cube_dim)),

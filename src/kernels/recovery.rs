@@ -11,7 +11,6 @@ use burn::tensor::Shape;
 use super::launch::{
     Limits, Templated, assert_f32_on_wgsl, chunk_rows, empty_f32, row_chunk, stored_gradient,
 };
-use super::tune::{self, TUNED_MIN_MACS};
 
 /// The kernel that forms recovery scaling's column sums of squares.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -31,36 +30,6 @@ impl fmt::Display for ColumnNorms {
             ColumnNorms::PerColumn => "per-column norms",
             ColumnNorms::Tiled => "64×64-tiled norms",
         })
-    }
-}
-
-/// The column-norm kernel a recovery launch runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum NormsChoice {
-    /// The faster [`ColumnNorms`] for the sizes on this device, timed once per shape by
-    /// CubeCL's autotuner (`tune.rs`), for the same shapes as the projection's tile
-    /// (a·r·b of at least [`TUNED_MIN_MACS`]); [`ColumnNorms::PerColumn`] untimed below.
-    /// The default.
-    #[default]
-    Tuned,
-    /// Always this kernel.
-    Fixed(ColumnNorms),
-}
-
-impl NormsChoice {
-    /// The kernel to launch for G a×b and G̃ r×b, or `None` where the autotuner chooses.
-    pub fn fixed(self, [a, r, b]: [usize; 3]) -> Option<ColumnNorms> {
-        match self {
-            NormsChoice::Fixed(norms) => Some(norms),
-            NormsChoice::Tuned if a * r * b < TUNED_MIN_MACS => Some(ColumnNorms::PerColumn),
-            NormsChoice::Tuned => None,
-        }
-    }
-}
-
-impl From<ColumnNorms> for NormsChoice {
-    fn from(norms: ColumnNorms) -> Self {
-        NormsChoice::Fixed(norms)
     }
 }
 
@@ -100,28 +69,10 @@ pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
 }
 
 /// (ψ 1×b, Λ_prev' \[1\]) from G (a×b), G̃ and N (r×b), the parameter buffer `params`
-/// (2k − k², ζ, flag; `params.rs`) and the previous limiter norm; `norms` picks the
-/// column-norm kernel (the autotuner's choice where it is [`NormsChoice::Tuned`]). The
-/// caller ([`super::recovery`]) has checked the runtime, the dtypes and [`plan`].
-pub fn launch(
-    grad: CubeTensor,
-    g_low: CubeTensor,
-    normalized: CubeTensor,
-    params: CubeTensor,
-    previous: Option<CubeTensor>,
-    limit: usize,
-    norms: NormsChoice,
-) -> (CubeTensor, CubeTensor) {
-    let (a, b) = (grad.meta.shape()[0], grad.meta.shape()[1]);
-    let r = g_low.meta.shape()[0];
-    match norms.fixed([a, r, b]) {
-        Some(norms) => launch_with(grad, g_low, normalized, params, previous, limit, norms),
-        None => tune::recovery(grad, g_low, normalized, params, previous, limit),
-    }
-}
-
-/// [`launch`] with the column-norm kernel `norms`. Writes only ψ, Λ_prev' and partial sums
-/// of its own, so the autotuner can time it on the same inputs more than once.
+/// (2k − k², ζ, flag; `params.rs`) and the previous limiter norm, with the column-norm
+/// kernel `norms`. The caller has checked the runtime, the dtypes and [`plan`]. Writes only
+/// ψ, Λ_prev' and partial sums of its own, so the autotuner can time it on the same inputs
+/// more than once.
 pub fn launch_with(
     grad: CubeTensor,
     g_low: CubeTensor,
@@ -173,12 +124,12 @@ pub fn launch_with(
                 .with("g_transposed", g_transposed);
             (kernel, CubeCount::Static(b.div_ceil(GROUP) as u32, 1, 1))
         };
-        super::count_launch("recovery", [a, r, b]);
+        super::launch::count_launch("recovery", [a, r, b]);
         if g_transposed {
-            super::count_launch("recovery: Gᵀ in place", [a, r, b]);
+            super::launch::count_launch("recovery: Gᵀ in place", [a, r, b]);
         }
         if tiled {
-            super::count_launch("recovery: tiled", [a, r, b]);
+            super::launch::count_launch("recovery: tiled", [a, r, b]);
         }
         client.launch(
             Box::new(SourceKernel::new(kernel, CubeDim::new_1d(GROUP as u32))),
@@ -205,7 +156,7 @@ pub fn launch_with(
         .with("has_previous", has_previous)
         .with("g_blocks", g_blocks)
         .with("r_blocks", r_blocks);
-    super::count_launch("recovery_limit", [a, r, b]);
+    super::launch::count_launch("recovery_limit", [a, r, b]);
     client.launch(
         Box::new(SourceKernel::new(kernel, CubeDim::new_1d(GROUP as u32))),
         CubeCount::Static(1, 1, 1),

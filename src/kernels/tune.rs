@@ -2,12 +2,12 @@
 //! the device, once per shape and device in a process (and from CubeCL's persistent cache
 //! after that, where it is on), and the fastest runs from then on.
 //!
-//! - The projection ([`TileChoice::Tuned`](super::TileChoice::Tuned)): the 64×64 and the
+//! - The projection ([`TileChoice::Tuned`]): the 64×64 and the
 //!   128×128 kernels (`project.wgsl`, `project_wide.wgsl`), each alone and, where the single
 //!   launch has few workgroups ([`project::split_count`]), with split-K (partial sums over
 //!   row ranges of S and G, added by `project_reduce.wgsl`).
 //! - The weight update: `update.wgsl` against `update_wide.wgsl`.
-//! - Recovery scaling's column norms ([`NormsChoice::Tuned`](super::NormsChoice::Tuned)): `recovery_norms.wgsl`
+//! - Recovery scaling's column norms ([`NormsChoice::Tuned`]): `recovery_norms.wgsl`
 //!   against `recovery_norms_tiled.wgsl`.
 //!
 //! Products under [`TUNED_MIN_MACS`] multiply-adds (a·r·b) keep the 64×64 tile and the
@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::launch::{Limits, is_transposed_view};
 use super::project::{self, ProjectionTile};
 use super::recovery::{self, ColumnNorms};
-use super::update::{self, UpdateLaunch};
+use super::update;
 
 /// Products of fewer multiply-adds (a·r·b) than this run the 64×64 tile and the per-column
 /// norms without timing (2^24: the llama 60m shapes at r = 128 are over it, the 20m ones at
@@ -293,13 +293,152 @@ fn record(key: &TileKey, fastest: impl FnOnce() -> Option<Tuned>) {
     }
 }
 
+/// The tile a projection or weight update runs with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TileChoice {
+    /// The faster [`ProjectionTile`] for the sizes on this device, timed once per shape by
+    /// CubeCL's autotuner; 64×64 untimed for products of fewer than
+    /// [`TUNED_MIN_MACS`] multiply-adds. The default.
+    #[default]
+    Tuned,
+    /// Always this tile.
+    Fixed(ProjectionTile),
+}
+
+impl TileChoice {
+    /// The tile to launch for a product of `macs` multiply-adds, or `None` where the
+    /// autotuner chooses.
+    pub fn fixed(self, macs: usize) -> Option<ProjectionTile> {
+        match self {
+            TileChoice::Fixed(tile) => Some(tile),
+            TileChoice::Tuned if macs < TUNED_MIN_MACS => Some(ProjectionTile::Block64),
+            TileChoice::Tuned => None,
+        }
+    }
+}
+
+impl From<ProjectionTile> for TileChoice {
+    fn from(tile: ProjectionTile) -> Self {
+        TileChoice::Fixed(tile)
+    }
+}
+
+/// The column-norm kernel a recovery launch runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum NormsChoice {
+    /// The faster [`ColumnNorms`] for the sizes on this device, timed once per shape by
+    /// CubeCL's autotuner, for the same shapes as the projection's tile
+    /// (a·r·b of at least [`TUNED_MIN_MACS`]); [`ColumnNorms::PerColumn`] untimed below.
+    /// The default.
+    #[default]
+    Tuned,
+    /// Always this kernel.
+    Fixed(ColumnNorms),
+}
+
+impl NormsChoice {
+    /// The kernel to launch for G a×b and G̃ r×b, or `None` where the autotuner chooses.
+    pub fn fixed(self, [a, r, b]: [usize; 3]) -> Option<ColumnNorms> {
+        match self {
+            NormsChoice::Fixed(norms) => Some(norms),
+            NormsChoice::Tuned if a * r * b < TUNED_MIN_MACS => Some(ColumnNorms::PerColumn),
+            NormsChoice::Tuned => None,
+        }
+    }
+}
+
+impl From<ColumnNorms> for NormsChoice {
+    fn from(norms: ColumnNorms) -> Self {
+        NormsChoice::Fixed(norms)
+    }
+}
+
+/// How a weight update runs: W's layout, the block each workgroup finishes (or the
+/// autotuner's choice), and the device limits its launches plan for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpdateLaunch {
+    /// Whether W is stored b×a (the right case of §1).
+    pub transposed: bool,
+    /// The block of W' per workgroup (the autotuner's choice where [`TileChoice::Tuned`]).
+    pub tile: TileChoice,
+    /// The limits of the launches.
+    pub limits: Limits,
+}
+
+/// G̃ = SᵀG with `tile`, or the tile the autotuner finds fastest where it is
+/// [`TileChoice::Tuned`] (see [`project::launch`] for the arguments and result).
+pub fn launch_projection(
+    basis: CubeTensor,
+    g: CubeTensor,
+    tile: TileChoice,
+    limits: Limits,
+    head: &[f32],
+) -> (CubeTensor, CubeTensor) {
+    let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
+    let b = g.meta.shape()[1];
+    match tile.fixed(a * r * b) {
+        Some(tile) => project::launch(basis, g, tile, limits, head),
+        None => project_tuned(basis, g, limits, head.to_vec()),
+    }
+}
+
+/// Recovery scaling's (ψ, Λ_prev') with the column-norm kernel `norms`, or the one the
+/// autotuner finds faster where it is [`NormsChoice::Tuned`] (see [`recovery::launch_with`]).
+pub fn launch_recovery(
+    grad: CubeTensor,
+    g_low: CubeTensor,
+    normalized: CubeTensor,
+    params: CubeTensor,
+    previous: Option<CubeTensor>,
+    limit: usize,
+    norms: NormsChoice,
+) -> (CubeTensor, CubeTensor) {
+    let (a, b) = (grad.meta.shape()[0], grad.meta.shape()[1]);
+    let r = g_low.meta.shape()[0];
+    match norms.fixed([a, r, b]) {
+        Some(norms) => {
+            recovery::launch_with(grad, g_low, normalized, params, previous, limit, norms)
+        }
+        None => recovery_tuned(grad, g_low, normalized, params, previous, limit),
+    }
+}
+
+/// The fused weight update with `how.tile`, or the tile the autotuner finds faster where
+/// it is [`TileChoice::Tuned`] (see [`update::launch`]).
+pub fn launch_update(
+    basis: CubeTensor,
+    normalized: CubeTensor,
+    weight: CubeTensor,
+    scalars: CubeTensor,
+    recovery: Option<(CubeTensor, CubeTensor, CubeTensor)>,
+    how: UpdateLaunch,
+) -> CubeTensor {
+    let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
+    let b = normalized.meta.shape()[1];
+    match how.tile.fixed(a * r * b) {
+        Some(tile) => update::launch(basis, normalized, weight, scalars, recovery, how.with(tile)),
+        None => update_tuned(basis, normalized, weight, scalars, recovery, how),
+    }
+}
+
+impl UpdateLaunch {
+    /// This launch with `tile`.
+    fn with(self, tile: ProjectionTile) -> update::Launch {
+        update::Launch {
+            transposed: self.transposed,
+            tile,
+            limits: self.limits,
+        }
+    }
+}
+
 /// (G̃, flag) of a projection, as one autotune output.
 #[derive(Debug)]
 struct Projected(CubeTensor, CubeTensor);
 
 impl AutotuneOutput for Projected {}
 
-/// S, G, the launch limits and the parameter-buffer head (see [`project::launch`]).
+/// S, G, the launch limits and the parameter-buffer head (see [`launch_projection`]).
 type ProjectInputs = (CubeTensor, CubeTensor, Limits, Vec<f32>);
 
 fn project_key((basis, g, limits, _): &ProjectInputs) -> TileKey {
@@ -318,7 +457,7 @@ fn project_key((basis, g, limits, _): &ProjectInputs) -> TileKey {
 
 /// [`project::launch`] (or [`project::launch_split`]) with the candidate the autotuner
 /// finds fastest for these sizes.
-pub fn project(
+fn project_tuned(
     basis: CubeTensor,
     g: CubeTensor,
     limits: Limits,
@@ -330,7 +469,7 @@ pub fn project(
     let launch = |inputs: ProjectInputs, tuned: TunedTile| {
         let (basis, g, limits, head) = inputs;
         let (g_low, flag) = match tuned.splits {
-            1 => project::launch(basis, g, tuned.tile.into(), limits, &head),
+            1 => project::launch(basis, g, tuned.tile, limits, &head),
             splits => project::launch_split(basis, g, splits, tuned.tile, limits, &head),
         };
         Projected(g_low, flag)
@@ -347,7 +486,7 @@ pub fn project(
 }
 
 /// S, N, W, the parameter buffer, the recovery inputs (G, ψ, G̃) and the launch (see
-/// [`update::launch`]).
+/// [`launch_update`]).
 type UpdateInputs = (
     CubeTensor,
     CubeTensor,
@@ -372,7 +511,7 @@ fn update_key((basis, normalized, _, _, recovery, how): &UpdateInputs) -> TileKe
 
 /// [`update::launch`] with the tile the autotuner finds faster for these sizes. The
 /// candidates write W' to buffers of their own, so timing them leaves W as it is.
-pub fn update(
+fn update_tuned(
     basis: CubeTensor,
     normalized: CubeTensor,
     weight: CubeTensor,
@@ -385,11 +524,14 @@ pub fn update(
     let inputs = (basis, normalized, weight, scalars, recovery, how);
     let launch = |inputs: UpdateInputs, tuned: TunedTile| {
         let (basis, normalized, weight, scalars, recovery, how) = inputs;
-        let how = UpdateLaunch {
-            tile: tuned.tile.into(),
-            ..how
-        };
-        update::launch(basis, normalized, weight, scalars, recovery, how)
+        update::launch(
+            basis,
+            normalized,
+            weight,
+            scalars,
+            recovery,
+            how.with(tuned.tile),
+        )
     };
     run_tuned(
         &TUNER,
@@ -408,7 +550,7 @@ struct Scales(CubeTensor, CubeTensor);
 impl AutotuneOutput for Scales {}
 
 /// G, G̃, N, the parameter buffer, the previous norm and the binding limit (see
-/// [`recovery::launch`]).
+/// [`launch_recovery`]).
 type RecoveryInputs = (
     CubeTensor,
     CubeTensor,
@@ -433,9 +575,9 @@ fn recovery_key((grad, g_low, _, _, _, limit): &RecoveryInputs) -> TileKey {
     )
 }
 
-/// [`recovery::launch`] with the column-norm kernel the autotuner finds faster for these
+/// [`recovery::launch_with`] with the column-norm kernel the autotuner finds faster for these
 /// sizes. The candidates write ψ, Λ_prev' and their partial sums to buffers of their own.
-pub fn recovery(
+fn recovery_tuned(
     grad: CubeTensor,
     g_low: CubeTensor,
     normalized: CubeTensor,

@@ -10,8 +10,7 @@ use super::launch::{
     BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups_of,
     contiguous_transpose, empty_f32, is_transposed_view, row_chunk,
 };
-use super::project::{ProjectionTile, TileChoice};
-use super::tune;
+use super::project::ProjectionTile;
 
 // Each tile's kernel with the elements of L and the finish of W' both share appended.
 const SHADER: &str = concat!(
@@ -23,14 +22,13 @@ const SHADER_WIDE: &str = concat!(
     include_str!("../../shaders/update_tiles.wgsl")
 );
 
-/// How the update kernel runs: W's layout, the block each workgroup finishes, and the device
-/// limits its launches plan for.
+/// How one update launch runs: W's layout, the tile and the limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UpdateLaunch {
+pub struct Launch {
     /// Whether W is stored b×a (the right case of §1).
     pub transposed: bool,
-    /// The block of W' per workgroup (the autotuner's choice where [`TileChoice::Tuned`]).
-    pub tile: TileChoice,
+    /// The block of W' per workgroup.
+    pub tile: ProjectionTile,
     /// The limits of the launches.
     pub limits: Limits,
 }
@@ -62,25 +60,22 @@ pub fn plan(a: usize, r: usize, b: usize, transposed: bool, limits: Limits) -> O
 /// `recovery` holds (G, ψ, G̃) when recovery scaling is on. S, W and G over the binding
 /// limit are updated in row chunks (left layout only). The caller ([`super::update`]) has
 /// checked the runtime, the dtypes and [`plan`]. W's layout, the tile and the limits come
-/// from `how`; a tuned tile is chosen by `tune.rs`.
+/// from `how`.
 pub fn launch(
     basis: CubeTensor,
     normalized: CubeTensor,
     weight: CubeTensor,
     scalars: CubeTensor,
     recovery: Option<(CubeTensor, CubeTensor, CubeTensor)>,
-    how: UpdateLaunch,
+    how: Launch,
 ) -> CubeTensor {
-    let UpdateLaunch {
+    let Launch {
         transposed,
         tile,
         limits,
     } = how;
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = normalized.meta.shape()[1];
-    let Some(tile) = tile.fixed(a * r * b) else {
-        return tune::update(basis, normalized, weight, scalars, recovery, how);
-    };
     let rows = plan(a, r, b, transposed, limits).expect("update: sizes the kernel cannot run");
     let inputs: Vec<&CubeTensor> = [&basis, &normalized, &weight, &scalars]
         .into_iter()
@@ -139,12 +134,12 @@ pub fn launch(
                 .with("recovery_bindings", bindings)
                 .with("recovery_low", low)
                 .with("recovery_term", term);
-            super::count_launch("update", [a, r, b]);
+            super::launch::count_launch("update", [a, r, b]);
             if in_place {
-                super::count_launch("update: Gᵀ in place", [a, r, b]);
+                super::launch::count_launch("update: Gᵀ in place", [a, r, b]);
             }
             if tile == ProjectionTile::Block128 {
-                super::count_launch("update: 128×128 tiles", [a, r, b]);
+                super::launch::count_launch("update: 128×128 tiles", [a, r, b]);
             }
             client.launch(
                 Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),
