@@ -27,6 +27,25 @@ fn only_vulkan_metal_and_dx12_are_opened() {
     }
 }
 
+/// `auto` takes a GPU on a supported API or the CPU: on a machine whose only adapter is
+/// OpenGL (CI's first phase) it must come back with the CPU, not the GL adapter.
+#[test]
+fn auto_never_takes_a_gl_adapter() {
+    let picked = pick("auto").expect("auto always finds a device");
+    assert!(
+        !picked.description.contains(", Gl,"),
+        "auto took {}",
+        picked.description
+    );
+    if !picked.is_wgpu {
+        assert!(
+            picked.description.starts_with("CPU"),
+            "{}",
+            picked.description
+        );
+    }
+}
+
 #[test]
 fn gl_is_refused_up_front_with_its_cause() {
     let Err(PretrainError::Device(msg)) = pick("gl") else {
