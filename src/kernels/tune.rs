@@ -10,6 +10,11 @@
 //! - Recovery scaling's column norms ([`NormsChoice::Tuned`]): `recovery_norms.wgsl`
 //!   against `recovery_norms_tiled.wgsl`.
 //!
+//! The backend extension launches through this module ([`launch_projection`],
+//! [`launch_recovery`], [`launch_update`]): a fixed choice goes straight to its launcher, a
+//! tuned one through the autotuner, which times the launchers. The launchers never call
+//! back here.
+//!
 //! Products under [`TUNED_MIN_MACS`] multiply-adds (a·r·b) keep the 64×64 tile and the
 //! per-column norms untimed: there launch overhead dominates, and timing would not pay for
 //! itself.
