@@ -66,9 +66,9 @@ fn wgpu(kind: DeviceKind, api: WgpuBackend) -> Result<Picked, String> {
     })
 }
 
-/// Open a wgpu device of `kind` on the first of [`supported_apis`] that has one. The error
-/// says what each API answered and names any adapter passed over ([`passed_over`]).
-pub fn wgpu_adapter(kind: DeviceKind) -> Result<Picked, String> {
+/// A wgpu device of `kind` on the first of [`supported_apis`] that has one, or what each
+/// API answered.
+fn open_supported(kind: &DeviceKind) -> Result<Picked, Vec<String>> {
     let mut answers = Vec::new();
     for &api in supported_apis() {
         match wgpu(kind.clone(), api) {
@@ -76,6 +76,16 @@ pub fn wgpu_adapter(kind: DeviceKind) -> Result<Picked, String> {
             Err(e) => answers.push(e),
         }
     }
+    Err(answers)
+}
+
+/// Open a wgpu device of `kind` on the first of [`supported_apis`] that has one. The error
+/// says what each API answered and names any adapter passed over ([`passed_over`]).
+pub fn wgpu_adapter(kind: DeviceKind) -> Result<Picked, String> {
+    let answers = match open_supported(&kind) {
+        Ok(p) => return Ok(p),
+        Err(answers) => answers,
+    };
     let apis: Vec<String> = supported_apis().iter().map(|a| format!("{a:?}")).collect();
     let mut why = format!(
         "no {} on {} ({})",
@@ -161,7 +171,8 @@ pub fn pick(spec: &str) -> Result<Picked, PretrainError> {
                 DeviceKind::IntegratedGpu(idx),
                 DeviceKind::VirtualGpu(idx),
             ] {
-                if let Ok(p) = wgpu_adapter(kind) {
+                // No error message is built here, so OpenGL is not even enumerated.
+                if let Ok(p) = open_supported(&kind) {
                     return Ok(p);
                 }
             }

@@ -57,7 +57,7 @@ pub fn exit_on_background_panic() {
         });
         let msg = message(info.payload());
         let what = match as_error(&msg) {
-            PretrainError::OutOfMemory(advice) => format!("out of memory: {advice}"),
+            oom @ PretrainError::OutOfMemory(_) => oom.to_string(),
             _ => msg,
         };
         let _ = std::io::stdout().flush();
