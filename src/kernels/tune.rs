@@ -370,62 +370,6 @@ pub struct UpdateLaunch {
     pub limits: Limits,
 }
 
-/// G̃ = SᵀG with `tile`, or the tile the autotuner finds fastest where it is
-/// [`TileChoice::Tuned`] (see [`project::launch`] for the arguments and result).
-pub fn launch_projection(
-    basis: CubeTensor,
-    g: CubeTensor,
-    tile: TileChoice,
-    limits: Limits,
-    head: &[f32],
-) -> (CubeTensor, CubeTensor) {
-    let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
-    let b = g.meta.shape()[1];
-    match tile.fixed(a * r * b) {
-        Some(tile) => project::launch(basis, g, tile, limits, head),
-        None => project_tuned(basis, g, limits, head.to_vec()),
-    }
-}
-
-/// Recovery scaling's (ψ, Λ_prev') with the column-norm kernel `norms`, or the one the
-/// autotuner finds faster where it is [`NormsChoice::Tuned`] (see [`recovery::launch_with`]).
-pub fn launch_recovery(
-    grad: CubeTensor,
-    g_low: CubeTensor,
-    normalized: CubeTensor,
-    params: CubeTensor,
-    previous: Option<CubeTensor>,
-    limit: usize,
-    norms: NormsChoice,
-) -> (CubeTensor, CubeTensor) {
-    let (a, b) = (grad.meta.shape()[0], grad.meta.shape()[1]);
-    let r = g_low.meta.shape()[0];
-    match norms.fixed([a, r, b]) {
-        Some(norms) => {
-            recovery::launch_with(grad, g_low, normalized, params, previous, limit, norms)
-        }
-        None => recovery_tuned(grad, g_low, normalized, params, previous, limit),
-    }
-}
-
-/// The fused weight update with `how.tile`, or the tile the autotuner finds faster where
-/// it is [`TileChoice::Tuned`] (see [`update::launch`]).
-pub fn launch_update(
-    basis: CubeTensor,
-    normalized: CubeTensor,
-    weight: CubeTensor,
-    scalars: CubeTensor,
-    recovery: Option<(CubeTensor, CubeTensor, CubeTensor)>,
-    how: UpdateLaunch,
-) -> CubeTensor {
-    let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
-    let b = normalized.meta.shape()[1];
-    match how.tile.fixed(a * r * b) {
-        Some(tile) => update::launch(basis, normalized, weight, scalars, recovery, how.with(tile)),
-        None => update_tuned(basis, normalized, weight, scalars, recovery, how),
-    }
-}
-
 impl UpdateLaunch {
     /// This launch with `tile`.
     fn with(self, tile: ProjectionTile) -> update::Launch {
@@ -460,17 +404,24 @@ fn project_key((basis, g, limits, _): &ProjectInputs) -> TileKey {
     )
 }
 
-/// [`project::launch`] (or [`project::launch_split`]) with the candidate the autotuner
-/// finds fastest for these sizes.
-fn project_tuned(
+/// G̃ = SᵀG with `tile` ([`project::launch`] gives the arguments and result), or where it
+/// is [`TileChoice::Tuned`] with the candidate the autotuner finds fastest for these sizes
+/// ([`project::launch`] or [`project::launch_split`]).
+pub fn launch_projection(
     basis: CubeTensor,
     g: CubeTensor,
+    tile: TileChoice,
     limits: Limits,
-    head: Vec<f32>,
+    head: &[f32],
 ) -> (CubeTensor, CubeTensor) {
+    let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
+    let b = g.meta.shape()[1];
+    if let Some(tile) = tile.fixed(a * r * b) {
+        return project::launch(basis, g, tile, limits, head);
+    }
     static TUNER: LocalTuner<TileKey, CubeTuneId> = local_tuner!("project");
     let like = g.clone();
-    let inputs = (basis, g, limits, head);
+    let inputs = (basis, g, limits, head.to_vec());
     let launch = |inputs: ProjectInputs, tuned: TunedTile| {
         let (basis, g, limits, head) = inputs;
         let (g_low, flag) = match tuned.splits {
@@ -514,9 +465,10 @@ fn update_key((basis, normalized, _, _, recovery, how): &UpdateInputs) -> TileKe
     )
 }
 
-/// [`update::launch`] with the tile the autotuner finds faster for these sizes. The
+/// The fused weight update ([`update::launch`]) with `how.tile`, or where it is
+/// [`TileChoice::Tuned`] with the tile the autotuner finds faster for these sizes. The
 /// candidates write W' to buffers of their own, so timing them leaves W as it is.
-fn update_tuned(
+pub fn launch_update(
     basis: CubeTensor,
     normalized: CubeTensor,
     weight: CubeTensor,
@@ -524,6 +476,11 @@ fn update_tuned(
     recovery: Option<(CubeTensor, CubeTensor, CubeTensor)>,
     how: UpdateLaunch,
 ) -> CubeTensor {
+    let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
+    let b = normalized.meta.shape()[1];
+    if let Some(tile) = how.tile.fixed(a * r * b) {
+        return update::launch(basis, normalized, weight, scalars, recovery, how.with(tile));
+    }
     static TUNER: LocalTuner<TileKey, CubeTuneId> = local_tuner!("update");
     let like = weight.clone();
     let inputs = (basis, normalized, weight, scalars, recovery, how);
@@ -580,16 +537,24 @@ fn recovery_key((grad, g_low, _, _, _, limit): &RecoveryInputs) -> TileKey {
     )
 }
 
-/// [`recovery::launch_with`] with the column-norm kernel the autotuner finds faster for these
-/// sizes. The candidates write ψ, Λ_prev' and their partial sums to buffers of their own.
-fn recovery_tuned(
+/// Recovery scaling's (ψ, Λ_prev') ([`recovery::launch_with`]) with the column-norm kernel
+/// `norms`, or where it is [`NormsChoice::Tuned`] with the one the autotuner finds faster
+/// for these sizes. The candidates write ψ, Λ_prev' and their partial sums to buffers of
+/// their own.
+pub fn launch_recovery(
     grad: CubeTensor,
     g_low: CubeTensor,
     normalized: CubeTensor,
     params: CubeTensor,
     previous: Option<CubeTensor>,
     limit: usize,
+    norms: NormsChoice,
 ) -> (CubeTensor, CubeTensor) {
+    let (a, b) = (grad.meta.shape()[0], grad.meta.shape()[1]);
+    let r = g_low.meta.shape()[0];
+    if let Some(norms) = norms.fixed([a, r, b]) {
+        return recovery::launch_with(grad, g_low, normalized, params, previous, limit, norms);
+    }
     static TUNER: LocalTuner<TileKey, CubeTuneId> = local_tuner!("recovery");
     let like = grad.clone();
     let inputs = (grad, g_low, normalized, params, previous, limit);
