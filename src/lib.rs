@@ -31,7 +31,11 @@ pub mod checkpoint;
 mod config;
 mod error;
 mod host;
+mod launches;
+mod ops;
 mod optimizer;
+mod params;
+mod report;
 mod simd;
 mod state;
 
@@ -52,11 +56,14 @@ pub mod moments;
 pub mod recovery;
 #[doc(hidden)]
 pub mod rng;
+#[doc(hidden)]
+pub mod route;
 
 pub use checkpoint::{StateBytes, load_checked, save_atomic, state_bytes};
 pub use config::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdate};
 pub use error::SubTrackError;
-pub use optimizer::{SubTrack, SubTrackReport};
+pub use optimizer::SubTrack;
+pub use report::SubTrackReport;
 pub use state::{DenseState, ProjectedState, SubTrackState};
 
 // The README's Rust examples compile and run as doc tests.

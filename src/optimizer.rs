@@ -1,8 +1,6 @@
-//! [`SubTrack`]: one optimizer step per parameter (docs/algorithm.md §2), orchestrating the
-//! basis, geodesic, moment and recovery modules.
-
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+//! [`SubTrack`]: one optimizer step per parameter. A projected matrix's step
+//! (`projected_step`) reads as docs/algorithm.md §2 does, over the operations of the route
+//! [`route::choose`] picks for it; every other parameter gets AdamW (`dense_step`).
 
 use burn::optim::{LearningRate, ModuleOptimizer, Optimizer};
 use burn::tensor::{DType, Device, Tensor};
@@ -12,8 +10,12 @@ use crate::basis::top_singular_basis;
 use crate::config::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdate};
 use crate::geodesic::geodesic_step;
 use crate::host;
-use crate::kernels;
 use crate::moments::AdamParams;
+use crate::report::SubTrackReport;
+use crate::route::{
+    self, Ops, ParamValues, RecoveryInputs, RecoveryTerm, Rotation, Sizes, StepFlag,
+    UpdateCoefficients, UpdateInputs, keep_on_skip,
+};
 use crate::state::{
     DenseState, ProjectedState, SubTrackState, canonical_gradient, canonical_layout,
 };
@@ -49,94 +51,6 @@ pub struct SubTrack {
     config: SubTrackConfig,
     adam: AdamParams,
     report: SubTrackReport,
-}
-
-/// Counters shared by every clone of one [`SubTrack`]; cheap to clone and read at any time.
-#[derive(Clone, Debug, Default)]
-pub struct SubTrackReport {
-    inner: Arc<Counters>,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    nonfinite_skips: AtomicU64,
-    subspace_updates: AtomicU64,
-    reorthonormalizations: AtomicU64,
-    host_reads: AtomicU64,
-    device_skips_logged: AtomicBool,
-    /// Skips decided on the device; read when [`SubTrackReport::nonfinite_skips`] is called.
-    device_skips: DeviceCount,
-    /// Re-orthonormalisations decided on the device.
-    device_reorthonormalizations: DeviceCount,
-}
-
-/// A count kept on the devices, one running total (\[1\], f32) per device, so that adding to
-/// it reads nothing back; [`DeviceCount::read`] does.
-#[derive(Debug, Default)]
-struct DeviceCount {
-    totals: Mutex<Vec<Tensor<1>>>,
-}
-
-impl DeviceCount {
-    /// Add `amount` (\[1\], on its device) to the running total of its device.
-    fn add(&self, amount: &Tensor<1>) {
-        let device = amount.device();
-        let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
-        match totals.iter_mut().find(|c| c.device() == device) {
-            Some(total) => *total = total.clone() + amount.clone(),
-            None => totals.push(amount.clone()),
-        }
-    }
-
-    /// The sum over devices (one read-back per device).
-    fn read(&self) -> u64 {
-        let totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
-        totals
-            .iter()
-            .map(|t| host::read_scalar(t.clone()).round() as u64)
-            .sum()
-    }
-}
-
-impl SubTrackReport {
-    /// Parameter steps skipped because the gradient held NaN or ±∞. Where the check ran on
-    /// the device (see [`SubTrack`]'s `step`) this reads the device-side counts back, and
-    /// logs a warning the first time they are non-zero.
-    pub fn nonfinite_skips(&self) -> u64 {
-        let host = self.inner.nonfinite_skips.load(Ordering::Relaxed);
-        let device = self.inner.device_skips.read();
-        if device > 0 && !self.inner.device_skips_logged.swap(true, Ordering::Relaxed) {
-            log::warn!(
-                "SubTrack: {device} parameter steps were skipped on the device for non-finite gradients"
-            );
-        }
-        host + device
-    }
-
-    /// Transfers from the device to the host that this optimizer's steps waited on: the
-    /// finite checks on the host and the subspace updates' small matrices. Zero growth
-    /// between two subspace updates means the per-step path is free of read-backs.
-    pub fn host_reads(&self) -> u64 {
-        self.inner.host_reads.load(Ordering::Relaxed)
-    }
-
-    /// Add 1 − `flag` to the device-side skip count.
-    fn count_device_skips(&self, flag: &Tensor<1>) {
-        let skipped = flag.clone().neg().add_scalar(1.0);
-        self.inner.device_skips.add(&skipped);
-    }
-
-    /// Subspace updates (geodesic steps or SVD refreshes) performed, initial bases excluded.
-    pub fn subspace_updates(&self) -> u64 {
-        self.inner.subspace_updates.load(Ordering::Relaxed)
-    }
-
-    /// Geodesic steps whose basis drifted past the tolerance and was re-orthonormalised
-    /// (reads the device-side count back where the tracking step ran as kernels).
-    pub fn reorthonormalizations(&self) -> u64 {
-        self.inner.reorthonormalizations.load(Ordering::Relaxed)
-            + self.inner.device_reorthonormalizations.read()
-    }
 }
 
 impl SubTrack {
@@ -220,9 +134,9 @@ impl SubTrack {
         };
         let (tensor, moment_1, moment_2) = match (flag, old) {
             (Some(flag), Some((w0, m0, v0))) => (
-                kernels::keep_on_skip(tensor, w0, flag),
-                kernels::keep_on_skip(moment_1, m0, flag),
-                kernels::keep_on_skip(moment_2, v0, flag),
+                keep_on_skip(tensor, w0, flag),
+                keep_on_skip(moment_1, m0, flag),
+                keep_on_skip(moment_2, v0, flag),
             ),
             _ => (tensor, moment_1, moment_2),
         };
@@ -236,61 +150,44 @@ impl SubTrack {
         )
     }
 
-    /// Whether this step's finite check is left to the device: the WGSL route is on and
-    /// usable, and the step reads nothing back anyway. Steps that find the first basis, a
-    /// GaLore refresh (host eigensolver) and a tracking step the kernels cannot run read
-    /// back and check on the host; so does a projected step that would start the limiter's
-    /// norm. (The portable path on a GPU checks on the host too: its device-side selects
-    /// cost more than the read-backs on lavapipe, 562–571 against 279–384 ms for a 20m
-    /// SubTrack++ step; no GPU has compared them.)
+    /// Whether this step's finite check is left to the device: the route finds the step
+    /// flag as it projects (the WGSL kernels), and the step reads nothing back anyway. Steps
+    /// that find the first basis, a GaLore refresh (host eigensolver) and a tracking step the
+    /// route cannot run on the device read back and check on the host; so does a projected
+    /// step that would start the limiter's norm. (The portable route checks on the host:
+    /// on a GPU its device-side selects would cost more than the read-back they save.)
     fn checks_on_device<const D: usize>(
         &self,
-        projected: bool,
+        ops: &dyn Ops,
+        sizes: Option<Sizes>,
         state: Option<&SubTrackState<D>>,
-        device: &Device,
     ) -> bool {
         let cfg = &self.config;
-        if !self.uses_wgsl(device) {
+        if !ops.checks_on_device() {
             return false;
         }
-        match state {
-            _ if !projected => true,
-            Some(SubTrackState::Projected(s)) => {
-                // Only a refresh step needs the tracking kernels' size plan.
-                let refresh_on_device = || {
-                    let ([a, r], b) = (s.basis.dims(), s.moment_1.dims()[1]);
-                    cfg.subspace_update == SubspaceUpdate::Geodesic
-                        && kernels::tracking_runs(a, r, b, s.basis.dtype(), device)
-                };
+        match (sizes, state) {
+            (None, _) => true,
+            (Some(sizes), Some(SubTrackState::Projected(s))) => {
+                let refreshes_on_device =
+                    || cfg.subspace_update == SubspaceUpdate::Geodesic && ops.tracks(sizes);
                 s.step > 0
-                    && (!s.step.is_multiple_of(cfg.update_interval) || refresh_on_device())
+                    && (!s.step.is_multiple_of(cfg.update_interval) || refreshes_on_device())
                     && (cfg.recovery_scaling == RecoveryScaling::Off || s.limiter_norm.is_some())
             }
             _ => false,
         }
     }
 
-    /// Whether the WGSL kernels are asked for and usable on `device`.
-    fn uses_wgsl(&self, device: &Device) -> bool {
-        self.config.wgsl_kernels && kernels::wgsl_available(device)
-    }
-
-    /// Whether this optimizer's recovery scaling runs on the portable path on `device`
-    /// (it is on, and the WGSL kernels are off or not usable there).
-    fn recovers_portably(&self, device: &Device) -> bool {
-        self.config.recovery_scaling != RecoveryScaling::Off && !self.uses_wgsl(device)
-    }
-
-    /// The kernels' route under this config: WGSL kernels and fused CPU loops as asked for.
-    fn route(&self) -> kernels::Route {
-        kernels::Route::new(self.config.wgsl_kernels, self.config.cpu_kernels)
-    }
-
-    /// One projected step; `decay` = 1 − lr·wd is applied here (fused with the update).
-    /// With [`FiniteCheck::Device`] the projection kernel finds the step flag while it reads
-    /// G, and the flag is returned for the skip count.
+    /// One projected step (docs/algorithm.md §2) on the route `ops`: subspace update,
+    /// projection, moment rotation and low-rank Adam, recovery scaling, weight update.
+    /// `decay` = 1 − lr·wd is applied with the update. With [`FiniteCheck::Device`] the
+    /// projection finds the step flag while it reads G, and the flag is returned for the
+    /// skip count.
+    #[allow(clippy::too_many_arguments)]
     fn projected_step(
         &self,
+        ops: &dyn Ops,
         lr: LearningRate,
         decay: f64,
         tensor: Tensor<2>,
@@ -304,14 +201,16 @@ impl SubTrack {
             FiniteCheck::Host { grad_sq } => (false, grad_sq),
         };
         let [m, n] = tensor.dims();
+        // §1: G is the gradient with the smaller side first (a transposed view where W is
+        // wide), so that the basis spans the smaller side.
         let (g, transposed) = canonical_gradient(grad);
         let [a, b] = g.dims();
-
         let mut state = match state {
             Some(s) => {
                 check_fits(&s, [m, n], cfg.rank);
                 s
             }
+            // §3: the initial basis.
             None => ProjectedState {
                 basis: top_singular_basis(&g, cfg.rank),
                 moment_1: Tensor::zeros([cfg.rank, b], (&g.device(), g.dtype())),
@@ -323,31 +222,31 @@ impl SubTrack {
         };
         debug_assert_eq!(state.basis.dims(), [a, cfg.rank]);
 
+        // §4 / §6: every T steps, the subspace update S → S' with C = S'ᵀS.
         let mut change = None;
         if state.step > 0 && state.step.is_multiple_of(cfg.update_interval) {
-            change = self.update_subspace(&mut state.basis, &g, on_device);
+            change = self.update_subspace(ops, &mut state.basis, &g, on_device);
         }
+
+        // §2: the projection G̃ = SᵀG. With the check on the device, it also makes the
+        // step's parameter buffer (every later kernel's values, and the flag it finds while
+        // reading G), which the later operations bind as it is.
+        let recovers = cfg.recovery_scaling != RecoveryScaling::Off;
         let rotation = change
             .as_ref()
             .filter(|_| cfg.projection_aware != ProjectionAware::Off)
-            .map(|(c, moved)| kernels::Rotation {
+            .map(|(c, moved)| Rotation {
                 change_of_basis: c,
                 variant: cfg.projection_aware,
                 moved: moved.as_ref(),
             });
-
-        let route = self.route();
-        let recovers = cfg.recovery_scaling != RecoveryScaling::Off;
-        let coefficients = kernels::UpdateCoefficients {
+        let coefficients = UpdateCoefficients {
             alpha: lr * self.adam.bias_correction(state.step + 1),
             decay,
             scale: cfg.scale,
         };
-        // With the check on the device, the projection makes the step's parameter buffer
-        // (every kernel's values, and the flag it finds while reading G), which the later
-        // kernels bind as it is.
         let (g_low, params) = if on_device {
-            let mut values = kernels::ParamValues::new()
+            let mut values = ParamValues::new()
                 .with_adam(&self.adam, rotation.map(|rot| rot.variant))
                 .with_update(
                     coefficients,
@@ -357,28 +256,31 @@ impl SubTrack {
                 values =
                     values.with_recovery(cfg.recovery_scaling, cfg.scale, cfg.norm_growth_limit);
             }
-            let (g_low, params) = kernels::project_packed(&state.basis, &g, route, values);
+            let (g_low, params) = route::project_packed_on(ops, &state.basis, &g, values);
             (g_low, Some(params))
         } else {
-            (kernels::project(&state.basis, &g, route), None)
+            (ops.project(&state.basis, &g, &[]).0, None)
         };
-        let flag = params.as_ref().map(kernels::StepFlag::Packed);
+        let flag = params.as_ref().map(StepFlag::Packed);
         state.step += 1;
-        let adam = kernels::adam(
+
+        // §5 and §2: the moments rotated into the new basis, then low-rank Adam:
+        // N = M' ⊘ (sqrt(V') + ε).
+        let adam = ops.adam(
             state.moment_1,
             state.moment_2,
             &g_low,
             &self.adam,
             rotation,
             flag,
-            route,
         );
         state.moment_1 = adam.moment_1;
         state.moment_2 = adam.moment_2;
-        // W' = d·(W − lr·c·(s·S·N + Λ)), with Λ folded into the back-projection (see
-        // `recovery`): S·L + G⊙ψ where L = s·N − k·G̃⊙ψ.
+
+        // §7: recovery scaling, W' = d·(W − lr·c·(s·S·N + Λ)), with Λ folded into the
+        // back-projection: S·L + G⊙ψ where L = s·N − k·G̃⊙ψ.
         let recovery = recovers.then(|| {
-            let inputs = kernels::RecoveryInputs {
+            let inputs = RecoveryInputs {
                 grad: &g,
                 transposed,
                 grad_sq: g_sq,
@@ -386,63 +288,61 @@ impl SubTrack {
                 normalized: &adam.normalized,
                 previous: state.limiter_norm.as_ref(),
             };
-            let scales = kernels::recovery(
+            let scales = ops.recovery(
                 inputs,
                 cfg.recovery_scaling,
                 cfg.scale,
                 cfg.norm_growth_limit,
                 flag,
-                route,
             );
             state.limiter_norm = Some(scales.norm);
-            kernels::RecoveryTerm {
+            RecoveryTerm {
                 grad: g,
                 psi: scales.scaled_phi,
                 g_low,
                 kept_weight: scales.kept_weight,
             }
         });
-        let inputs = kernels::UpdateInputs {
+
+        // §2: the back-projection and the weight update, in W's own layout.
+        let inputs = UpdateInputs {
             basis: &state.basis,
             normalized: adam.normalized,
             weight: tensor,
             transposed,
             recovery,
         };
-        let tensor = kernels::update(inputs, coefficients, flag, route);
+        let tensor = ops.update(inputs, coefficients, flag);
         (tensor, state, params.map(|p| p.flag()))
     }
 
-    /// Refresh the basis in place; returns C = S_newᵀ·S_old on the device when it moved,
-    /// with a device flag saying whether it moved where only the device knows (`on_device`:
-    /// the tracking step's kernels, no read-back; they also keep the basis where G is not
-    /// finite).
+    /// The subspace update (§4 geodesic, §6 SVD refresh), in place; returns C = S_newᵀ·S_old
+    /// on the device when it moved, with a device flag saying whether it moved where only
+    /// the device knows (`on_device`: the route's tracking step, no read-back; it also keeps
+    /// the basis where G is not finite).
     fn update_subspace(
         &self,
+        ops: &dyn Ops,
         basis: &mut Tensor<2>,
         g: &Tensor<2>,
         on_device: bool,
     ) -> Option<(Tensor<2>, Option<Tensor<1>>)> {
         let cfg = &self.config;
         let r = cfg.rank;
-        self.report
-            .inner
-            .subspace_updates
-            .fetch_add(1, Ordering::Relaxed);
+        self.report.count_subspace_update();
         match cfg.subspace_update {
             SubspaceUpdate::Geodesic if on_device => {
-                let step = kernels::track(
-                    basis,
-                    g,
-                    cfg.step_size,
-                    cfg.max_theta,
-                    cfg.orthonormality_tolerance,
-                )
-                .expect("checks_on_device chose the device route for this update");
+                let step = ops
+                    .track(
+                        basis,
+                        g,
+                        cfg.step_size,
+                        cfg.max_theta,
+                        cfg.orthonormality_tolerance,
+                    )
+                    .expect("checks_on_device chose the device route for this update");
                 self.report
-                    .inner
-                    .device_reorthonormalizations
-                    .add(&step.reorthonormalized);
+                    .count_device_reorthonormalizations(&step.reorthonormalized);
                 *basis = step.basis;
                 Some((step.change_of_basis, Some(step.moved)))
             }
@@ -455,10 +355,7 @@ impl SubTrack {
                     cfg.orthonormality_tolerance,
                 );
                 if step.reorthonormalized {
-                    self.report
-                        .inner
-                        .reorthonormalizations
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.report.count_reorthonormalization();
                 }
                 *basis = step.basis;
                 step.change_of_basis
@@ -481,7 +378,7 @@ impl SubTrack {
 enum FiniteCheck {
     /// The host has checked it (it was finite). `grad_sq`: G's column sums of squares, where
     /// the check formed them (the portable recovery scaling takes them, see
-    /// [`kernels::recovery`]).
+    /// [`Ops::recovery`]).
     Host { grad_sq: Option<Tensor<2>> },
     /// Left to the device: the projection kernel finds the step flag while it reads G.
     Device,
@@ -540,21 +437,28 @@ impl Optimizer for SubTrack {
         let reads = host::reads_on_this_thread();
         let dims = tensor.dims();
         let projected = self.is_projected(&dims);
-        let on_device = self.checks_on_device(projected, state.as_ref(), &tensor.device());
+        let sizes = projected.then(|| {
+            let (a, b, transposed) = canonical_layout(dims[0], dims[1]);
+            Sizes {
+                a,
+                r: self.config.rank,
+                b,
+                transposed,
+            }
+        });
+        let ops = route::choose(&self.config, &tensor.device(), tensor.dtype(), sizes);
+        let on_device = self.checks_on_device(&*ops, sizes, state.as_ref());
         let count_reads = || {
-            let reads = host::reads_on_this_thread() - reads;
             self.report
-                .inner
-                .host_reads
-                .fetch_add(reads, Ordering::Relaxed);
+                .count_host_reads(host::reads_on_this_thread() - reads);
         };
-        // The portable recovery scaling (SubTrack++) needs G's column sums of squares, and
-        // their total carries any NaN or ±∞ of G: one pass over G serves both.
-        let g_sq =
-            (projected && !on_device && self.recovers_portably(&tensor.device())).then(|| {
-                let (g, transposed) = canonical_gradient(grad.clone().reshape([dims[0], dims[1]]));
-                kernels::column_sq_fused(&g, transposed, self.route())
-            });
+        // Recovery scaling on the portable and CPU routes (SubTrack++) needs G's column sums
+        // of squares, and their total carries any NaN or ±∞ of G: one pass over G serves both.
+        let recovers = self.config.recovery_scaling != RecoveryScaling::Off;
+        let g_sq = (projected && !on_device && recovers && ops.takes_grad_sq()).then(|| {
+            let (g, transposed) = canonical_gradient(grad.clone().reshape([dims[0], dims[1]]));
+            ops.column_sq(&g, transposed)
+        });
         let finite = on_device
             || match &g_sq {
                 Some(sq) => host::all_finite_given(sq.clone().sum(), grad.clone()),
@@ -566,10 +470,7 @@ impl Optimizer for SubTrack {
             FiniteCheck::Host { grad_sq: g_sq }
         };
         if !finite {
-            self.report
-                .inner
-                .nonfinite_skips
-                .fetch_add(1, Ordering::Relaxed);
+            self.report.count_host_skip();
             log::warn!(
                 "SubTrack: non-finite gradient for a {:?} parameter at step {}; step skipped",
                 tensor.dims(),
@@ -591,6 +492,7 @@ impl Optimizer for SubTrack {
                 None => None,
             };
             let (w, s, flag) = self.projected_step(
+                &*ops,
                 lr,
                 decay,
                 tensor.reshape([m, n]),
@@ -612,7 +514,7 @@ impl Optimizer for SubTrack {
                 ),
                 None => None,
             };
-            let flag = on_device.then(|| kernels::step_flag(&grad));
+            let flag = on_device.then(|| route::step_flag(&grad));
             if let Some(flag) = &flag {
                 self.report.count_device_skips(flag);
             }

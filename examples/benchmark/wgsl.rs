@@ -4,9 +4,8 @@ use std::time::Instant;
 
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Distribution, Tensor};
-use subtrack::kernels::{
-    ColumnNorms, NormsChoice, ProjectionTile, RecoveryInputs, Route, TileChoice,
-};
+use subtrack::kernels::{ColumnNorms, NormsChoice, ProjectionTile, TileChoice};
+use subtrack::route::{self, RecoveryInputs, Route};
 use subtrack::{SubTrackConfig, kernels};
 use subtrack_llama::device::Picked;
 use subtrack_llama::{Llama, LlamaConfig, TrainConfig};
@@ -76,7 +75,7 @@ pub(crate) fn bench_kernels(
     // the optimizer step is dispatch rather than arithmetic.
     let floor_ms = {
         let (s, g) = inputs(64, 4, 64);
-        let kernel_ms = timed(&|| kernels::project(&s, &g, Route::WGSL), batch);
+        let kernel_ms = timed(&|| route::project(&s, &g, Route::WGSL), batch);
         let portable_ms = timed(&|| subtrack::basis::project(&s, &g), batch);
         eprintln!(
             "  launch floor, project 64×64 r=4: WGSL {kernel_ms:.4} ms, Burn matmul {portable_ms:.4} ms"
@@ -99,7 +98,7 @@ pub(crate) fn bench_kernels(
         let hooks = (kernels::projection_splits(), kernels::projection_tile());
         kernels::set_projection_splits(1);
         kernels::set_projection_tile(TileChoice::Tuned);
-        let kernel_ms = timed(&|| kernels::project(&s, &g, Route::WGSL), batch);
+        let kernel_ms = timed(&|| route::project(&s, &g, Route::WGSL), batch);
         kernels::set_projection_splits(hooks.0);
         kernels::set_projection_tile(hooks.1);
         let portable_ms = timed(&|| subtrack::basis::project(&s, &g), batch);
@@ -126,7 +125,7 @@ pub(crate) fn bench_kernels(
             (4, ProjectionTile::Block128),
         ];
         for (splits, tile) in variants {
-            let kernel_ms = timed(&|| kernels::project_split(&s, &g, splits, tile).0, batch);
+            let kernel_ms = timed(&|| route::project_split(&s, &g, splits, tile).0, batch);
             let label = match splits {
                 1 => format!("{tile} tiles"),
                 _ => format!("{tile} tiles, split-K ×{splits}"),
@@ -159,7 +158,7 @@ pub(crate) fn bench_kernels(
                 normalized: &n,
                 previous: Some(&previous),
             };
-            kernels::recovery(
+            route::recovery(
                 inputs,
                 c.recovery_scaling,
                 c.scale,
@@ -206,7 +205,7 @@ pub(crate) fn bench_kernels(
         // One call per sync: each takes milliseconds, and the portable step reads back.
         let kernel_ms = timed(
             &|| {
-                kernels::track(&basis, &g, 1e-3, None, 1e-5)
+                route::track(&basis, &g, 1e-3, None, 1e-5)
                     .expect("tracking kernels run")
                     .basis
             },

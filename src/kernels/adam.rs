@@ -16,7 +16,7 @@ pub fn plan(r: usize, b: usize, limits: Limits) -> bool {
 }
 
 /// (M', V', N) from M, V, G̃ (r×b), the parameter buffer `params` (β1, 1−β1, β2, 1−β2, ε,
-/// v_scale, moved, flag; `params.rs`) and, when rotating, C (r×r). The caller ([`super::adam`]) has checked the runtime, the dtypes
+/// v_scale, moved, flag; `params.rs`) and, when rotating, C (r×r). The caller ([`crate::route::adam`]) has checked the runtime, the dtypes
 /// and [`plan`].
 pub fn launch(
     moment_1: CubeTensor,
@@ -60,7 +60,7 @@ pub fn launch(
             .with("b", b)
             .with("rotate", rotate)
             .with("j_block", j_block);
-        super::launch::count_launch("adam", [r, r, b]);
+        crate::launches::count_launch("adam", [r, r, b]);
         client.launch(
             Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),
             CubeCount::Static(blocks as u32, r.div_ceil(BLOCK) as u32, 1),

@@ -112,7 +112,7 @@ pub fn split_plan(a: usize, r: usize, b: usize, splits: usize, limits: Limits) -
 /// up by `project_reduce.wgsl` into G̃ (r×b), and `head` followed by the step flag (0 where
 /// G holds NaN or ±∞). More workgroups than [`launch`] when r×b is small next to a, at the
 /// cost of the partial sums' memory (transient) and a pass over them. The caller
-/// ([`super::project_split`], or the autotuner) has checked the runtime, the dtype and
+/// ([`crate::route::project_split`], or the autotuner) has checked the runtime, the dtype and
 /// [`split_plan`].
 pub fn launch_split(
     basis: CubeTensor,
@@ -125,7 +125,7 @@ pub fn launch_split(
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = g.meta.shape()[1];
     let (partials, flag) = launch_with(basis, g, splits, tile, limits, head);
-    super::launch::count_launch("project_reduce", [a, r, b]);
+    crate::launches::count_launch("project_reduce", [a, r, b]);
     (reduce(partials, splits, limits), flag)
 }
 
@@ -237,12 +237,12 @@ fn launch_with(
                 .with("k_chunk", k_chunk.unwrap_or(k1 - k0))
                 .with("g_transposed", g_transposed)
                 .with("flag_at", head.len());
-            super::launch::count_launch(name, [a, r, b]);
+            crate::launches::count_launch(name, [a, r, b]);
             if g_transposed {
-                super::launch::count_launch("project: Gᵀ in place", [a, r, b]);
+                crate::launches::count_launch("project: Gᵀ in place", [a, r, b]);
             }
             if tile == ProjectionTile::Block128 {
-                super::launch::count_launch("project: 128×128 tiles", [a, r, b]);
+                crate::launches::count_launch("project: 128×128 tiles", [a, r, b]);
             }
             client.launch(
                 Box::new(SourceKernel::new(kernel, cube_dim)),

@@ -124,12 +124,12 @@ pub fn launch_with(
                 .with("g_transposed", g_transposed);
             (kernel, CubeCount::Static(b.div_ceil(GROUP) as u32, 1, 1))
         };
-        super::launch::count_launch("recovery", [a, r, b]);
+        crate::launches::count_launch("recovery", [a, r, b]);
         if g_transposed {
-            super::launch::count_launch("recovery: Gᵀ in place", [a, r, b]);
+            crate::launches::count_launch("recovery: Gᵀ in place", [a, r, b]);
         }
         if tiled {
-            super::launch::count_launch("recovery: tiled", [a, r, b]);
+            crate::launches::count_launch("recovery: tiled", [a, r, b]);
         }
         client.launch(
             Box::new(SourceKernel::new(kernel, CubeDim::new_1d(GROUP as u32))),
@@ -156,7 +156,7 @@ pub fn launch_with(
         .with("has_previous", has_previous)
         .with("g_blocks", g_blocks)
         .with("r_blocks", r_blocks);
-    super::launch::count_launch("recovery_limit", [a, r, b]);
+    crate::launches::count_launch("recovery_limit", [a, r, b]);
     client.launch(
         Box::new(SourceKernel::new(kernel, CubeDim::new_1d(GROUP as u32))),
         CubeCount::Static(1, 1, 1),

@@ -62,7 +62,7 @@ pub fn product(x: CubeTensor, y: CubeTensor, limit: usize) -> CubeTensor {
             .with("m", r1 - r0)
             .with("n", n)
             .with("k", k);
-        super::launch::count_launch("tangent", [m, n, k]);
+        crate::launches::count_launch("tangent", [m, n, k]);
         x.client.launch(
             Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),
             CubeCount::Static(
@@ -91,7 +91,7 @@ pub fn top_singular(normal: CubeTensor, powered: CubeTensor, params: CubeTensor)
     let kernel = Templated::new("top_singular", TOP_SINGULAR)
         .with("r", r)
         .with("refine", REFINE);
-    super::launch::count_launch("top_singular", [r, r, r]);
+    crate::launches::count_launch("top_singular", [r, r, r]);
     normal.client.launch(
         Box::new(SourceKernel::new(kernel, CubeDim::new_1d(256))),
         CubeCount::Static(1, 1, 1),
@@ -120,7 +120,7 @@ pub fn geodesic_step(
     let kernel = Templated::new("geodesic_step", GEODESIC_STEP)
         .with("a", a)
         .with("r", r);
-    super::launch::count_launch("geodesic_step", [a, r, r]);
+    crate::launches::count_launch("geodesic_step", [a, r, r]);
     basis.client.launch(
         Box::new(SourceKernel::new(kernel, CubeDim::new_1d(64))),
         CubeCount::Static(
@@ -149,7 +149,7 @@ pub fn reorthonormalize(gram: CubeTensor, params: CubeTensor) -> (CubeTensor, Cu
     let factor = empty_f32(&gram, Shape::from([r, r]));
     let status = empty_f32(&gram, Shape::from([1]));
     let kernel = Templated::new("reorthonormalize", REORTHONORMALIZE).with("r", r);
-    super::launch::count_launch("reorthonormalize", [r, r, r]);
+    crate::launches::count_launch("reorthonormalize", [r, r, r]);
     gram.client.launch(
         Box::new(SourceKernel::new(kernel, CubeDim::new_1d(256))),
         CubeCount::Static(1, 1, 1),

@@ -58,7 +58,7 @@ pub fn plan(a: usize, r: usize, b: usize, transposed: bool, limits: Limits) -> O
 /// W' = d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ, from the parameter buffer
 /// `scalars` (α, d, s, k, flag; `params.rs`);
 /// `recovery` holds (G, ψ, G̃) when recovery scaling is on. S, W and G over the binding
-/// limit are updated in row chunks (left layout only). The caller ([`super::update`]) has
+/// limit are updated in row chunks (left layout only). The caller ([`crate::route::update`]) has
 /// checked the runtime, the dtypes and [`plan`]. W's layout, the tile and the limits come
 /// from `how`.
 pub fn launch(
@@ -134,12 +134,12 @@ pub fn launch(
                 .with("recovery_bindings", bindings)
                 .with("recovery_low", low)
                 .with("recovery_term", term);
-            super::launch::count_launch("update", [a, r, b]);
+            crate::launches::count_launch("update", [a, r, b]);
             if in_place {
-                super::launch::count_launch("update: Gᵀ in place", [a, r, b]);
+                crate::launches::count_launch("update: Gᵀ in place", [a, r, b]);
             }
             if tile == ProjectionTile::Block128 {
-                super::launch::count_launch("update: 128×128 tiles", [a, r, b]);
+                crate::launches::count_launch("update: 128×128 tiles", [a, r, b]);
             }
             client.launch(
                 Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),

@@ -2,8 +2,9 @@
 
 use burn::tensor::{Device, Tensor};
 use subtrack::ProjectionAware;
-use subtrack::kernels::{self, Rotation, Route, StepFlag};
+use subtrack::kernels;
 use subtrack::moments::AdamParams;
+use subtrack::route::{self, Rotation, Route, StepFlag};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};
@@ -81,7 +82,7 @@ fn adam_kernel_matches_the_portable_path() {
                 let flag = flag.map(|f| Tensor::<1>::from_floats([f], dev));
                 let moved = (!moved).then(|| Tensor::<1>::from_floats([0.0], dev));
                 let c_dev = upload(&c, dev);
-                let out = kernels::adam(
+                let out = route::adam(
                     upload(&m, dev),
                     upload(&v, dev),
                     &upload(&g, dev),

@@ -2,8 +2,9 @@
 
 use burn::tensor::Device;
 use subtrack::ProjectionAware;
-use subtrack::kernels::{self, Rotation, Route, UpdateCoefficients, UpdateInputs};
+use subtrack::kernels;
 use subtrack::moments::AdamParams;
+use subtrack::route::{self, Rotation, Route, UpdateCoefficients, UpdateInputs};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload};
@@ -77,7 +78,7 @@ fn fused_cpu_update_leaves_a_shared_weight_intact() {
                 transposed,
                 recovery: recovery.then(|| case.recovery(&cpu)),
             };
-            let stepped = download(kernels::update(inputs, c, None, Route::CPU));
+            let stepped = download(route::update(inputs, c, None, Route::CPU));
             let name = format!("transposed {transposed}, recovery {recovery}");
             assert_eq!(
                 download(kept).data,
@@ -125,9 +126,9 @@ fn fused_cpu_column_sums_match_the_portable_path() {
         ];
         for (what, x, transposed, expected) in cases {
             let before = kernels::launches("column_sq: flex", [a, 0, b]);
-            let fused = download(kernels::column_sq_fused(&x, transposed, Route::CPU));
+            let fused = download(route::column_sq_fused(&x, transposed, Route::CPU));
             assert_eq!(kernels::launches("column_sq: flex", [a, 0, b]), before + 1);
-            let portable = download(kernels::column_sq_fused(&x, transposed, Route::PORTABLE));
+            let portable = download(route::column_sq_fused(&x, transposed, Route::PORTABLE));
             let expected = Mat {
                 rows: 1,
                 cols: b,
@@ -200,20 +201,20 @@ fn fused_cpu_projection_matches_the_portable_path() {
         for (what, basis, s_ref, grad, g_ref) in cases {
             let expected = round(s_ref).t().mul(&round(g_ref));
             let before = kernels::launches("project: flex", [a, r, b]);
-            let fused = download(kernels::project(&basis, &grad, Route::CPU));
+            let fused = download(route::project(&basis, &grad, Route::CPU));
             assert_eq!(
                 kernels::launches("project: flex", [a, r, b]),
                 before + 1,
                 "{a}×{r}×{b} {what}: the fused projection did not run"
             );
-            let portable = download(kernels::project(&basis, &grad, Route::PORTABLE));
+            let portable = download(route::project(&basis, &grad, Route::PORTABLE));
             assert_eq!((fused.rows, fused.cols), (r, b));
             let case = format!("{a}×{r}×{b} {what}");
             assert_close(&fused, &portable, 1e-6, format_args!("{case}: vs portable"));
             assert_close(&fused, &expected, 1e-5, format_args!("{case}: vs f64"));
             // With the step flag: the same fused projection, and G's flag from a pass of its
             // own (1 here: every element is finite).
-            let (checked, flag) = kernels::project_checked(&basis, &grad, Route::CPU);
+            let (checked, flag) = route::project_checked(&basis, &grad, Route::CPU);
             assert_eq!(
                 kernels::launches("project: flex", [a, r, b]),
                 before + 2,
@@ -233,7 +234,7 @@ fn fused_cpu_projection_matches_the_portable_path() {
         let mut g_bad = g.clone();
         g_bad.data[39 * 70 + 69] = bad;
         let (_, flag) =
-            kernels::project_checked(&upload(&basis, &cpu), &upload(&g_bad, &cpu), Route::CPU);
+            route::project_checked(&upload(&basis, &cpu), &upload(&g_bad, &cpu), Route::CPU);
         assert_eq!(flag.into_scalar::<f32>(), 0.0, "{bad} in G");
     }
 }
@@ -264,7 +265,7 @@ fn fused_cpu_adam_matches_the_portable_path() {
             let run = |fused: bool| {
                 let (m_dev, v_dev) = (upload(&m, &cpu), upload(&v, &cpu));
                 let kept = (m_dev.clone(), v_dev.clone());
-                let out = kernels::adam(
+                let out = route::adam(
                     m_dev,
                     v_dev,
                     &upload(&g, &cpu),

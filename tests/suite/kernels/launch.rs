@@ -3,8 +3,9 @@
 
 use burn::tensor::Device;
 use subtrack::ProjectionAware;
-use subtrack::kernels::{self, Limits, Rotation, Route, UpdateCoefficients};
+use subtrack::kernels::{self, Limits};
 use subtrack::moments::AdamParams;
+use subtrack::route::{self, Rotation, Route, UpdateCoefficients};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};
@@ -26,7 +27,7 @@ fn projection_splits_tensors_over_the_binding_limit() {
     let expected = s.t().mul(&g);
     let (s_dev, g_dev) = (upload(&s, &device), upload(&g, &device));
     let before = kernels::launches("project", [a, r, b]);
-    let got = download(kernels::project_checked(&s_dev, &g_dev, wgsl_within(46_080)).0);
+    let got = download(route::project_checked(&s_dev, &g_dev, wgsl_within(46_080)).0);
     assert_eq!(
         kernels::launches("project", [a, r, b]),
         before + 3,
@@ -36,7 +37,7 @@ fn projection_splits_tensors_over_the_binding_limit() {
     // A transposed view over the limit is laid out a×b and chunked the same way.
     let viewed = stored(&g, true, &device);
     let in_place = kernels::launches("project: Gᵀ in place", [a, r, b]);
-    let got = download(kernels::project_checked(&s_dev, &viewed, wgsl_within(46_080)).0);
+    let got = download(route::project_checked(&s_dev, &viewed, wgsl_within(46_080)).0);
     assert_eq!(
         kernels::launches("project", [a, r, b]),
         before + 6,
@@ -50,7 +51,7 @@ fn projection_splits_tensors_over_the_binding_limit() {
     assert_close(&got, &expected, 1e-5, "chunked view vs f64");
     let before = before + 3;
     // A limit under 64 rows cannot be chunked with aligned offsets: Burn's matmul runs.
-    let fallback = download(kernels::project_checked(&s_dev, &g_dev, wgsl_within(10_000)).0);
+    let fallback = download(route::project_checked(&s_dev, &g_dev, wgsl_within(10_000)).0);
     assert_eq!(
         kernels::launches("project", [a, r, b]),
         before + 3,
@@ -60,7 +61,7 @@ fn projection_splits_tensors_over_the_binding_limit() {
     // The step flag comes from the same pass over G, in every chunk: 1 for this G, 0 when a
     // NaN or −∞ sits in the last chunk, on the kernel and on the fallback alike.
     let flag = |g: &Mat, limit: usize| {
-        let (_, f) = kernels::project_checked(&s_dev, &upload(g, &device), wgsl_within(limit));
+        let (_, f) = route::project_checked(&s_dev, &upload(g, &device), wgsl_within(limit));
         f.into_scalar::<f32>()
     };
     assert_eq!(flag(&g, 46_080), 1.0);
@@ -123,7 +124,7 @@ fn wide_matrices_take_several_launches_past_the_workgroup_limit() {
     let s = orthonormal(a, r, &mut rng);
     let g = rng.mat(a, b);
     let before = kernels::launches("project", [a, r, b]);
-    let got = download(kernels::project(
+    let got = download(route::project(
         &upload(&s, &device),
         &upload(&g, &device),
         Route::WGSL.within(narrow),
@@ -150,7 +151,7 @@ fn wide_matrices_take_several_launches_past_the_workgroup_limit() {
             variant: ProjectionAware::Paper,
             moved: None,
         };
-        let out = kernels::adam(
+        let out = route::adam(
             upload(&m, dev),
             upload(&v, dev),
             &upload(&g_low, dev),

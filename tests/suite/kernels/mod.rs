@@ -17,7 +17,8 @@ mod tune;
 mod update;
 
 use burn::tensor::{Device, Tensor};
-use subtrack::kernels::{Limits, Route};
+use subtrack::kernels::Limits;
+use subtrack::route::Route;
 
 use crate::reference::{Mat, Rng};
 use crate::upload;

@@ -4,11 +4,12 @@
 
 use burn::tensor::Device;
 use subtrack::RecoveryScaling;
-use subtrack::kernels::{
+use subtrack::kernels;
+use subtrack::moments::AdamParams;
+use subtrack::route::{
     self, ParamValues, RecoveryInputs, RecoveryTerm, Route, StepFlag, UpdateCoefficients,
     UpdateInputs,
 };
-use subtrack::moments::AdamParams;
 
 use crate::reference::{Mat, Rng};
 use crate::{download, upload, wgpu_device};
@@ -46,7 +47,7 @@ fn step_values() -> ParamValues {
 
 /// One step on `route`: (M', V', W', flag). With `packed`, the projection makes the
 /// parameter buffer from `packed`'s values and the kernels take it as their flag; else the
-/// flag is [`kernels::project_checked`]'s own.
+/// flag is [`route::project_checked`]'s own.
 fn run(
     case: &Step,
     g: &Mat,
@@ -57,11 +58,11 @@ fn run(
     let (s, g) = (upload(&case.basis, dev), upload(g, dev));
     let (g_low, params, bare) = match packed {
         Some(values) => {
-            let (g_low, params) = kernels::project_packed(&s, &g, route, values);
+            let (g_low, params) = route::project_packed(&s, &g, route, values);
             (g_low, Some(params), None)
         }
         None => {
-            let (g_low, flag) = kernels::project_checked(&s, &g, route);
+            let (g_low, flag) = route::project_checked(&s, &g, route);
             (g_low, None, Some(flag))
         }
     };
@@ -71,7 +72,7 @@ fn run(
         _ => unreachable!(),
     };
     let [m, v] = case.moments.each_ref().map(|x| upload(x, dev));
-    let adam = kernels::adam(m, v, &g_low, &ADAM, None, Some(flag), route);
+    let adam = route::adam(m, v, &g_low, &ADAM, None, Some(flag), route);
     let inputs = RecoveryInputs {
         grad: &g,
         transposed: false,
@@ -80,7 +81,7 @@ fn run(
         normalized: &adam.normalized,
         previous: None,
     };
-    let scales = kernels::recovery(
+    let scales = route::recovery(
         inputs,
         RECOVERY,
         COEFFICIENTS.scale,
@@ -101,7 +102,7 @@ fn run(
             kept_weight: scales.kept_weight,
         }),
     };
-    let w = kernels::update(inputs, COEFFICIENTS, Some(flag), route);
+    let w = route::update(inputs, COEFFICIENTS, Some(flag), route);
     let out = [adam.moment_1, adam.moment_2, w].map(|t| download(t).data);
     (out, flag_value)
 }

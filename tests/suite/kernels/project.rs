@@ -5,7 +5,8 @@ use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor, TensorData};
 use subtrack::SubTrackConfig;
 use subtrack::basis;
-use subtrack::kernels::{self, Limits, ProjectionTile, Route, TileChoice};
+use subtrack::kernels::{self, Limits, ProjectionTile, TileChoice};
+use subtrack::route::{self, Route};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};
@@ -41,7 +42,7 @@ fn projection_kernel_matches_the_portable_path() {
             let g_dev = stored(&g, view, &device);
             let before = kernels::launches("project", [a, r, b]);
             let in_place = kernels::launches("project: Gᵀ in place", [a, r, b]);
-            let (got, flag) = kernels::project_checked(&s_dev, &g_dev, Route::WGSL);
+            let (got, flag) = route::project_checked(&s_dev, &g_dev, Route::WGSL);
             let got = download(got);
             assert_eq!(
                 kernels::launches("project", [a, r, b]),
@@ -70,7 +71,7 @@ fn projection_kernel_matches_the_portable_path() {
                 let mut g_bad = g.clone();
                 g_bad.data[a * b - 1] = bad;
                 let (_, flag) =
-                    kernels::project_checked(&s_dev, &stored(&g_bad, view, &device), Route::WGSL);
+                    route::project_checked(&s_dev, &stored(&g_bad, view, &device), Route::WGSL);
                 assert_eq!(flag.into_scalar::<f32>(), 0.0, "{case}: {bad}");
             }
         }
@@ -104,7 +105,7 @@ fn split_projection_matches_the_portable_path() {
         let before = kernels::launches("project_split", [a, r, b]);
         let reduced = kernels::launches("project_reduce", [a, r, b]);
         let wide = kernels::launches("project: 128×128 tiles", [a, r, b]);
-        let (got, flag) = kernels::project_split(&s_dev, &g_dev, splits, tile);
+        let (got, flag) = route::project_split(&s_dev, &g_dev, splits, tile);
         let got = download(got);
         assert_eq!(
             kernels::launches("project_split", [a, r, b]),
@@ -133,7 +134,7 @@ fn split_projection_matches_the_portable_path() {
         assert_eq!(flag.into_scalar::<f32>(), 1.0);
         // A NaN in the last row (the last non-empty split).
         g.data[(a - 1) * b + 2] = f64::NAN;
-        let (_, flag) = kernels::project_split(&s_dev, &upload(&g, &device), splits, tile);
+        let (_, flag) = route::project_split(&s_dev, &upload(&g, &device), splits, tile);
         assert_eq!(
             flag.into_scalar::<f32>(),
             0.0,
@@ -239,7 +240,7 @@ fn wide_tile_projection_matches_the_portable_path() {
             let case = format!("{a}×{r}×{b}, view {view}");
             let project = |g: &Mat| {
                 kernels::set_projection_tile(ProjectionTile::Block128);
-                let out = kernels::project_checked(&s_dev, &stored(g, view, &device), route);
+                let out = route::project_checked(&s_dev, &stored(g, view, &device), route);
                 kernels::set_projection_tile(TileChoice::Tuned);
                 out
             };
@@ -285,7 +286,7 @@ fn projection_falls_back_off_wgsl() {
         TensorData::new((0..12).map(|x| x as f32).collect::<Vec<_>>(), [3, 4]),
         &device,
     );
-    let got: Vec<f32> = kernels::project(&s, &g, Route::WGSL)
+    let got: Vec<f32> = route::project(&s, &g, Route::WGSL)
         .into_data()
         .try_into_vec()
         .unwrap();

@@ -2,7 +2,8 @@
 
 use burn::tensor::{Device, Tensor};
 use subtrack::RecoveryScaling;
-use subtrack::kernels::{self, ColumnNorms, NormsChoice, RecoveryInputs, StepFlag};
+use subtrack::kernels::{self, ColumnNorms, NormsChoice};
+use subtrack::route::{self, RecoveryInputs, StepFlag};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};
@@ -93,7 +94,7 @@ fn recovery_kernels_match_the_portable_path() {
                         previous: prev.as_ref(),
                     };
                     let route = wgsl_within(limit);
-                    let out = kernels::recovery(
+                    let out = route::recovery(
                         inputs,
                         variant,
                         scale,

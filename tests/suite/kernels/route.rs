@@ -2,7 +2,7 @@
 
 use burn::optim::Optimizer;
 use burn::tensor::Tensor;
-use subtrack::kernels::{self};
+use subtrack::kernels;
 use subtrack::{SubTrackConfig, SubTrackState};
 
 use crate::reference::Rng;

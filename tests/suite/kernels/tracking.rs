@@ -3,7 +3,8 @@
 
 use burn::tensor::{Device, Tensor};
 use subtrack::geodesic;
-use subtrack::kernels::{self};
+use subtrack::kernels;
+use subtrack::route::{self};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};
@@ -51,7 +52,7 @@ fn tracking_kernels_match_the_host_geodesic_step() {
         let eta = target / geodesic::geodesic_step(&s_cpu, &g_cpu, 1.0, None, tol).sigma;
         let host = geodesic::geodesic_step(&s_cpu, &g_cpu, eta, max_theta, tol);
         let before = kernels::launches("geodesic_step", [a, r, r]);
-        let got = kernels::track(&s_dev, &g_dev, eta, max_theta, tol).expect("the kernels run");
+        let got = route::track(&s_dev, &g_dev, eta, max_theta, tol).expect("the kernels run");
         let case = format!("{a}×{r}×{b}, η {eta}, θ_max {max_theta:?}, tol {tol}, off {off}");
         if off > 0.0 {
             assert!(
@@ -122,7 +123,7 @@ fn tracking_kernels_match_the_host_geodesic_step() {
     let (a, r, b) = (40, 5, 60);
     let s = orthonormal(a, r, &mut rng);
     let g = rng.mat(a, b);
-    let got = kernels::track(&upload(&s, &device), &upload(&g, &device), 10.0, None, 1e-5).unwrap();
+    let got = route::track(&upload(&s, &device), &upload(&g, &device), 10.0, None, 1e-5).unwrap();
     assert!(scalar(got.theta) > 100.0);
     let basis = download(got.basis);
     assert!(drift(&basis) < 1e-5, "large θ: drift {}", drift(&basis));
@@ -141,7 +142,7 @@ fn tracking_kernels_match_the_host_geodesic_step() {
     inf.data[b * 3 + 2] = f64::INFINITY;
     for (g, finite) in [(&inside, true), (&nan, false), (&inf, false)] {
         let step =
-            kernels::track(&upload(&s, &device), &upload(g, &device), 1e-2, None, 1e-5).unwrap();
+            route::track(&upload(&s, &device), &upload(g, &device), 1e-2, None, 1e-5).unwrap();
         assert_eq!(scalar(step.flag), if finite { 1.0 } else { 0.0 });
         assert_eq!(scalar(step.moved), 0.0);
         assert_eq!(download(step.basis).data, upload_roundtrip(&s));

@@ -3,10 +3,8 @@
 //! below it they run the 64×64 tile untimed.
 
 use burn::tensor::{Device, Tensor};
-use subtrack::kernels::{
-    self, ColumnNorms, ProjectionTile, RecoveryInputs, Route, TUNED_MIN_MACS, TunedTile,
-    UpdateCoefficients,
-};
+use subtrack::kernels::{self, ColumnNorms, ProjectionTile, TUNED_MIN_MACS, TunedTile};
+use subtrack::route::{self, RecoveryInputs, Route, UpdateCoefficients};
 use subtrack::{RecoveryScaling, basis};
 
 use crate::reference::Rng;
@@ -59,10 +57,10 @@ fn tuned_projection_runs_the_chosen_tile() {
     let (s_dev, g_dev) = (upload(&s, &device), stored(&g, true, &device));
     let sizes = [a, r, b];
     // The first call tunes (unless CubeCL's persistent cache already knows the shape).
-    let first = download(kernels::project(&s_dev, &g_dev, Route::WGSL));
+    let first = download(route::project(&s_dev, &g_dev, Route::WGSL));
     let chosen = kernels::tuned_tile("project", sizes).expect("a tile was chosen");
     let before = launches("project", sizes);
-    let again = download(kernels::project(&s_dev, &g_dev, Route::WGSL));
+    let again = download(route::project(&s_dev, &g_dev, Route::WGSL));
     assert_eq!(
         launches("project", sizes),
         after_one(before, chosen),
@@ -78,7 +76,7 @@ fn tuned_projection_runs_the_chosen_tile() {
     assert!(a * r * b >= TUNED_MIN_MACS);
     let short = orthonormal(a, r, &mut rng);
     let g = rng.mat(a, b);
-    let got = download(kernels::project(
+    let got = download(route::project(
         &upload(&short, &device),
         &upload(&g, &device),
         Route::WGSL,
@@ -97,7 +95,7 @@ fn tuned_projection_runs_the_chosen_tile() {
     let g = rng.mat(a, b);
     let before = launches("project", [a, r, b]);
     // Read back: with fusion on, the launch runs when the stream is flushed.
-    download(kernels::project(&s_dev, &upload(&g, &device), Route::WGSL));
+    download(route::project(&s_dev, &upload(&g, &device), Route::WGSL));
     let untuned = TunedTile {
         tile: ProjectionTile::Block64,
         splits: 1,
@@ -170,7 +168,7 @@ fn tuned_recovery_runs_the_chosen_norms() {
                 normalized: &n,
                 previous: Some(&prev),
             };
-            let out = kernels::recovery(inputs, variant, scale, zeta, None, Route::WGSL);
+            let out = route::recovery(inputs, variant, scale, zeta, None, Route::WGSL);
             let norm = out.norm.into_scalar::<f32>() as f64;
             (download(out.scaled_phi), norm)
         };

@@ -2,10 +2,8 @@
 //! for the 128×128 tile).
 
 use burn::tensor::{Device, Tensor};
-use subtrack::kernels::{
-    self, Limits, ProjectionTile, RecoveryTerm, Route, StepFlag, TileChoice, UpdateCoefficients,
-    UpdateInputs,
-};
+use subtrack::kernels::{self, Limits, ProjectionTile, TileChoice};
+use subtrack::route::{self, RecoveryTerm, Route, StepFlag, UpdateCoefficients, UpdateInputs};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};
@@ -109,7 +107,7 @@ impl UpdateCase {
             transposed: self.transposed,
             recovery: recovery.then(|| self.recovery(device)),
         };
-        download(kernels::update(
+        download(route::update(
             inputs,
             c,
             flag.as_ref().map(StepFlag::from),

@@ -1,6 +1,6 @@
 //! The parameter buffer of the WGSL kernels: one small f32 tensor per projected step that
 //! holds every kernel's host values and the device-side flags. The optimizer has it made by
-//! the projection ([`super::project_packed`]), whose kernel writes the step flag into it, so
+//! the projection ([`project_packed`](crate::route::project_packed)), whose kernel writes the step flag into it, so
 //! a step uploads one buffer and concatenates nothing; a kernel called on its own builds
 //! one.
 //!
@@ -14,23 +14,24 @@
 //! | 12 | moved: 1 = the basis changed (rotate the moments), 0 = it did not | adam |
 //! | 13 | the step flag: 1 = step, 0 = skip (G held NaN or ±∞) | all three |
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
-use super::UpdateCoefficients;
 use crate::config::{ProjectionAware, RecoveryScaling};
+use crate::launches::count_launch;
 use crate::moments::AdamParams;
+use crate::ops::UpdateCoefficients;
 use crate::recovery::kept_weight;
 
 /// First slot of low-rank Adam's values.
-pub(super) const ADAM: usize = 0;
+pub(crate) const ADAM: usize = 0;
 /// First slot of the recovery limiter's values.
-pub(super) const RECOVERY: usize = 6;
+pub(crate) const RECOVERY: usize = 6;
 /// First slot of the weight update's values.
-pub(super) const UPDATE: usize = 8;
+pub(crate) const UPDATE: usize = 8;
 /// Slot of the "moved" flag.
-pub(super) const MOVED: usize = 12;
+pub(crate) const MOVED: usize = 12;
 /// Slot of the step flag, the last.
-pub(super) const FLAG: usize = 13;
+pub(crate) const FLAG: usize = 13;
 
 /// The host values of a parameter buffer: the kernels' slots 0–11 of the layout above. Unset
 /// slots are 0. Moved is 1 (the basis moved) unless a kernel's own device flag replaces it.
@@ -66,7 +67,7 @@ impl ParamValues {
     }
 
     /// With `values` from slot `first` on.
-    pub(super) fn with(mut self, first: usize, values: &[f64]) -> Self {
+    pub(crate) fn with(mut self, first: usize, values: &[f64]) -> Self {
         for (slot, &x) in self.0[first..first + values.len()].iter_mut().zip(values) {
             *slot = x as f32;
         }
@@ -74,7 +75,7 @@ impl ParamValues {
     }
 
     /// Whether slots `first` … hold `values` (as f32).
-    pub(super) fn holds(&self, first: usize, values: &[f64]) -> bool {
+    pub(crate) fn holds(&self, first: usize, values: &[f64]) -> bool {
         self.0[first..first + values.len()]
             .iter()
             .zip(values)
@@ -82,27 +83,27 @@ impl ParamValues {
     }
 
     /// Slots 0–12, the part before the step flag (moved = 1).
-    pub(super) fn head(&self) -> Vec<f32> {
+    pub(crate) fn head(&self) -> Vec<f32> {
         self.0.iter().copied().chain([1.0]).collect()
     }
 
     /// The buffer on `device`: these values, `moved` (a device flag \[1\]; 1 where `None`)
-    /// and the step flag `flag` (\[1\]; 1 where `None`), by [`super::with_flags`]: one
+    /// and the step flag `flag` (\[1\]; 1 where `None`), by [`with_flags`]: one
     /// upload where both are `None`, else an upload and a concatenation.
-    pub(super) fn upload(
+    pub(crate) fn upload(
         &self,
         moved: Option<&Tensor<1>>,
         flag: Option<&Tensor<1>>,
         device: &Device,
     ) -> Tensor<1> {
         let values: Vec<f64> = self.0.iter().map(|&x| f64::from(x)).collect();
-        super::with_flags(&values, &[moved, flag], device)
+        with_flags(&values, &[moved, flag], device)
     }
 }
 
 /// Low-rank Adam's values: β1, 1 − β1, β2, 1 − β2, ε, v_scale (1 − β2 for the authors'
 /// code's rotation, else 1).
-pub(super) fn adam_values(adam: &AdamParams, rotation: Option<ProjectionAware>) -> [f64; 6] {
+pub(crate) fn adam_values(adam: &AdamParams, rotation: Option<ProjectionAware>) -> [f64; 6] {
     let v_scale = match rotation {
         Some(ProjectionAware::Code) => 1.0 - adam.beta_2,
         _ => 1.0,
@@ -118,22 +119,22 @@ pub(super) fn adam_values(adam: &AdamParams, rotation: Option<ProjectionAware>) 
 }
 
 /// The recovery limiter's values: 2k − k² (k the kept weight) and ζ.
-pub(super) fn recovery_values(variant: RecoveryScaling, scale: f64, growth_limit: f64) -> [f64; 2] {
+pub(crate) fn recovery_values(variant: RecoveryScaling, scale: f64, growth_limit: f64) -> [f64; 2] {
     let k = kept_weight(variant, scale);
     [2.0 * k - k * k, growth_limit]
 }
 
 /// The weight update's values: α, d, s and the kept weight k (0 without recovery).
-pub(super) fn update_values(c: UpdateCoefficients, kept: f64) -> [f64; 4] {
+pub(crate) fn update_values(c: UpdateCoefficients, kept: f64) -> [f64; 4] {
     [c.alpha, c.decay, c.scale, kept]
 }
 
 /// A step's parameter buffer on the device (\[14\], the layout above), with the host values
-/// it holds. Made by [`super::project_packed`].
+/// it holds. Made by [`project_packed`](crate::route::project_packed).
 #[derive(Clone, Debug)]
 pub struct StepParams {
-    pub(super) buffer: Tensor<1>,
-    pub(super) values: ParamValues,
+    pub(crate) buffer: Tensor<1>,
+    pub(crate) values: ParamValues,
 }
 
 impl StepParams {
@@ -146,7 +147,7 @@ impl StepParams {
 /// The step flag as the kernels take it.
 #[derive(Clone, Copy, Debug)]
 pub enum StepFlag<'a> {
-    /// A device flag \[1\] of its own ([`super::step_flag`], [`super::project_checked`]).
+    /// A device flag \[1\] of its own ([`step_flag`](crate::route::step_flag), [`project_checked`](crate::route::project_checked)).
     Bare(&'a Tensor<1>),
     /// The last slot of a step's parameter buffer: a kernel whose values it holds binds it as
     /// it is, with no upload.
@@ -178,7 +179,7 @@ impl<'a> From<&'a StepParams> for StepFlag<'a> {
 /// A kernel's parameter buffer holding `values` from slot `first` (its own), with `flag`:
 /// the packed buffer itself where it holds those values and `moved` is `None`, else one
 /// built from them. `[r, b]`: the step's G̃ (for the launch counts).
-pub(super) fn params_for(
+pub(crate) fn params_for(
     first: usize,
     values: &[f64],
     moved: Option<&Tensor<1>>,
@@ -188,15 +189,42 @@ pub(super) fn params_for(
 ) -> Tensor<1> {
     match flag {
         Some(StepFlag::Packed(p)) if moved.is_none() && p.values.holds(first, values) => {
-            super::launch::count_launch("params: packed", [first, r, b]);
+            count_launch("params: packed", [first, r, b]);
             p.buffer.clone()
         }
         _ => {
-            super::launch::count_launch("params: uploaded", [first, r, b]);
+            count_launch("params: uploaded", [first, r, b]);
             let flag = flag.map(|f| f.tensor());
             ParamValues::new()
                 .with(first, values)
                 .upload(moved, flag.as_ref(), device)
         }
     }
+}
+
+/// Host `values` followed by device values (\[1\] each; [1.0] where `None`), as one f32
+/// tensor: the tracking kernels' parameters, and the parameter buffer where the projection
+/// did not make it (`ParamValues::upload`).
+pub(crate) fn with_flags(
+    values: &[f64],
+    flags: &[Option<&Tensor<1>>],
+    device: &Device,
+) -> Tensor<1> {
+    let mut host: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+    if flags.iter().all(Option::is_none) {
+        // Every value is known on the host: one upload, no concatenation.
+        host.resize(values.len() + flags.len(), 1.0);
+        let n = host.len();
+        return Tensor::from_data(TensorData::new(host, [n]), (device, DType::F32));
+    }
+    let n = host.len();
+    let mut parts = vec![Tensor::<1>::from_data(
+        TensorData::new(host, [n]),
+        (device, DType::F32),
+    )];
+    parts.extend(flags.iter().map(|f| {
+        f.cloned()
+            .unwrap_or_else(|| Tensor::ones([1], (device, DType::F32)))
+    }));
+    Tensor::cat(parts, 0)
 }

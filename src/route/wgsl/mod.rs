@@ -1,0 +1,382 @@
+//! The WGSL route: the kernels of `kernels/` (`shaders/`) on a wgpu device that compiles
+//! WGSL, launched through the [`SubTrackKernels`] backend extension. Each operation checks
+//! that its kernel can run these tensors (f32, and sizes within the kernel's plan under the
+//! route's [`Limits`]); where it cannot, that operation runs on the portable route, and the
+//! first such fallback in a process is logged.
+
+mod track;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::backend::Dispatch;
+use burn::tensor::{DType, Device, Tensor};
+
+use super::portable::Portable;
+use super::{Ops, Sizes};
+use crate::config::RecoveryScaling;
+use crate::kernels::{
+    self, Limits, ProjectionTile, SubTrackKernels, TileChoice, UpdateLaunch, projection_splits,
+    projection_tile, recovery_norms,
+};
+use crate::moments::AdamParams;
+use crate::ops::{
+    LowRankAdam, RecoveryInputs, Rotation, TrackedStep, UpdateCoefficients, UpdateInputs,
+};
+use crate::params::{self, StepFlag};
+use crate::recovery::{RecoveryScales, kept_weight};
+
+pub use track::track;
+
+/// The WGSL kernels, planned for `limits`.
+#[derive(Clone, Copy, Debug)]
+pub struct Wgsl {
+    limits: Limits,
+}
+
+impl Wgsl {
+    /// The kernels with their launches planned for `limits`.
+    pub(super) fn within(limits: Limits) -> Self {
+        Wgsl { limits }
+    }
+}
+
+/// Whether the WGSL kernels run on `device`: a wgpu device whose runtime compiles WGSL.
+pub(super) fn runs_on(device: &Device) -> bool {
+    kernels::wgsl_available(device)
+}
+
+static FALLBACK_REPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Log, once per process, that an operation runs on the portable route on `device`.
+fn report_fallback(device: &Device) {
+    if !FALLBACK_REPORTED.swap(true, Ordering::Relaxed) {
+        log::info!(
+            "subtrack: a WGSL kernel cannot run on {device:?} (not f32, or sizes past the \
+             kernel's limits); that operation takes the portable path"
+        );
+    }
+}
+
+/// Whether every tensor is f32.
+fn all_f32<'a>(tensors: impl IntoIterator<Item = &'a Tensor<2>>) -> bool {
+    tensors.into_iter().all(|t| t.dtype() == DType::F32)
+}
+
+impl Ops for Wgsl {
+    fn name(&self) -> &'static str {
+        "WGSL kernels"
+    }
+
+    /// The kernel finds G's step flag while it reads G (S and G over the binding limit in
+    /// row chunks, columns past the workgroup limit in several launches), by the tile and
+    /// split-K this thread pins ([`kernels::set_projection_tile`],
+    /// [`kernels::set_projection_splits`]) or the autotuner picks.
+    fn project(
+        &self,
+        basis: &Tensor<2>,
+        g: &Tensor<2>,
+        head: &[f32],
+    ) -> (Tensor<2>, Option<Tensor<1>>) {
+        let splits = projection_splits();
+        if splits > 1 {
+            // Splits pinned: a tuned tile takes its default there.
+            let [a, r, b] = [basis.dims()[0], basis.dims()[1], g.dims()[1]];
+            let tile = projection_tile().fixed(a * r * b).unwrap_or_default();
+            return project_split_with(basis, g, splits, tile, head);
+        }
+        self.project_by(basis, g, projection_tile(), head)
+    }
+
+    fn column_sq(&self, g: &Tensor<2>, transposed: bool) -> Tensor<2> {
+        Portable.column_sq(g, transposed)
+    }
+
+    /// One kernel, the rotation included (columns past the workgroup limit in several
+    /// launches).
+    fn adam(
+        &self,
+        moment_1: Tensor<2>,
+        moment_2: Tensor<2>,
+        g_low: &Tensor<2>,
+        adam: &AdamParams,
+        rotation: Option<Rotation>,
+        flag: Option<StepFlag>,
+    ) -> LowRankAdam {
+        let device = g_low.device();
+        let [r, b] = moment_1.dims();
+        let runs = all_f32(
+            [&moment_1, &moment_2, g_low]
+                .into_iter()
+                .chain(rotation.map(|rot| rot.change_of_basis)),
+        ) && kernels::adam_plan(r, b, self.limits);
+        if !runs {
+            report_fallback(&device);
+            return Portable.adam(moment_1, moment_2, g_low, adam, rotation, flag);
+        }
+        let values = params::adam_values(adam, rotation.map(|rot| rot.variant));
+        let moved = rotation.and_then(|rot| rot.moved);
+        let params = params::params_for(params::ADAM, &values, moved, flag, [r, b], &device);
+        let params = params.into_dispatch();
+        let (m, v, g) = (
+            moment_1.into_dispatch(),
+            moment_2.into_dispatch(),
+            g_low.clone().into_dispatch(),
+        );
+        let (m, v, n) = match rotation {
+            None => Dispatch::wgsl_adam(m, v, g, params, self.limits),
+            Some(rot) => {
+                let c = rot.change_of_basis.clone().into_dispatch();
+                Dispatch::wgsl_adam_rotate(m, v, g, params, c, self.limits)
+            }
+        };
+        LowRankAdam {
+            moment_1: Tensor::from_dispatch(m),
+            moment_2: Tensor::from_dispatch(v),
+            normalized: Tensor::from_dispatch(n),
+        }
+    }
+
+    /// Two kernels: the column norms (G over the binding limit in row chunks), then the
+    /// limiter.
+    fn recovery(
+        &self,
+        inputs: RecoveryInputs,
+        variant: RecoveryScaling,
+        scale: f64,
+        growth_limit: f64,
+        flag: Option<StepFlag>,
+    ) -> RecoveryScales {
+        let RecoveryInputs {
+            grad: g,
+            g_low,
+            normalized,
+            previous,
+            ..
+        } = inputs;
+        let device = g.device();
+        let ([a, b], r) = (g.dims(), g_low.dims()[0]);
+        let runs = all_f32([g, g_low, normalized])
+            && previous.is_none_or(|p| p.dtype() == DType::F32)
+            && kernels::recovery_plan(a, r, b, self.limits);
+        if !runs {
+            report_fallback(&device);
+            return Portable.recovery(inputs, variant, scale, growth_limit, flag);
+        }
+        let max_binding_bytes = self.limits.max_binding_bytes;
+        let values = params::recovery_values(variant, scale, growth_limit);
+        let params = params::params_for(params::RECOVERY, &values, None, flag, [r, b], &device);
+        let params = params.into_dispatch();
+        let (gd, ld, nd) = (
+            g.clone().into_dispatch(),
+            g_low.clone().into_dispatch(),
+            normalized.clone().into_dispatch(),
+        );
+        let norms = recovery_norms();
+        let (psi, norm) = match previous {
+            None => Dispatch::wgsl_recovery(gd, ld, nd, params, max_binding_bytes, norms),
+            Some(p) => Dispatch::wgsl_recovery_limited(
+                gd,
+                ld,
+                nd,
+                params,
+                p.clone().into_dispatch(),
+                max_binding_bytes,
+                norms,
+            ),
+        };
+        RecoveryScales {
+            scaled_phi: Tensor::from_dispatch(psi),
+            kept_weight: kept_weight(variant, scale),
+            norm: Tensor::from_dispatch(norm),
+        }
+    }
+
+    /// One fused kernel; S·L is never stored (S, W and G over the binding limit in row
+    /// chunks, the left layout only: a transposed W over it takes the portable route;
+    /// columns past the workgroup limit in several launches).
+    fn update(
+        &self,
+        inputs: UpdateInputs,
+        coefficients: UpdateCoefficients,
+        flag: Option<StepFlag>,
+    ) -> Tensor<2> {
+        let device = inputs.weight.device();
+        let ([a, r], b) = (inputs.basis.dims(), inputs.normalized.dims()[1]);
+        let runs = all_f32(
+            [inputs.basis, &inputs.normalized, &inputs.weight]
+                .into_iter()
+                .chain(
+                    inputs
+                        .recovery
+                        .iter()
+                        .flat_map(|t| [&t.grad, &t.psi, &t.g_low]),
+                ),
+        ) && kernels::update_plan(a, r, b, inputs.transposed, self.limits);
+        if !runs {
+            report_fallback(&device);
+            return Portable.update(inputs, coefficients, flag);
+        }
+        let UpdateInputs {
+            basis,
+            normalized,
+            weight,
+            transposed,
+            recovery,
+        } = inputs;
+        let kept = recovery.as_ref().map_or(0.0, |t| t.kept_weight);
+        let values = params::update_values(coefficients, kept);
+        let scalars = params::params_for(params::UPDATE, &values, None, flag, [r, b], &device);
+        let scalars = scalars.into_dispatch();
+        let (basis, normalized, weight) = (
+            basis.clone().into_dispatch(),
+            normalized.into_dispatch(),
+            weight.into_dispatch(),
+        );
+        let how = UpdateLaunch {
+            transposed,
+            tile: projection_tile(),
+            limits: self.limits,
+        };
+        Tensor::from_dispatch(match recovery {
+            None => Dispatch::wgsl_update(basis, normalized, weight, scalars, how),
+            Some(t) => Dispatch::wgsl_update_recovery(
+                basis,
+                normalized,
+                weight,
+                scalars,
+                t.grad.into_dispatch(),
+                t.psi.into_dispatch(),
+                t.g_low.into_dispatch(),
+                how,
+            ),
+        })
+    }
+
+    fn track(
+        &self,
+        basis: &Tensor<2>,
+        g: &Tensor<2>,
+        step_size: f64,
+        max_theta: Option<f64>,
+        tolerance: f64,
+    ) -> Option<TrackedStep> {
+        track(basis, g, step_size, max_theta, tolerance)
+    }
+
+    fn tracks(&self, Sizes { a, r, b, .. }: Sizes) -> bool {
+        kernels::tracking_plan(a, r, b, Limits::WEBGPU)
+    }
+
+    fn checks_on_device(&self) -> bool {
+        true
+    }
+
+    fn takes_grad_sq(&self) -> bool {
+        false
+    }
+
+    fn fallbacks(
+        &self,
+        Sizes {
+            a,
+            r,
+            b,
+            transposed,
+        }: Sizes,
+    ) -> Vec<&'static str> {
+        let limits = self.limits;
+        [
+            ("project", kernels::projection_plan(a, r, b, limits)),
+            ("adam", kernels::adam_plan(r, b, limits)),
+            ("recovery", kernels::recovery_plan(a, r, b, limits)),
+            ("update", kernels::update_plan(a, r, b, transposed, limits)),
+            (
+                "tracking step",
+                self.tracks(Sizes {
+                    a,
+                    r,
+                    b,
+                    transposed,
+                }),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, runs)| !runs)
+        .map(|(op, _)| op)
+        .collect()
+    }
+}
+
+impl Wgsl {
+    /// The projection by blocks of `tile`, the flag after `head`.
+    fn project_by(
+        &self,
+        basis: &Tensor<2>,
+        g: &Tensor<2>,
+        tile: TileChoice,
+        head: &[f32],
+    ) -> (Tensor<2>, Option<Tensor<1>>) {
+        let ([a, r], b) = (basis.dims(), g.dims()[1]);
+        if !(all_f32([basis, g]) && kernels::projection_plan(a, r, b, self.limits)) {
+            report_fallback(&g.device());
+            return Portable.project(basis, g, head);
+        }
+        let (g_low, flag) = Dispatch::wgsl_project(
+            basis.clone().into_dispatch(),
+            g.clone().into_dispatch(),
+            tile,
+            self.limits,
+            head.to_vec(),
+        );
+        (
+            Tensor::from_dispatch(g_low),
+            Some(Tensor::from_dispatch(flag)),
+        )
+    }
+}
+
+/// (G̃, flag) by split-K with `splits` fixed (for measuring; the autotuner weighs split-K
+/// itself, see `kernels/tune.rs`): the WGSL kernel, by blocks of `tile`, writes `splits`
+/// partial sums over row ranges of S and G, and `project_reduce.wgsl` adds them. More
+/// workgroups than one launch where r×b is small next to a, at the cost of splits·r·b
+/// floats. Falls back to the single launch by blocks of `tile` (or the tensor ops) where
+/// `splits` is 1 or the split launch cannot run.
+pub fn project_split(
+    basis: &Tensor<2>,
+    g: &Tensor<2>,
+    splits: usize,
+    tile: ProjectionTile,
+) -> (Tensor<2>, Tensor<1>) {
+    super::with_step_flag(project_split_with(basis, g, splits, tile, &[]), g)
+}
+
+/// [`project_split`] with the flag after `head`.
+fn project_split_with(
+    basis: &Tensor<2>,
+    g: &Tensor<2>,
+    splits: usize,
+    tile: ProjectionTile,
+    head: &[f32],
+) -> (Tensor<2>, Option<Tensor<1>>) {
+    let ([a, r], b) = (basis.dims(), g.dims()[1]);
+    if !runs_on(&g.device()) {
+        report_fallback(&g.device());
+        return Portable.project(basis, g, head);
+    }
+    let runs =
+        splits > 1 && all_f32([basis, g]) && kernels::split_plan(a, r, b, splits, Limits::WEBGPU);
+    if !runs {
+        return Wgsl::within(Limits::WEBGPU).project_by(basis, g, tile.into(), head);
+    }
+    let (g_low, flag) = Dispatch::wgsl_project_split(
+        basis.clone().into_dispatch(),
+        g.clone().into_dispatch(),
+        splits,
+        tile,
+        head.to_vec(),
+    );
+    (
+        Tensor::from_dispatch(g_low),
+        Some(Tensor::from_dispatch(flag)),
+    )
+}
