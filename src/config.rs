@@ -97,10 +97,9 @@ pub struct SubTrackConfig {
     /// Run the optimizer's steps as WGSL kernels (`shaders/`: projection, low-rank Adam,
     /// recovery scaling, fused weight update, geodesic tracking) on wgpu devices whose runtime
     /// compiles WGSL, with the non-finite check on the device and no read-back between
-    /// steps; elsewhere the portable path runs and the fallback is logged once (info level).
-    /// On by default: on an NVIDIA H200 (Vulkan) the tracking step ran 3–15× faster than the
-    /// portable path and the 60m training step with them was 1.25× AdamW's (README). Turn it
-    /// off to use Burn's tensor ops on wgpu too.
+    /// steps; elsewhere the portable path runs. Each parameter's route is logged once (info
+    /// level; `docs/routes.md`). Needs the crate's `wgpu` feature (on by default); without it
+    /// this has no effect. Turn it off to use Burn's tensor ops on wgpu too.
     #[config(default = true)]
     pub wgsl_kernels: bool,
     /// On Burn's `flex` CPU backend, run the projected step's memory-bound a×b passes as

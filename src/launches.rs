@@ -43,6 +43,7 @@ pub fn launches(kernel: &str, sizes: [usize; 3]) -> u64 {
 /// name, or count a CPU loop). The autotuner's timing runs count too. For measuring how
 /// many launches a step makes (the benchmark's section 4); per process, so tests running
 /// beside each other add to it.
+#[cfg(feature = "wgpu")]
 pub fn wgsl_dispatches() -> u64 {
     let map = LAUNCHES.lock().unwrap_or_else(|e| e.into_inner());
     map.iter()

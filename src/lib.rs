@@ -32,6 +32,7 @@ mod config;
 mod error;
 mod host;
 mod launches;
+mod limits;
 mod ops;
 mod optimizer;
 mod params;
@@ -46,6 +47,7 @@ mod state;
 pub mod basis;
 #[doc(hidden)]
 pub mod geodesic;
+#[cfg(feature = "wgpu")]
 #[doc(hidden)]
 pub mod kernels;
 #[doc(hidden)]

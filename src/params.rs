@@ -17,7 +17,7 @@
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use crate::config::{ProjectionAware, RecoveryScaling};
-use crate::launches::count_launch;
+
 use crate::moments::AdamParams;
 use crate::ops::UpdateCoefficients;
 use crate::recovery::kept_weight;
@@ -75,6 +75,7 @@ impl ParamValues {
     }
 
     /// Whether slots `first` … hold `values` (as f32).
+    #[cfg(feature = "wgpu")]
     pub(crate) fn holds(&self, first: usize, values: &[f64]) -> bool {
         self.0[first..first + values.len()]
             .iter()
@@ -134,6 +135,8 @@ pub(crate) fn update_values(c: UpdateCoefficients, kept: f64) -> [f64; 4] {
 #[derive(Clone, Debug)]
 pub struct StepParams {
     pub(crate) buffer: Tensor<1>,
+    // Read by the WGSL kernels' launches (`params_for`).
+    #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
     pub(crate) values: ParamValues,
 }
 
@@ -179,6 +182,7 @@ impl<'a> From<&'a StepParams> for StepFlag<'a> {
 /// A kernel's parameter buffer holding `values` from slot `first` (its own), with `flag`:
 /// the packed buffer itself where it holds those values and `moved` is `None`, else one
 /// built from them. `[r, b]`: the step's G̃ (for the launch counts).
+#[cfg(feature = "wgpu")]
 pub(crate) fn params_for(
     first: usize,
     values: &[f64],
@@ -189,11 +193,11 @@ pub(crate) fn params_for(
 ) -> Tensor<1> {
     match flag {
         Some(StepFlag::Packed(p)) if moved.is_none() && p.values.holds(first, values) => {
-            count_launch("params: packed", [first, r, b]);
+            crate::launches::count_launch("params: packed", [first, r, b]);
             p.buffer.clone()
         }
         _ => {
-            count_launch("params: uploaded", [first, r, b]);
+            crate::launches::count_launch("params: uploaded", [first, r, b]);
             let flag = flag.map(|f| f.tensor());
             ParamValues::new()
                 .with(first, values)

@@ -8,40 +8,12 @@ use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::BufferBinding;
 use burn::tensor::{DType, Shape};
 
+pub(super) use crate::limits::{Limits, MAX_WORKGROUPS};
+
 /// Side of the square output block a workgroup computes: 16×16 invocations of 4×4 each.
 pub(super) const BLOCK: usize = 64;
-/// Bytes a storage binding may hold under the portable WebGPU limits (lavapipe's too).
-const MAX_BINDING_BYTES: usize = 128 << 20;
-/// Workgroups per dispatch dimension.
-pub(super) const MAX_WORKGROUPS: usize = 65_535;
 /// CubeCL's name for a wgpu runtime that compiles WGSL (not SPIR-V or MSL).
 pub(super) const WGSL: &str = "wgpu<wgsl>";
-
-/// The device limits the kernels plan their launches for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Bytes one storage binding may hold; larger tensors are bound in row chunks.
-    pub max_binding_bytes: usize,
-    /// Workgroups per dispatch dimension; wider matrices take several launches.
-    pub max_workgroups: usize,
-}
-
-impl Limits {
-    /// WebGPU's portable defaults, which every adapter supports: 128 MiB per storage
-    /// binding, 65,535 workgroups per dimension.
-    pub const WEBGPU: Limits = Limits {
-        max_binding_bytes: MAX_BINDING_BYTES,
-        max_workgroups: MAX_WORKGROUPS,
-    };
-
-    /// WebGPU's limits with storage bindings of at most `max_binding_bytes`.
-    pub const fn with_binding_bytes(max_binding_bytes: usize) -> Limits {
-        Limits {
-            max_binding_bytes,
-            ..Limits::WEBGPU
-        }
-    }
-}
 
 /// (first block, blocks) of each launch over the ⌈b/64⌉ 64-column blocks of a matrix, at most
 /// `limits.max_workgroups` blocks a launch.

@@ -31,8 +31,8 @@ use burn::backend::DispatchDevice;
 use burn::tensor::Device;
 
 pub use crate::launches::{launches, wgsl_dispatches};
+pub use crate::limits::Limits;
 pub use extension::SubTrackKernels;
-pub use launch::Limits;
 pub use pins::{
     projection_splits, projection_tile, recovery_norms, set_projection_splits, set_projection_tile,
     set_recovery_norms,

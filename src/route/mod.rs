@@ -14,6 +14,7 @@
 
 mod flex;
 mod portable;
+#[cfg(feature = "wgpu")]
 mod wgsl;
 
 use std::collections::BTreeSet;
@@ -22,16 +23,18 @@ use std::sync::Mutex;
 use burn::tensor::{DType, Device, Tensor};
 
 use crate::config::{RecoveryScaling, SubTrackConfig};
-use crate::kernels::Limits;
 use crate::moments::AdamParams;
 use crate::recovery::RecoveryScales;
 
+pub use crate::launches::launches;
+pub use crate::limits::Limits;
 pub use crate::ops::{
     LowRankAdam, RecoveryInputs, RecoveryTerm, Rotation, TrackedStep, UpdateCoefficients,
     UpdateInputs,
 };
 pub use crate::params::{ParamValues, StepFlag, StepParams};
 pub use portable::Portable;
+#[cfg(feature = "wgpu")]
 pub use wgsl::{project_split, track};
 
 /// The operations of one projected step (docs/algorithm.md §2), as each route implements
@@ -183,6 +186,7 @@ pub enum Chosen {
     /// The fused CPU loops on `flex`.
     Flex(flex::Flex),
     /// The WGSL kernels.
+    #[cfg(feature = "wgpu")]
     Wgsl(wgsl::Wgsl),
 }
 
@@ -193,18 +197,21 @@ impl std::ops::Deref for Chosen {
         match self {
             Chosen::Portable(ops) => ops,
             Chosen::Flex(ops) => ops,
+            #[cfg(feature = "wgpu")]
             Chosen::Wgsl(ops) => ops,
         }
     }
 }
 
-/// The route `route` takes for tensors on `device`: the WGSL kernels where asked for and
-/// `device` compiles WGSL, else the fused CPU loops where asked for and `device` is `flex`,
+/// The route `route` takes for tensors on `device`: the WGSL kernels where asked for, built
+/// (the `wgpu` feature) and `device` compiles WGSL, else the fused CPU loops where asked for and `device` is `flex`,
 /// else the portable path. Opens the device's client.
 pub fn resolve(route: Route, device: &Device) -> Chosen {
+    #[cfg(feature = "wgpu")]
     if route.wgsl && wgsl::runs_on(device) {
-        Chosen::Wgsl(wgsl::Wgsl::within(route.limits))
-    } else if route.cpu && flex::runs_on(device) {
+        return Chosen::Wgsl(wgsl::Wgsl::within(route.limits));
+    }
+    if route.cpu && flex::runs_on(device) {
         Chosen::Flex(flex::Flex)
     } else {
         Chosen::Portable(Portable)

@@ -1,4 +1,4 @@
-//! The fused CPU loops on `flex` (`src/kernels/flex.rs`).
+//! The fused CPU loops on `flex` (`src/route/flex/loops.rs`).
 
 use burn::tensor::Device;
 use subtrack::ProjectionAware;

@@ -1,4 +1,4 @@
-//! The step's parameter buffer (`src/kernels/params.rs`): made by the projection
+//! The step's parameter buffer (`src/params.rs`): made by the projection
 //! (`project_packed`), which writes the step flag into it, and bound as it is by Adam, the
 //! recovery limiter and the weight update.
 

@@ -1,8 +1,10 @@
-//! The optimizer on the WGSL route: the finite check on the device, no read-back.
+//! The choice of route (`route::choose`), and the optimizer on the WGSL route: the finite
+//! check on the device, no read-back.
 
 use burn::optim::Optimizer;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Device, Tensor};
 use subtrack::kernels;
+use subtrack::route::{self, Sizes};
 use subtrack::{SubTrackConfig, SubTrackState};
 
 use crate::reference::Rng;
@@ -110,4 +112,63 @@ fn wgsl_route_checks_gradients_on_the_device_and_reads_nothing_back() {
             packed_after[k] - packed_before[k]
         );
     }
+}
+
+#[test]
+fn one_route_per_parameter_from_device_dtype_sizes_and_config() {
+    let config = SubTrackConfig::subtrack_plus_plus().with_rank(8);
+    let sizes = Sizes {
+        a: 64,
+        r: 8,
+        b: 96,
+        transposed: false,
+    };
+    let name = |config: &SubTrackConfig, device: &Device, dtype| {
+        route::choose(config, device, dtype, Some(sizes)).name()
+    };
+    let cpu = Device::flex();
+    assert_eq!(name(&config, &cpu, DType::F32), "fused CPU loops (flex)");
+    assert_eq!(
+        name(&config.clone().with_cpu_kernels(false), &cpu, DType::F32),
+        "portable"
+    );
+    // The loops and kernels are f32: any other dtype takes the tensor ops.
+    assert_eq!(name(&config, &cpu, DType::F64), "portable");
+    let chosen = route::choose(&config, &cpu, DType::F32, None);
+    assert!(
+        !chosen.checks_on_device(),
+        "only the WGSL route checks on the device"
+    );
+
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    let chosen = route::choose(&config, &device, DType::F32, Some(sizes));
+    assert_eq!(chosen.name(), "WGSL kernels");
+    assert!(chosen.checks_on_device() && chosen.tracks(sizes));
+    assert!(
+        chosen.fallbacks(sizes).is_empty(),
+        "{:?}",
+        chosen.fallbacks(sizes)
+    );
+    assert_eq!(
+        name(
+            &config.clone().with_wgsl_kernels(false),
+            &device,
+            DType::F32
+        ),
+        "portable"
+    );
+    assert_eq!(name(&config, &device, DType::F64), "portable");
+    // Past the kernels' plans: a transposed W over a 128 MiB binding (the update kernel
+    // chunks only the left layout) and a rank over the tracking kernels' 1024. Sizes only:
+    // nothing is allocated.
+    let large = Sizes {
+        a: 8192,
+        r: 1100,
+        b: 8192,
+        transposed: true,
+    };
+    assert_eq!(chosen.fallbacks(large), ["update", "tracking step"]);
+    assert!(!chosen.tracks(large));
 }
