@@ -6,9 +6,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::builder::PossibleValuesParser;
+use clap::{ArgAction, Parser};
+use subtrack_llama::OptimizerKind;
 use subtrack_llama::alloc::CountingAlloc;
 use subtrack_llama::config::default_out_dir;
 use subtrack_llama::device::{DEVICE_HELP, pick};
+use subtrack_llama::model::PRESETS;
 use subtrack_llama::panics::exit_on_background_panic;
 use subtrack_llama::report::human_bytes;
 use subtrack_llama::{PretrainError, RunOptions, TrainConfig, compare, train};
@@ -16,115 +20,130 @@ use subtrack_llama::{PretrainError, RunOptions, TrainConfig, compare, train};
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
-const HELP: &str = "\
-pretrain_llama: pre-train a small LLaMA with AdamW, GaLore, SubTrack-Grad or SubTrack++
-
-USAGE: cargo run --release --example pretrain_llama -- [OPTIONS]
-
-  --optimizer NAME       adamw | galore | subtrack-grad | subtrack++   [subtrack++]
-  --compare              run all four on the same data and seed; print a table
-  --size NAME            9m 20m 35m 60m 130m 350m 1b (GaLore's llama shapes)  [9m]
-  --device SPEC          {DEVICES}  [auto]
-  --data FILE            train on a UTF-8 text file (byte tokens) instead of the synthetic corpus
-  --steps N              optimizer steps                        [600]
-  --batch-size N         sequences per batch                    [16]
-  --seq-len N            tokens per sequence                    [128]
-  --lr X                 peak learning rate                     [2e-3]
-  --warmup-steps N       linear warmup                          [50]
-  --min-lr-ratio X       final lr / peak lr (cosine decay)      [0.1]
-  --grad-clip X          global gradient-norm bound             [1.0]
-  --weight-decay X       decoupled weight decay                 [0]
-  --rank N               projection rank      [GaLore's for the size; 32 at 9m]
-  --update-interval N    subspace update interval T             [100]
-  --eval-every N         held-out evaluation interval           [50]
-  --eval-batches N       batches per evaluation                 [8]
-  --checkpoint-every N   checkpoint interval                    [200]
-  --log-every N          progress and CSV interval              [10]
-  --seed N               seed of model, corpus and batches      [42]
-  --synthetic-tokens N   size of the synthetic corpus           [1000000]
-  --valid-fraction X     held-out fraction                      [0.1]
-  --out DIR              output directory     [runs/<optimizer> or runs/compare]
-  --resume               continue from DIR/checkpoint.bin
-  --no-wgsl-kernels      Burn's tensor ops instead of the WGSL kernels on wgpu
-  --no-cpu-kernels       Burn's tensor ops instead of the fused loops on the CPU (flex)
-  --overwrite            start over even if DIR holds a checkpoint
-  -h, --help             this text
-";
-
-struct Cli {
-    config: TrainConfig,
-    compare: bool,
-    device: String,
-    out: Option<PathBuf>,
-    resume: bool,
-    overwrite: bool,
+/// The defaults of every option: the library's [`TrainConfig`].
+fn defaults() -> TrainConfig {
+    TrainConfig::new()
 }
 
-fn parse_args(args: &[String]) -> Result<Option<Cli>, String> {
-    let mut config = TrainConfig::new();
-    let mut cli_compare = false;
-    let mut device = "auto".to_string();
-    let mut out = None;
-    let (mut resume, mut overwrite) = (false, false);
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        fn num<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String> {
-            v.parse()
-                .map_err(|_| format!("{flag}: `{v}` is not a valid number"))
-        }
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--optimizer" => config.optimizer = value()?,
-            "--compare" => cli_compare = true,
-            "--size" => config.size = value()?,
-            "--device" => device = value()?,
-            "--data" => config.data = Some(value()?),
-            "--steps" => config.steps = num(flag, value()?)?,
-            "--batch-size" => config.batch_size = num(flag, value()?)?,
-            "--seq-len" => config.seq_len = num(flag, value()?)?,
-            "--lr" => config.lr = num(flag, value()?)?,
-            "--warmup-steps" => config.warmup_steps = num(flag, value()?)?,
-            "--min-lr-ratio" => config.min_lr_ratio = num(flag, value()?)?,
-            "--grad-clip" => config.grad_clip = num(flag, value()?)?,
-            "--weight-decay" => config.weight_decay = num(flag, value()?)?,
-            "--rank" => config.rank = Some(num(flag, value()?)?),
-            "--update-interval" => config.update_interval = num(flag, value()?)?,
-            "--eval-every" => config.eval_every = num(flag, value()?)?,
-            "--eval-batches" => config.eval_batches = num(flag, value()?)?,
-            "--checkpoint-every" => config.checkpoint_every = num(flag, value()?)?,
-            "--log-every" => config.log_every = num(flag, value()?)?,
-            "--seed" => config.seed = num(flag, value()?)?,
-            "--synthetic-tokens" => config.synthetic_tokens = num(flag, value()?)?,
-            "--valid-fraction" => config.valid_fraction = num(flag, value()?)?,
-            "--out" => out = Some(PathBuf::from(value()?)),
-            "--resume" => resume = true,
-            "--wgsl-kernels" => config.wgsl_kernels = true,
-            "--no-wgsl-kernels" => config.wgsl_kernels = false,
-            "--no-cpu-kernels" => config.cpu_kernels = false,
-            "--overwrite" => overwrite = true,
-            other => return Err(format!("unknown argument `{other}` (see --help)")),
-        }
+/// Pre-train a small LLaMA with AdamW, GaLore, SubTrack-Grad or SubTrack++ on an embedded
+/// synthetic corpus (nothing is downloaded) or your own text.
+#[derive(Parser)]
+#[command(name = "pretrain_llama", version, max_term_width = 100)]
+struct Cli {
+    /// The optimizer.
+    #[arg(long, default_value_t = defaults().optimizer, value_parser = PossibleValuesParser::new(OptimizerKind::ALL.map(|k| k.name())))]
+    optimizer: String,
+    /// Run all four optimizers on the same data and seed; print a table.
+    #[arg(long)]
+    compare: bool,
+    /// The model: GaLore's llama shapes, or `tiny` (width 64, for tests).
+    #[arg(long, default_value_t = defaults().size, value_parser = PossibleValuesParser::new(PRESETS))]
+    size: String,
+    /// Where to run.
+    #[arg(long, value_name = "SPEC", default_value = "auto", long_help = DEVICE_HELP)]
+    device: String,
+    /// Train on a UTF-8 text file (byte tokens) instead of the synthetic corpus.
+    #[arg(long, value_name = "FILE")]
+    data: Option<String>,
+    /// Optimizer steps.
+    #[arg(long, value_name = "N", default_value_t = defaults().steps)]
+    steps: usize,
+    /// Sequences per batch.
+    #[arg(long, value_name = "N", default_value_t = defaults().batch_size)]
+    batch_size: usize,
+    /// Tokens per sequence.
+    #[arg(long, value_name = "N", default_value_t = defaults().seq_len)]
+    seq_len: usize,
+    /// Peak learning rate.
+    #[arg(long, value_name = "X", default_value_t = defaults().lr)]
+    lr: f64,
+    /// Steps of linear warmup.
+    #[arg(long, value_name = "N", default_value_t = defaults().warmup_steps)]
+    warmup_steps: usize,
+    /// Final learning rate over the peak (cosine decay).
+    #[arg(long, value_name = "X", default_value_t = defaults().min_lr_ratio)]
+    min_lr_ratio: f64,
+    /// Global gradient-norm bound.
+    #[arg(long, value_name = "X", default_value_t = defaults().grad_clip)]
+    grad_clip: f64,
+    /// Decoupled weight decay.
+    #[arg(long, value_name = "X", default_value_t = defaults().weight_decay)]
+    weight_decay: f64,
+    /// Projection rank [default: GaLore's for the size; 32 at 9m].
+    #[arg(long, value_name = "N")]
+    rank: Option<usize>,
+    /// Subspace update interval T.
+    #[arg(long, value_name = "N", default_value_t = defaults().update_interval)]
+    update_interval: usize,
+    /// Held-out evaluation interval.
+    #[arg(long, value_name = "N", default_value_t = defaults().eval_every)]
+    eval_every: usize,
+    /// Batches per evaluation.
+    #[arg(long, value_name = "N", default_value_t = defaults().eval_batches)]
+    eval_batches: usize,
+    /// Checkpoint interval.
+    #[arg(long, value_name = "N", default_value_t = defaults().checkpoint_every)]
+    checkpoint_every: usize,
+    /// Progress and CSV interval.
+    #[arg(long, value_name = "N", default_value_t = defaults().log_every)]
+    log_every: usize,
+    /// Seed of the model, the corpus and the batches.
+    #[arg(long, value_name = "N", default_value_t = defaults().seed)]
+    seed: u64,
+    /// Size of the synthetic corpus in tokens.
+    #[arg(long, value_name = "N", default_value_t = defaults().synthetic_tokens)]
+    synthetic_tokens: usize,
+    /// Held-out fraction of the corpus.
+    #[arg(long, value_name = "X", default_value_t = defaults().valid_fraction)]
+    valid_fraction: f64,
+    /// Output directory [default: runs/<optimizer>, or runs/compare].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Continue from DIR/checkpoint.bin.
+    #[arg(long, conflicts_with = "overwrite")]
+    resume: bool,
+    /// Start over even if DIR holds a checkpoint.
+    #[arg(long)]
+    overwrite: bool,
+    /// Burn's tensor ops instead of the WGSL kernels on wgpu.
+    #[arg(long = "no-wgsl-kernels", action = ArgAction::SetFalse)]
+    wgsl_kernels: bool,
+    /// Burn's tensor ops instead of the fused loops on the CPU (flex).
+    #[arg(long = "no-cpu-kernels", action = ArgAction::SetFalse)]
+    cpu_kernels: bool,
+}
+
+impl Cli {
+    /// The run's config: the library's defaults with every option applied.
+    fn config(&self) -> TrainConfig {
+        defaults()
+            .with_optimizer(self.optimizer.clone())
+            .with_size(self.size.clone())
+            .with_data(self.data.clone())
+            .with_steps(self.steps)
+            .with_batch_size(self.batch_size)
+            .with_seq_len(self.seq_len)
+            .with_lr(self.lr)
+            .with_warmup_steps(self.warmup_steps)
+            .with_min_lr_ratio(self.min_lr_ratio)
+            .with_grad_clip(self.grad_clip)
+            .with_weight_decay(self.weight_decay)
+            .with_rank(self.rank)
+            .with_update_interval(self.update_interval)
+            .with_eval_every(self.eval_every)
+            .with_eval_batches(self.eval_batches)
+            .with_checkpoint_every(self.checkpoint_every)
+            .with_log_every(self.log_every)
+            .with_seed(self.seed)
+            .with_synthetic_tokens(self.synthetic_tokens)
+            .with_valid_fraction(self.valid_fraction)
+            .with_wgsl_kernels(self.wgsl_kernels)
+            .with_cpu_kernels(self.cpu_kernels)
     }
-    if resume && overwrite {
-        return Err("--resume and --overwrite contradict each other".into());
-    }
-    Ok(Some(Cli {
-        config,
-        compare: cli_compare,
-        device,
-        out,
-        resume,
-        overwrite,
-    }))
 }
 
 fn run(cli: Cli) -> Result<(), PretrainError> {
-    let config = cli.config;
+    let config = cli.config();
     config.validate()?;
     let kind = config.optimizer_kind()?;
     let corpus = config.corpus()?;
@@ -215,19 +234,8 @@ fn run(cli: Cli) -> Result<(), PretrainError> {
 fn main() -> ExitCode {
     // A panic on Burn's or wgpu's threads would leave this one waiting forever.
     exit_on_background_panic();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let help = HELP.replace("{DEVICES}", DEVICE_HELP);
-    let cli = match parse_args(&args) {
-        Ok(Some(cli)) => cli,
-        Ok(None) => {
-            print!("{help}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    // Bad options print clap's message and exit with status 2.
+    let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,6 +1,6 @@
 //! The runtime choice between two builds of a hot loop: the target's baseline, and on
-//! x86_64 CPUs that have it, AVX2 ([`wide!`]). Used by the host eigensolver (`linalg`) and
-//! the fused CPU loops (`route/flex/loops.rs`).
+//! x86_64 CPUs that have it, AVX2 ([`wide!`]). Used by the fused CPU loops
+//! (`route/flex/loops.rs`).
 
 /// Set by a test to make `wide!` functions take their baseline build.
 #[cfg(test)]

@@ -1,152 +1,114 @@
-//! The command line: options, defaults and their parsing.
+//! The command line: options, defaults and their parsing (clap).
 
 use std::path::PathBuf;
 
-use subtrack::SubTrackConfig;
+use clap::builder::PossibleValuesParser;
+use clap::{ArgAction, Parser};
 use subtrack::kernels::{ColumnNorms, NormsChoice, ProjectionTile, TileChoice};
 use subtrack_llama::OptimizerKind;
+use subtrack_llama::device::DEVICE_HELP;
+use subtrack_llama::model::PRESETS;
 
-/// The parsed command line (see [`USAGE`]).
+/// Time the optimizer: 1 one subspace update, 2 the amortised optimizer step, 3 the
+/// training step, 4 the WGSL kernels against the portable path (wgpu only).
+#[derive(Parser)]
+#[command(name = "benchmark", version, max_term_width = 100)]
 pub(crate) struct Args {
+    /// LLaMA shapes, for GPUs [default: reduced sizes for a CPU].
+    #[arg(long)]
     pub(crate) full: bool,
+    /// Where to run.
+    #[arg(long, value_name = "SPEC", default_value = "auto", long_help = DEVICE_HELP)]
     pub(crate) device: String,
+    /// Timed repetitions per figure, after a warm-up.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = positive)]
     pub(crate) reps: usize,
+    /// Where benchmark.md and benchmark.json go.
+    #[arg(long, value_name = "DIR", default_value = "target/bench")]
     pub(crate) out: PathBuf,
-    pub(crate) svd_max: usize,
+    /// Which sections, in the order given.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "1,2,3,4", value_parser = clap::value_parser!(u32).range(1..=4))]
     pub(crate) sections: Vec<u32>,
-    pub(crate) wgsl_kernels: bool,
-    pub(crate) cpu_kernels: bool,
-    pub(crate) batch: usize,
-    pub(crate) optimizers: Vec<OptimizerKind>,
+    /// Sections 2 and 3: the optimizers [default: all four].
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = PossibleValuesParser::new(OptimizerKind::ALL.map(|k| k.name())))]
+    optimizers: Vec<String>,
+    /// Section 3's llama sizes [default: tiny,9m; 20m,60m with --full].
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = PossibleValuesParser::new(PRESETS))]
     pub(crate) train_sizes: Option<Vec<String>>,
+    /// Skip GaLore's SVD where the short side exceeds M.
+    #[arg(long, value_name = "M", default_value_t = 2048)]
+    pub(crate) svd_max: usize,
+    /// Section 4: N back-to-back calls per device sync.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive)]
+    pub(crate) batch: usize,
+    /// Sections 2 and 3 on Burn's tensor ops on wgpu too.
+    #[arg(long = "no-wgsl-kernels", action = ArgAction::SetFalse)]
+    pub(crate) wgsl_kernels: bool,
+    /// Sections 2 and 3 on Burn's tensor ops on the CPU (flex) too.
+    #[arg(long = "no-cpu-kernels", action = ArgAction::SetFalse)]
+    pub(crate) cpu_kernels: bool,
+    /// Pin the optimizer's projections to split-K with N partial sums (1: the autotuner
+    /// weighs split-K per shape).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive, help_heading = "Kernel variants")]
     pub(crate) projection_splits: usize,
+    /// The blocks of its projections and weight updates: 64 (64×64), 128 (128×128) or
+    /// tuned (the autotuner's pick per shape).
+    #[arg(long, value_name = "T", default_value = "tuned", value_parser = tile, help_heading = "Kernel variants")]
     pub(crate) projection_tile: TileChoice,
+    /// Its recovery column norms: per-column, tiled (64×64 tiles) or tuned (the
+    /// autotuner's pick per shape).
+    #[arg(long, value_name = "N", default_value = "tuned", value_parser = norms, help_heading = "Kernel variants")]
     pub(crate) recovery_norms: NormsChoice,
 }
 
-/// `--help`: the options, one line each.
-pub(crate) const USAGE: &str = "\
-Usage: cargo run --release --example benchmark -- [OPTIONS]
-
-Sections: 1 one subspace update, 2 the amortised optimizer step, 3 the training step,
-4 the WGSL kernels against the portable path (wgpu only).
-
-  --full                  LLaMA shapes, for GPUs (default: reduced sizes for a CPU)
-  --device SPEC           where to run                                    [auto]
-                          ({DEVICES})
-  --reps N                timed repetitions per figure, after a warm-up   [5]
-  --out DIR               where benchmark.md and benchmark.json go        [target/bench]
-  --sections LIST         which sections, in the order given              [1,2,3,4]
-  --optimizers LIST       sections 2 and 3: adamw,galore,subtrack-grad,subtrack++ [all]
-  --train-sizes LIST      section 3's llama sizes            [tiny,9m; 20m,60m with --full]
-  --svd-max M             skip GaLore's SVD where the short side exceeds M  [2048]
-  --batch N               section 4: N back-to-back calls per device sync   [1]
-  --no-wgsl-kernels       sections 2 and 3 on Burn's tensor ops on wgpu too
-  --no-cpu-kernels        sections 2 and 3 on Burn's tensor ops on the CPU (flex) too
-Kernel variants (the autotuner's choice by default; section 4 also times the tiles and
-split counts beside it):
-  --projection-splits N   pin the optimizer's projections to split-K, N partial sums
-                          (1: the autotuner weighs split-K per shape) [1]
-  --projection-tile T     its projections' and weight updates' blocks: 64 (64x64), 128
-                          (128x128) or tuned (the autotuner's pick per shape) [tuned]
-  --recovery-norms N      its recovery column norms: per-column, tiled (64x64 tiles) or
-                          tuned (the autotuner's pick per shape) [tuned]
-  -h, --help              this text
-";
-
-/// The command line, or `None` for `--help`.
-pub(crate) fn parse() -> Result<Option<Args>, String> {
-    let mut args = Args {
-        full: false,
-        device: "auto".into(),
-        reps: 5,
-        out: PathBuf::from("target/bench"),
-        svd_max: 2048,
-        sections: vec![1, 2, 3, 4],
-        wgsl_kernels: SubTrackConfig::new().wgsl_kernels,
-        cpu_kernels: SubTrackConfig::new().cpu_kernels,
-        batch: 1,
-        optimizers: OptimizerKind::ALL.to_vec(),
-        train_sizes: None,
-        projection_splits: 1,
-        projection_tile: TileChoice::Tuned,
-        recovery_norms: NormsChoice::Tuned,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--full" => args.full = true,
-            "--wgsl-kernels" => args.wgsl_kernels = true,
-            "--no-wgsl-kernels" => args.wgsl_kernels = false,
-            "--no-cpu-kernels" => args.cpu_kernels = false,
-            "--device" => args.device = value()?,
-            "--reps" => {
-                args.reps = value()?
-                    .parse()
-                    .ok()
-                    .filter(|r| *r > 0)
-                    .ok_or("--reps takes a positive integer")?
-            }
-            "--batch" => {
-                args.batch = value()?
-                    .parse()
-                    .ok()
-                    .filter(|r| *r > 0)
-                    .ok_or("--batch takes a positive integer")?
-            }
-            "--optimizers" => {
-                args.optimizers = value()?
-                    .split(',')
-                    .map(|x| OptimizerKind::parse(x.trim()).map_err(|e| e.to_string()))
-                    .collect::<Result<_, _>>()?
-            }
-            "--train-sizes" => {
-                args.train_sizes = Some(value()?.split(',').map(|x| x.trim().into()).collect())
-            }
-            "--projection-splits" => {
-                args.projection_splits = value()?
-                    .parse()
-                    .ok()
-                    .filter(|r| *r > 0)
-                    .ok_or("--projection-splits takes a positive integer")?
-            }
-            "--projection-tile" => {
-                args.projection_tile = match value()?.as_str() {
-                    "64" => ProjectionTile::Block64.into(),
-                    "128" => ProjectionTile::Block128.into(),
-                    "tuned" => TileChoice::Tuned,
-                    _ => return Err("--projection-tile takes 64, 128 or tuned".into()),
-                }
-            }
-            "--recovery-norms" => {
-                args.recovery_norms = match value()?.as_str() {
-                    "per-column" => ColumnNorms::PerColumn.into(),
-                    "tiled" => ColumnNorms::Tiled.into(),
-                    "tuned" => NormsChoice::Tuned,
-                    _ => return Err("--recovery-norms takes per-column, tiled or tuned".into()),
-                }
-            }
-            "--out" => args.out = PathBuf::from(value()?),
-            "--svd-max" => {
-                args.svd_max = value()?
-                    .parse()
-                    .map_err(|_| "--svd-max takes an integer".to_string())?
-            }
-            "--sections" => {
-                let mut sections: Vec<u32> = Vec::new();
-                for x in value()?.split(',') {
-                    match x.trim().parse() {
-                        Ok(n @ 1..=4) if !sections.contains(&n) => sections.push(n),
-                        Ok(1..=4) => {}
-                        _ => return Err(format!("--sections: bad `{x}` (1, 2, 3 or 4)")),
-                    }
-                }
-                args.sections = sections;
-            }
-            "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown argument `{other}` (see --help)")),
+impl Args {
+    /// The optimizers of sections 2 and 3, in the order given (all four by default).
+    pub(crate) fn optimizers(&self) -> Vec<OptimizerKind> {
+        if self.optimizers.is_empty() {
+            return OptimizerKind::ALL.to_vec();
         }
+        self.optimizers
+            .iter()
+            .map(|name| OptimizerKind::parse(name).expect("clap checked the name"))
+            .collect()
     }
-    Ok(Some(args))
+
+    /// The sections, each once, in the order first given.
+    pub(crate) fn sections(&self) -> Vec<u32> {
+        let mut sections = Vec::new();
+        for &s in &self.sections {
+            if !sections.contains(&s) {
+                sections.push(s);
+            }
+        }
+        sections
+    }
+}
+
+/// A positive integer.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("takes a positive integer".into()),
+    }
+}
+
+/// `--projection-tile`.
+fn tile(s: &str) -> Result<TileChoice, String> {
+    match s {
+        "64" => Ok(ProjectionTile::Block64.into()),
+        "128" => Ok(ProjectionTile::Block128.into()),
+        "tuned" => Ok(TileChoice::Tuned),
+        _ => Err("takes 64, 128 or tuned".into()),
+    }
+}
+
+/// `--recovery-norms`.
+fn norms(s: &str) -> Result<NormsChoice, String> {
+    match s {
+        "per-column" => Ok(ColumnNorms::PerColumn.into()),
+        "tiled" => Ok(ColumnNorms::Tiled.into()),
+        "tuned" => Ok(NormsChoice::Tuned),
+        _ => Err("takes per-column, tiled or tuned".into()),
+    }
 }

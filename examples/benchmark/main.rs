@@ -14,7 +14,7 @@ use std::time::Instant;
 use burn::tensor::Tensor;
 use subtrack::kernels;
 use subtrack_llama::alloc::CountingAlloc;
-use subtrack_llama::device::{self, pick};
+use subtrack_llama::device::pick;
 use subtrack_llama::panics::exit_on_background_panic;
 
 mod amortised;
@@ -25,7 +25,8 @@ mod updates;
 mod wgsl;
 
 use amortised::{Grads, StepRow, bench_amortised};
-use args::{Args, USAGE, parse};
+use args::Args;
+use clap::Parser;
 use report::{Setup, render, save};
 use training::{TrainRow, bench_training};
 use updates::{UpdateRow, bench_updates};
@@ -61,17 +62,8 @@ fn time<T>(f: impl FnOnce() -> T, done: impl Fn(&T)) -> (f64, T) {
 fn main() -> ExitCode {
     // A panic on Burn's or wgpu's threads would leave this one waiting forever.
     exit_on_background_panic();
-    let args = match parse() {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            print!("{}", USAGE.replace("{DEVICES}", device::DEVICE_HELP));
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    // Bad options print clap's message and exit with status 2.
+    let args = Args::parse();
     let picked = match pick(&args.device) {
         Ok(p) => p,
         Err(e) => {
@@ -144,7 +136,7 @@ fn main() -> ExitCode {
     let mut md = None;
     // In the order asked for: a time-boxed run gets the first ones (the tables keep their
     // numbers).
-    for &section in &args.sections {
+    for section in args.sections() {
         let (section_start, solves_before) = (Instant::now(), solved());
         match section {
             1 => {
@@ -162,7 +154,7 @@ fn main() -> ExitCode {
                     amortised_reps,
                     args.wgsl_kernels,
                     args.cpu_kernels,
-                    &args.optimizers,
+                    &args.optimizers(),
                 );
             }
             3 => {
@@ -175,7 +167,7 @@ fn main() -> ExitCode {
                         interval,
                         args.wgsl_kernels,
                         args.cpu_kernels,
-                        &args.optimizers,
+                        &args.optimizers(),
                     ));
                 }
             }

@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
+use serde_json::{Value, json};
 use subtrack::basis::POWER_ITERATIONS;
+use subtrack::checkpoint::write_atomic;
 use subtrack::kernels;
 use subtrack::kernels::{ColumnNorms, NormsChoice, TileChoice, Tuned};
 use subtrack_llama::OptimizerKind;
@@ -15,19 +17,6 @@ use crate::{Args, Results};
 /// `x / base` as "1.23×", or "–" where the baseline was not run.
 pub(crate) fn ratio(x: f64, base: Option<f64>) -> String {
     base.map_or("–".into(), |b| format!("{:.2}×", x / b))
-}
-
-/// JSON string escaping for the few free-text fields.
-pub(crate) fn js(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-pub(crate) fn jn(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.6}")
-    } else {
-        "null".into()
-    }
 }
 
 /// What the report's headings name: the run's fixed settings.
@@ -242,129 +231,117 @@ pub(crate) fn render(setup: &Setup, results: &Results) -> (String, String) {
         }
     }
 
-    let mut json = String::from("{\n");
-    let _ = writeln!(json, "  \"device\": {},", js(&picked.description));
-    let _ = writeln!(
-        json,
-        "  \"backend\": {},",
-        js(if picked.is_wgpu { "wgpu" } else { "flex" })
-    );
-    let _ = writeln!(
-        json,
-        "  \"mode\": {},\n  \"reps\": {},",
-        js(mode),
-        args.reps
-    );
-    let items: Vec<String> = sections
+    let sections: Vec<Value> = sections
         .iter()
         .map(|t| {
-            format!(
-                "    {{\"section\": {}, \"seconds\": {}, \"host_solves\": {}, \"host_solve_seconds\": {}}}",
-                t.section,
-                jn(t.seconds),
-                t.solves,
-                jn(t.solve_seconds)
-            )
+            json!({
+                "section": t.section,
+                "seconds": t.seconds,
+                "host_solves": t.solves,
+                "host_solve_seconds": t.solve_seconds,
+            })
         })
         .collect();
-    let _ = writeln!(json, "  \"sections\": [\n{}\n  ],", items.join(",\n"));
-    let items: Vec<String> = updates
+    let updates: Vec<Value> = updates
         .iter()
         .map(|u| {
-            format!(
-                "    {{\"m\": {}, \"n\": {}, \"r\": {}, \"geodesic_ms\": {}, \"svd_ms\": {}, \"svd_reps\": {}, \"randomized_svd_ms\": {}, \"randomized_svd_reps\": {}}}",
-                u.m,
-                u.n,
-                u.r,
-                jn(u.geodesic_ms),
-                u.svd_ms.map_or("null".into(), jn),
-                u.svd_reps,
-                jn(u.randomized_ms),
-                u.randomized_reps
-            )
+            json!({
+                "m": u.m,
+                "n": u.n,
+                "r": u.r,
+                "geodesic_ms": u.geodesic_ms,
+                "svd_ms": u.svd_ms,
+                "svd_reps": u.svd_reps,
+                "randomized_svd_ms": u.randomized_ms,
+                "randomized_svd_reps": u.randomized_reps,
+            })
         })
         .collect();
-    let _ = writeln!(
-        json,
-        "  \"subspace_update\": [\n{}\n  ],",
-        items.join(",\n")
-    );
-    let items: Vec<String> = steps
+    let steps: Vec<Value> = steps
         .iter()
         .map(|s| {
-            format!(
-                "    {{\"optimizer\": {}, \"size\": {}, \"interval\": {interval}, \"ms_per_step\": {}, \"updates\": {}, \"state_bytes\": {}, \"projected_state_bytes\": {}}}",
-                js(s.optimizer.name()),
-                js(step_size),
-                jn(s.per_step_ms),
-                s.updates,
-                s.state_bytes,
-                s.projected_bytes
-            )
+            json!({
+                "optimizer": s.optimizer.name(),
+                "size": step_size,
+                "interval": interval,
+                "ms_per_step": s.per_step_ms,
+                "updates": s.updates,
+                "state_bytes": s.state_bytes,
+                "projected_state_bytes": s.projected_bytes,
+            })
         })
         .collect();
-    let _ = writeln!(json, "  \"amortised_step\": [\n{}\n  ],", items.join(",\n"));
-    let items: Vec<String> = training
+    let training: Vec<Value> = training
         .iter()
         .map(|t| {
-            format!(
-                "    {{\"size\": {}, \"optimizer\": {}, \"step_ms\": {}, \"update_step_ms\": {}, \"amortised_ms\": {}, \"tokens_per_s\": {}, \"state_bytes\": {}, \"peak_memory_bytes\": {}}}",
-                js(&t.size),
-                js(t.optimizer.name()),
-                jn(t.step_ms),
-                jn(t.update_step_ms),
-                jn(t.amortised_ms),
-                jn(t.tokens_per_s),
-                t.state_bytes,
-                t.peak_memory.map_or("null".into(), |m| m.to_string())
-            )
+            json!({
+                "size": t.size,
+                "optimizer": t.optimizer.name(),
+                "step_ms": t.step_ms,
+                "update_step_ms": t.update_step_ms,
+                "amortised_ms": t.amortised_ms,
+                "tokens_per_s": t.tokens_per_s,
+                "state_bytes": t.state_bytes,
+                "peak_memory_bytes": t.peak_memory,
+            })
         })
         .collect();
-    let _ = writeln!(json, "  \"training_step\": [\n{}\n  ],", items.join(",\n"));
-    let items: Vec<String> = kernel_rows
+    let kernels: Vec<Value> = kernel_rows
         .iter()
         .map(|k| {
-            format!(
-                "    {{\"what\": {}, \"wgsl_ms\": {}, \"portable_ms\": {}, \"flops\": {}}}",
-                js(&k.what),
-                jn(k.kernel_ms),
-                jn(k.portable_ms),
-                jn(k.flops)
-            )
+            json!({
+                "what": k.what,
+                "wgsl_ms": k.kernel_ms,
+                "portable_ms": k.portable_ms,
+                "flops": k.flops,
+            })
         })
         .collect();
-    let _ = writeln!(json, "  \"wgsl_kernels\": [\n{}\n  ],", items.join(",\n"));
-    let items: Vec<String> = tuned
+    let tuned: Vec<Value> = tuned
         .iter()
         .map(|(k, tile)| {
-            format!(
-                "    {{\"kernel\": {}, \"a\": {}, \"r\": {}, \"b\": {}, \"transposed\": {}, \"recovery\": {}, {}}}",
-                js(&k.kernel),
-                k.a,
-                k.r,
-                k.b,
-                k.transposed,
-                k.recovery,
-                match tile {
-                    Tuned::Tile(t) => format!("\"tile\": {}, \"splits\": {}", t.tile.side(), t.splits),
-                    Tuned::Norms(n) => format!(
-                        "\"norms\": {}",
-                        js(match n {
-                            ColumnNorms::PerColumn => "per-column",
-                            ColumnNorms::Tiled => "tiled",
-                        })
-                    ),
-                }
-            )
+            let mut row = json!({
+                "kernel": k.kernel,
+                "a": k.a,
+                "r": k.r,
+                "b": k.b,
+                "transposed": k.transposed,
+                "recovery": k.recovery,
+            });
+            let choice = match tile {
+                Tuned::Tile(t) => json!({"tile": t.tile.side(), "splits": t.splits}),
+                Tuned::Norms(ColumnNorms::PerColumn) => json!({"norms": "per-column"}),
+                Tuned::Norms(ColumnNorms::Tiled) => json!({"norms": "tiled"}),
+            };
+            if let (Value::Object(row), Value::Object(choice)) = (&mut row, choice) {
+                row.extend(choice);
+            }
+            row
         })
         .collect();
-    let _ = writeln!(json, "  \"tuned_tiles\": [\n{}\n  ]\n}}", items.join(",\n"));
+    // Non-finite figures (a section not run) become null.
+    let json = json!({
+        "device": picked.description,
+        "backend": if picked.is_wgpu { "wgpu" } else { "flex" },
+        "mode": mode,
+        "reps": args.reps,
+        "sections": sections,
+        "subspace_update": updates,
+        "amortised_step": steps,
+        "training_step": training,
+        "wgsl_kernels": kernels,
+        "tuned_tiles": tuned,
+    });
+    let json = serde_json::to_string_pretty(&json).expect("a JSON value serialises") + "\n";
     (md, json)
 }
 
-/// Write `benchmark.md` and `benchmark.json` into `--out`.
+/// Write `benchmark.md` and `benchmark.json` into `--out`, each atomically.
 pub(crate) fn save(out: &std::path::Path, md: &str, json: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(out)?;
-    std::fs::write(out.join("benchmark.md"), md)?;
-    std::fs::write(out.join("benchmark.json"), json)
+    let write = |name: &str, data: &str| {
+        write_atomic(&out.join(name), data.as_bytes()).map_err(std::io::Error::other)
+    };
+    write("benchmark.md", md)?;
+    write("benchmark.json", json)
 }

@@ -9,32 +9,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::PretrainError;
 
-/// SplitMix64: the generator behind the corpus and the batch positions.
-#[derive(Clone, Debug)]
-pub struct SplitMix(u64);
-
-impl SplitMix {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Uniform in 0..n.
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_f64() * n as f64) as usize % n.max(1)
-    }
-}
+/// The generator behind the corpus and the batch positions: the optimizer crate's one.
+pub use subtrack::rng::SplitMix;
 
 /// A second-order Markov source over `vocab` symbols. Each token b has a set of `branching`
 /// successors; after the pair (a, b) the next token is one of b's successors with

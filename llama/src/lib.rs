@@ -23,6 +23,7 @@ pub mod data;
 pub mod device;
 pub mod model;
 pub mod panics;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod schedule;

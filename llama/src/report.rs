@@ -126,11 +126,11 @@ pub fn svg_plot(title: &str, curves: &[Curve], floor: Option<(f64, &str)>) -> St
     if x0 > x1 {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
-    if x1 - x0 < 1e-9 {
-        x1 = x0 + 1.0;
-    }
-    let pad = ((y1 - y0) * 0.08).max(1e-3);
-    (y0, y1) = (y0 - pad, y1 + pad);
+    // Both axes span whole tick steps of 1, 2 or 5 × 10^k.
+    let (x_ticks, x_step) = nice_ticks(x0, x1, 6);
+    let (y_ticks, y_step) = nice_ticks(y0, y1, 5);
+    (x0, x1) = (x_ticks[0], x_ticks[x_ticks.len() - 1]);
+    (y0, y1) = (y_ticks[0], y_ticks[y_ticks.len() - 1]);
     let sx = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
     let sy = |y: f64| top + (y1 - y) / (y1 - y0) * (h - top - bottom);
     let mut s = String::new();
@@ -152,23 +152,26 @@ pub fn svg_plot(title: &str, curves: &[Curve], floor: Option<(f64, &str)>) -> St
         px1 - px0,
         py1 - py0
     );
-    for i in 0..=5 {
-        let fx = x0 + (x1 - x0) * i as f64 / 5.0;
-        let fy = y0 + (y1 - y0) * i as f64 / 5.0;
+    let (x_decimals, y_decimals) = (decimals(x_step), decimals(y_step));
+    for &fx in &x_ticks {
         let _ = writeln!(
             s,
-            r##"<line x1="{0:.1}" y1="{py0}" x2="{0:.1}" y2="{py1}" stroke="#ddd"/><text x="{0:.1}" y="{1}" text-anchor="middle">{2:.0}</text>"##,
+            r##"<line x1="{0:.1}" y1="{py0}" x2="{0:.1}" y2="{py1}" stroke="#ddd"/><text x="{0:.1}" y="{1}" text-anchor="middle">{2:.3$}</text>"##,
             sx(fx),
             py1 + 16.0,
-            fx
+            fx,
+            x_decimals
         );
+    }
+    for &fy in &y_ticks {
         let _ = writeln!(
             s,
-            r##"<line x1="{px0}" y1="{0:.1}" x2="{px1}" y2="{0:.1}" stroke="#ddd"/><text x="{1}" y="{2:.1}" text-anchor="end">{3:.3}</text>"##,
+            r##"<line x1="{px0}" y1="{0:.1}" x2="{px1}" y2="{0:.1}" stroke="#ddd"/><text x="{1}" y="{2:.1}" text-anchor="end">{3:.4$}</text>"##,
             sy(fy),
             px0 - 6.0,
             sy(fy) + 4.0,
-            fy
+            fy,
+            y_decimals
         );
     }
     let _ = writeln!(
@@ -219,6 +222,36 @@ pub fn svg_plot(title: &str, curves: &[Curve], floor: Option<(f64, &str)>) -> St
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// Ticks at whole multiples of a round step (1, 2 or 5 × 10^k) that cover [lo, hi] with
+/// about `target` intervals: the first tick at or below `lo`, the last at or above `hi`.
+/// Returns the ticks and the step. A degenerate range is widened to one step around it.
+pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> (Vec<f64>, f64) {
+    let span = if hi > lo { hi - lo } else { lo.abs().max(1.0) };
+    let raw = span / target.max(1) as f64;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|&s| s >= raw * (1.0 - 1e-9))
+        .unwrap_or(10.0 * magnitude);
+    let first = (lo / step + 1e-9).floor() as i64;
+    let mut last = (hi / step - 1e-9).ceil() as i64;
+    if last <= first {
+        last = first + 1;
+    }
+    // k·step, rounded to the step's decimals so that 0.1·3 prints as 0.3.
+    let scale = 10f64.powi(decimals(step) as i32);
+    let ticks = (first..=last)
+        .map(|k| (k as f64 * step * scale).round() / scale)
+        .collect();
+    (ticks, step)
+}
+
+/// Decimals that print every multiple of `step` exactly (0 for steps of 1 or more).
+fn decimals(step: f64) -> usize {
+    (-step.log10().floor()).max(0.0) as usize
 }
 
 fn escape(text: &str) -> String {

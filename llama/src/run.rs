@@ -1,6 +1,6 @@
 //! The training loop: one run of one optimizer.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -20,6 +20,7 @@ use super::data::Corpus;
 use super::device::{self, Picked};
 use super::model::{Llama, LlamaConfig};
 use super::panics;
+use super::progress::Progress;
 use super::report::{
     Curve, LogRow, csv_prefix, curves_from_csv, human_bytes, svg_plot, write_text,
 };
@@ -255,7 +256,7 @@ fn train_inner(
     let schedule = config.schedule();
     let valid = corpus.valid_batches(config.batch_size, config.seq_len, config.eval_batches, &dev);
     let tokens_per_step = (config.batch_size * config.seq_len) as u64;
-    let tty = std::io::stdout().is_terminal();
+    let progress = Progress::new(opts.verbose, kind.name(), start as u64, config.steps as u64);
     let memory_kind = device::memory_kind(picked.is_wgpu);
     device::reset_peak();
     let mut peak_memory = device::memory_in_use(&dev, picked.is_wgpu);
@@ -285,13 +286,11 @@ fn train_inner(
             memory_bytes: peak_memory,
         };
         writeln!(csv, "{}", row.to_csv()).map_err(|e| io("writing the CSV log", e))?;
-        if opts.verbose {
-            println!(
-                "[{}] step      0  eval {l:.4} (ppl {:.2})",
-                kind.name(),
-                l.exp()
-            );
-        }
+        progress.line(&format!(
+            "[{}] step      0  eval {l:.4} (ppl {:.2})",
+            kind.name(),
+            l.exp()
+        ));
     }
 
     let save = |model: &Llama, optim: &ModuleOptimizer, step: usize| -> Result<(), PretrainError> {
@@ -333,9 +332,11 @@ fn train_inner(
         } else {
             skipped += 1;
             consecutive_bad += 1;
-            eprintln!(
-                "warning: step {step}: loss {loss_value}, gradient norm {norm}; step skipped"
-            );
+            progress.suspend(|| {
+                eprintln!(
+                    "warning: step {step}: loss {loss_value}, gradient norm {norm}; step skipped"
+                )
+            });
             if consecutive_bad >= 10 {
                 return Err(PretrainError::Diverged(format!(
                     "10 steps in a row with a non-finite loss or gradient (last at step {step}); lower --lr. The last checkpoint is intact"
@@ -375,26 +376,22 @@ fn train_inner(
             };
             writeln!(csv, "{}", row.to_csv()).map_err(|e| io("writing the CSV log", e))?;
             train_curve.push((done as f64, loss_value));
-            if opts.verbose {
-                let eval = eval_loss.map_or(String::new(), |l| {
-                    format!("  eval {l:.4} (ppl {:.2})", l.exp())
-                });
-                let line = format!(
-                    "[{}] step {done:>6}/{}  loss {loss_value:.4}  lr {lr:.2e}  {:.0} tok/s{eval}",
-                    kind.name(),
-                    config.steps,
-                    row.tokens_per_s
-                );
-                if tty {
-                    print!("\r\x1b[2K{line}");
-                    if eval_loss.is_some() || done == stop {
-                        println!();
-                    }
-                    let _ = std::io::stdout().flush();
-                } else {
-                    println!("{line}");
-                }
-            }
+            let eval = eval_loss.map_or(String::new(), |l| {
+                format!("  eval {l:.4} (ppl {:.2})", l.exp())
+            });
+            let short = format!("loss {loss_value:.4}  {:.0} tok/s", row.tokens_per_s);
+            let line = format!(
+                "[{}] step {done:>6}/{}  loss {loss_value:.4}  lr {lr:.2e}  {:.0} tok/s{eval}",
+                kind.name(),
+                config.steps,
+                row.tokens_per_s
+            );
+            progress.step(
+                done as u64,
+                &line,
+                &short,
+                eval_loss.is_some() || done == stop,
+            );
             interval_start = Instant::now();
             interval_tokens = 0;
         }
@@ -421,6 +418,7 @@ fn train_inner(
             )?;
         }
     }
+    progress.finish();
     peak_memory = peak_memory.max(device::peak_memory(picked.is_wgpu));
     let state = state_bytes(&optim).map_err(|e| PretrainError::Io(e.to_string()))?;
     Ok(RunSummary {

@@ -44,7 +44,7 @@ fn non_finite_gradients_are_skipped(device: &Device, config: SubTrackConfig, wha
     );
     let optim = config.build().unwrap();
     let report = optim.report();
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     for (rows, cols) in [(6, 9), (2, 3)] {
         // (6, 9) is projected at rank 2; (2, 3) is dense.
         let mut w = upload(&rng.mat(rows, cols), device);
@@ -121,7 +121,7 @@ fn huge_finite_gradients_are_not_skipped() {
                 .build()
                 .unwrap();
             let report = optim.report();
-            let mut rng = Rng(12);
+            let mut rng = Rng::new(12);
             for (rows, cols) in [(6, 9), (2, 3)] {
                 let what = format!("{name}, WGSL {optim_wgsl}, {rows}×{cols}");
                 let w = upload(&rng.mat(rows, cols), &device);
@@ -160,7 +160,7 @@ fn non_finite_values_outside_the_basis_are_caught() {
                     .build()
                     .unwrap();
                 let report = optim.report();
-                let mut rng = Rng(13);
+                let mut rng = Rng::new(13);
                 // G with the short side's index 2 zero: row 2 (left case) or column 2.
                 let zeroed = |mut g: crate::reference::Mat| {
                     for i in 0..rows {
@@ -217,7 +217,7 @@ fn zero_gradients_produce_no_nan() {
                 .with_update_interval(2)
                 .build()
                 .unwrap();
-            let mut w = upload(&Rng(12).mat(5, 8), &device);
+            let mut w = upload(&Rng::new(12).mat(5, 8), &device);
             let w0 = download(w.clone());
             let mut state = None;
             for _ in 0..5 {
@@ -264,7 +264,7 @@ fn other_shapes_fall_back_to_adamw() {
         device: &Device,
     ) {
         let n: usize = shape.iter().product();
-        let mut rng = Rng(n as u64);
+        let mut rng = Rng::new(n as u64);
         let w0: Vec<f64> = (0..n).map(|_| rng.next()).collect();
         let mut w = tensor(w0.clone(), shape, device);
         let mut w_ref = w0;

@@ -24,7 +24,7 @@ impl Net {
         }
     }
     fn loss(&self, step: usize, device: &Device) -> Tensor<1> {
-        let mut rng = Rng(100 + step as u64);
+        let mut rng = Rng::new(100 + step as u64);
         let x: Vec<f64> = (0..8 * 24).map(|_| rng.next()).collect();
         let y: Vec<f64> = (0..8 * 3).map(|_| rng.next()).collect();
         let x = Tensor::<2>::from_data(TensorData::new(x, [8, 24]).convert::<f32>(), device);
@@ -78,8 +78,8 @@ fn config() -> SubTrackConfig {
 fn resume_across_a_subspace_update_is_exact() {
     for device in crate::devices() {
         let device = device.autodiff();
-        let dir = std::env::temp_dir().join(format!("subtrack-resume-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         for preset in [
             config(),
             SubTrackConfig::galore()
@@ -114,7 +114,6 @@ fn resume_across_a_subspace_update_is_exact() {
                 "Burn's byte route differs by {rel:e} (relative)"
             );
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
@@ -246,8 +245,8 @@ fn burn_load_record_does_not_silently_reinitialise() {
 
 #[test]
 fn save_is_atomic_and_keeps_the_old_file_on_failure() {
-    let dir = std::env::temp_dir().join(format!("subtrack-atomic-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let path = dir.join("ckpt.bin");
     subtrack::checkpoint::write_atomic(&path, b"good").unwrap();
     // Writing into a directory that does not exist fails and leaves nothing behind.
@@ -256,12 +255,11 @@ fn save_is_atomic_and_keeps_the_old_file_on_failure() {
     assert_eq!(std::fs::read(&path).unwrap(), b"good");
     subtrack::checkpoint::write_atomic(&path, b"better").unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"better");
-    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(leftovers.len(), 1, "temporary files left: {leftovers:?}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[derive(Module, Debug)]

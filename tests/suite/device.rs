@@ -73,7 +73,7 @@ const CHILD_ENV: &str = "SUBTRACK_PANIC_CHILD_DIR";
 /// message, and the checkpoint on disk must still load.
 #[test]
 fn a_panic_on_another_thread_ends_the_run_with_an_error() {
-    let dir = tempdir("panic-child");
+    let (_tmp, dir) = tempdir("panic-child");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -109,7 +109,6 @@ fn a_panic_on_another_thread_ends_the_run_with_an_error() {
     assert!(text.contains("the last checkpoint is as it was"), "{text}");
     let ckpt = Checkpoint::load(&dir.join("checkpoint.bin")).expect("the checkpoint loads");
     assert!(ckpt.step >= 10, "checkpoint at step {}", ckpt.step);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -152,8 +151,13 @@ fn panicking_run_child() {
     unreachable!("the channel's sender is alive");
 }
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("subtrack-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A path that does not exist yet, inside a temporary directory that the returned guard
+/// removes when it drops, also when the test panics.
+fn tempdir(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("subtrack-{name}-"))
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().join(name);
+    (tmp, dir)
 }

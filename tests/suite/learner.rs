@@ -27,7 +27,7 @@ pub struct Regressor {
 
 impl Regressor {
     fn new(device: &Device) -> Self {
-        let mut rng = Rng(21);
+        let mut rng = Rng::new(21);
         let w: Vec<f64> = (0..96).map(|_| 0.3 * rng.next()).collect();
         Self {
             weight: Param::from_tensor(Tensor::from_data(
@@ -56,7 +56,7 @@ impl Batcher<usize, Batch> for MakeBatch {
         let mut xs = Vec::new();
         let mut ys = Vec::new();
         for i in &items {
-            let mut rng = Rng(500 + *i as u64);
+            let mut rng = Rng::new(500 + *i as u64);
             xs.extend((0..12).map(|_| rng.next()));
             ys.extend((0..8).map(|_| rng.next()));
         }
@@ -144,8 +144,8 @@ fn weights(model: &Regressor) -> Vec<f64> {
 #[test]
 fn learner_trains_checkpoints_and_resumes() {
     let device = Device::flex().autodiff();
-    let root = std::env::temp_dir().join(format!("subtrack-learner-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
 
     let w0 = weights(&Regressor::new(&device));
     let (model, straight) = run(&root.join("straight"), 4, None, &device);
@@ -177,5 +177,4 @@ fn learner_trains_checkpoints_and_resumes() {
         diff <= 1e-6,
         "resumed weights differ from the uninterrupted run by {diff:e}"
     );
-    let _ = std::fs::remove_dir_all(&root);
 }

@@ -56,7 +56,7 @@ fn check<const D: usize>(
     what: &str,
 ) {
     let (optim, reference) = (config.build().unwrap(), config.build().unwrap());
-    let mut rng = Rng(17);
+    let mut rng = Rng::new(17);
     let mut w = random(&mut rng, shape, dtype, device);
     let mut w32 = w.clone().cast(DType::F32);
     let start = values(&w32);
@@ -126,7 +126,7 @@ fn a_zero_step_keeps_every_bit() {
                 .with_rank(4)
                 .build()
                 .unwrap();
-            let mut rng = Rng(5);
+            let mut rng = Rng::new(5);
             for shape in [[12, 20], [20, 12], [1, 7]] {
                 let w = random(&mut rng, shape, dtype, &device);
                 let g = random(&mut rng, shape, dtype, &device);

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use tempfile::TempDir;
+
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::store::ModuleRecord;
@@ -13,6 +15,7 @@ use subtrack_llama::clip::{clip_to, global_norm};
 use subtrack_llama::compare::parse_compare_csv;
 use subtrack_llama::data::{Corpus, MarkovSource};
 use subtrack_llama::device::{Picked, pick};
+use subtrack_llama::report::nice_ticks;
 use subtrack_llama::schedule::CosineWarmup;
 use subtrack_llama::{LlamaConfig, PretrainError, RunOptions, TrainConfig, compare, train};
 
@@ -36,10 +39,15 @@ fn cpu() -> Picked {
     pick("cpu").unwrap()
 }
 
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("subtrack-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A path that does not exist yet, inside a temporary directory that the returned guard
+/// removes when it drops, also when the test panics.
+fn fresh_dir(name: &str) -> (TempDir, PathBuf) {
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("subtrack-{name}-"))
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().join(name);
+    (tmp, dir)
 }
 
 fn quiet(dir: &Path) -> RunOptions {
@@ -113,7 +121,7 @@ fn model_counts_and_projected_state_bytes_are_exact() {
         .with_optimizer("galore".into())
         .with_eval_every(1)
         .with_warmup_steps(1);
-    let dir = fresh_dir("bytes");
+    let (_dir_tmp, dir) = fresh_dir("bytes");
     let s = train(&run, &run.corpus().unwrap(), &cpu(), &quiet(&dir)).unwrap();
     let (d, f, v, r, l) = (64, 176, 64, 16, 2);
     let projected = l * (4 * (d * r + 2 * r * d) + 3 * (d * r + 2 * r * f)) * 4;
@@ -131,7 +139,6 @@ fn model_counts_and_projected_state_bytes_are_exact() {
     )
     .unwrap();
     assert_eq!(adamw.state.total, 2 * 4 * config.num_params());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -177,7 +184,7 @@ fn global_norm_clipping_matches_host_sums() {
 fn a_few_steps_make_the_loss_fall() {
     for optimizer in ["adamw", "subtrack++"] {
         let config = tiny(30).with_optimizer(optimizer.into());
-        let dir = fresh_dir(&format!("falls-{}", optimizer.replace('+', "p")));
+        let (_dir_tmp, dir) = fresh_dir(&format!("falls-{}", optimizer.replace('+', "p")));
         let s = train(&config, &config.corpus().unwrap(), &cpu(), &quiet(&dir)).unwrap();
         let first = s.eval_curve.first().unwrap().1;
         assert_eq!(s.eval_curve.first().unwrap().0, 0.0);
@@ -191,7 +198,6 @@ fn a_few_steps_make_the_loss_fall() {
         assert_eq!(csv.lines().count(), 1 + 1 + 30 / 5);
         let svg = std::fs::read_to_string(dir.join("loss.svg")).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -221,10 +227,10 @@ fn resume_continues_exactly() {
     // T = 5 puts subspace updates before and after the interruption at step 10.
     let config = tiny(20);
     let corpus = config.corpus().unwrap();
-    let whole_dir = fresh_dir("whole");
+    let (_whole_dir_tmp, whole_dir) = fresh_dir("whole");
     let whole = train(&config, &corpus, &cpu(), &quiet(&whole_dir)).unwrap();
 
-    let split_dir = fresh_dir("split");
+    let (_split_dir_tmp, split_dir) = fresh_dir("split");
     let first = train(
         &config,
         &corpus,
@@ -277,14 +283,12 @@ fn resume_continues_exactly() {
         a == b,
         "resumed weights differ from the uninterrupted run's"
     );
-    let _ = std::fs::remove_dir_all(&whole_dir);
-    let _ = std::fs::remove_dir_all(&split_dir);
 }
 
 #[test]
 fn compare_table_is_produced_and_parses() {
     let config = tiny(4).with_eval_every(4);
-    let dir = fresh_dir("compare");
+    let (_dir_tmp, dir) = fresh_dir("compare");
     let (runs, table) = compare(&config, &config.corpus().unwrap(), &cpu(), &quiet(&dir)).unwrap();
     assert_eq!(runs.len(), 4);
     let rows =
@@ -316,7 +320,6 @@ fn compare_table_is_produced_and_parses() {
             .count()
             == 4
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn expect_err<T: std::fmt::Debug>(r: Result<T, PretrainError>) -> PretrainError {
@@ -325,7 +328,7 @@ fn expect_err<T: std::fmt::Debug>(r: Result<T, PretrainError>) -> PretrainError 
 
 #[test]
 fn bad_data_files_are_refused() {
-    let dir = fresh_dir("data");
+    let (_dir_tmp, dir) = fresh_dir("data");
     std::fs::create_dir_all(&dir).unwrap();
     let write = |name: &str, bytes: &[u8]| {
         let p = dir.join(name);
@@ -357,7 +360,6 @@ fn bad_data_files_are_refused() {
     let ok = Corpus::from_text_file(&write("ok.txt", text.as_bytes()), 0.1, 32).unwrap();
     assert_eq!(ok.vocab, 256);
     assert_eq!(ok.train.len() + ok.valid.len(), text.len());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -388,7 +390,7 @@ fn bad_configs_are_refused() {
         .with_warmup_steps(1)
         .with_steps(1);
     let corpus = Corpus::synthetic(20_000, 5_000, 1);
-    let dir = fresh_dir("oom");
+    let (_dir_tmp, dir) = fresh_dir("oom");
     match train(&huge, &corpus, &cpu(), &quiet(&dir)) {
         Err(PretrainError::OutOfMemory(msg)) => assert!(msg.contains("--batch-size"), "{msg}"),
         other => panic!("{other:?}"),
@@ -400,7 +402,7 @@ fn bad_configs_are_refused() {
 fn checkpoints_are_never_lost_to_bad_input() {
     let config = tiny(10);
     let corpus = config.corpus().unwrap();
-    let dir = fresh_dir("ckpt");
+    let (_dir_tmp, dir) = fresh_dir("ckpt");
     train(&config, &corpus, &cpu(), &quiet(&dir)).unwrap();
     let path = dir.join("checkpoint.bin");
     let good = std::fs::read(&path).unwrap();
@@ -451,7 +453,7 @@ fn checkpoints_are_never_lost_to_bad_input() {
         PretrainError::Checkpoint(_)
     ));
     // Resuming where there is no checkpoint says so.
-    let empty = fresh_dir("ckpt-none");
+    let (_empty_tmp, empty) = fresh_dir("ckpt-none");
     let e = expect_err(train(
         &config,
         &corpus,
@@ -465,7 +467,6 @@ fn checkpoints_are_never_lost_to_bad_input() {
         matches!(&e, PretrainError::Checkpoint(m) if m.contains("cannot read")),
         "{e}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -489,7 +490,7 @@ fn trains_on_wgpu_when_an_adapter_exists() {
             .with_eval_batches(1)
             .with_update_interval(2)
             .with_wgsl_kernels(wgsl);
-        let dir = fresh_dir(if wgsl { "wgpu-kernels" } else { "wgpu" });
+        let (_dir_tmp, dir) = fresh_dir(if wgsl { "wgpu-kernels" } else { "wgpu" });
         // The MLP's 64×176 weights at rank 16 (the only run at these sizes with kernels).
         let launched = || {
             ["update", "adam", "recovery"].map(|k| {
@@ -523,7 +524,6 @@ fn trains_on_wgpu_when_an_adapter_exists() {
         assert_eq!(s.subspace_updates, 14);
         assert!(s.peak_memory.is_some_and(|m| m > 0));
         finals.push(s.final_eval_loss);
-        let _ = std::fs::remove_dir_all(&dir);
     }
     let gap = (finals[0] - finals[1]).abs() / finals[0];
     assert!(
@@ -602,6 +602,14 @@ fn round_trip_and_corruption() {
         );
     }
     assert!(Checkpoint::from_bytes(&bytes[..bytes.len() - 3]).is_err());
+    // A version 1 file (FNV-1a checksum) is refused as such, not as corrupt.
+    let mut old = bytes.clone();
+    old[14..18].copy_from_slice(&1u32.to_le_bytes());
+    let e = Checkpoint::from_bytes(&old).unwrap_err();
+    assert!(
+        e.contains("checkpoint version 1") && e.contains("reads version 2"),
+        "{e}"
+    );
 }
 
 // The learning-rate schedule: warmup, peak, cosine decay and floor.
@@ -621,4 +629,41 @@ fn warmup_peak_and_floor() {
     assert!((s.lr(110) - 1e-4).abs() < 1e-15);
     assert!((s.lr(500) - 1e-4).abs() < 1e-15);
     assert!((1..110).all(|i| i < 10 || s.lr(i) <= s.lr(i - 1)));
+}
+
+// The loss plot's axes: ticks at round values (1, 2 or 5 × 10^k) that cover the data.
+#[test]
+fn plot_ticks_are_round_and_cover_the_data() {
+    assert_eq!(
+        nice_ticks(0.805, 1.532, 5),
+        (vec![0.8, 1.0, 1.2, 1.4, 1.6], 0.2)
+    );
+    assert_eq!(
+        nice_ticks(0.0, 200.0, 6),
+        (vec![0.0, 50.0, 100.0, 150.0, 200.0], 50.0)
+    );
+    // A flat curve still gets an axis one step wide: a span of |2| in 5 steps of 0.4,
+    // rounded up to 0.5.
+    assert_eq!(nice_ticks(2.0, 2.0, 5), (vec![2.0, 2.5], 0.5));
+    let mut rng = crate::reference::Rng::new(3);
+    for _ in 0..500 {
+        let scale = 10f64.powf(rng.next() * 4.0);
+        let (a, b) = (rng.next() * scale, rng.next() * scale);
+        let (lo, hi) = (a.min(b), a.max(b));
+        let (ticks, step) = nice_ticks(lo, hi, 5);
+        let mantissa = step / 10f64.powf(step.log10().floor());
+        assert!(
+            [1.0, 2.0, 5.0].iter().any(|m| (mantissa - m).abs() < 1e-9),
+            "step {step} for [{lo}, {hi}]"
+        );
+        assert!(ticks[0] <= lo + 1e-9 * scale && *ticks.last().unwrap() >= hi - 1e-9 * scale);
+        assert!(
+            (2..=11).contains(&ticks.len()),
+            "{} ticks for [{lo}, {hi}]",
+            ticks.len()
+        );
+        for pair in ticks.windows(2) {
+            assert!((pair[1] - pair[0] - step).abs() <= 1e-9 * step.max(1.0) * 10.0);
+        }
+    }
 }

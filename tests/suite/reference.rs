@@ -1,7 +1,10 @@
 //! An independent f64 host implementation of docs/algorithm.md §2–§7.
 //!
-//! It calls nothing of the crate: its own matrices, its own Jacobi eigen-solver, and the
-//! right-projected case written out with right multiplications (not via the transpose).
+//! It calls nothing of the crate's math: its own matrices, its own Jacobi eigen-solver, and
+//! the right-projected case written out with right multiplications (not via the transpose).
+//! Only the test inputs ([`Rng`]) come from the crate's generator, `subtrack::rng`.
+
+use subtrack::rng::SplitMix;
 
 /// Row-major dense matrix.
 #[derive(Clone, Debug, PartialEq)]
@@ -342,16 +345,14 @@ pub fn dense_step(h: &Hyper, w: &[f64], g: &[f64], st: &mut DenseRef, lr: f64) -
         .collect()
 }
 
-/// Deterministic pseudo-random numbers in [-1, 1) (SplitMix64).
-pub struct Rng(pub u64);
+/// Deterministic pseudo-random numbers in [-1, 1), from the crate's one generator.
+pub struct Rng(SplitMix);
 impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(SplitMix::new(seed))
+    }
     pub fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        (self.0.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
     }
     pub fn mat(&mut self, rows: usize, cols: usize) -> Mat {
         let mut m = Mat::zeros(rows, cols);

@@ -50,7 +50,7 @@ fn principal_cosines(x: &Mat, y: &Mat) -> Vec<f64> {
 #[test]
 fn orthonormal_after_every_update_and_closed_form_change_of_basis() {
     for device in devices() {
-        let mut rng = Rng(1);
+        let mut rng = Rng::new(1);
         let mut s = upload(&random_basis(&mut rng, 24, 5), &device);
         for _ in 0..20 {
             let g = rng.mat(24, 40);
@@ -82,7 +82,7 @@ fn orthonormal_after_every_update_and_closed_form_change_of_basis() {
 #[test]
 fn drift_stays_bounded_over_10000_updates() {
     let device = Device::flex();
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     let (a, b, r) = (16, 24, 4);
     let mut s = upload(&random_basis(&mut rng, a, r), &device);
     let g_fixed: Vec<Mat> = (0..16).map(|_| rng.mat(a, b)).collect();
@@ -106,7 +106,7 @@ fn drift_stays_bounded_over_10000_updates() {
 #[test]
 fn small_theta_descends_and_the_opposite_sign_ascends() {
     for device in devices() {
-        let mut rng = Rng(3);
+        let mut rng = Rng::new(3);
         for _ in 0..5 {
             let s = random_basis(&mut rng, 20, 4);
             let g = rng.mat(20, 30);
@@ -137,7 +137,7 @@ fn small_theta_descends_and_the_opposite_sign_ascends() {
 #[test]
 fn tangent_is_orthogonal_to_the_basis() {
     for device in devices() {
-        let mut rng = Rng(4);
+        let mut rng = Rng::new(4);
         let s = random_basis(&mut rng, 18, 3);
         let g = rng.mat(18, 25);
         let grad = download(tangent(&upload(&s, &device), &upload(&g, &device)));
@@ -155,7 +155,7 @@ fn tangent_is_orthogonal_to_the_basis() {
 #[test]
 fn sign_flips_of_the_basis_carry_through() {
     for device in devices() {
-        let mut rng = Rng(5);
+        let mut rng = Rng::new(5);
         let s = random_basis(&mut rng, 15, 4);
         let g = rng.mat(15, 22);
         let d = [1.0, -1.0, -1.0, 1.0];
@@ -173,7 +173,7 @@ fn sigma_zero_is_a_no_op() {
     for device in devices() {
         let (a, b, r) = (10, 16, 3);
         let s = Mat::from_fn(a, r, |i, j| if i == j { 1.0 } else { 0.0 });
-        let mut rng = Rng(6);
+        let mut rng = Rng::new(6);
         let coeffs = rng.mat(r, b);
         let g = s.mul(&coeffs); // G lies in span(S)
         for g in [g, Mat::zeros(a, b)] {
@@ -189,7 +189,7 @@ fn sigma_zero_is_a_no_op() {
 #[test]
 fn svd_refresh_spans_the_top_singular_subspace() {
     for device in devices() {
-        let mut rng = Rng(8);
+        let mut rng = Rng::new(8);
         for (a, b, r) in [(12, 30, 4), (25, 40, 6)] {
             let g = rng.mat(a, b);
             let got = download(top_singular_basis(&upload(&g, &device), r));
@@ -210,7 +210,7 @@ fn svd_refresh_spans_the_top_singular_subspace() {
         .with_update_interval(5)
         .build()
         .unwrap();
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     let mut w = upload(&rng.mat(20, 11), &device);
     let mut state = None;
     let mut last = Mat::zeros(1, 1);
@@ -244,7 +244,7 @@ fn gapped(rng: &mut Rng, a: usize, b: usize, r: usize, noise: f64) -> (Mat, Mat)
 #[test]
 fn randomized_basis_matches_the_exact_one_on_a_gapped_spectrum() {
     let device = Device::flex();
-    let mut rng = Rng(61);
+    let mut rng = Rng::new(61);
     let (a, b, r) = (120, 200, 6);
     let (g, _) = gapped(&mut rng, a, b, r, 0.05);
     let g_dev = upload(&g, &device);
@@ -269,7 +269,7 @@ fn randomized_basis_matches_the_exact_one_on_a_gapped_spectrum() {
 #[test]
 fn randomized_basis_is_accurate_on_a_decaying_spectrum() {
     let device = Device::flex();
-    let mut rng = Rng(71);
+    let mut rng = Rng::new(71);
     let (a, b, r) = (120, 200, 8);
     let u = random_basis(&mut rng, a, a);
     let v = random_basis(&mut rng, b, a);
@@ -307,7 +307,7 @@ fn top_singular_basis_goes_randomized_past_the_exact_limit() {
     // a = 1100 > 1024: the randomized path; it must find the exact top singular vectors
     // (the noise moves them off U's by about 0.05 rad, the same for both).
     let device = Device::flex();
-    let mut rng = Rng(67);
+    let mut rng = Rng::new(67);
     let (a, b, r) = (subtrack::basis::EXACT_SVD_MAX_SIDE + 76, 1200, 8);
     let (g, u) = gapped(&mut rng, a, b, r, 0.01);
     let g_dev = upload(&g, &device);

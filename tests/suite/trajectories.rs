@@ -49,12 +49,12 @@ pub fn run(
 ) -> (Mat, Mat) {
     let optim = config.build().unwrap();
     let h = hyper(config);
-    let mut rng = Rng(rows as u64 * 1000 + cols as u64);
+    let mut rng = Rng::new(rows as u64 * 1000 + cols as u64);
     let w0 = rng.mat(rows, cols);
     let target = rng.mat(rows, cols);
     let lr = 0.01;
     let grad = |w: &Mat, t: usize| {
-        let mut noise = Rng(7 + t as u64);
+        let mut noise = Rng::new(7 + t as u64);
         w.sub(&target).add(&noise.mat(rows, cols).scale(0.5))
     };
 
@@ -165,7 +165,7 @@ fn right_projection_equals_left_projection_on_transposes() {
         .with_step_size(0.02);
     let device = Device::flex();
     let optim = config.build().unwrap();
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let w0 = rng.mat(9, 14);
     let (mut left, mut right) = (upload(&w0, &device), upload(&w0.t(), &device));
     let (mut sl, mut sr) = (None, None);

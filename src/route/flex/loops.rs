@@ -556,16 +556,11 @@ pub fn step(
 mod tests {
     use super::*;
 
-    /// `n` values in [-1, 1) from a fixed linear congruential sequence.
+    /// `n` values in [-1, 1) from the crate's generator.
     fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
+        let mut rng = crate::rng::SplitMix::new(seed);
         (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
+            .map(|_| (rng.next_f64() * 2.0 - 1.0) as f32)
             .collect()
     }
 

@@ -56,7 +56,7 @@ fn adam_kernel_matches_the_portable_path() {
         beta_2: 0.999,
         epsilon: 1e-6,
     };
-    let mut rng = Rng(41);
+    let mut rng = Rng::new(41);
     for (r, b) in [(5, 53), (16, 16), (17, 150), (70, 90)] {
         // (rotation, moved): no rotation, both variants, and a rotation whose basis did not
         // move (device flag 0), which must equal no rotation.

@@ -17,7 +17,7 @@ use super::{orthonormal, stored, upload_roundtrip};
 /// formula: both layouts, G a view or stored, with and without recovery and decay.
 #[test]
 fn fused_cpu_update_matches_the_portable_path() {
-    let mut rng = Rng(29);
+    let mut rng = Rng::new(29);
     let cpu = Device::flex();
     for decay in [1.0, 0.999] {
         let c = UpdateCoefficients {
@@ -58,7 +58,7 @@ fn fused_cpu_update_matches_the_portable_path() {
 /// (a clone the caller kept), the clone keeps its values and the result is still right.
 #[test]
 fn fused_cpu_update_leaves_a_shared_weight_intact() {
-    let mut rng = Rng(37);
+    let mut rng = Rng::new(37);
     let cpu = Device::flex();
     let c = UpdateCoefficients {
         alpha: 0.03,
@@ -99,7 +99,7 @@ fn fused_cpu_update_leaves_a_shared_weight_intact() {
 /// the transposed view of a stored b×a tensor, and a strided view (a column slice).
 #[test]
 fn fused_cpu_column_sums_match_the_portable_path() {
-    let mut rng = Rng(31);
+    let mut rng = Rng::new(31);
     let cpu = Device::flex();
     for (a, b) in [(37, 53), (1, 9), (9, 1), (256, 688), (512, 600)] {
         let g = rng.mat(a, b);
@@ -156,7 +156,7 @@ fn fused_cpu_column_sums_match_the_portable_path() {
 /// stride), S stored and a column slice; one size past the gemm's parallel threshold.
 #[test]
 fn fused_cpu_projection_matches_the_portable_path() {
-    let mut rng = Rng(41);
+    let mut rng = Rng::new(41);
     let cpu = Device::flex();
     for (a, r, b) in [(37, 5, 53), (1, 1, 9), (256, 64, 688), (600, 64, 900)] {
         let round = |m: &Mat| Mat::from_fn(m.rows, m.cols, |i, j| m.at(i, j) as f32 as f64);
@@ -250,7 +250,7 @@ fn fused_cpu_adam_matches_the_portable_path() {
         beta_2: 0.999,
         epsilon: 1e-6,
     };
-    let mut rng = Rng(43);
+    let mut rng = Rng::new(43);
     for (r, b) in [(5, 53), (1, 1), (64, 688)] {
         for rotation in [
             None,

@@ -18,7 +18,7 @@ fn projection_splits_tensors_over_the_binding_limit() {
     let Some(device) = wgpu_device() else {
         return;
     };
-    let mut rng = Rng(29);
+    let mut rng = Rng::new(29);
     // 300×90 and 300×20 at 4 bytes: 360 bytes a row, so a 46,080-byte limit holds 128 rows
     // and the projection runs as chunks of 128, 128 and 44 rows (offsets 256-byte aligned).
     let (a, r, b) = (300, 20, 90);
@@ -78,7 +78,7 @@ fn update_splits_tensors_over_the_binding_limit() {
     let Some(device) = wgpu_device() else {
         return;
     };
-    let mut rng = Rng(31);
+    let mut rng = Rng::new(31);
     let (a, r, b) = (300, 20, 90);
     let coefficients = UpdateCoefficients {
         alpha: 0.05,
@@ -113,7 +113,7 @@ fn wide_matrices_take_several_launches_past_the_workgroup_limit() {
         return;
     };
     let cpu = Device::flex();
-    let mut rng = Rng(53);
+    let mut rng = Rng::new(53);
     // b = 300 is five 64-column blocks; a limit of 2 workgroups a dimension splits every
     // launch across the columns into 2 + 2 + 1 blocks.
     let (a, r, b) = (70, 6, 300);

@@ -122,7 +122,7 @@ fn packed_parameters_match_separate_flags() {
     let Some(device) = wgpu_device() else {
         return;
     };
-    let mut rng = Rng(61);
+    let mut rng = Rng::new(61);
     // Sizes no other test uses, so that the launch counts are this test's own.
     let (a, r, b) = (71, 7, 47);
     let [m, v, _] = adam_inputs(r, b, &mut rng);

@@ -22,7 +22,7 @@ fn projection_kernel_matches_the_portable_path() {
         kernels::wgsl_available(&device),
         "the test adapter should compile WGSL"
     );
-    let mut rng = Rng(17);
+    let mut rng = Rng::new(17);
     let cpu = Device::flex();
     // Sizes that are not multiples of the 16×16 tile, a single tile, and a tall one.
     for (a, r, b) in [
@@ -87,7 +87,7 @@ fn split_projection_matches_the_portable_path() {
     let Some(device) = wgpu_device() else {
         return;
     };
-    let mut rng = Rng(23);
+    let mut rng = Rng::new(23);
     use ProjectionTile::{Block64, Block128};
     for (a, r, b, splits, tile) in [
         (70, 5, 53, 2, Block64),
@@ -160,7 +160,7 @@ fn optimizer_steps_with_tuned_projections_match() {
             .with_update_interval(3)
             .build()
             .unwrap();
-        let mut rng = Rng(31);
+        let mut rng = Rng::new(31);
         let mut w = upload(&rng.mat(m, n), &device);
         let mut state = None;
         for _ in 0..5 {
@@ -216,7 +216,7 @@ fn wide_tile_projection_matches_the_portable_path() {
     let Some(device) = wgpu_device() else {
         return;
     };
-    let mut rng = Rng(41);
+    let mut rng = Rng::new(41);
     let cpu = Device::flex();
     let narrow = Route::WGSL.within(Limits {
         max_workgroups: 2,

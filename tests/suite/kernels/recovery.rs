@@ -42,7 +42,7 @@ fn recovery_kernels_match_the_portable_path() {
         return;
     };
     let cpu = Device::flex();
-    let mut rng = Rng(43);
+    let mut rng = Rng::new(43);
     let (zeta, scale) = (1.01, 0.25);
     // (a, r, b, binding limit): the last splits G into chunks of 128, 128 and 44 rows;
     // 150×70×130 takes three 64-row blocks of G and two of G̃ and N in one launch of the

@@ -41,7 +41,7 @@ fn wgsl_route_checks_gradients_on_the_device_and_reads_nothing_back() {
         .with_wgsl_kernels(true);
     let optim = config.build().unwrap();
     let report = optim.report();
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let packed = || [0, 6, 8].map(|first| kernels::launches("params: packed", [first, 4, 40]));
     let packed_before = packed();
     // A projected 24×40 weight (left case) and a 1×40 one that AdamW updates.

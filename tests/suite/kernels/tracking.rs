@@ -29,7 +29,7 @@ fn tracking_kernels_match_the_host_geodesic_step() {
     let Some(device) = wgpu_device() else {
         return;
     };
-    let mut rng = Rng(47);
+    let mut rng = Rng::new(47);
     let cpu = Device::flex();
     // (a, r, b, target θ, θ_max, tolerance): η is set from σ for θ = η·σ of 0.5–2 rad; a
     // clamp; a tolerance of 0 so that the Cholesky re-orthonormalisation runs.

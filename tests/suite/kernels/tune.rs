@@ -46,7 +46,7 @@ fn tuned_projection_runs_the_chosen_tile() {
     let Some(device) = wgpu_device() else {
         return;
     };
-    let mut rng = Rng(61);
+    let mut rng = Rng::new(61);
     let (a, r, b) = (1100, 130, 120);
     assert!(a * r * b >= TUNED_MIN_MACS, "the case must be tuned");
     let s = orthonormal(a, r, &mut rng);
@@ -112,7 +112,7 @@ fn tuned_update_runs_the_chosen_tile() {
     let Some(device) = wgpu_device() else {
         return;
     };
-    let mut rng = Rng(67);
+    let mut rng = Rng::new(67);
     let (a, r, b) = (1100, 130, 120);
     let case = UpdateCase::new(a, r, b, true, &mut rng);
     let coefficients = UpdateCoefficients {
@@ -147,7 +147,7 @@ fn tuned_recovery_runs_the_chosen_norms() {
     let Some(device) = wgpu_device() else {
         return;
     };
-    let mut rng = Rng(71);
+    let mut rng = Rng::new(71);
     let (zeta, scale, variant) = (1.01, 0.25, RecoveryScaling::Code);
     for (a, r, b) in [(1100, 130, 120), (1100, 130, 117)] {
         let tuned = a * r * b >= TUNED_MIN_MACS;

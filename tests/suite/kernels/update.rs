@@ -121,7 +121,7 @@ fn update_kernel_matches_the_portable_path() {
     let Some(device) = wgpu_device() else {
         return;
     };
-    let mut rng = Rng(23);
+    let mut rng = Rng::new(23);
     let coefficients = UpdateCoefficients {
         alpha: 0.03,
         decay: 0.999,
@@ -183,7 +183,7 @@ fn wide_tile_update_matches_the_portable_path() {
     let Some(device) = wgpu_device() else {
         return;
     };
-    let mut rng = Rng(43);
+    let mut rng = Rng::new(43);
     let coefficients = UpdateCoefficients {
         alpha: 0.03,
         decay: 0.999,
