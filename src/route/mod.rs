@@ -235,6 +235,16 @@ pub fn choose(
     } else {
         Chosen::Portable(Portable)
     };
+    // The message is built only where it would be logged: this runs at every step.
+    if log::log_enabled!(log::Level::Info) {
+        log_once(&chosen, device, sizes);
+    }
+    chosen
+}
+
+/// Log `chosen` for a parameter of `sizes` on `device`, unless this process has logged the
+/// same choice before.
+fn log_once(chosen: &Chosen, device: &Device, sizes: Option<Sizes>) {
     static LOGGED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
     let what = match sizes {
         Some(s) => {
@@ -258,7 +268,6 @@ pub fn choose(
     if logged.insert(what.clone()) {
         log::info!("subtrack: {what}");
     }
-    chosen
 }
 
 /// The step flag of a gradient on its device: [1.0] when every element is finite, [0.0]

@@ -73,7 +73,7 @@ const CHILD_ENV: &str = "SUBTRACK_PANIC_CHILD_DIR";
 /// message, and the checkpoint on disk must still load.
 #[test]
 fn a_panic_on_another_thread_ends_the_run_with_an_error() {
-    let (_tmp, dir) = tempdir("panic-child");
+    let (_tmp, dir) = crate::fresh_dir("panic-child");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -149,15 +149,4 @@ fn panicking_run_child() {
     let (_keep, never) = std::sync::mpsc::channel::<()>();
     let _ = never.recv();
     unreachable!("the channel's sender is alive");
-}
-
-/// A path that does not exist yet, inside a temporary directory that the returned guard
-/// removes when it drops, also when the test panics.
-fn tempdir(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!("subtrack-{name}-"))
-        .tempdir()
-        .unwrap();
-    let dir = tmp.path().join(name);
-    (tmp, dir)
 }

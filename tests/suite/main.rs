@@ -113,3 +113,14 @@ pub fn max_abs_diff(x: &[f64], y: &[f64]) -> f64 {
         .zip(y)
         .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()))
 }
+
+/// A path that does not exist yet, inside a temporary directory that the returned guard
+/// removes when it drops, also when the test panics.
+pub fn fresh_dir(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("subtrack-{name}-"))
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().join(name);
+    (tmp, dir)
+}

@@ -2,9 +2,7 @@
 //! the comparison table and its refusals of bad input. CPU (flex) only: a training run on
 //! lavapipe would take minutes.
 
-use std::path::{Path, PathBuf};
-
-use tempfile::TempDir;
+use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -18,6 +16,8 @@ use subtrack_llama::device::{Picked, pick};
 use subtrack_llama::report::nice_ticks;
 use subtrack_llama::schedule::CosineWarmup;
 use subtrack_llama::{LlamaConfig, PretrainError, RunOptions, TrainConfig, compare, train};
+
+use crate::fresh_dir;
 
 fn tiny(steps: usize) -> TrainConfig {
     TrainConfig::new()
@@ -37,17 +37,6 @@ fn tiny(steps: usize) -> TrainConfig {
 
 fn cpu() -> Picked {
     pick("cpu").unwrap()
-}
-
-/// A path that does not exist yet, inside a temporary directory that the returned guard
-/// removes when it drops, also when the test panics.
-fn fresh_dir(name: &str) -> (TempDir, PathBuf) {
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!("subtrack-{name}-"))
-        .tempdir()
-        .unwrap();
-    let dir = tmp.path().join(name);
-    (tmp, dir)
 }
 
 fn quiet(dir: &Path) -> RunOptions {
