@@ -130,7 +130,7 @@ pub trait Ops {
 }
 
 /// The sizes of one projected parameter: S a×r, G a×b, W stored b×a where `transposed`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sizes {
     /// Rows of G (the smaller side of W).
     pub a: usize,
@@ -204,8 +204,8 @@ impl std::ops::Deref for Chosen {
 }
 
 /// The route `route` takes for tensors on `device`: the WGSL kernels where asked for, built
-/// (the `wgpu` feature) and `device` compiles WGSL, else the fused CPU loops where asked for and `device` is `flex`,
-/// else the portable path. Opens the device's client.
+/// (the `wgpu` feature) and `device` compiles WGSL, else the fused CPU loops where asked for
+/// and `device` is `flex`, else the portable path. Opens the device's client.
 pub fn resolve(route: Route, device: &Device) -> Chosen {
     #[cfg(feature = "wgpu")]
     if route.wgsl && wgsl::runs_on(device) {

@@ -275,30 +275,20 @@ impl Ops for Wgsl {
         false
     }
 
-    fn fallbacks(
-        &self,
-        Sizes {
+    fn fallbacks(&self, sizes: Sizes) -> Vec<&'static str> {
+        let Sizes {
             a,
             r,
             b,
             transposed,
-        }: Sizes,
-    ) -> Vec<&'static str> {
+        } = sizes;
         let limits = self.limits;
         [
             ("project", kernels::projection_plan(a, r, b, limits)),
             ("adam", kernels::adam_plan(r, b, limits)),
             ("recovery", kernels::recovery_plan(a, r, b, limits)),
             ("update", kernels::update_plan(a, r, b, transposed, limits)),
-            (
-                "tracking step",
-                self.tracks(Sizes {
-                    a,
-                    r,
-                    b,
-                    transposed,
-                }),
-            ),
+            ("tracking step", self.tracks(sizes)),
         ]
         .into_iter()
         .filter(|(_, runs)| !runs)
