@@ -22,14 +22,15 @@
 //   @binding(6) params    the parameter buffer (read; layout in src/params.rs):
 //                         β1, 1−β1, β2, 1−β2, ε, v_scale in slots 0–5, moved in 12 (1 =
 //                         the basis changed: rotate), the flag in 13 (1 = step, 0 = skip)
-//   @binding(7) change    C, r×r                     (read; without rotation unread, and
-//                                                   the parameter buffer stands in)
+//   @binding(7) change    C, r×r                     (read; bound only with {{rotate}})
 //
-// Eight storage bindings: WebGPU's default per-stage limit.
+// Eight storage bindings with the rotation (WebGPU's default per-stage limit), seven
+// without, where the change template value declares an unbound private stand-in for C that
+// is never read.
 //
-// Template values (part of the kernel id): {{r}}, {{b}}, {{rotate}}, {{j_block}} (the first
-// 64-column block of this launch: wider matrices take several launches of at most 65,535
-// workgroups across). A workgroup of 16×16
+// Template values (part of the kernel id): {{r}}, {{b}}, {{rotate}}, change (the
+// declaration of C), {{j_block}} (the first 64-column block of this launch: wider matrices
+// take several launches of at most 65,535 workgroups across). A workgroup of 16×16
 // invocations finishes a 64×64 block, each invocation a 4×4 block in registers; with
 // rotation the two products C·M and (C⊙C)·(V − M⊙M) share one walk over r, 16 at a time
 // through workgroup memory. Every index is guarded.
@@ -49,7 +50,7 @@ const BN: u32 = 64u;
 @group(0) @binding(4) var<storage, read_write> out_v: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out_n: array<f32>;
 @group(0) @binding(6) var<storage, read_write> params: array<f32>;
-@group(0) @binding(7) var<storage, read_write> change_of_basis: array<f32>;
+{{change}}
 
 // c_tile[kk·16 + c] = C[i0 + 4c … 4c + 3, k0 + kk] (staged transposed); m_tile / d_tile
 // [kk·16 + c] = M or V − M⊙M at [k0 + kk, j0 + 4c … 4c + 3].

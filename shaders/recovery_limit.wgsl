@@ -17,10 +17,11 @@
 //   @binding(2) norm      [Λ_prev']                                  (written)
 //   @binding(3) params    the parameter buffer (read; layout in src/params.rs):
 //                         2k − k², ζ in slots 6–7, the flag in 13 (1 = step, 0 = skip)
-//   @binding(4) previous  [Λ_prev]                                   (read; without one
-//                         unread, and the parameter buffer stands in)
+//   @binding(4) previous  [Λ_prev]                                   (read; bound only
+//                         with {{has_previous}})
 //
-// Template values (part of the kernel id): {{b}}, {{has_previous}}, {{g_blocks}},
+// Template values (part of the kernel id): {{b}}, {{has_previous}}, previous (the binding
+// of Λ_prev, or without one an unbound private stand-in that is never read), {{g_blocks}},
 // {{r_blocks}}. One workgroup of 256 invocations: each sums a strided share of the
 // columns, then a tree reduction.
 
@@ -33,7 +34,7 @@ const R_BLOCKS: u32 = {{r_blocks}}u;
 @group(0) @binding(1) var<storage, read_write> psi: array<f32>;
 @group(0) @binding(2) var<storage, read_write> norm: array<f32>;
 @group(0) @binding(3) var<storage, read_write> params: array<f32>;
-@group(0) @binding(4) var<storage, read_write> previous: array<f32>;
+{{previous}}
 
 var<workgroup> partial: array<f32, 256>;
 

@@ -312,6 +312,7 @@ pub(crate) fn render(setup: &Setup, results: &Results) -> (String, String) {
                 Tuned::Tile(t) => json!({"tile": t.tile.side(), "splits": t.splits}),
                 Tuned::Norms(ColumnNorms::PerColumn) => json!({"norms": "per-column"}),
                 Tuned::Norms(ColumnNorms::Tiled) => json!({"norms": "tiled"}),
+                Tuned::Matmul => json!({"matmul": "burn"}),
             };
             if let (Value::Object(row), Value::Object(choice)) = (&mut row, choice) {
                 row.extend(choice);

@@ -1,18 +1,38 @@
 //! Launch of `shaders/adam.wgsl`: low-rank Adam with the optional moment rotation.
 
-use burn::backend::wgpu::{CubeTensor, SourceKernel, into_contiguous};
-use burn::cubecl::server::KernelArguments;
+use burn::backend::wgpu::{CubeTensor, into_contiguous};
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::Shape;
 
-use super::launch::{BLOCK, Limits, Templated, assert_f32_on_wgsl, column_groups, empty_f32};
+use super::fit::fits;
+use super::launch::{self, BLOCK, Limits, Templated, assert_f32_on_wgsl, column_groups, empty_f32};
 
 const SHADER: &str = include_str!("../../shaders/adam.wgsl");
 
-/// Whether the kernel runs moments of r×b under `limits`: each moment fits one binding and
-/// its 64-row blocks fit the workgroup limit (columns past it take several launches).
-pub fn plan(r: usize, b: usize, limits: Limits) -> bool {
-    r * b * 4 <= limits.max_binding_bytes && r.div_ceil(BLOCK) <= limits.max_workgroups
+/// The binding of C where the kernel rotates; without a rotation C is not bound at all.
+const CHANGE_BINDING: &str =
+    "@group(0) @binding(7) var<storage, read_write> change_of_basis: array<f32>;";
+/// The stand-in for C without a rotation: never read, and no binding.
+const NO_CHANGE: &str = "var<private> change_of_basis: array<f32, 1>;";
+
+/// `adam.wgsl` for r×b moments, rotating where `rotate`, from 64-column block `j_block` on.
+pub(super) fn kernel(r: usize, b: usize, rotate: bool, j_block: usize) -> Templated {
+    Templated::new("adam", SHADER)
+        .with("r", r)
+        .with("b", b)
+        .with("rotate", rotate)
+        .with("j_block", j_block)
+        .with("change", if rotate { CHANGE_BINDING } else { NO_CHANGE })
+}
+
+/// Whether the kernel runs moments of r×b under `limits`, rotating them where `rotate`:
+/// each moment fits one binding, its 64-row blocks fit the workgroup limit (columns past it
+/// take several launches), and the shader fits the adapter (it binds 7 storage buffers, 8
+/// with the rotation).
+pub fn plan(r: usize, b: usize, rotate: bool, limits: Limits) -> bool {
+    r * b * 4 <= limits.max_binding_bytes
+        && r.div_ceil(BLOCK) <= limits.max_workgroups
+        && fits(&kernel(r, b, rotate, 0), limits)
 }
 
 /// (M', V', N) from M, V, G̃ (r×b), the parameter buffer `params` (β1, 1−β1, β2, 1−β2, ε,
@@ -38,13 +58,7 @@ pub fn launch(
     let output = || empty_f32(&moment_1, Shape::from([r, b]));
     let (out_m, out_v, out_n) = (output(), output(), output());
     let rotate = change.is_some();
-    // Without a rotation the kernel never reads binding 7: the parameter buffer stands in,
-    // so that no dummy is uploaded.
-    let change = match change {
-        Some(c) => into_contiguous(c).handle.binding(),
-        None => params.handle.clone().binding(),
-    };
-    let buffers = vec![
+    let mut buffers = vec![
         moment_1.handle.clone().binding(),
         moment_2.handle.clone().binding(),
         g_low.handle.clone().binding(),
@@ -52,19 +66,17 @@ pub fn launch(
         out_v.handle.clone().binding(),
         out_n.handle.clone().binding(),
         params.handle.clone().binding(),
-        change,
     ];
+    buffers.extend(change.map(|c| into_contiguous(c).handle.binding()));
     for (j_block, blocks) in column_groups(b, limits) {
-        let kernel = Templated::new("adam", SHADER)
-            .with("r", r)
-            .with("b", b)
-            .with("rotate", rotate)
-            .with("j_block", j_block);
         crate::launches::count_launch("adam", [r, r, b]);
-        client.launch(
-            Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),
+        launch::launch(
+            &client,
+            kernel(r, b, rotate, j_block),
+            CubeDim::new_2d(16, 16),
             CubeCount::Static(blocks as u32, r.div_ceil(BLOCK) as u32, 1),
-            KernelArguments::new().with_buffers(buffers.clone()),
+            buffers.clone(),
+            limits,
         );
     }
     (out_m, out_v, out_n)

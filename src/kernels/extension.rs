@@ -76,7 +76,7 @@ pub trait SubTrackKernels: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// Recovery scales (§7) without a previous norm: (ψ 1×b, ‖Λ‖ \[1\]) from G (a×b), G̃ and
-    /// N (r×b) and `params` (2k − k², ζ, flag). G over `max_binding_bytes` is read in row
+    /// N (r×b) and `params` (2k − k², ζ, flag). G over the binding limit of `limits` is read in row
     /// chunks. `norms`: the column-norm kernel, tuned per shape or fixed (see
     /// [`set_recovery_norms`](super::set_recovery_norms)).
     #[fusion(meta = |g, _l, _n, _p, _m, _t| recovery_meta(g, _l, _n, _p, _m))]
@@ -85,7 +85,7 @@ pub trait SubTrackKernels: Backend {
         g_low: FloatTensor<Self>,
         normalized: FloatTensor<Self>,
         params: FloatTensor<Self>,
-        max_binding_bytes: usize,
+        limits: Limits,
         norms: NormsChoice,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
@@ -98,7 +98,7 @@ pub trait SubTrackKernels: Backend {
         normalized: FloatTensor<Self>,
         params: FloatTensor<Self>,
         previous: FloatTensor<Self>,
-        max_binding_bytes: usize,
+        limits: Limits,
         norms: NormsChoice,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
@@ -171,7 +171,7 @@ fn recovery_meta(
     _g_low: &TensorSpec,
     _normalized: &TensorSpec,
     _params: &TensorSpec,
-    _max_binding_bytes: &usize,
+    _limits: &Limits,
 ) -> (TensorSpec, TensorSpec) {
     (
         TensorSpec::new(Shape::from([1, grad.shape[1]]), grad.dtype),
@@ -226,18 +226,10 @@ impl SubTrackKernels for CubeBackend {
         g_low: FloatTensor<Self>,
         normalized: FloatTensor<Self>,
         params: FloatTensor<Self>,
-        max_binding_bytes: usize,
+        limits: Limits,
         norms: NormsChoice,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        tune::launch_recovery(
-            grad,
-            g_low,
-            normalized,
-            params,
-            None,
-            max_binding_bytes,
-            norms,
-        )
+        tune::launch_recovery(grad, g_low, normalized, params, None, limits, norms)
     }
 
     fn wgsl_recovery_limited(
@@ -246,17 +238,16 @@ impl SubTrackKernels for CubeBackend {
         normalized: FloatTensor<Self>,
         params: FloatTensor<Self>,
         previous: FloatTensor<Self>,
-        max_binding_bytes: usize,
+        limits: Limits,
         norms: NormsChoice,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let limit = max_binding_bytes;
         tune::launch_recovery(
             grad,
             g_low,
             normalized,
             params,
             Some(previous),
-            limit,
+            limits,
             norms,
         )
     }

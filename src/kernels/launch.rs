@@ -3,9 +3,13 @@
 
 use std::ops::Range;
 
-use burn::backend::wgpu::{CubeTensor, KernelSource, SourceTemplate, into_contiguous};
+use burn::backend::wgpu::{
+    CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
+};
+use burn::cubecl::client::Client;
 use burn::cubecl::prelude::KernelId;
-use burn::cubecl::server::BufferBinding;
+use burn::cubecl::server::{BufferBinding, KernelArguments};
+use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Shape};
 
 pub(super) use crate::limits::{Limits, MAX_WORKGROUPS};
@@ -64,6 +68,54 @@ impl Templated {
         self.values.push((key, value.to_string()));
         self
     }
+
+    /// The shader's name (its file's, without `.wgsl`).
+    pub(super) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The WGSL source with every template value filled in, as the device compiles it.
+    pub(crate) fn expand(&self) -> String {
+        self.source().complete()
+    }
+
+    /// The template values, in the order they were registered.
+    pub(crate) fn values(&self) -> &[(&'static str, String)] {
+        &self.values
+    }
+}
+
+/// Launch `kernel` with workgroups of `workgroup` invocations, `count` of them, binding
+/// `buffers` in order.
+///
+/// # Panics
+/// Where `kernel` does not fit `limits` ([`fit::fits`]): every launcher's `plan` has
+/// checked that, so this guards the adapter against a kernel edit the plans missed.
+pub(super) fn launch(
+    client: &Client,
+    kernel: Templated,
+    workgroup: CubeDim,
+    count: CubeCount,
+    buffers: Vec<BufferBinding>,
+    limits: Limits,
+) {
+    let needs = super::fit::needs(&kernel);
+    assert!(
+        needs.fit(limits),
+        "{}: needs {needs:?}, past the device's {limits:?}",
+        kernel.name
+    );
+    debug_assert_eq!(
+        buffers.len(),
+        needs.storage_buffers,
+        "{}: bindings",
+        kernel.name
+    );
+    client.launch(
+        Box::new(SourceKernel::new(kernel, workgroup)),
+        count,
+        KernelArguments::new().with_buffers(buffers),
+    );
 }
 
 impl KernelSource for Templated {

@@ -11,14 +11,20 @@
 //! - `tune.rs`: the autotuned choice of tile and column-norm kernel ([`TileChoice`]), the
 //!   launchers' only caller besides the extension;
 //! - `pins.rs`: this thread's pins of those choices (for measuring);
-//! - `launch.rs`: the launch limits, templates and row chunks the launchers share.
+//! - `launch.rs`: the launch limits, templates and row chunks the launchers share, and the
+//!   one launch every kernel goes through;
+//! - `fit.rs`: what each shader needs of the adapter (bindings, workgroup memory and size),
+//!   read with naga, against the device's [`Limits`];
+//! - `expansions.rs`: every kernel expansion, for the suite's translation test.
 //!
 //! Each `*_plan` below says whether a kernel can run these sizes under `limits`; the route
 //! falls back to the portable operation where it cannot. Launches are counted in
 //! [`launches`].
 
 mod adam;
+mod expansions;
 mod extension;
+mod fit;
 mod launch;
 mod pins;
 mod project;
@@ -32,6 +38,7 @@ use burn::tensor::Device;
 
 pub use crate::launches::{launches, wgsl_dispatches};
 pub use crate::limits::Limits;
+pub use expansions::shader_expansions;
 pub use extension::SubTrackKernels;
 pub use pins::{
     projection_splits, projection_tile, recovery_norms, set_projection_splits, set_projection_tile,
@@ -40,8 +47,8 @@ pub use pins::{
 pub use project::{ProjectionTile, projected_shape};
 pub use recovery::ColumnNorms;
 pub use tune::{
-    NormsChoice, TUNED_MIN_MACS, TileChoice, TileKey, Tuned, TunedTile, UpdateLaunch, tuned_norms,
-    tuned_tile, tuned_tiles,
+    NormsChoice, TUNED_MIN_MACS, TileChoice, TileKey, Tuned, TunedTile, UpdateLaunch, tuned_choice,
+    tuned_norms, tuned_tile, tuned_tiles, tuner_candidates,
 };
 
 /// Whether the WGSL kernels run for tensors on `device`: a wgpu device whose runtime
@@ -55,6 +62,29 @@ pub fn wgsl_available(device: &Device) -> bool {
     }
 }
 
+/// The limits of the wgpu adapter behind `device`, as its CubeCL runtime reports them
+/// (`None` for a device of another runtime). CubeCL reports one storage buffer fewer than
+/// wgpu's `max_storage_buffers_per_shader_stage`, keeping one for its own kernels; wgpu
+/// validates a pipeline against the device's count itself, so that one is added back.
+pub fn device_limits(device: &Device) -> Option<Limits> {
+    let DispatchDevice::Cube(cube) = device.as_dispatch() else {
+        return None;
+    };
+    if !matches!(cube, burn::cubecl::Device::Wgpu(_)) {
+        return None;
+    }
+    let client = cube.client();
+    let properties = client.properties();
+    let hardware = &properties.hardware;
+    Some(Limits {
+        max_binding_bytes: usize::try_from(properties.memory.max_page_size).unwrap_or(usize::MAX),
+        max_workgroups: hardware.max_cube_count.0 as usize,
+        max_storage_buffers: hardware.max_bindings as usize + 1,
+        max_workgroup_bytes: hardware.max_shared_memory_size,
+        max_invocations: hardware.max_units_per_cube as usize,
+    })
+}
+
 /// Whether the projection kernel runs S a×r, G a×b.
 pub fn projection_plan(a: usize, r: usize, b: usize, limits: Limits) -> bool {
     project::plan(a, r, b, limits).is_some()
@@ -65,9 +95,9 @@ pub fn split_plan(a: usize, r: usize, b: usize, splits: usize, limits: Limits) -
     project::split_plan(a, r, b, splits, limits).is_some()
 }
 
-/// Whether the Adam kernel runs r×b moments.
-pub fn adam_plan(r: usize, b: usize, limits: Limits) -> bool {
-    adam::plan(r, b, limits)
+/// Whether the Adam kernel runs r×b moments, rotating them where `rotate`.
+pub fn adam_plan(r: usize, b: usize, rotate: bool, limits: Limits) -> bool {
+    adam::plan(r, b, rotate, limits)
 }
 
 /// Whether the recovery kernels run G a×b with G̃ r×b.
@@ -75,9 +105,17 @@ pub fn recovery_plan(a: usize, r: usize, b: usize, limits: Limits) -> bool {
     recovery::plan(a, r, b, limits).is_some()
 }
 
-/// Whether the update kernel runs W a×b (stored b×a where `transposed`) at rank r.
-pub fn update_plan(a: usize, r: usize, b: usize, transposed: bool, limits: Limits) -> bool {
-    update::plan(a, r, b, transposed, limits).is_some()
+/// Whether the update kernel runs W a×b (stored b×a where `transposed`) at rank r, with
+/// the recovery term where `recovery`.
+pub fn update_plan(
+    a: usize,
+    r: usize,
+    b: usize,
+    transposed: bool,
+    recovery: bool,
+    limits: Limits,
+) -> bool {
+    update::plan(a, r, b, transposed, recovery, limits).is_some()
 }
 
 /// Whether the tracking step's kernels run a basis a×r and a gradient a×b.

@@ -3,14 +3,15 @@
 
 use std::fmt;
 
-use burn::backend::wgpu::{CubeTensor, SourceKernel, into_contiguous};
-use burn::cubecl::server::KernelArguments;
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::Shape;
 
+use super::fit::fits;
 use super::launch::{
-    BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups_of, empty_f32,
-    f32_from, row_chunk, stored_gradient,
+    self, BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups_of, empty_f32,
+    f32_from, is_transposed_view, row_chunk, stored_gradient,
 };
 
 // Each tile's kernel with the guarded loads and store both share appended.
@@ -23,6 +24,7 @@ const SHADER_WIDE: &str = concat!(
     include_str!("../../shaders/project_tiles.wgsl")
 );
 const SHADER_REDUCE: &str = include_str!("../../shaders/project_reduce.wgsl");
+const SHADER_FLAG: &str = include_str!("../../shaders/finite_flag.wgsl");
 
 /// The block of G̃ one projection workgroup computes, or of W' one weight-update workgroup
 /// finishes (16×16 invocations either way).
@@ -63,6 +65,135 @@ impl ProjectionTile {
     }
 }
 
+/// The template values of one projection launch (see `project.wgsl`'s header).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Expansion {
+    /// Rows of S and G this launch reads.
+    pub rows: usize,
+    pub r: usize,
+    pub b: usize,
+    /// Whether the launch adds to G̃ (a row chunk after the first).
+    pub accumulate: bool,
+    /// The first column block of this launch.
+    pub j_block: usize,
+    /// Split-K partial sums (1: none).
+    pub splits: usize,
+    /// Rows per split.
+    pub k_chunk: usize,
+    /// Whether G is read in place as its stored transpose.
+    pub g_transposed: bool,
+    /// The step flag's slot.
+    pub flag_at: usize,
+}
+
+impl Expansion {
+    /// One launch over all `a` rows, from column block 0, without split-K.
+    fn whole(a: usize, r: usize, b: usize) -> Self {
+        Expansion {
+            rows: a,
+            r,
+            b,
+            accumulate: false,
+            j_block: 0,
+            splits: 1,
+            k_chunk: a,
+            g_transposed: false,
+            flag_at: 0,
+        }
+    }
+}
+
+/// The projection shader of `tile` with the template values `x`.
+pub(super) fn kernel(tile: ProjectionTile, x: Expansion) -> Templated {
+    let (name, source) = tile.shader();
+    Templated::new(name, source)
+        .with("a", x.rows)
+        .with("r", x.r)
+        .with("b", x.b)
+        .with("accumulate", x.accumulate)
+        .with("j_block", x.j_block)
+        .with("splits", x.splits)
+        .with("k_chunk", x.k_chunk)
+        .with("g_transposed", x.g_transposed)
+        .with("flag_at", x.flag_at)
+}
+
+/// `project_reduce.wgsl`: the sum of `splits` partial sums of `count` elements, over
+/// `workgroups` workgroups.
+pub(super) fn reduce_kernel(count: usize, splits: usize, workgroups: usize) -> Templated {
+    Templated::new("project_reduce", SHADER_REDUCE)
+        .with("count", count)
+        .with("splits", splits)
+        .with("workgroups", workgroups)
+}
+
+/// `finite_flag.wgsl` over `count` values, the flag in slot `flag_at`.
+pub(super) fn flag_kernel(count: usize, flag_at: usize, workgroups: usize) -> Templated {
+    Templated::new("finite_flag", SHADER_FLAG)
+        .with("count", count)
+        .with("flag_at", flag_at)
+        .with("workgroups", workgroups)
+}
+
+/// Whether the matmul candidate's flag kernel fits the adapter's `limits`.
+pub fn matmul_fits(limits: Limits) -> bool {
+    fits(&flag_kernel(1, 0, 1), limits)
+}
+
+/// G̃ = SᵀG by Burn's own matmul (CubeCL's tuned matmul kernels, as the portable route
+/// runs it), with the step flag from `finite_flag.wgsl` on G as stored (a transposed view
+/// is read from its own buffer; G over the binding limit in chunks): the autotuner's
+/// candidate next to the WGSL tiles, so that the tuned projection is never slower than
+/// Burn's ops. Returns (G̃, flag) as [`launch`] does, reading nothing back.
+pub fn launch_matmul(
+    basis: CubeTensor,
+    g: CubeTensor,
+    limits: Limits,
+    head: &[f32],
+) -> (CubeTensor, CubeTensor) {
+    let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
+    let b = g.meta.shape()[1];
+    assert_f32_on_wgsl("project: Burn matmul", &[&basis, &g]);
+    let stored = if is_transposed_view(&g) {
+        g.clone()
+    } else {
+        into_contiguous(g.clone())
+    };
+    let flag_values: Vec<f32> = head.iter().copied().chain([1.0]).collect();
+    let flag = f32_from(&g, Shape::from([flag_values.len()]), &flag_values);
+    let count = a * b;
+    // Chunks of whole 64-value blocks: 256-byte offsets, as every storage offset must be.
+    let per_chunk = (limits.max_binding_bytes / 4 / 64 * 64).max(64);
+    for start in (0..count).step_by(per_chunk) {
+        let end = (start + per_chunk).min(count);
+        let workgroups = (end - start).div_ceil(256).clamp(1, limits.max_workgroups);
+        let values = stored
+            .handle
+            .clone()
+            .offset_start((start * 4) as u64)
+            .offset_end(((count - end) * 4) as u64)
+            .binding();
+        crate::launches::count_launch("finite_flag", [a, r, b]);
+        launch::launch(
+            &stored.client,
+            flag_kernel(end - start, head.len(), workgroups),
+            CubeDim::new_1d(256),
+            CubeCount::Static(workgroups as u32, 1, 1),
+            vec![values, flag.handle.clone().binding()],
+            limits,
+        );
+    }
+    crate::launches::count_launch("project: Burn matmul", [a, r, b]);
+    let g_low = CubeBackend::float_matmul(CubeBackend::float_swap_dims(basis, 0, 1), g);
+    (g_low, flag)
+}
+
+/// Whether the shader of `tile` fits the adapter's `limits` (its bindings, workgroup memory
+/// and size; the sizes are [`plan`]'s).
+pub fn tile_fits(tile: ProjectionTile, limits: Limits) -> bool {
+    fits(&kernel(tile, Expansion::whole(BLOCK, 1, 1)), limits)
+}
+
 /// Output shape of the projection: basis [a, r], g [a, b] → [r, b].
 pub fn projected_shape(basis: &Shape, g: &Shape) -> Shape {
     Shape::from([basis[1], g[1]])
@@ -70,12 +201,15 @@ pub fn projected_shape(basis: &Shape, g: &Shape) -> Shape {
 
 /// Rows per launch for G̃ = SᵀG with S a×r and G a×b under `limits`, or `None` when the
 /// kernel cannot run these sizes (G̃ itself over the binding limit, fewer than 64 rows
-/// fitting, or more than the workgroup limit of 64-row blocks of G̃). Columns past the
-/// workgroup limit are split over several launches. Holds for both [`ProjectionTile`]s: the
-/// 128×128 tile needs fewer workgroups, and any row chunk is a whole number of its 8-row
-/// steps.
+/// fitting, more than the workgroup limit of 64-row blocks of G̃, or the 64×64 tile's shader
+/// past the adapter's limits). Columns past the workgroup limit are split over several
+/// launches. The sizes hold for both [`ProjectionTile`]s: the 128×128 tile needs fewer
+/// workgroups, and any row chunk is a whole number of its 8-row steps; whether its shader
+/// fits is [`tile_fits`].
 pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
-    let fits = r * b * 4 <= limits.max_binding_bytes && r.div_ceil(BLOCK) <= limits.max_workgroups;
+    let fits = r * b * 4 <= limits.max_binding_bytes
+        && r.div_ceil(BLOCK) <= limits.max_workgroups
+        && tile_fits(ProjectionTile::Block64, limits);
     chunk_rows(a, r.max(b), limits.max_binding_bytes).filter(|_| fits)
 }
 
@@ -105,7 +239,13 @@ pub fn split_plan(a: usize, r: usize, b: usize, splits: usize, limits: Limits) -
         && splits * r * b * 4 <= limits.max_binding_bytes
         && column_groups_of(b, BLOCK, limits).len() == 1;
     let one_chunk = plan(a, r, b, limits) == Some(a);
-    (fits && one_chunk).then_some(k_chunk)
+    let reduces = fits_reduce(limits);
+    (fits && one_chunk && reduces).then_some(k_chunk)
+}
+
+/// Whether `project_reduce.wgsl` fits the adapter's `limits`.
+fn fits_reduce(limits: Limits) -> bool {
+    fits(&reduce_kernel(1, 2, 1), limits)
 }
 
 /// Split-K G̃ = SᵀG: `splits` partial sums over row ranges of S and G, (splits·r)×b, added
@@ -136,17 +276,16 @@ fn reduce(partials: CubeTensor, splits: usize, limits: Limits) -> CubeTensor {
     let count = r * b;
     let output = empty_f32(&partials, Shape::from([r, b]));
     let workgroups = count.div_ceil(256).clamp(1, limits.max_workgroups);
-    let kernel = Templated::new("project_reduce", SHADER_REDUCE)
-        .with("count", count)
-        .with("splits", splits)
-        .with("workgroups", workgroups);
-    partials.client.launch(
-        Box::new(SourceKernel::new(kernel, CubeDim::new_1d(256))),
+    launch::launch(
+        &partials.client,
+        reduce_kernel(count, splits, workgroups),
+        CubeDim::new_1d(256),
         CubeCount::Static(workgroups as u32, 1, 1),
-        KernelArguments::new().with_buffers(vec![
+        vec![
             partials.handle.clone().binding(),
             output.handle.clone().binding(),
-        ]),
+        ],
+        limits,
     );
     output
 }
@@ -222,21 +361,24 @@ fn launch_with(
     let flag_values: Vec<f32> = head.iter().copied().chain([1.0]).collect();
     let flag = f32_from(&g, Shape::from([flag_values.len()]), &flag_values);
     let cube_dim = CubeDim::new_2d(16, 16);
-    let (kernel_name, source) = tile.shader();
     let side = tile.side();
     for (chunk, k0) in (0..a).step_by(rows).enumerate() {
         let k1 = (k0 + rows).min(a);
         for (j_block, blocks) in column_groups_of(b, side, limits) {
-            let kernel = Templated::new(kernel_name, source)
-                .with("a", k1 - k0)
-                .with("r", r)
-                .with("b", b)
-                .with("accumulate", chunk > 0)
-                .with("j_block", j_block)
-                .with("splits", splits)
-                .with("k_chunk", k_chunk.unwrap_or(k1 - k0))
-                .with("g_transposed", g_transposed)
-                .with("flag_at", head.len());
+            let kernel = kernel(
+                tile,
+                Expansion {
+                    rows: k1 - k0,
+                    r,
+                    b,
+                    accumulate: chunk > 0,
+                    j_block,
+                    splits,
+                    k_chunk: k_chunk.unwrap_or(k1 - k0),
+                    g_transposed,
+                    flag_at: head.len(),
+                },
+            );
             crate::launches::count_launch(name, [a, r, b]);
             if g_transposed {
                 crate::launches::count_launch("project: Gᵀ in place", [a, r, b]);
@@ -244,15 +386,18 @@ fn launch_with(
             if tile == ProjectionTile::Block128 {
                 crate::launches::count_launch("project: 128×128 tiles", [a, r, b]);
             }
-            client.launch(
-                Box::new(SourceKernel::new(kernel, cube_dim)),
+            launch::launch(
+                &client,
+                kernel,
+                cube_dim,
                 CubeCount::Static(blocks as u32, r.div_ceil(side) as u32, splits as u32),
-                KernelArguments::new().with_buffers(vec![
+                vec![
                     row_chunk(&basis, k0..k1, a, r),
                     row_chunk(&g, k0..k1, a, b),
                     output.handle.clone().binding(),
                     flag.handle.clone().binding(),
-                ]),
+                ],
+                limits,
             );
         }
     }

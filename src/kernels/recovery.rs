@@ -3,13 +3,13 @@
 
 use std::fmt;
 
-use burn::backend::wgpu::{CubeTensor, SourceKernel, into_contiguous};
-use burn::cubecl::server::KernelArguments;
+use burn::backend::wgpu::{CubeTensor, into_contiguous};
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::Shape;
 
+use super::fit::fits;
 use super::launch::{
-    Limits, Templated, assert_f32_on_wgsl, chunk_rows, empty_f32, row_chunk, stored_gradient,
+    self, Limits, Templated, assert_f32_on_wgsl, chunk_rows, empty_f32, row_chunk, stored_gradient,
 };
 
 /// The kernel that forms recovery scaling's column sums of squares.
@@ -52,9 +52,80 @@ fn blocks(a: usize, r: usize, tiled: bool) -> (usize, usize) {
     }
 }
 
+/// `recovery_norms_tiled.wgsl` over `rows` rows of G from 64-row block `block0` on.
+pub(super) fn tiled_kernel(
+    rows: usize,
+    r: usize,
+    b: usize,
+    g_transposed: bool,
+    block0: usize,
+    g_blocks: usize,
+) -> Templated {
+    Templated::new("recovery_norms_tiled", NORMS_TILED)
+        .with("rows", rows)
+        .with("r", r)
+        .with("b", b)
+        .with("g_transposed", g_transposed)
+        .with("block0", block0)
+        .with("g_blocks", g_blocks)
+}
+
+/// `recovery_norms.wgsl` over `rows` rows of G, the chunk that also sums G̃ and N where
+/// `first`.
+pub(super) fn column_kernel(
+    rows: usize,
+    r: usize,
+    b: usize,
+    first: bool,
+    g_transposed: bool,
+) -> Templated {
+    Templated::new("recovery_norms", NORMS)
+        .with("rows", rows)
+        .with("r", r)
+        .with("b", b)
+        .with("first", first)
+        .with("g_transposed", g_transposed)
+}
+
+/// `recovery_limit.wgsl` for b columns from `g_blocks` + 2·`r_blocks` partial sums.
+pub(super) fn limit_kernel(
+    b: usize,
+    has_previous: bool,
+    g_blocks: usize,
+    r_blocks: usize,
+) -> Templated {
+    let previous = if has_previous {
+        PREVIOUS_BINDING
+    } else {
+        NO_PREVIOUS
+    };
+    Templated::new("recovery_limit", LIMIT)
+        .with("b", b)
+        .with("has_previous", has_previous)
+        .with("previous", previous)
+        .with("g_blocks", g_blocks)
+        .with("r_blocks", r_blocks)
+}
+
+/// The binding of Λ_prev where there is one.
+const PREVIOUS_BINDING: &str =
+    "@group(0) @binding(4) var<storage, read_write> previous: array<f32>;";
+/// The stand-in for Λ_prev without one: never read, and no binding.
+const NO_PREVIOUS: &str = "var<private> previous: array<f32, 1>;";
+
+/// Whether the column-norm kernel `norms` and the limit kernel fit the adapter's `limits`.
+pub fn norms_fit(norms: ColumnNorms, limits: Limits) -> bool {
+    let sums = match norms {
+        ColumnNorms::PerColumn => column_kernel(1, 1, 1, true, false),
+        ColumnNorms::Tiled => tiled_kernel(1, 1, 1, false, 0, 1),
+    };
+    fits(&sums, limits) && fits(&limit_kernel(1, true, 1, 1), limits)
+}
+
 /// Rows of G per launch of the column-norm kernel for G a×b, G̃ and N r×b under `limits`,
-/// or `None` when the kernels cannot run these sizes (the partial sums over one binding, or
-/// more column or row blocks than the workgroup limit).
+/// or `None` when the kernels cannot run these sizes (the partial sums over one binding,
+/// more column or row blocks than the workgroup limit, or the per-column kernel's shaders
+/// past the adapter's limits; whether the tiled one fits is [`norms_fit`]).
 pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
     let limit = limits.max_binding_bytes;
     // Both kernels' limits (the tiled one's are the tighter), so that the choice between
@@ -64,7 +135,8 @@ pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
     let fits = partials * b * 4 <= limit
         && r * b * 4 <= limit
         && b.div_ceil(TILE) <= limits.max_workgroups
-        && partials <= limits.max_workgroups;
+        && partials <= limits.max_workgroups
+        && norms_fit(ColumnNorms::PerColumn, limits);
     chunk_rows(a, b, limit).filter(|_| fits)
 }
 
@@ -79,13 +151,12 @@ pub fn launch_with(
     normalized: CubeTensor,
     params: CubeTensor,
     previous: Option<CubeTensor>,
-    limit: usize,
+    limits: Limits,
     norms: ColumnNorms,
 ) -> (CubeTensor, CubeTensor) {
     let tiled = norms == ColumnNorms::Tiled;
     let (a, b) = (grad.meta.shape()[0], grad.meta.shape()[1]);
     let r = g_low.meta.shape()[0];
-    let limits = Limits::with_binding_bytes(limit);
     let rows = plan(a, r, b, limits).expect("recovery: sizes the kernels cannot run");
     let inputs: Vec<&CubeTensor> = [&grad, &g_low, &normalized, &params]
         .into_iter()
@@ -104,24 +175,13 @@ pub fn launch_with(
             // Chunks start on 64-row boundaries (`chunk_rows`), so each owns whole row
             // blocks; the first launch also sums G̃ and N.
             let blocks = (k1 - k0).div_ceil(TILE) + if chunk == 0 { 2 * r_blocks } else { 0 };
-            let kernel = Templated::new("recovery_norms_tiled", NORMS_TILED)
-                .with("rows", k1 - k0)
-                .with("r", r)
-                .with("b", b)
-                .with("g_transposed", g_transposed)
-                .with("block0", k0 / TILE)
-                .with("g_blocks", g_blocks);
+            let kernel = tiled_kernel(k1 - k0, r, b, g_transposed, k0 / TILE, g_blocks);
             (
                 kernel,
                 CubeCount::Static(b.div_ceil(TILE) as u32, blocks as u32, 1),
             )
         } else {
-            let kernel = Templated::new("recovery_norms", NORMS)
-                .with("rows", k1 - k0)
-                .with("r", r)
-                .with("b", b)
-                .with("first", chunk == 0)
-                .with("g_transposed", g_transposed);
+            let kernel = column_kernel(k1 - k0, r, b, chunk == 0, g_transposed);
             (kernel, CubeCount::Static(b.div_ceil(GROUP) as u32, 1, 1))
         };
         crate::launches::count_launch("recovery", [a, r, b]);
@@ -131,42 +191,38 @@ pub fn launch_with(
         if tiled {
             crate::launches::count_launch("recovery: tiled", [a, r, b]);
         }
-        client.launch(
-            Box::new(SourceKernel::new(kernel, CubeDim::new_1d(GROUP as u32))),
+        launch::launch(
+            &client,
+            kernel,
+            CubeDim::new_1d(GROUP as u32),
             count,
-            KernelArguments::new().with_buffers(vec![
+            vec![
                 row_chunk(&grad, k0..k1, a, b),
                 g_low.handle.clone().binding(),
                 normalized.handle.clone().binding(),
                 sums.clone().binding(),
-            ]),
+            ],
+            limits,
         );
     }
     let psi = empty_f32(&grad, Shape::from([1, b]));
     let norm = empty_f32(&grad, Shape::from([1]));
     let has_previous = previous.is_some();
-    // Without a previous norm the kernel never reads binding 4: the parameter buffer stands
-    // in, so that no dummy is uploaded.
-    let previous = match previous {
-        Some(p) => into_contiguous(p).handle.binding(),
-        None => params.handle.clone().binding(),
-    };
-    let kernel = Templated::new("recovery_limit", LIMIT)
-        .with("b", b)
-        .with("has_previous", has_previous)
-        .with("g_blocks", g_blocks)
-        .with("r_blocks", r_blocks);
+    let mut buffers = vec![
+        sums.binding(),
+        psi.handle.clone().binding(),
+        norm.handle.clone().binding(),
+        params.handle.clone().binding(),
+    ];
+    buffers.extend(previous.map(|p| into_contiguous(p).handle.binding()));
     crate::launches::count_launch("recovery_limit", [a, r, b]);
-    client.launch(
-        Box::new(SourceKernel::new(kernel, CubeDim::new_1d(GROUP as u32))),
+    launch::launch(
+        &client,
+        limit_kernel(b, has_previous, g_blocks, r_blocks),
+        CubeDim::new_1d(GROUP as u32),
         CubeCount::Static(1, 1, 1),
-        KernelArguments::new().with_buffers(vec![
-            sums.binding(),
-            psi.handle.clone().binding(),
-            norm.handle.clone().binding(),
-            params.handle.clone().binding(),
-            previous,
-        ]),
+        buffers,
+        limits,
     );
     (psi, norm)
 }

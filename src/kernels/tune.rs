@@ -5,7 +5,12 @@
 //! - The projection ([`TileChoice::Tuned`]): the 64×64 and the
 //!   128×128 kernels (`project.wgsl`, `project_wide.wgsl`), each alone and, where the single
 //!   launch has few workgroups ([`project::split_count`]), with split-K (partial sums over
-//!   row ranges of S and G, added by `project_reduce.wgsl`).
+//!   row ranges of S and G, added by `project_reduce.wgsl`); and Burn's own matmul, the
+//!   portable route's product, with `finite_flag.wgsl` for the step flag, so that the tuned
+//!   projection is never slower than Burn's ops.
+//!
+//! Only candidates whose shaders fit the key's [`Limits`] (bindings, workgroup memory and
+//! size: `fit.rs`) are compiled and timed.
 //! - The weight update: `update.wgsl` against `update_wide.wgsl`.
 //! - Recovery scaling's column norms ([`NormsChoice::Tuned`]): `recovery_norms.wgsl`
 //!   against `recovery_norms_tiled.wgsl`.
@@ -67,6 +72,12 @@ pub struct TileKey {
     pub max_binding_bytes: usize,
     /// See [`Limits::max_workgroups`].
     pub max_workgroups: usize,
+    /// See [`Limits::max_storage_buffers`].
+    pub max_storage_buffers: usize,
+    /// See [`Limits::max_workgroup_bytes`].
+    pub max_workgroup_bytes: usize,
+    /// See [`Limits::max_invocations`].
+    pub max_invocations: usize,
 }
 
 impl fmt::Display for TileKey {
@@ -93,6 +104,9 @@ impl TileKey {
         Limits {
             max_binding_bytes: self.max_binding_bytes,
             max_workgroups: self.max_workgroups,
+            max_storage_buffers: self.max_storage_buffers,
+            max_workgroup_bytes: self.max_workgroup_bytes,
+            max_invocations: self.max_invocations,
         }
     }
 
@@ -112,6 +126,9 @@ impl TileKey {
             recovery,
             max_binding_bytes: limits.max_binding_bytes,
             max_workgroups: limits.max_workgroups,
+            max_storage_buffers: limits.max_storage_buffers,
+            max_workgroup_bytes: limits.max_workgroup_bytes,
+            max_invocations: limits.max_invocations,
         }
     }
 }
@@ -142,6 +159,8 @@ pub enum Tuned {
     Tile(TunedTile),
     /// Recovery scaling's column-norm kernel.
     Norms(ColumnNorms),
+    /// Burn's own matmul for the projection, with `finite_flag.wgsl` for the step flag.
+    Matmul,
 }
 
 impl fmt::Display for Tuned {
@@ -149,6 +168,7 @@ impl fmt::Display for Tuned {
         match self {
             Tuned::Tile(tile) => tile.fmt(f),
             Tuned::Norms(norms) => norms.fmt(f),
+            Tuned::Matmul => Candidate::Matmul.fmt(f),
         }
     }
 }
@@ -162,6 +182,8 @@ enum Candidate {
     Tile { tile: ProjectionTile, split: bool },
     /// A column-norm kernel.
     Norms(ColumnNorms),
+    /// Burn's matmul (the portable route's product) and the flag kernel.
+    Matmul,
 }
 
 impl fmt::Display for Candidate {
@@ -171,17 +193,25 @@ impl fmt::Display for Candidate {
                 write!(f, "{tile}{}", if *split { " split-K" } else { "" })
             }
             Candidate::Norms(norms) => norms.fmt(f),
+            Candidate::Matmul => f.write_str("Burn matmul"),
         }
     }
 }
 
-/// The tile a tile candidate launches for `key`, or `None` where it does not apply: split-K
-/// where [`project::split_count`] declines the shape (and a norms candidate, which no tile
-/// tuner lists).
+/// The tile a tile candidate launches for `key`, or `None` where it does not apply: a tile
+/// whose shader does not fit the key's limits, split-K where [`project::split_count`]
+/// declines the shape (and a norms candidate, which no tile tuner lists).
 fn tile_at(candidate: Candidate, key: &TileKey) -> Option<TunedTile> {
     let Candidate::Tile { tile, split } = candidate else {
         return None;
     };
+    let fits = match key.kernel.as_str() {
+        "update" => update::tile_fits(tile, key.recovery, key.limits()),
+        _ => project::tile_fits(tile, key.limits()),
+    };
+    if !fits {
+        return None;
+    }
     let splits = if split {
         project::split_count(tile, key.a, key.r, key.b, key.limits())?
     } else {
@@ -190,12 +220,21 @@ fn tile_at(candidate: Candidate, key: &TileKey) -> Option<TunedTile> {
     Some(TunedTile { tile, splits })
 }
 
-/// The column-norm kernel of a norms candidate (`None` for a tile candidate, which the
-/// recovery tuner does not list).
-fn norms_at(candidate: Candidate, _key: &TileKey) -> Option<ColumnNorms> {
+/// The column-norm kernel of a norms candidate, or `None` where its shaders do not fit the
+/// key's limits (and for a tile candidate, which the recovery tuner does not list).
+fn norms_at(candidate: Candidate, key: &TileKey) -> Option<ColumnNorms> {
     match candidate {
-        Candidate::Norms(norms) => Some(norms),
-        Candidate::Tile { .. } => None,
+        Candidate::Norms(norms) => recovery::norms_fit(norms, key.limits()).then_some(norms),
+        Candidate::Tile { .. } | Candidate::Matmul => None,
+    }
+}
+
+/// What a projection candidate launches for `key`: a tile ([`tile_at`]), or Burn's matmul
+/// where the flag kernel fits.
+fn projection_at(candidate: Candidate, key: &TileKey) -> Option<Tuned> {
+    match candidate {
+        Candidate::Matmul => project::matmul_fits(key.limits()).then_some(Tuned::Matmul),
+        _ => tile_at(candidate, key).map(Tuned::Tile),
     }
 }
 
@@ -222,16 +261,37 @@ const fn tile(tile: ProjectionTile, split: bool) -> Candidate {
     Candidate::Tile { tile, split }
 }
 
-/// The projection's candidates: each tile, alone and with split-K.
-const PROJECT_CANDIDATES: Candidates<TunedTile> = Candidates {
+/// The projection's candidates: each tile, alone and with split-K, and Burn's matmul.
+const PROJECT_CANDIDATES: Candidates<Tuned> = Candidates {
     list: &[
         tile(ProjectionTile::Block64, false),
         tile(ProjectionTile::Block128, false),
         tile(ProjectionTile::Block64, true),
         tile(ProjectionTile::Block128, true),
+        Candidate::Matmul,
     ],
-    at: tile_at,
+    at: projection_at,
 };
+
+/// The candidates the autotuner times for `kernel` (`"project"`, `"update"` or
+/// `"recovery"`) at sizes `[a, r, b]` (G row-major, no recovery term) under `limits`, by
+/// name: those whose shaders fit the limits and that apply to the sizes.
+pub fn tuner_candidates(kernel: &str, [a, r, b]: [usize; 3], limits: Limits) -> Vec<String> {
+    let key = TileKey::new(kernel, [a, r, b], false, false, limits);
+    let names = |list: &[Candidate], applies: &dyn Fn(Candidate) -> bool| -> Vec<String> {
+        list.iter()
+            .filter(|&&c| applies(c))
+            .map(|c| c.to_string())
+            .collect()
+    };
+    match kernel {
+        "project" => names(PROJECT_CANDIDATES.list, &|c| {
+            projection_at(c, &key).is_some()
+        }),
+        "update" => names(UPDATE_CANDIDATES.list, &|c| tile_at(c, &key).is_some()),
+        _ => names(RECOVERY_CANDIDATES.list, &|c| norms_at(c, &key).is_some()),
+    }
+}
 
 /// The weight update's candidates: each tile (its shared dimension is r, too short to split).
 const UPDATE_CANDIDATES: Candidates<TunedTile> = Candidates {
@@ -275,8 +335,15 @@ fn tuned(kernel: &str, [a, r, b]: [usize; 3]) -> Option<Tuned> {
 pub fn tuned_tile(kernel: &str, sizes: [usize; 3]) -> Option<TunedTile> {
     match tuned(kernel, sizes)? {
         Tuned::Tile(tile) => Some(tile),
-        Tuned::Norms(_) => None,
+        Tuned::Norms(_) | Tuned::Matmul => None,
     }
+}
+
+/// What the autotuner chose for `kernel` at sizes `[a, r, b]`, in any layout or limits: a
+/// tile, a column-norm kernel or Burn's matmul; `None` until a tuned launch of those sizes
+/// ran.
+pub fn tuned_choice(kernel: &str, sizes: [usize; 3]) -> Option<Tuned> {
+    tuned(kernel, sizes)
 }
 
 /// The column-norm kernel the autotuner chose for recovery scaling of G a×b with G̃ r×b
@@ -284,7 +351,7 @@ pub fn tuned_tile(kernel: &str, sizes: [usize; 3]) -> Option<TunedTile> {
 pub fn tuned_norms(sizes: [usize; 3]) -> Option<ColumnNorms> {
     match tuned("recovery", sizes)? {
         Tuned::Norms(norms) => Some(norms),
-        Tuned::Tile(_) => None,
+        Tuned::Tile(_) | Tuned::Matmul => None,
     }
 }
 
@@ -422,11 +489,16 @@ pub fn launch_projection(
     static TUNER: LocalTuner<TileKey, CubeTuneId> = local_tuner!("project");
     let like = g.clone();
     let inputs = (basis, g, limits, head.to_vec());
-    let launch = |inputs: ProjectInputs, tuned: TunedTile| {
+    let launch = |inputs: ProjectInputs, tuned: Tuned| {
         let (basis, g, limits, head) = inputs;
-        let (g_low, flag) = match tuned.splits {
-            1 => project::launch(basis, g, tuned.tile, limits, &head),
-            splits => project::launch_split(basis, g, splits, tuned.tile, limits, &head),
+        let (g_low, flag) = match tuned {
+            Tuned::Tile(TunedTile { tile, splits: 1 }) => {
+                project::launch(basis, g, tile, limits, &head)
+            }
+            Tuned::Tile(TunedTile { tile, splits }) => {
+                project::launch_split(basis, g, splits, tile, limits, &head)
+            }
+            Tuned::Matmul | Tuned::Norms(_) => project::launch_matmul(basis, g, limits, &head),
         };
         Projected(g_low, flag)
     };
@@ -511,7 +583,7 @@ struct Scales(CubeTensor, CubeTensor);
 
 impl AutotuneOutput for Scales {}
 
-/// G, G̃, N, the parameter buffer, the previous norm and the binding limit (see
+/// G, G̃, N, the parameter buffer, the previous norm and the launch limits (see
 /// [`launch_recovery`]).
 type RecoveryInputs = (
     CubeTensor,
@@ -519,13 +591,13 @@ type RecoveryInputs = (
     CubeTensor,
     CubeTensor,
     Option<CubeTensor>,
-    usize,
+    Limits,
 );
 
-fn recovery_key((grad, g_low, _, _, _, limit): &RecoveryInputs) -> TileKey {
+fn recovery_key((grad, g_low, _, _, _, limits): &RecoveryInputs) -> TileKey {
     let (a, b) = (grad.meta.shape()[0], grad.meta.shape()[1]);
     let r = g_low.meta.shape()[0];
-    let limits = Limits::with_binding_bytes(*limit);
+    let limits = *limits;
     // Read in place only where one launch takes every row (`launch::stored_gradient`).
     let whole = recovery::plan(a, r, b, limits) == Some(a);
     TileKey::new(
@@ -547,21 +619,21 @@ pub fn launch_recovery(
     normalized: CubeTensor,
     params: CubeTensor,
     previous: Option<CubeTensor>,
-    limit: usize,
+    limits: Limits,
     norms: NormsChoice,
 ) -> (CubeTensor, CubeTensor) {
     let (a, b) = (grad.meta.shape()[0], grad.meta.shape()[1]);
     let r = g_low.meta.shape()[0];
     if let Some(norms) = norms.fixed([a, r, b]) {
-        return recovery::launch_with(grad, g_low, normalized, params, previous, limit, norms);
+        return recovery::launch_with(grad, g_low, normalized, params, previous, limits, norms);
     }
     static TUNER: LocalTuner<TileKey, CubeTuneId> = local_tuner!("recovery");
     let like = grad.clone();
-    let inputs = (grad, g_low, normalized, params, previous, limit);
+    let inputs = (grad, g_low, normalized, params, previous, limits);
     let launch = |inputs: RecoveryInputs, norms: ColumnNorms| {
-        let (grad, g_low, normalized, params, previous, limit) = inputs;
+        let (grad, g_low, normalized, params, previous, limits) = inputs;
         let (psi, norm) =
-            recovery::launch_with(grad, g_low, normalized, params, previous, limit, norms);
+            recovery::launch_with(grad, g_low, normalized, params, previous, limits, norms);
         Scales(psi, norm)
     };
     let Scales(psi, norm) = run_tuned(

@@ -1,13 +1,13 @@
 //! Launch of `shaders/update.wgsl` (and its 128×128-tile variant `update_wide.wgsl`):
 //! W ← d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ.
 
-use burn::backend::wgpu::{CubeTensor, SourceKernel, into_contiguous};
-use burn::cubecl::server::KernelArguments;
+use burn::backend::wgpu::{CubeTensor, into_contiguous};
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::Shape;
 
+use super::fit::fits;
 use super::launch::{
-    BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups_of,
+    self, BLOCK, Limits, Templated, assert_f32_on_wgsl, chunk_rows, column_groups_of,
     contiguous_transpose, empty_f32, is_transposed_view, row_chunk,
 };
 use super::project::ProjectionTile;
@@ -39,12 +39,59 @@ const RECOVERY_BINDINGS: &str = "@group(0) @binding(5) var<storage, read_write> 
 const RECOVERY_LOW: &str = "    lv = lv - kept * (g_low[at] * psi[j]);";
 const RECOVERY_TERM: &str = "                u = u + grad[at] * psi[j];";
 
+/// The update shader of `tile` over `rows` rows of W (a×b at rank r; stored b×a where
+/// `transposed`), from column block `j_block` on, with the recovery term where `recovery`.
+pub(super) fn kernel(
+    tile: ProjectionTile,
+    [rows, r, b]: [usize; 3],
+    transposed: bool,
+    j_block: usize,
+    recovery: bool,
+) -> Templated {
+    let (name, source) = match tile {
+        ProjectionTile::Block64 => ("update", SHADER),
+        ProjectionTile::Block128 => ("update_wide", SHADER_WIDE),
+    };
+    let (bindings, low, term) = if recovery {
+        (RECOVERY_BINDINGS, RECOVERY_LOW, RECOVERY_TERM)
+    } else {
+        ("", "", "")
+    };
+    Templated::new(name, source)
+        .with("a", rows)
+        .with("r", r)
+        .with("b", b)
+        .with("transposed", transposed)
+        .with("j_block", j_block)
+        .with("recovery_bindings", bindings)
+        .with("recovery_low", low)
+        .with("recovery_term", term)
+}
+
+/// Whether the update shader of `tile`, with the recovery term where `recovery`, fits the
+/// adapter's `limits` (5 storage buffers, 8 with the recovery term).
+pub fn tile_fits(tile: ProjectionTile, recovery: bool, limits: Limits) -> bool {
+    fits(&kernel(tile, [BLOCK, 1, 1], false, 0, recovery), limits)
+}
+
 /// Rows per launch for the update of an a×b matrix at rank r under `limits`, or `None`
 /// when the kernel cannot run these sizes (L over the binding limit, a transposed W over it,
-/// fewer than 64 rows fitting, or a row chunk over the workgroup limit of 64-row blocks).
-/// Columns past the workgroup limit are split over several launches. Holds for both tiles
-/// ([`ProjectionTile`]): the 128×128 one needs fewer workgroups.
-pub fn plan(a: usize, r: usize, b: usize, transposed: bool, limits: Limits) -> Option<usize> {
+/// fewer than 64 rows fitting, a row chunk over the workgroup limit of 64-row blocks, or the
+/// 64×64 tile's shader, with the recovery term where `recovery`, past the adapter's
+/// limits). Columns past the workgroup limit are split over several launches. The sizes
+/// hold for both tiles ([`ProjectionTile`]): the 128×128 one needs fewer workgroups; whether
+/// its shader fits is [`tile_fits`].
+pub fn plan(
+    a: usize,
+    r: usize,
+    b: usize,
+    transposed: bool,
+    recovery: bool,
+    limits: Limits,
+) -> Option<usize> {
+    if !tile_fits(ProjectionTile::Block64, recovery, limits) {
+        return None;
+    }
     let limit = limits.max_binding_bytes;
     let rows = if transposed {
         // W is b×a: a row chunk of the canonical layout is not contiguous in it.
@@ -76,7 +123,8 @@ pub fn launch(
     } = how;
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = normalized.meta.shape()[1];
-    let rows = plan(a, r, b, transposed, limits).expect("update: sizes the kernel cannot run");
+    let rows = plan(a, r, b, transposed, recovery.is_some(), limits)
+        .expect("update: sizes the kernel cannot run");
     let inputs: Vec<&CubeTensor> = [&basis, &normalized, &weight, &scalars]
         .into_iter()
         .chain(recovery.iter().flat_map(|(g, p, l)| [g, p, l]))
@@ -99,10 +147,6 @@ pub fn launch(
         };
         (g, into_contiguous(p), into_contiguous(l))
     });
-    let (name, source) = match tile {
-        ProjectionTile::Block64 => ("update", SHADER),
-        ProjectionTile::Block128 => ("update_wide", SHADER_WIDE),
-    };
     let side = tile.side();
     for k0 in (0..a).step_by(rows) {
         let k1 = (k0 + rows).min(a);
@@ -120,20 +164,13 @@ pub fn launch(
             buffers.push(g_low.handle.clone().binding());
         }
         for (j_block, blocks) in column_groups_of(b, side, limits) {
-            let (bindings, low, term) = if recovery.is_some() {
-                (RECOVERY_BINDINGS, RECOVERY_LOW, RECOVERY_TERM)
-            } else {
-                ("", "", "")
-            };
-            let kernel = Templated::new(name, source)
-                .with("a", k1 - k0)
-                .with("r", r)
-                .with("b", b)
-                .with("transposed", transposed)
-                .with("j_block", j_block)
-                .with("recovery_bindings", bindings)
-                .with("recovery_low", low)
-                .with("recovery_term", term);
+            let kernel = kernel(
+                tile,
+                [k1 - k0, r, b],
+                transposed,
+                j_block,
+                recovery.is_some(),
+            );
             crate::launches::count_launch("update", [a, r, b]);
             if in_place {
                 crate::launches::count_launch("update: Gᵀ in place", [a, r, b]);
@@ -141,10 +178,13 @@ pub fn launch(
             if tile == ProjectionTile::Block128 {
                 crate::launches::count_launch("update: 128×128 tiles", [a, r, b]);
             }
-            client.launch(
-                Box::new(SourceKernel::new(kernel, CubeDim::new_2d(16, 16))),
+            launch::launch(
+                &client,
+                kernel,
+                CubeDim::new_2d(16, 16),
                 CubeCount::Static(blocks as u32, (k1 - k0).div_ceil(side) as u32, 1),
-                KernelArguments::new().with_buffers(buffers.clone()),
+                buffers.clone(),
+                limits,
             );
         }
     }

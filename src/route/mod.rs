@@ -151,7 +151,8 @@ pub struct Route {
     pub wgsl: bool,
     /// The fused CPU loops on `flex`.
     pub cpu: bool,
-    /// The device limits the WGSL launches plan for.
+    /// The device limits the WGSL launches plan for, at most: each is lowered to the
+    /// adapter's where that is smaller.
     pub limits: Limits,
 }
 
@@ -209,7 +210,9 @@ impl std::ops::Deref for Chosen {
 pub fn resolve(route: Route, device: &Device) -> Chosen {
     #[cfg(feature = "wgpu")]
     if route.wgsl && wgsl::runs_on(device) {
-        return Chosen::Wgsl(wgsl::Wgsl::within(route.limits));
+        let limits = crate::kernels::device_limits(device)
+            .map_or(route.limits, |adapter| route.limits.min(adapter));
+        return Chosen::Wgsl(wgsl::Wgsl::within(limits));
     }
     if route.cpu && flex::runs_on(device) {
         Chosen::Flex(flex::Flex)

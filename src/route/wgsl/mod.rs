@@ -26,6 +26,7 @@ use crate::params::{self, StepFlag};
 use crate::recovery::{RecoveryScales, kept_weight};
 
 pub use track::track;
+use track::track_within;
 
 /// The WGSL kernels, planned for `limits`.
 #[derive(Clone, Copy, Debug)]
@@ -108,7 +109,7 @@ impl Ops for Wgsl {
             [&moment_1, &moment_2, g_low]
                 .into_iter()
                 .chain(rotation.map(|rot| rot.change_of_basis)),
-        ) && kernels::adam_plan(r, b, self.limits);
+        ) && kernels::adam_plan(r, b, rotation.is_some(), self.limits);
         if !runs {
             report_fallback(&device);
             return Portable.adam(moment_1, moment_2, g_low, adam, rotation, flag);
@@ -162,7 +163,7 @@ impl Ops for Wgsl {
             report_fallback(&device);
             return Portable.recovery(inputs, variant, scale, growth_limit, flag);
         }
-        let max_binding_bytes = self.limits.max_binding_bytes;
+        let limits = self.limits;
         let values = params::recovery_values(variant, scale, growth_limit);
         let params = params::params_for(params::RECOVERY, &values, None, flag, [r, b], &device);
         let params = params.into_dispatch();
@@ -173,14 +174,14 @@ impl Ops for Wgsl {
         );
         let norms = recovery_norms();
         let (psi, norm) = match previous {
-            None => Dispatch::wgsl_recovery(gd, ld, nd, params, max_binding_bytes, norms),
+            None => Dispatch::wgsl_recovery(gd, ld, nd, params, limits, norms),
             Some(p) => Dispatch::wgsl_recovery_limited(
                 gd,
                 ld,
                 nd,
                 params,
                 p.clone().into_dispatch(),
-                max_binding_bytes,
+                limits,
                 norms,
             ),
         };
@@ -211,7 +212,14 @@ impl Ops for Wgsl {
                         .iter()
                         .flat_map(|t| [&t.grad, &t.psi, &t.g_low]),
                 ),
-        ) && kernels::update_plan(a, r, b, inputs.transposed, self.limits);
+        ) && kernels::update_plan(
+            a,
+            r,
+            b,
+            inputs.transposed,
+            inputs.recovery.is_some(),
+            self.limits,
+        );
         if !runs {
             report_fallback(&device);
             return Portable.update(inputs, coefficients, flag);
@@ -260,11 +268,11 @@ impl Ops for Wgsl {
         max_theta: Option<f64>,
         tolerance: f64,
     ) -> Option<TrackedStep> {
-        track(basis, g, step_size, max_theta, tolerance)
+        track_within(basis, g, step_size, max_theta, tolerance, self.limits)
     }
 
     fn tracks(&self, Sizes { a, r, b, .. }: Sizes) -> bool {
-        kernels::tracking_plan(a, r, b, Limits::WEBGPU)
+        kernels::tracking_plan(a, r, b, self.limits)
     }
 
     fn checks_on_device(&self) -> bool {
@@ -285,9 +293,17 @@ impl Ops for Wgsl {
         let limits = self.limits;
         [
             ("project", kernels::projection_plan(a, r, b, limits)),
-            ("adam", kernels::adam_plan(r, b, limits)),
+            ("adam", kernels::adam_plan(r, b, false, limits)),
+            ("adam with rotation", kernels::adam_plan(r, b, true, limits)),
             ("recovery", kernels::recovery_plan(a, r, b, limits)),
-            ("update", kernels::update_plan(a, r, b, transposed, limits)),
+            (
+                "update",
+                kernels::update_plan(a, r, b, transposed, false, limits),
+            ),
+            (
+                "update with recovery",
+                kernels::update_plan(a, r, b, transposed, true, limits),
+            ),
             ("tracking step", self.tracks(sizes)),
         ]
         .into_iter()

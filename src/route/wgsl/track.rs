@@ -11,16 +11,8 @@ use crate::params::{self, with_flags};
 /// the start vector's error shrinks like (λ2/λ1)^(2^10).
 const SQUARINGS: usize = 10;
 
-/// The geodesic step of [`crate::geodesic::geodesic_step`] as WGSL kernels, reading nothing
-/// back: A = SᵀG, G·Aᵀ and A·Aᵀ, the tangent ∇F = −2·(G·Aᵀ − S·(A·Aᵀ)) (update.wgsl), the
-/// top singular triplet of ∇F through the r×r problem (repeated squaring, then power
-/// iterations), the geodesic update of S with C = S'ᵀS, and the Cholesky
-/// re-orthonormalisation where the drift max |S'ᵀS' − I| exceeds `tolerance`.
-///
-/// `None` where the kernels cannot run these tensors (not f32 on a WGSL device, or sizes
-/// past their plan): the caller takes the host path.
-/// The step flag of G comes from the first projection (A = SᵀG); where G holds NaN or ±∞
-/// the basis stays, and [`TrackedStep::flag`] carries the flag on to the rest of the step.
+/// The geodesic step on the WGSL kernels (see `track_within`), under WebGPU's default limits
+/// lowered to the adapter's where smaller.
 pub fn track(
     basis: &Tensor<2>,
     g: &Tensor<2>,
@@ -28,15 +20,37 @@ pub fn track(
     max_theta: Option<f64>,
     tolerance: f64,
 ) -> Option<TrackedStep> {
+    let limits = kernels::device_limits(&g.device())
+        .map_or(Limits::WEBGPU, |adapter| Limits::WEBGPU.min(adapter));
+    track_within(basis, g, step_size, max_theta, tolerance, limits)
+}
+
+/// The geodesic step of [`crate::geodesic::geodesic_step`] as WGSL kernels, reading nothing
+/// back: A = SᵀG, G·Aᵀ and A·Aᵀ, the tangent ∇F = −2·(G·Aᵀ − S·(A·Aᵀ)) (update.wgsl), the
+/// top singular triplet of ∇F through the r×r problem (repeated squaring, then power
+/// iterations), the geodesic update of S with C = S'ᵀS, and the Cholesky
+/// re-orthonormalisation where the drift max |S'ᵀS' − I| exceeds `tolerance`.
+///
+/// `None` where the kernels cannot run these tensors (not f32 on a WGSL device, or sizes
+/// or shaders past their plan under `limits`): the caller takes the host path.
+/// The step flag of G comes from the first projection (A = SᵀG); where G holds NaN or ±∞
+/// the basis stays, and [`TrackedStep::flag`] carries the flag on to the rest of the step.
+pub fn track_within(
+    basis: &Tensor<2>,
+    g: &Tensor<2>,
+    step_size: f64,
+    max_theta: Option<f64>,
+    tolerance: f64,
+    limits: Limits,
+) -> Option<TrackedStep> {
     let ([a, r], b) = (basis.dims(), g.dims()[1]);
     let device = g.device();
     let runs = [basis, g].iter().all(|t| t.dtype() == DType::F32)
-        && kernels::tracking_plan(a, r, b, Limits::WEBGPU)
+        && kernels::tracking_plan(a, r, b, limits)
         && kernels::wgsl_available(&device);
     if !runs {
         return None;
     }
-    let limits = Limits::WEBGPU;
     let limit = limits.max_binding_bytes;
     let d = |t: &Tensor<2>| t.clone().into_dispatch();
     let product = |x: &Tensor<2>, y: &Tensor<2>| {

@@ -8,6 +8,7 @@
 mod adam;
 mod flex;
 mod launch;
+mod limits;
 mod params;
 mod project;
 mod recovery;

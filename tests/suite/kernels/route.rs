@@ -169,6 +169,9 @@ fn one_route_per_parameter_from_device_dtype_sizes_and_config() {
         b: 8192,
         transposed: true,
     };
-    assert_eq!(chosen.fallbacks(large), ["update", "tracking step"]);
+    assert_eq!(
+        chosen.fallbacks(large),
+        ["update", "update with recovery", "tracking step"]
+    );
     assert!(!chosen.tracks(large));
 }

@@ -3,7 +3,9 @@
 //! below it they run the 64×64 tile untimed.
 
 use burn::tensor::{Device, Tensor};
-use subtrack::kernels::{self, ColumnNorms, ProjectionTile, TUNED_MIN_MACS, TunedTile};
+use subtrack::kernels::{
+    self, ColumnNorms, Limits, ProjectionTile, TUNED_MIN_MACS, Tuned, TunedTile,
+};
 use subtrack::route::{self, RecoveryInputs, Route, UpdateCoefficients};
 use subtrack::{RecoveryScaling, basis};
 
@@ -15,26 +17,76 @@ use super::update::UpdateCase;
 use super::{orthonormal, stored};
 
 /// Launches of `kernel` (`"project"` or `"update"`) at `sizes`: single launches, by 128×128
-/// tiles, split-K launches and their reductions.
-fn launches(kernel: &str, sizes: [usize; 3]) -> [u64; 4] {
+/// tiles, split-K launches and their reductions, and Burn's matmul with its flag kernel.
+fn launches(kernel: &str, sizes: [usize; 3]) -> [u64; 5] {
     [
         kernels::launches(kernel, sizes),
         kernels::launches(&format!("{kernel}: 128×128 tiles"), sizes),
         kernels::launches(&format!("{kernel}_split"), sizes),
         kernels::launches(&format!("{kernel}_reduce"), sizes),
+        kernels::launches(&format!("{kernel}: Burn matmul"), sizes),
     ]
 }
 
 /// `before` plus one launch of `chosen`, as [`launches`] counts them.
-fn after_one(before: [u64; 4], chosen: TunedTile) -> [u64; 4] {
-    let split = chosen.splits > 1;
-    let [single, wide, splits, reduce] = before;
-    [
-        single + u64::from(!split),
-        wide + u64::from(chosen.tile == ProjectionTile::Block128),
-        splits + u64::from(split),
-        reduce + u64::from(split),
-    ]
+fn after_one(before: [u64; 5], chosen: Tuned) -> [u64; 5] {
+    let [single, wide, splits, reduce, matmul] = before;
+    match chosen {
+        Tuned::Tile(chosen) => {
+            let split = chosen.splits > 1;
+            [
+                single + u64::from(!split),
+                wide + u64::from(chosen.tile == ProjectionTile::Block128),
+                splits + u64::from(split),
+                reduce + u64::from(split),
+                matmul,
+            ]
+        }
+        Tuned::Matmul => [single, wide, splits, reduce, matmul + 1],
+        Tuned::Norms(norms) => panic!("{norms} chosen for a product"),
+    }
+}
+
+/// The projection's tuner weighs Burn's matmul beside the WGSL tiles, and compiles and
+/// times only the candidates whose shaders fit the adapter's limits: with three storage
+/// buffers (the tiles bind four) only Burn's matmul and its two-binding flag kernel remain;
+/// the update's tiles need five (eight with the recovery term), recovery's kernels four.
+#[test]
+fn the_tuner_weighs_burn_matmul_and_only_candidates_that_fit() {
+    let sizes = [1100, 130, 120];
+    assert_eq!(
+        kernels::tuner_candidates("project", sizes, Limits::WEBGPU),
+        [
+            "64×64",
+            "128×128",
+            "64×64 split-K",
+            "128×128 split-K",
+            "Burn matmul"
+        ]
+    );
+    let three = Limits {
+        max_storage_buffers: 3,
+        ..Limits::WEBGPU
+    };
+    assert_eq!(
+        kernels::tuner_candidates("project", sizes, three),
+        ["Burn matmul"]
+    );
+    assert_eq!(
+        kernels::tuner_candidates("update", sizes, Limits::WEBGPU),
+        ["64×64", "128×128"]
+    );
+    assert!(kernels::tuner_candidates("update", sizes, three).is_empty());
+    assert!(kernels::tuner_candidates("recovery", sizes, three).is_empty());
+    // Workgroup memory: the tiled norms hold 4 KiB, the per-column ones none.
+    let small = Limits {
+        max_workgroup_bytes: 2 << 10,
+        ..Limits::WEBGPU
+    };
+    assert_eq!(
+        kernels::tuner_candidates("recovery", sizes, small),
+        ["per-column norms"]
+    );
 }
 
 /// A projection over the threshold (sizes not multiples of either tile, G as the right
@@ -58,7 +110,7 @@ fn tuned_projection_runs_the_chosen_tile() {
     let sizes = [a, r, b];
     // The first call tunes (unless CubeCL's persistent cache already knows the shape).
     let first = download(route::project(&s_dev, &g_dev, Route::WGSL));
-    let chosen = kernels::tuned_tile("project", sizes).expect("a tile was chosen");
+    let chosen = kernels::tuned_choice("project", sizes).expect("a candidate was chosen");
     let before = launches("project", sizes);
     let again = download(route::project(&s_dev, &g_dev, Route::WGSL));
     assert_eq!(
@@ -87,8 +139,10 @@ fn tuned_projection_runs_the_chosen_tile() {
         1e-5,
         format_args!("200×300×300 vs f64"),
     );
-    let chosen = kernels::tuned_tile("project", [a, r, b]).expect("a tile was chosen");
-    assert_eq!(chosen.splits, 1, "no split-K candidate at a = {a}");
+    let chosen = kernels::tuned_choice("project", [a, r, b]).expect("a candidate was chosen");
+    if let Tuned::Tile(tile) = chosen {
+        assert_eq!(tile.splits, 1, "no split-K candidate at a = {a}");
+    }
     // Under the threshold: 64×64, one launch, nothing tuned.
     let (a, r, b) = (1100, 130, 117);
     assert!(a * r * b < TUNED_MIN_MACS);
@@ -100,7 +154,10 @@ fn tuned_projection_runs_the_chosen_tile() {
         tile: ProjectionTile::Block64,
         splits: 1,
     };
-    assert_eq!(launches("project", [a, r, b]), after_one(before, untuned));
+    assert_eq!(
+        launches("project", [a, r, b]),
+        after_one(before, Tuned::Tile(untuned))
+    );
     assert_eq!(kernels::tuned_tile("project", [a, r, b]), None);
 }
 
@@ -129,7 +186,7 @@ fn tuned_update_runs_the_chosen_tile() {
     let again = case.run(coefficients, true, None, &device);
     assert_eq!(
         launches("update", [a, r, b]),
-        after_one(before, chosen),
+        after_one(before, Tuned::Tile(chosen)),
         "after tuning, one launch of the chosen {chosen}"
     );
     for got in [&first, &again] {
