@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build and run the benchmarks at GPU sizes, printing every table (issue 5); with EXTRA=1
+# Build and run the benchmarks at GPU sizes in three time-boxed stages; with EXTRA=1
 # also the per-column norm kernel and the 64×64 kernels pinned at 60m, sections 2 and 3 on
 # Burn's tensor ops and two short toy-LLaMA runs. Meant for one
 # call on a GPU machine.
@@ -16,16 +16,18 @@
 # wgpu needs a Vulkan loader: on a bare NVIDIA machine that is libvulkan1 and, for NVIDIA's
 # driver, libglvnd's libraries (libegl1, libglvnd0, libgl1, libglx0, libgles2, libopengl0).
 #
-# Variables: DEVICE (default auto), REPS (default 5), SECTIONS (the benchmark's sections, in
-# the order they run; default 4,3,2,1), BATCH (section 4's back-to-back calls per device
-# sync, default 10: one sync costs about as much as a small kernel on a GPU), EXTRA (1: the extra stages below;
-# default off, so that the default call measures what the issues ask and no more), STEPS
-# (pretrain steps, default 300),
-# OUT (default target/bench), LIMIT (seconds per stage, default none: a stage past it is
-# stopped and reported failed, and the next one starts, so a time-boxed call still returns
-# the stages that finished).
+# Variables: DEVICE (default auto), REPS (default 5), BATCH (section 4's back-to-back calls
+# per device sync, default 10: one sync costs about as much as a small kernel on a GPU),
+# EXTRA (1: the extra stages below; default off, so that the default call measures what
+# the issues ask and no more), STEPS (pretrain steps, default 300), OUT (default
+# target/bench), LIMIT_KERNELS, LIMIT_TRAIN, LIMIT_UPDATE (seconds for the three default
+# stages: 200, 150 and 90, which with the start leave a call under 8 minutes), LIMIT
+# (seconds for every stage, the extra ones included; default none for those). A stage past
+# its limit is stopped and reported failed, and the next one starts, so a time-boxed call
+# still returns the stages that finished.
 # Results: $OUT/COMMIT (the commit the binaries were built from, where known),
-# $OUT/benchmark.{md,json} (SubTrack's WGSL kernels on, the default),
+# $OUT/kernels/, $OUT/train-60m/ and $OUT/subspace/benchmark.{md,json} (the three default
+# stages, SubTrack's WGSL kernels on),
 # with EXTRA=1 $OUT/per-column-norms/benchmark.{md,json} (the 60m SubTrack++ training step
 # with the per-column norm kernel pinned, against the autotuner's choice in the first stage),
 # $OUT/tile-64/benchmark.{md,json} (the same with the 64×64 projection and update pinned,
@@ -38,7 +40,6 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-target/bench}
 DEVICE=${DEVICE:-auto}
 REPS=${REPS:-5}
-SECTIONS=${SECTIONS:-4,3,2,1}
 BATCH=${BATCH:-10}
 STEPS=${STEPS:-300}
 # The commit the checkout is at, with "+dirty" where tracked files differ from it (nothing
@@ -102,11 +103,22 @@ stage() {
   echo "== $name: $((SECONDS - start)) s"
 }
 start=$SECONDS
-# The sections whose goals are still open on a GPU first (4: kernels against Burn's matmul
-# and the portable step; 3: the 60m training step against AdamW; 2: the amortised step),
-# so that a call stopped by its time limit keeps those; 1 (subspace update) last.
-stage "benchmark --full --sections $SECTIONS --batch $BATCH" \
-  "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections "$SECTIONS" --batch "$BATCH" --out "$OUT"
+# The stages whose goals are open on a GPU, in the order they matter, each within its own
+# limit (LIMIT overrides all three), so that the call ends within 8 minutes and one that
+# is cut short keeps the stages before: section 4 (the kernels with the autotuner's choices
+# against Burn's matmul and the portable step), section 3 (the 60m training step, AdamW
+# against SubTrack++), section 1 (the subspace update up to 2048×5461).
+stage_within() {
+  local limit=$1
+  shift
+  LIMIT=${LIMIT:-$limit} stage "$@"
+}
+stage_within "${LIMIT_KERNELS:-200}" "benchmark --full --sections 4 --batch $BATCH" \
+  "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections 4 --batch "$BATCH" --out "$OUT/kernels"
+stage_within "${LIMIT_TRAIN:-150}" "benchmark --full --sections 3 --train-sizes 60m --optimizers adamw,subtrack++" \
+  "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections 3 --train-sizes 60m --optimizers adamw,subtrack++ --out "$OUT/train-60m"
+stage_within "${LIMIT_UPDATE:-90}" "benchmark --full --sections 1 --update-max 2048" \
+  "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections 1 --update-max 2048 --out "$OUT/subspace"
 if [ "${EXTRA:-0}" = 1 ]; then
   stage "benchmark --full --sections 3 --train-sizes 60m --optimizers subtrack++ --recovery-norms per-column" \
     "$BIN/benchmark" --full --device "$DEVICE" --reps "$REPS" --sections 3 --train-sizes 60m --optimizers subtrack++ --recovery-norms per-column --out "$OUT/per-column-norms"

@@ -38,6 +38,9 @@ pub(crate) struct Args {
     /// Skip GaLore's SVD where the short side exceeds M.
     #[arg(long, value_name = "M", default_value_t = 2048)]
     pub(crate) svd_max: usize,
+    /// Section 1: only the shapes whose short side is at most M [default: all].
+    #[arg(long, value_name = "M")]
+    pub(crate) update_max: Option<usize>,
     /// Section 4: N back-to-back calls per device sync.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive)]
     pub(crate) batch: usize,

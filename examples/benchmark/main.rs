@@ -93,6 +93,10 @@ fn main() -> ExitCode {
     } else {
         vec![(512, 1376, 128), (768, 2048, 256)]
     };
+    let update_shapes: Vec<_> = update_shapes
+        .into_iter()
+        .filter(|&(a, _, _)| args.update_max.is_none_or(|max| a <= max))
+        .collect();
     let (step_size, interval) = if args.full {
         ("60m", 200)
     } else {
