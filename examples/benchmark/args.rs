@@ -54,8 +54,8 @@ pub(crate) struct Args {
     /// weighs split-K per shape).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive, help_heading = "Kernel variants")]
     pub(crate) projection_splits: usize,
-    /// The blocks of its projections and weight updates: 64 (64×64), 128 (128×128) or
-    /// tuned (the autotuner's pick per shape).
+    /// The blocks of its projections and weight updates: 64 (64×64), 128 (128×128),
+    /// matmul (Burn's own ops) or tuned (the autotuner's pick per shape).
     #[arg(long, value_name = "T", default_value = "tuned", value_parser = tile, help_heading = "Kernel variants")]
     pub(crate) projection_tile: TileChoice,
     /// Its recovery column norms: per-column, tiled (64×64 tiles) or tuned (the
@@ -102,7 +102,8 @@ fn tile(s: &str) -> Result<TileChoice, String> {
         "64" => Ok(ProjectionTile::Block64.into()),
         "128" => Ok(ProjectionTile::Block128.into()),
         "tuned" => Ok(TileChoice::Tuned),
-        _ => Err("takes 64, 128 or tuned".into()),
+        "matmul" => Ok(TileChoice::Matmul),
+        _ => Err("takes 64, 128, matmul or tuned".into()),
     }
 }
 

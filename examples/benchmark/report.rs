@@ -93,6 +93,12 @@ pub(crate) fn render(setup: &Setup, results: &Results) -> (String, String) {
             "Projections and weight updates of the optimizer steps: {tile} tiles (not tuned).\n"
         );
     }
+    if args.projection_tile == TileChoice::Matmul {
+        let _ = writeln!(
+            md,
+            "Projections and weight updates of the optimizer steps: Burn's matmul (not tuned).\n"
+        );
+    }
     if !updates.is_empty() {
         let _ = writeln!(md, "### 1. One subspace update\n");
         let _ = writeln!(

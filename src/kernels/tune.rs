@@ -11,7 +11,8 @@
 //!
 //! Only candidates whose shaders fit the key's [`Limits`] (bindings, workgroup memory and
 //! size: `fit.rs`) are compiled and timed.
-//! - The weight update: `update.wgsl` against `update_wide.wgsl`.
+//! - The weight update: `update.wgsl` against `update_wide.wgsl` and Burn's own ops (its
+//!   matmul for S·L).
 //! - Recovery scaling's column norms ([`NormsChoice::Tuned`]): `recovery_norms.wgsl`
 //!   against `recovery_norms_tiled.wgsl`.
 //!
@@ -229,6 +230,15 @@ fn norms_at(candidate: Candidate, key: &TileKey) -> Option<ColumnNorms> {
     }
 }
 
+/// What an update candidate launches for `key`: a tile ([`tile_at`]), or Burn's ops, which
+/// launch no shader of ours.
+fn update_at(candidate: Candidate, key: &TileKey) -> Option<Tuned> {
+    match candidate {
+        Candidate::Matmul => Some(Tuned::Matmul),
+        _ => tile_at(candidate, key).map(Tuned::Tile),
+    }
+}
+
 /// What a projection candidate launches for `key`: a tile ([`tile_at`]), or Burn's matmul
 /// where the flag kernel fits.
 fn projection_at(candidate: Candidate, key: &TileKey) -> Option<Tuned> {
@@ -288,18 +298,20 @@ pub fn tuner_candidates(kernel: &str, [a, r, b]: [usize; 3], limits: Limits) -> 
         "project" => names(PROJECT_CANDIDATES.list, &|c| {
             projection_at(c, &key).is_some()
         }),
-        "update" => names(UPDATE_CANDIDATES.list, &|c| tile_at(c, &key).is_some()),
+        "update" => names(UPDATE_CANDIDATES.list, &|c| update_at(c, &key).is_some()),
         _ => names(RECOVERY_CANDIDATES.list, &|c| norms_at(c, &key).is_some()),
     }
 }
 
-/// The weight update's candidates: each tile (its shared dimension is r, too short to split).
-const UPDATE_CANDIDATES: Candidates<TunedTile> = Candidates {
+/// The weight update's candidates: each tile (its shared dimension is r, too short to
+/// split), and Burn's ops with its matmul.
+const UPDATE_CANDIDATES: Candidates<Tuned> = Candidates {
     list: &[
         tile(ProjectionTile::Block64, false),
         tile(ProjectionTile::Block128, false),
+        Candidate::Matmul,
     ],
-    at: tile_at,
+    at: update_at,
 };
 
 /// Recovery scaling's candidates: both column-norm kernels.
@@ -375,16 +387,19 @@ pub enum TileChoice {
     Tuned,
     /// Always this tile.
     Fixed(ProjectionTile),
+    /// Always Burn's own ops (its matmul), the autotuner's other candidate: for measuring,
+    /// and for testing that candidate.
+    Matmul,
 }
 
 impl TileChoice {
     /// The tile to launch for a product of `macs` multiply-adds, or `None` where the
-    /// autotuner chooses.
+    /// autotuner chooses or Burn's ops are pinned.
     pub fn fixed(self, macs: usize) -> Option<ProjectionTile> {
         match self {
             TileChoice::Fixed(tile) => Some(tile),
             TileChoice::Tuned if macs < TUNED_MIN_MACS => Some(ProjectionTile::Block64),
-            TileChoice::Tuned => None,
+            TileChoice::Tuned | TileChoice::Matmul => None,
         }
     }
 }
@@ -483,6 +498,9 @@ pub fn launch_projection(
 ) -> (CubeTensor, CubeTensor) {
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = g.meta.shape()[1];
+    if tile == TileChoice::Matmul {
+        return project::launch_matmul(basis, g, limits, head);
+    }
     if let Some(tile) = tile.fixed(a * r * b) {
         return project::launch(basis, g, tile, limits, head);
     }
@@ -550,22 +568,31 @@ pub fn launch_update(
 ) -> CubeTensor {
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = normalized.meta.shape()[1];
+    if how.tile == TileChoice::Matmul {
+        let transposed = how.transposed;
+        return update::launch_matmul(basis, normalized, weight, scalars, recovery, transposed);
+    }
     if let Some(tile) = how.tile.fixed(a * r * b) {
         return update::launch(basis, normalized, weight, scalars, recovery, how.with(tile));
     }
     static TUNER: LocalTuner<TileKey, CubeTuneId> = local_tuner!("update");
     let like = weight.clone();
     let inputs = (basis, normalized, weight, scalars, recovery, how);
-    let launch = |inputs: UpdateInputs, tuned: TunedTile| {
+    let launch = |inputs: UpdateInputs, tuned: Tuned| {
         let (basis, normalized, weight, scalars, recovery, how) = inputs;
-        update::launch(
-            basis,
-            normalized,
-            weight,
-            scalars,
-            recovery,
-            how.with(tuned.tile),
-        )
+        match tuned {
+            Tuned::Tile(tuned) => update::launch(
+                basis,
+                normalized,
+                weight,
+                scalars,
+                recovery,
+                how.with(tuned.tile),
+            ),
+            Tuned::Matmul | Tuned::Norms(_) => {
+                update::launch_matmul(basis, normalized, weight, scalars, recovery, how.transposed)
+            }
+        }
     };
     run_tuned(
         &TUNER,

@@ -1,9 +1,11 @@
 //! Launch of `shaders/update.wgsl` (and its 128×128-tile variant `update_wide.wgsl`):
 //! W ← d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ.
 
-use burn::backend::wgpu::{CubeTensor, into_contiguous};
+use burn::backend::get_device_settings;
+use burn::backend::ops::{BoolTensorOps, FloatTensorOps};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, into_contiguous};
 use burn::cubecl::{CubeCount, CubeDim};
-use burn::tensor::Shape;
+use burn::tensor::{Shape, Slice};
 
 use super::fit::fits;
 use super::launch::{
@@ -189,4 +191,67 @@ pub fn launch(
         }
     }
     output
+}
+
+/// The same update by Burn's own ops (its matmul for S·L, elementwise ops for the rest, the
+/// skip as a select): the autotuner's candidate next to the WGSL tiles, so that the tuned
+/// update is never slower than Burn's ops. It forms S·L (a×b) where the kernels do not, and
+/// reads nothing back: α, d, s, k and the flag stay in `scalars` on the device.
+pub fn launch_matmul(
+    basis: CubeTensor,
+    normalized: CubeTensor,
+    weight: CubeTensor,
+    scalars: CubeTensor,
+    recovery: Option<(CubeTensor, CubeTensor, CubeTensor)>,
+    transposed: bool,
+) -> CubeTensor {
+    type B = CubeBackend;
+    let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
+    let b = normalized.meta.shape()[1];
+    let inputs: Vec<&CubeTensor> = [&basis, &normalized, &weight, &scalars]
+        .into_iter()
+        .chain(recovery.iter().flat_map(|(g, p, l)| [g, p, l]))
+        .collect();
+    assert_f32_on_wgsl("update: Burn matmul", &inputs);
+    crate::launches::count_launch("update: Burn matmul", [a, r, b]);
+    let bool_dtype = get_device_settings::<B>(&weight.device).bool_dtype;
+    // The parameter buffer's slot `i` as a 1×1 tensor (src/params.rs: α, d, s, k at 8–11,
+    // the flag at 13).
+    let slot = |i: usize| {
+        let one = B::float_slice(
+            scalars.clone(),
+            &[Slice::new(i as isize, Some(i as isize + 1), 1)],
+        );
+        B::float_reshape(one, Shape::from([1, 1]))
+    };
+    let (alpha, decay, scale, kept) = (slot(8), slot(9), slot(10), slot(11));
+    // L = s·N − k·G̃⊙ψ and the recovery term G⊙ψ (ψ 1×b, broadcast over rows).
+    let mut low = B::float_mul(normalized, scale);
+    let mut term = None;
+    if let Some((grad, psi, g_low)) = recovery {
+        let low_psi = B::float_mul(B::float_mul(g_low, psi.clone()), kept);
+        low = B::float_sub(low, low_psi);
+        term = Some(B::float_mul(grad, psi));
+    }
+    let mut u = B::float_matmul(basis, low);
+    if let Some(term) = term {
+        u = B::float_add(u, term);
+    }
+    let canonical = if transposed {
+        B::float_swap_dims(weight, 0, 1)
+    } else {
+        weight
+    };
+    let updated = B::float_mul(
+        B::float_sub(canonical.clone(), B::float_mul(u, alpha)),
+        decay,
+    );
+    let skip = B::float_equal_elem(slot(13), 0.0.into(), bool_dtype);
+    let skip = B::bool_expand(skip, Shape::from([a, b]));
+    let out = B::float_mask_where(updated, skip, canonical);
+    if transposed {
+        into_contiguous(B::float_swap_dims(out, 0, 1))
+    } else {
+        into_contiguous(out)
+    }
 }

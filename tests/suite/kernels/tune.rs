@@ -4,7 +4,7 @@
 
 use burn::tensor::{Device, Tensor};
 use subtrack::kernels::{
-    self, ColumnNorms, Limits, ProjectionTile, TUNED_MIN_MACS, Tuned, TunedTile,
+    self, ColumnNorms, Limits, ProjectionTile, TUNED_MIN_MACS, TileChoice, Tuned, TunedTile,
 };
 use subtrack::route::{self, RecoveryInputs, Route, UpdateCoefficients};
 use subtrack::{RecoveryScaling, basis};
@@ -47,10 +47,11 @@ fn after_one(before: [u64; 5], chosen: Tuned) -> [u64; 5] {
     }
 }
 
-/// The projection's tuner weighs Burn's matmul beside the WGSL tiles, and compiles and
-/// times only the candidates whose shaders fit the adapter's limits: with three storage
-/// buffers (the tiles bind four) only Burn's matmul and its two-binding flag kernel remain;
-/// the update's tiles need five (eight with the recovery term), recovery's kernels four.
+/// The projection's and the update's tuners weigh Burn's matmul beside the WGSL tiles, and
+/// compile and time only the candidates whose shaders fit the adapter's limits: with three
+/// storage buffers (the projection's tiles bind four, the update's five) only Burn's matmul
+/// remains (with its two-binding flag kernel for the projection); recovery's kernels need
+/// four.
 #[test]
 fn the_tuner_weighs_burn_matmul_and_only_candidates_that_fit() {
     let sizes = [1100, 130, 120];
@@ -74,9 +75,12 @@ fn the_tuner_weighs_burn_matmul_and_only_candidates_that_fit() {
     );
     assert_eq!(
         kernels::tuner_candidates("update", sizes, Limits::WEBGPU),
-        ["64×64", "128×128"]
+        ["64×64", "128×128", "Burn matmul"]
     );
-    assert!(kernels::tuner_candidates("update", sizes, three).is_empty());
+    assert_eq!(
+        kernels::tuner_candidates("update", sizes, three),
+        ["Burn matmul"]
+    );
     assert!(kernels::tuner_candidates("recovery", sizes, three).is_empty());
     // Workgroup memory: the tiled norms hold 4 KiB, the per-column ones none.
     let small = Limits {
@@ -162,8 +166,9 @@ fn tuned_projection_runs_the_chosen_tile() {
 }
 
 /// The weight update with recovery over the threshold, W stored transposed: the tuner's
-/// candidates write buffers of their own, so W is updated once, as by the tensor ops and in
-/// f64; after tuning each call launches the chosen tile once.
+/// candidates (the tiles and Burn's ops) write buffers of their own, so W is updated once,
+/// as by the tensor ops and in f64; after tuning each call launches the chosen candidate
+/// once.
 #[test]
 fn tuned_update_runs_the_chosen_tile() {
     let Some(device) = wgpu_device() else {
@@ -180,13 +185,15 @@ fn tuned_update_runs_the_chosen_tile() {
     let expected = case.expected(coefficients, true);
     let portable = case.run(coefficients, true, None, &Device::flex());
     let first = case.run(coefficients, true, None, &device);
-    let chosen = kernels::tuned_tile("update", [a, r, b]).expect("a tile was chosen");
-    assert_eq!(chosen.splits, 1, "the update has no split-K candidate");
+    let chosen = kernels::tuned_choice("update", [a, r, b]).expect("a candidate was chosen");
+    if let Tuned::Tile(tile) = chosen {
+        assert_eq!(tile.splits, 1, "the update has no split-K candidate");
+    }
     let before = launches("update", [a, r, b]);
     let again = case.run(coefficients, true, None, &device);
     assert_eq!(
         launches("update", [a, r, b]),
-        after_one(before, Tuned::Tile(chosen)),
+        after_one(before, chosen),
         "after tuning, one launch of the chosen {chosen}"
     );
     for got in [&first, &again] {
@@ -260,4 +267,79 @@ fn tuned_recovery_runs_the_chosen_norms() {
             }
         }
     }
+}
+
+/// Burn's ops pinned in place of the tiles (the autotuner's other candidate, which lavapipe
+/// need not pick): the projection of a transposed-view G and the update with recovery of a
+/// transposed W match the tensor ops and f64, the flag kernel finds a NaN in G on the
+/// device, and a skipped update returns W bit for bit. No WGSL tile is launched.
+#[test]
+fn pinned_burn_matmul_matches_the_portable_path() {
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    let mut rng = Rng::new(71);
+    let (a, r, b) = (301, 21, 91);
+    let s = orthonormal(a, r, &mut rng);
+    let mut g = rng.mat(a, b);
+    let counts = |kernel: &str| {
+        [
+            kernels::launches(kernel, [a, r, b]),
+            kernels::launches(&format!("{kernel}: Burn matmul"), [a, r, b]),
+        ]
+    };
+    let (project_before, update_before) = (counts("project"), counts("update"));
+    kernels::set_projection_tile(TileChoice::Matmul);
+    let s_dev = upload(&s, &device);
+    let (g_low, flag) = route::project_checked(&s_dev, &stored(&g, true, &device), Route::WGSL);
+    let portable = download(basis::project(
+        &upload(&s, &Device::flex()),
+        &upload(&g, &Device::flex()),
+    ));
+    assert_close(
+        &download(g_low.clone()),
+        &portable,
+        1e-5,
+        "Burn matmul vs portable",
+    );
+    assert_close(
+        &download(g_low.clone()),
+        &s.t().mul(&g),
+        1e-5,
+        "Burn matmul vs f64",
+    );
+    assert_eq!(flag.into_data().try_to_vec::<f32>().unwrap(), [1.0]);
+    g.data[5 * b + 7] = f64::NAN;
+    let (_, flag) = route::project_checked(&s_dev, &stored(&g, true, &device), Route::WGSL);
+    assert_eq!(
+        flag.into_data().try_to_vec::<f32>().unwrap(),
+        [0.0],
+        "NaN found"
+    );
+
+    let case = UpdateCase::new(a, r, b, true, &mut rng);
+    let coefficients = UpdateCoefficients {
+        alpha: 0.03,
+        decay: 0.999,
+        scale: 0.25,
+    };
+    let updated = case.run(coefficients, true, Some(1.0), &device);
+    let skipped = case.run(coefficients, true, Some(0.0), &device);
+    kernels::set_projection_tile(TileChoice::Tuned);
+    assert_close(
+        &updated,
+        &case.expected(coefficients, true),
+        1e-5,
+        "update vs f64",
+    );
+    assert_eq!(
+        skipped.data,
+        super::upload_roundtrip(&case.weight),
+        "a skipped update"
+    );
+    assert_eq!(
+        counts("project"),
+        [project_before[0], project_before[1] + 2]
+    );
+    assert_eq!(counts("update"), [update_before[0], update_before[1] + 2]);
 }
