@@ -175,3 +175,51 @@ fn one_route_per_parameter_from_device_dtype_sizes_and_config() {
     );
     assert!(!chosen.tracks(large));
 }
+
+/// The WGSL launches of one projected SubTrack++ step between subspace updates (untuned
+/// sizes, no row chunks): the projection, Adam, recovery's column norms and limiter, and
+/// the update, one each, and nothing else at these sizes. Sizes 43×6×61 are this test's
+/// alone (the counts are per process).
+#[test]
+fn launches_of_one_projected_step() {
+    let Some(device) = wgpu_device() else {
+        return;
+    };
+    let (a, r, b) = (43, 6, 61);
+    let config = SubTrackConfig::subtrack_plus_plus()
+        .with_rank(r)
+        .with_update_interval(50)
+        .with_wgsl_kernels(true);
+    let optim = config.build().unwrap();
+    let mut rng = Rng::new(43);
+    let mut w = upload(&rng.mat(a, b), &device);
+    let mut state = None;
+    // k = 0 (the initial basis) and k = 1 (the limiter's first norm) set the state up.
+    for _ in 0..2 {
+        let (nw, ns) = optim.step(0.01, w, upload(&rng.mat(a, b), &device), state);
+        (w, state) = (nw, ns);
+    }
+    let kernels_at = [
+        ("project", [a, r, b]),
+        ("project_reduce", [a, r, b]),
+        ("adam", [r, r, b]),
+        ("recovery", [a, r, b]),
+        ("recovery_limit", [a, r, b]),
+        ("update", [a, r, b]),
+        ("tangent", [a, b, r]),
+    ];
+    let count = || kernels_at.map(|(name, sizes)| kernels::launches(name, sizes));
+    // Read back: with fusion on, launches run (and count) when the stream is flushed.
+    download(w.clone());
+    let before = count();
+    let (w, _) = optim.step(0.01, w, upload(&rng.mat(a, b), &device), state);
+    download(w);
+    let after = count();
+    let made: Vec<u64> = after.iter().zip(before).map(|(x, y)| x - y).collect();
+    assert_eq!(
+        made,
+        [1, 0, 1, 1, 1, 1, 0],
+        "launches per kernel of {kernels_at:?}"
+    );
+    assert_eq!(made.iter().sum::<u64>(), 5);
+}
