@@ -90,6 +90,24 @@ pub fn projection_plan(a: usize, r: usize, b: usize, limits: Limits) -> bool {
     project::plan(a, r, b, limits).is_some()
 }
 
+/// Whether the projection's WGSL tiles fit the adapter's `limits` (bindings, workgroup
+/// memory and size; the sizes are [`projection_plan`]'s).
+pub fn projection_tiles_fit(limits: Limits) -> bool {
+    project::tile_fits(ProjectionTile::Block64, limits)
+}
+
+/// Whether Burn's matmul with `finite_flag.wgsl` (the projection's other candidate, which
+/// runs any sizes) fits the adapter's `limits`.
+pub fn matmul_fits(limits: Limits) -> bool {
+    project::matmul_fits(limits)
+}
+
+/// Whether the update's WGSL tiles, with the recovery term where `recovery`, fit the
+/// adapter's `limits`; where they do not, Burn's ops run the update on the WGSL route.
+pub fn update_tiles_fit(recovery: bool, limits: Limits) -> bool {
+    update::tile_fits(ProjectionTile::Block64, recovery, limits)
+}
+
 /// Whether the split-K projection runs S a×r, G a×b in `splits` partial sums.
 pub fn split_plan(a: usize, r: usize, b: usize, splits: usize, limits: Limits) -> bool {
     project::split_plan(a, r, b, splits, limits).is_some()

@@ -194,7 +194,8 @@ impl Ops for Wgsl {
 
     /// One fused kernel; S·L is never stored (S, W and G over the binding limit in row
     /// chunks, the left layout only: a transposed W over it takes the portable route;
-    /// columns past the workgroup limit in several launches).
+    /// columns past the workgroup limit in several launches). Where no tile fits the
+    /// adapter, Burn's ops (the autotuner's other candidate) run it, reading nothing back.
     fn update(
         &self,
         inputs: UpdateInputs,
@@ -203,7 +204,7 @@ impl Ops for Wgsl {
     ) -> Tensor<2> {
         let device = inputs.weight.device();
         let ([a, r], b) = (inputs.basis.dims(), inputs.normalized.dims()[1]);
-        let runs = all_f32(
+        let f32s = all_f32(
             [inputs.basis, &inputs.normalized, &inputs.weight]
                 .into_iter()
                 .chain(
@@ -212,18 +213,20 @@ impl Ops for Wgsl {
                         .iter()
                         .flat_map(|t| [&t.grad, &t.psi, &t.g_low]),
                 ),
-        ) && kernels::update_plan(
-            a,
-            r,
-            b,
-            inputs.transposed,
-            inputs.recovery.is_some(),
-            self.limits,
         );
-        if !runs {
+        let recovering = inputs.recovery.is_some();
+        let tile = if !f32s {
+            None
+        } else if kernels::update_plan(a, r, b, inputs.transposed, recovering, self.limits) {
+            Some(projection_tile())
+        } else {
+            // No tile fits the adapter: Burn's ops, reading nothing back.
+            (!kernels::update_tiles_fit(recovering, self.limits)).then_some(TileChoice::Matmul)
+        };
+        let Some(tile) = tile else {
             report_fallback(&device);
             return Portable.update(inputs, coefficients, flag);
-        }
+        };
         let UpdateInputs {
             basis,
             normalized,
@@ -242,7 +245,7 @@ impl Ops for Wgsl {
         );
         let how = UpdateLaunch {
             transposed,
-            tile: projection_tile(),
+            tile,
             limits: self.limits,
         };
         Tensor::from_dispatch(match recovery {
@@ -291,19 +294,21 @@ impl Ops for Wgsl {
             transposed,
         } = sizes;
         let limits = self.limits;
+        // Where no tile fits the adapter, Burn's matmul runs on this route instead.
+        let update_runs = |recovery| {
+            kernels::update_plan(a, r, b, transposed, recovery, limits)
+                || !kernels::update_tiles_fit(recovery, limits)
+        };
         [
-            ("project", kernels::projection_plan(a, r, b, limits)),
+            (
+                "project",
+                kernels::projection_plan(a, r, b, limits) || self.matmul_projects(),
+            ),
             ("adam", kernels::adam_plan(r, b, false, limits)),
             ("adam with rotation", kernels::adam_plan(r, b, true, limits)),
             ("recovery", kernels::recovery_plan(a, r, b, limits)),
-            (
-                "update",
-                kernels::update_plan(a, r, b, transposed, false, limits),
-            ),
-            (
-                "update with recovery",
-                kernels::update_plan(a, r, b, transposed, true, limits),
-            ),
+            ("update", update_runs(false)),
+            ("update with recovery", update_runs(true)),
             ("tracking step", self.tracks(sizes)),
         ]
         .into_iter()
@@ -314,7 +319,13 @@ impl Ops for Wgsl {
 }
 
 impl Wgsl {
-    /// The projection by blocks of `tile`, the flag after `head`.
+    /// Whether the projection takes Burn's matmul for want of a tile that fits the adapter.
+    fn matmul_projects(&self) -> bool {
+        !kernels::projection_tiles_fit(self.limits) && kernels::matmul_fits(self.limits)
+    }
+
+    /// The projection by blocks of `tile` (Burn's matmul where no tile fits the adapter),
+    /// the flag after `head`.
     fn project_by(
         &self,
         basis: &Tensor<2>,
@@ -323,10 +334,18 @@ impl Wgsl {
         head: &[f32],
     ) -> (Tensor<2>, Option<Tensor<1>>) {
         let ([a, r], b) = (basis.dims(), g.dims()[1]);
-        if !(all_f32([basis, g]) && kernels::projection_plan(a, r, b, self.limits)) {
+        let tile = if !all_f32([basis, g]) {
+            None
+        } else if kernels::projection_plan(a, r, b, self.limits) {
+            Some(tile)
+        } else {
+            // No tile fits the adapter: Burn's matmul, still with the flag on the device.
+            self.matmul_projects().then_some(TileChoice::Matmul)
+        };
+        let Some(tile) = tile else {
             report_fallback(&g.device());
             return Portable.project(basis, g, head);
-        }
+        };
         let (g_low, flag) = Dispatch::wgsl_project(
             basis.clone().into_dispatch(),
             g.clone().into_dispatch(),

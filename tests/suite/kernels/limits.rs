@@ -51,6 +51,7 @@ fn every_kernel_expansion_fits_webgpu_and_translates_to_spirv_msl_and_hlsl() {
     let expansions = shader_expansions();
     let mut shaders = BTreeSet::new();
     let mut most = [0usize; 3];
+    let mut per_shader = std::collections::BTreeMap::<String, [usize; 3]>::new();
     for (label, source) in &expansions {
         let module = naga::front::wgsl::parse_str(source)
             .unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(source)));
@@ -82,10 +83,15 @@ fn every_kernel_expansion_fits_webgpu_and_translates_to_spirv_msl_and_hlsl() {
             used.workgroup_bytes,
             used.invocations
         );
-        most[0] = most[0].max(used.storage_buffers);
-        most[1] = most[1].max(used.workgroup_bytes);
-        most[2] = most[2].max(used.invocations);
-        shaders.insert(label.split(' ').next().unwrap().to_string());
+        let shader = label.split(' ').next().unwrap().to_string();
+        let entry = per_shader.entry(shader.clone()).or_default();
+        for (m, x) in [&mut most, entry].into_iter().flat_map(|m| {
+            m.iter_mut()
+                .zip([used.storage_buffers, used.workgroup_bytes, used.invocations])
+        }) {
+            *m = (*m).max(x);
+        }
+        shaders.insert(shader);
     }
     // Adam with the rotation and the update with the recovery term bind 8 buffers; Adam's
     // three staging tiles of 256 vec4 hold 12 KiB (top_singular.wgsl's 2·1024 + 2·256 words
@@ -105,6 +111,9 @@ fn every_kernel_expansion_fits_webgpu_and_translates_to_spirv_msl_and_hlsl() {
         expansions.len(),
         shaders.len()
     );
+    for (shader, [buffers, bytes, invocations]) in &per_shader {
+        eprintln!("| {shader} | {buffers} | {bytes} | {invocations} |");
+    }
 }
 
 /// A lavapipe (or other Vulkan) device opened with `limits` instead of the adapter's (and
@@ -218,8 +227,10 @@ fn the_route_runs_on_a_device_at_webgpu_default_limits() {
 }
 
 /// Under limits smaller than the kernels need (4 storage buffers, 8 KiB of workgroup
-/// memory) only the projection and the per-column norms fit: every other operation runs on
-/// the portable path, the route says which, and the results match the portable route's.
+/// memory) only the projection and the per-column norms fit, and the update takes Burn's
+/// ops on the WGSL route; every other operation runs on the portable path, the route says
+/// which, and the results match the portable route's. With 3 storage buffers no projection
+/// tile fits either, and Burn's matmul projects, its flag still found on the device.
 #[test]
 fn kernels_past_the_limits_are_never_launched() {
     let Some(device) = wgpu_device() else {
@@ -240,14 +251,8 @@ fn kernels_past_the_limits_are_never_launched() {
     let chosen = route::resolve(Route::WGSL.within(small), &device);
     assert_eq!(
         chosen.fallbacks(sizes),
-        [
-            "adam",
-            "adam with rotation",
-            "recovery",
-            "update",
-            "update with recovery",
-            "tracking step"
-        ]
+        ["adam", "adam with rotation", "recovery", "tracking step"],
+        "the update's tiles (5 and 8 bindings) do not fit, so Burn's ops run it on this route"
     );
     assert!(
         route::resolve(Route::WGSL, &device)
@@ -266,6 +271,49 @@ fn kernels_past_the_limits_are_never_launched() {
     let portable = download(route::project(&s, &g, Route::PORTABLE));
     assert_close(&on_small, &portable, 1e-5, "projection within 4 bindings");
     assert_eq!(kernels::launches("project", [a, r, b]), project_before + 1);
+    let three = Limits {
+        max_storage_buffers: 3,
+        ..Limits::WEBGPU
+    };
+    let matmul_before = kernels::launches("project: Burn matmul", [a, r, b]);
+    let (by_matmul, flag) = route::project_checked(&s, &g, Route::WGSL.within(three));
+    assert_close(
+        &download(by_matmul),
+        &portable,
+        1e-5,
+        "Burn matmul within 3 bindings",
+    );
+    assert_eq!(flag.into_data().try_to_vec::<f32>().unwrap(), [1.0]);
+    assert_eq!(
+        kernels::launches("project: Burn matmul", [a, r, b]),
+        matmul_before + 1
+    );
+    assert_eq!(kernels::launches("project", [a, r, b]), project_before + 1);
+
+    // The update with recovery by Burn's ops on the WGSL route, no tile launched.
+    let case = super::update::UpdateCase::new(a, r, b, false, &mut rng);
+    let coefficients = subtrack::route::UpdateCoefficients {
+        alpha: 0.03,
+        decay: 0.999,
+        scale: 0.25,
+    };
+    let counts =
+        || ["update", "update: Burn matmul"].map(|name| kernels::launches(name, [a, r, b]));
+    let update_before = counts();
+    let updated = case.run_on(
+        coefficients,
+        true,
+        Some(1.0),
+        &device,
+        Route::WGSL.within(small),
+    );
+    assert_close(
+        &updated,
+        &case.expected(coefficients, true),
+        1e-5,
+        "update by Burn's ops",
+    );
+    assert_eq!(counts(), [update_before[0], update_before[1] + 1]);
 
     let g_low = route::project(&s, &g, Route::PORTABLE);
     let zeros = || burn::tensor::Tensor::<2>::zeros([r, b], &device);
