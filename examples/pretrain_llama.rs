@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::builder::PossibleValuesParser;
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Args, Parser, Subcommand};
 use subtrack_llama::OptimizerKind;
 use subtrack_llama::alloc::CountingAlloc;
 use subtrack_llama::config::default_out_dir;
 use subtrack_llama::device::{DEVICE_HELP, pick};
+use subtrack_llama::generate::{Sampling, printable};
 use subtrack_llama::model::PRESETS;
 use subtrack_llama::panics::exit_on_background_panic;
 use subtrack_llama::report::human_bytes;
@@ -30,6 +31,8 @@ fn defaults() -> TrainConfig {
 #[derive(Parser)]
 #[command(name = "pretrain_llama", version, max_term_width = 100)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The optimizer.
     #[arg(long, default_value_t = defaults().optimizer, value_parser = PossibleValuesParser::new(OptimizerKind::ALL.map(|k| k.name())))]
     optimizer: String,
@@ -111,6 +114,63 @@ struct Cli {
     /// Burn's tensor ops instead of the fused loops on the CPU (flex).
     #[arg(long = "no-cpu-kernels", action = ArgAction::SetFalse)]
     cpu_kernels: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Continue a prompt with the model of a run trained on text (--data).
+    Generate(GenerateArgs),
+}
+
+/// `pretrain_llama generate --out DIR`: the run's checkpoint continues a prompt.
+#[derive(Args)]
+struct GenerateArgs {
+    /// The run's folder, holding its checkpoint.bin.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// The text to continue [default: read from stdin].
+    #[arg(long, value_name = "TEXT")]
+    prompt: Option<String>,
+    /// Bytes to generate.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    length: usize,
+    /// Softmax temperature (> 0; small values approach the likeliest byte).
+    #[arg(long, value_name = "X", default_value_t = 0.8)]
+    temperature: f64,
+    /// Draw among the K likeliest bytes only [default: all].
+    #[arg(long, value_name = "K")]
+    top_k: Option<usize>,
+    /// Seed of the draws: the same seed, checkpoint and prompt give the same text.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
+    /// Where to run.
+    #[arg(long, value_name = "SPEC", default_value = "cpu", long_help = DEVICE_HELP)]
+    device: String,
+}
+
+/// `generate`: the continuation on stdout, newlines and tabs as they are and other control
+/// characters escaped.
+fn generate(args: GenerateArgs) -> Result<(), PretrainError> {
+    let prompt = match args.prompt {
+        Some(text) => text.into_bytes(),
+        None => {
+            let mut text = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut text)
+                .map_err(|e| PretrainError::Io(format!("reading the prompt from stdin: {e}")))?;
+            text
+        }
+    };
+    let sampling = Sampling {
+        length: args.length,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        seed: args.seed,
+    };
+    sampling.validate()?;
+    let picked = pick(&args.device)?;
+    let text = subtrack_llama::generate::generate(&args.out, &prompt, &sampling, &picked.device)?;
+    println!("{}{}", printable(&prompt), printable(&text));
+    Ok(())
 }
 
 impl Cli {
@@ -224,8 +284,13 @@ fn run(cli: Cli) -> Result<(), PretrainError> {
             );
         }
         println!(
-            "wrote {0}/log.csv, {0}/loss.svg, {0}/checkpoint.bin",
-            out.display()
+            "wrote {0}/log.csv, {0}/loss.svg, {0}/checkpoint.bin{1}",
+            out.display(),
+            if config.data.is_some() {
+                format!(", {}/samples.txt", out.display())
+            } else {
+                String::new()
+            }
         );
     }
     Ok(())
@@ -235,8 +300,12 @@ fn main() -> ExitCode {
     // A panic on Burn's or wgpu's threads would leave this one waiting forever.
     exit_on_background_panic();
     // Bad options print clap's message and exit with status 2.
-    let cli = Cli::parse();
-    match run(cli) {
+    let mut cli = Cli::parse();
+    let result = match cli.command.take() {
+        Some(Command::Generate(args)) => generate(args),
+        None => run(cli),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

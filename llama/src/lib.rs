@@ -21,6 +21,7 @@ pub mod compare;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod generate;
 pub mod model;
 pub mod panics;
 pub mod progress;

@@ -18,6 +18,7 @@ use super::clip::{clip_to, squared_norm};
 use super::config::{OptimizerKind, TrainConfig};
 use super::data::Corpus;
 use super::device::{self, Picked};
+use super::generate::{Sampling, continue_tokens, escape, token_bytes};
 use super::model::{Llama, LlamaConfig};
 use super::panics;
 use super::progress::Progress;
@@ -124,6 +125,41 @@ fn evaluate(model: &Llama, batches: &[(Tensor<2, Int>, Tensor<2, Int>)]) -> f64 
     total / batches.len().max(1) as f64
 }
 
+/// The lines of `path` (samples.txt) for steps up to `step`; empty where it is missing.
+fn samples_prefix(path: &Path, step: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix("step ")
+                .and_then(|rest| rest.split('\t').next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|n| n <= step)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+/// Bytes of the held-out stream that every evaluation's sample continues.
+pub const SAMPLE_PROMPT_BYTES: usize = 48;
+
+/// The sample of an evaluation on a text corpus: (prompt, continuation), escaped, from
+/// [`Sampling::during_training`] with the run's seed; `None` on the synthetic corpus.
+fn sample(
+    model: &Llama,
+    config: &TrainConfig,
+    corpus: &Corpus,
+    device: &Device,
+) -> Option<(String, String)> {
+    config.data.as_ref()?;
+    let prompt = &corpus.valid[..corpus.valid.len().min(SAMPLE_PROMPT_BYTES)];
+    if prompt.is_empty() {
+        return None;
+    }
+    let sampling = Sampling::during_training(config.seed);
+    let text = continue_tokens(&model.valid(), prompt, config.seq_len, &sampling, device);
+    Some((escape(&token_bytes(prompt)), escape(&token_bytes(&text))))
+}
+
 /// Train one run. Panics inside Burn (allocation failures among them) come back as errors;
 /// the last checkpoint on disk is left as it was.
 pub fn train(
@@ -222,6 +258,7 @@ fn train_inner(
     let ckpt_path = out.join("checkpoint.bin");
     let csv_path = out.join("log.csv");
     let svg_path = out.join("loss.svg");
+    let samples_path = out.join("samples.txt");
     let io = |what: &str, e: std::io::Error| PretrainError::Io(format!("{what}: {e}"));
 
     // Initial weights from the seed alone (Burn's CPU generator is process-wide, so other
@@ -257,6 +294,37 @@ fn train_inner(
     let valid = corpus.valid_batches(config.batch_size, config.seq_len, config.eval_batches, &dev);
     let tokens_per_step = (config.batch_size * config.seq_len) as u64;
     let progress = Progress::new(opts.verbose, kind.name(), start as u64, config.steps as u64);
+    // Each evaluation's sample on a text corpus, in samples.txt beside the CSV log: one line
+    // per evaluation, "step N", the prompt and the continuation, tab-separated and escaped.
+    // A resumed run keeps the lines up to its checkpoint's step.
+    let mut samples = match config.data {
+        None => None,
+        Some(_) => {
+            let kept = if opts.resume {
+                samples_prefix(&samples_path, start)
+            } else {
+                String::new()
+            };
+            write_text(&samples_path, &kept)?;
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&samples_path)
+                .map_err(|e| io("opening the samples", e))?;
+            Some(file)
+        }
+    };
+    let write_sample = |model: &Llama,
+                        step: usize,
+                        samples: &mut Option<std::fs::File>|
+     -> Result<(), PretrainError> {
+        let (Some(file), Some((prompt, text))) =
+            (samples.as_mut(), sample(model, config, corpus, &dev))
+        else {
+            return Ok(());
+        };
+        progress.line(&format!("  sample at step {step}: {prompt} → {text}"));
+        writeln!(file, "step {step}\t{prompt}\t{text}").map_err(|e| io("writing the samples", e))
+    };
     let memory_kind = device::memory_kind(picked.is_wgpu);
     device::reset_peak();
     let mut peak_memory = device::memory_in_use(&dev, picked.is_wgpu);
@@ -291,6 +359,7 @@ fn train_inner(
             kind.name(),
             l.exp()
         ));
+        write_sample(&model, 0, &mut samples)?;
     }
 
     let save = |model: &Llama, optim: &ModuleOptimizer, step: usize| -> Result<(), PretrainError> {
@@ -392,6 +461,10 @@ fn train_inner(
                 &short,
                 eval_loss.is_some() || done == stop,
             );
+            if eval_now {
+                // After the interval's timing: sampling is not training.
+                write_sample(&model, done, &mut samples)?;
+            }
             interval_start = Instant::now();
             interval_tokens = 0;
         }
