@@ -6,6 +6,7 @@
 //! failing in the driver.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 
 use naga::AddressSpace;
@@ -33,21 +34,31 @@ impl Needs {
     }
 }
 
-/// What `kernel` needs. Parsed once per shader and template values in a process.
+/// What `kernel` needs. Parsed once per shader and template values in a process; every
+/// later call (each launch and plan checks) costs a hash of the values, not an expansion.
 ///
 /// # Panics
 /// Where the expanded WGSL does not parse or lay out: a bug in a shader, which the suite's
 /// translation test catches first.
 pub fn needs(kernel: &Templated) -> Needs {
-    static SEEN: Mutex<Option<HashMap<String, Needs>>> = Mutex::new(None);
-    let source = kernel.expand();
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    let seen = seen.get_or_insert_with(HashMap::new);
-    if let Some(needs) = seen.get(&source) {
+    static SEEN: Mutex<Option<HashMap<u64, Needs>>> = Mutex::new(None);
+    let mut hasher = DefaultHasher::new();
+    (kernel.name(), kernel.values()).hash(&mut hasher);
+    let key = hasher.finish();
+    if let Some(needs) = SEEN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .get(&key)
+    {
         return *needs;
     }
+    let source = kernel.expand();
     let found = read_needs(&source).unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
-    seen.insert(source, found);
+    SEEN.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(key, found);
     found
 }
 
