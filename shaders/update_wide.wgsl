@@ -22,6 +22,14 @@
 //   @binding(6) psi         ψ, 1×b                          (read; only with recovery)
 //   @binding(7) g_low       G̃, r×b                          (read; only with recovery)
 //
+// The limited variant (recovery scaling fused into the update, after adam_recovery.wgsl):
+// binding 6 is that kernel's scratch (φ, and its workgroups' Σ c_j) instead of ψ, and
+//   @binding(8) norm        [Λ_prev']                       (written by one invocation)
+//   @binding(9) previous    [Λ_prev]                        (read; only with a previous norm)
+// Each workgroup's prologue adds the partial sums, ‖Λ‖ = sqrt(Σ c_j), forms the limiter
+// f = min(1, ζ·Λ_prev/‖Λ‖) (1 without Λ_prev) and reads ψ_j = f·φ_j as it goes; workgroup
+// (0, 0) writes Λ_prev' = f·‖Λ‖ (Λ_prev where the step is skipped).
+//
 // Template values (part of the kernel id): {{a}}, {{r}}, {{b}}, {{transposed}},
 // {{j_block}} (the first 128-column block of this launch), and the recovery lines. A
 // workgroup of 16×16 invocations finishes a 128×128 block of W'. Invocation (x, y) holds
@@ -65,6 +73,7 @@ fn main(
     let scale = scalars[10];
     let kept = scalars[11];
     let step = scalars[13] != 0.0;
+{{recovery_prologue}}
     // Staging: S row i0 + t/2, columns k0 + 4·(t%2) … +3; L row k0 + t/32, columns
     // j0 + 4·(t%32) … +3.
     let s_row = t / 2u;

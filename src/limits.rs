@@ -36,6 +36,18 @@ impl Limits {
         max_invocations: 256,
     };
 
+    /// The route's own limits before the adapter's lower them ([`crate::route::Route`]):
+    /// WebGPU's binding size and workgroup count, which the launches are planned and tested
+    /// for, and no cap of their own on what a shader binds or holds, which the adapter
+    /// decides (a fused kernel with more than WebGPU's 8 storage buffers runs where the
+    /// adapter offers them).
+    pub const ROUTE: Limits = Limits {
+        max_storage_buffers: usize::MAX,
+        max_workgroup_bytes: usize::MAX,
+        max_invocations: usize::MAX,
+        ..Limits::WEBGPU
+    };
+
     /// WebGPU's limits with storage bindings of at most `max_binding_bytes`.
     pub const fn with_binding_bytes(max_binding_bytes: usize) -> Limits {
         Limits {

@@ -264,6 +264,43 @@ impl SubTrack {
         let flag = params.as_ref().map(StepFlag::Packed);
         state.step += 1;
 
+        // §2 and §7 fused, where the route offers it and the basis did not move: Adam with
+        // recovery scaling's norms and scales, then the update with the limiter, in place of
+        // Adam, recovery scaling and the update (three launches a step instead of five).
+        let sizes = Sizes {
+            a,
+            r: cfg.rank,
+            b,
+            transposed,
+        };
+        let previous = state.limiter_norm.is_some();
+        if let Some(params) = params
+            .as_ref()
+            .filter(|_| recovers && rotation.is_none() && ops.fuses_recovery(sizes, previous))
+        {
+            let (adam, scratch) =
+                ops.adam_recovery(state.moment_1, state.moment_2, &g_low, &g, params);
+            state.moment_1 = adam.moment_1;
+            state.moment_2 = adam.moment_2;
+            let inputs = UpdateInputs {
+                basis: &state.basis,
+                normalized: adam.normalized,
+                weight: tensor,
+                transposed,
+                recovery: None,
+            };
+            let (tensor, norm) = ops.update_limited(
+                inputs,
+                &g,
+                &g_low,
+                scratch,
+                state.limiter_norm.as_ref(),
+                params,
+            );
+            state.limiter_norm = Some(norm);
+            return (tensor, state, Some(params.flag()));
+        }
+
         // §5 and §2: the moments rotated into the new basis, then low-rank Adam:
         // N = M' ⊘ (sqrt(V') + ε).
         let adam = ops.adam(

@@ -5,7 +5,9 @@ use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::Shape;
 
 use super::fit::fits;
-use super::launch::{self, BLOCK, Limits, Templated, assert_f32_on_wgsl, column_groups, empty_f32};
+use super::launch::{
+    self, BLOCK, Limits, Templated, assert_f32_on_wgsl, column_groups, empty_f32, stored_gradient,
+};
 
 const SHADER: &str = include_str!("../../shaders/adam.wgsl");
 
@@ -80,4 +82,87 @@ pub fn launch(
         );
     }
     (out_m, out_v, out_n)
+}
+
+const FUSED: &str = include_str!("../../shaders/adam_recovery.wgsl");
+
+/// φ's first slot in the fused kernel's scratch buffer (the slots before it are unused).
+pub const PHI_AT: usize = 64;
+/// Columns per workgroup of the fused kernel (one invocation each).
+const COLUMNS: usize = 256;
+
+/// `adam_recovery.wgsl` for G a×b (read in place as its stored transpose where
+/// `g_transposed`) and r×b moments.
+pub(super) fn recovery_kernel(a: usize, r: usize, b: usize, g_transposed: bool) -> Templated {
+    Templated::new("adam_recovery", FUSED)
+        .with("a", a)
+        .with("r", r)
+        .with("b", b)
+        .with("g_transposed", g_transposed)
+        .with("phi_at", PHI_AT)
+}
+
+/// Workgroups of the fused kernel for b columns: each writes one partial sum.
+pub fn recovery_partials(b: usize) -> usize {
+    b.div_ceil(COLUMNS)
+}
+
+/// Whether the fused kernel runs G a×b and r×b moments under `limits`: G and the moments
+/// each in one binding, its column groups within the workgroup limit, and its nine
+/// bindings within the adapter's.
+pub fn recovery_plan(a: usize, r: usize, b: usize, limits: Limits) -> bool {
+    let limit = limits.max_binding_bytes;
+    a * b * 4 <= limit
+        && r * b * 4 <= limit
+        && recovery_partials(b) <= limits.max_workgroups
+        && fits(&recovery_kernel(a, r, b, false), limits)
+}
+
+/// (M', V', N, scratch) of low-rank Adam fused with recovery scaling's norms and scales
+/// (`adam_recovery.wgsl`): scratch holds φ (b values from [`PHI_AT`]) and the
+/// [`recovery_partials`] workgroup sums of ‖Λ[:, j]‖² after them, for the limited update.
+/// `params` is the step's parameter buffer (Adam's values, 2k − k², the flag). The caller
+/// has checked the runtime, the dtypes and [`recovery_plan`].
+pub fn launch_recovery(
+    grad: CubeTensor,
+    moment_1: CubeTensor,
+    moment_2: CubeTensor,
+    g_low: CubeTensor,
+    params: CubeTensor,
+    limits: Limits,
+) -> (CubeTensor, CubeTensor, CubeTensor, CubeTensor) {
+    let (r, b) = (moment_1.meta.shape()[0], moment_1.meta.shape()[1]);
+    let a = grad.meta.shape()[0];
+    assert_f32_on_wgsl(
+        "adam_recovery",
+        &[&grad, &moment_1, &moment_2, &g_low, &params],
+    );
+    let [moment_1, moment_2, g_low, params] =
+        [moment_1, moment_2, g_low, params].map(into_contiguous);
+    // The right case's G = ∇Wᵀ is read in place (one launch takes all its rows).
+    let (grad, g_transposed) = stored_gradient(grad, a);
+    let output = || empty_f32(&moment_1, Shape::from([r, b]));
+    let (out_m, out_v, out_n) = (output(), output(), output());
+    let partials = recovery_partials(b);
+    let scratch = empty_f32(&moment_1, Shape::from([PHI_AT + b + partials]));
+    crate::launches::count_launch("adam_recovery", [a, r, b]);
+    launch::launch(
+        &moment_1.client,
+        recovery_kernel(a, r, b, g_transposed),
+        CubeDim::new_1d(COLUMNS as u32),
+        CubeCount::Static(partials as u32, 1, 1),
+        vec![
+            grad.handle.clone().binding(),
+            moment_1.handle.clone().binding(),
+            moment_2.handle.clone().binding(),
+            g_low.handle.clone().binding(),
+            out_m.handle.clone().binding(),
+            out_v.handle.clone().binding(),
+            out_n.handle.clone().binding(),
+            params.handle.clone().binding(),
+            scratch.handle.clone().binding(),
+        ],
+        limits,
+    );
+    (out_m, out_v, out_n, scratch)
 }

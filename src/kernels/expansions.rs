@@ -69,6 +69,18 @@ pub fn shader_expansions() -> Vec<(String, String)> {
         for (tile, transposed, recovery, _) in combinations(TILES, SWITCH, SWITCH, [()]) {
             kernels.push(update::kernel(tile, [a, r, b], transposed, 1, recovery));
         }
+        for (transposed, previous) in SWITCH.into_iter().flat_map(|t| SWITCH.map(|p| (t, p))) {
+            let partials = adam::recovery_partials(b);
+            let term = update::Term::Limited { partials, previous };
+            kernels.push(update::kernel_with(
+                ProjectionTile::Block64,
+                [a, r, b],
+                transposed,
+                0,
+                term,
+            ));
+            kernels.push(adam::recovery_kernel(a, r, b, transposed));
+        }
         kernels.push(tracking::tangent_kernel(a, b, r));
         kernels.push(tracking::top_singular_kernel(r));
         kernels.push(tracking::geodesic_kernel(a, r));

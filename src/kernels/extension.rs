@@ -12,7 +12,7 @@ use burn::tensor::Shape;
 use super::launch::Limits;
 use super::project::{ProjectionTile, projected_shape};
 use super::tune::{self, NormsChoice, TileChoice, UpdateLaunch};
-use super::{adam, project, tracking};
+use super::{adam, project, tracking, update};
 
 /// Operations with a WGSL implementation. The `params` of Adam and recovery and the
 /// `scalars` of the update are the parameter buffer (\[14\], layout in `params.rs`), whose
@@ -74,6 +74,69 @@ pub trait SubTrackKernels: Backend {
         change: FloatTensor<Self>,
         limits: Limits,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Low-rank Adam fused with recovery scaling's column norms (§2, §7), for steps whose
+    /// basis did not move: (M', V', N, scratch) from G (a×b), M, V, G̃ (r×b) and `params`
+    /// (Adam's values, 2k − k², flag); scratch holds φ and the workgroups' sums of
+    /// ‖Λ[:, j]‖² for [`wgsl_update_limited`](SubTrackKernels::wgsl_update_limited).
+    #[fusion(meta = |_g, m, _v, _l, _p, _lim| (
+        m.clone(),
+        m.clone(),
+        m.clone(),
+        TensorSpec::new(Shape::from([scratch_len(m.shape[1])]), m.dtype),
+    ))]
+    fn wgsl_adam_recovery(
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        limits: Limits,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    );
+
+    /// (W', Λ_prev') of the update with the limiter fused in (§2, §7): ψ = f·φ from
+    /// `scratch`, without a previous norm (f = 1). `scalars`: ζ, α, d, s, k, flag.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = |_s, _n, w, _p, _g, _x, _l, _t, _lim| (
+        w.clone(),
+        TensorSpec::new(Shape::from([1]), w.dtype),
+    ))]
+    fn wgsl_update_limited(
+        basis: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scalars: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scratch: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        transposed: bool,
+        limits: Limits,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// [`wgsl_update_limited`](SubTrackKernels::wgsl_update_limited) against `previous` =
+    /// Λ_prev (\[1\]).
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = |_s, _n, w, _p, _g, _x, _l, _q, _t, _lim| (
+        w.clone(),
+        TensorSpec::new(Shape::from([1]), w.dtype),
+    ))]
+    fn wgsl_update_limited_previous(
+        basis: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scalars: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scratch: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        previous: FloatTensor<Self>,
+        transposed: bool,
+        limits: Limits,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// Recovery scales (§7) without a previous norm: (ψ 1×b, ‖Λ‖ \[1\]) from G (a×b), G̃ and
     /// N (r×b) and `params` (2k − k², ζ, flag). G over the binding limit of `limits` is read in row
@@ -165,6 +228,11 @@ pub trait SubTrackKernels: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
+/// Length of the fused Adam's scratch buffer for b columns.
+fn scratch_len(b: usize) -> usize {
+    adam::PHI_AT + b + adam::recovery_partials(b)
+}
+
 /// Output specs of the recovery kernels: ψ [1, b] and the norm \[1\].
 fn recovery_meta(
     grad: &TensorSpec,
@@ -208,6 +276,64 @@ impl SubTrackKernels for CubeBackend {
         limits: Limits,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         adam::launch(moment_1, moment_2, g_low, params, None, limits)
+    }
+
+    fn wgsl_adam_recovery(
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        limits: Limits,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        adam::launch_recovery(grad, moment_1, moment_2, g_low, params, limits)
+    }
+
+    fn wgsl_update_limited(
+        basis: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scalars: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scratch: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        transposed: bool,
+        limits: Limits,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        update::launch_limited(
+            basis, normalized, weight, scalars, grad, scratch, g_low, None, transposed, limits,
+        )
+    }
+
+    fn wgsl_update_limited_previous(
+        basis: FloatTensor<Self>,
+        normalized: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scalars: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scratch: FloatTensor<Self>,
+        g_low: FloatTensor<Self>,
+        previous: FloatTensor<Self>,
+        transposed: bool,
+        limits: Limits,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        update::launch_limited(
+            basis,
+            normalized,
+            weight,
+            scalars,
+            grad,
+            scratch,
+            g_low,
+            Some(previous),
+            transposed,
+            limits,
+        )
     }
 
     fn wgsl_adam_rotate(

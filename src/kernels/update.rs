@@ -37,27 +37,117 @@ pub struct Launch {
 
 const RECOVERY_BINDINGS: &str = "@group(0) @binding(5) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(6) var<storage, read_write> psi: array<f32>;
-@group(0) @binding(7) var<storage, read_write> g_low: array<f32>;";
-const RECOVERY_LOW: &str = "    lv = lv - kept * (g_low[at] * psi[j]);";
-const RECOVERY_TERM: &str = "                u = u + grad[at] * psi[j];";
+@group(0) @binding(7) var<storage, read_write> g_low: array<f32>;
+fn psi_at(j: u32) -> f32 {
+    return psi[j];
+}";
+const RECOVERY_LOW: &str = "    lv = lv - kept * (g_low[at] * psi_at(j));";
+const RECOVERY_TERM: &str = "                u = u + grad[at] * psi_at(j);";
+
+/// The limited variant's bindings and limiter (see `update.wgsl`'s header), with its own
+/// placeholders `{{phi_at}}`, `{{partials}}`, `{{previous}}` and `{{has_previous}}`, which
+/// [`kernel_with`] fills before the shader's template.
+const LIMITED_BINDINGS: &str = "@group(0) @binding(5) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(6) var<storage, read_write> scratch: array<f32>;
+@group(0) @binding(7) var<storage, read_write> g_low: array<f32>;
+@group(0) @binding(8) var<storage, read_write> norm: array<f32>;
+{{previous}}
+const PHI_AT: u32 = {{phi_at}}u;
+const PARTIALS: u32 = {{partials}}u;
+const HAS_PREVIOUS: bool = {{has_previous}};
+var<private> factor: f32 = 1.0;
+fn psi_at(j: u32) -> f32 {
+    return scratch[PHI_AT + j] * factor;
+}
+// ‖Λ‖ from adam_recovery.wgsl's partial sums, the limiter f into `factor`, and (`writer`)
+// Λ_prev' = f·‖Λ‖, or Λ_prev where the step is skipped.
+fn limit(writer: bool, step: bool, growth_limit: f32) {
+    var total: f32 = 0.0;
+    for (var w: u32 = 0u; w < PARTIALS; w = w + 1u) {
+        total = total + scratch[PHI_AT + B + w];
+    }
+    let lambda = sqrt(total);
+    if (HAS_PREVIOUS) {
+        factor = min(previous[0] * growth_limit / max(lambda, 1e-30), 1.0);
+    }
+    if (writer) {
+        var kept_norm = lambda * factor;
+        if (HAS_PREVIOUS && !step) {
+            kept_norm = previous[0];
+        }
+        norm[0] = kept_norm;
+    }
+}";
+/// The limited variant's prologue in `main`: ζ is slot 7 of the parameter buffer.
+const LIMITED_PROLOGUE: &str =
+    "    limit(J_BLOCK == 0u && wid.x == 0u && wid.y == 0u && t == 0u, step, scalars[7]);";
+const PREVIOUS_BINDING: &str =
+    "@group(0) @binding(9) var<storage, read_write> previous: array<f32>;";
+const NO_PREVIOUS: &str = "var<private> previous: array<f32, 1>;";
+
+/// The recovery term an update kernel applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Term {
+    /// None: W' = d·(W − α·s·S·N).
+    Plain,
+    /// G⊙ψ with ψ given (`recovery_limit.wgsl`'s).
+    Scales,
+    /// G⊙ψ with ψ = f·φ formed in the kernel from `adam_recovery.wgsl`'s scratch, over
+    /// `partials` workgroup sums, with or without a previous norm.
+    Limited { partials: usize, previous: bool },
+}
 
 /// The update shader of `tile` over `rows` rows of W (a×b at rank r; stored b×a where
 /// `transposed`), from column block `j_block` on, with the recovery term where `recovery`.
 pub(super) fn kernel(
     tile: ProjectionTile,
-    [rows, r, b]: [usize; 3],
+    sizes: [usize; 3],
     transposed: bool,
     j_block: usize,
     recovery: bool,
+) -> Templated {
+    let term = if recovery { Term::Scales } else { Term::Plain };
+    kernel_with(tile, sizes, transposed, j_block, term)
+}
+
+/// [`kernel`] with any recovery [`Term`].
+pub(super) fn kernel_with(
+    tile: ProjectionTile,
+    [rows, r, b]: [usize; 3],
+    transposed: bool,
+    j_block: usize,
+    term: Term,
 ) -> Templated {
     let (name, source) = match tile {
         ProjectionTile::Block64 => ("update", SHADER),
         ProjectionTile::Block128 => ("update_wide", SHADER_WIDE),
     };
-    let (bindings, low, term) = if recovery {
-        (RECOVERY_BINDINGS, RECOVERY_LOW, RECOVERY_TERM)
-    } else {
-        ("", "", "")
+    let (bindings, low, finish, prologue) = match term {
+        Term::Plain => (String::new(), "", "", ""),
+        Term::Scales => (
+            RECOVERY_BINDINGS.to_string(),
+            RECOVERY_LOW,
+            RECOVERY_TERM,
+            "",
+        ),
+        // The template is filled in one pass, so the limiter's own values go in here.
+        Term::Limited { partials, previous } => (
+            LIMITED_BINDINGS
+                .replace("{{phi_at}}", &super::adam::PHI_AT.to_string())
+                .replace("{{partials}}", &partials.to_string())
+                .replace("{{has_previous}}", &previous.to_string())
+                .replace(
+                    "{{previous}}",
+                    if previous {
+                        PREVIOUS_BINDING
+                    } else {
+                        NO_PREVIOUS
+                    },
+                ),
+            RECOVERY_LOW,
+            RECOVERY_TERM,
+            LIMITED_PROLOGUE,
+        ),
     };
     Templated::new(name, source)
         .with("a", rows)
@@ -67,7 +157,17 @@ pub(super) fn kernel(
         .with("j_block", j_block)
         .with("recovery_bindings", bindings)
         .with("recovery_low", low)
-        .with("recovery_term", term)
+        .with("recovery_term", finish)
+        .with("recovery_prologue", prologue)
+        // Not read by the shader: names the variant in labels (kernels::shader_expansions).
+        .with(
+            "term",
+            match term {
+                Term::Plain => "plain",
+                Term::Scales => "scales",
+                Term::Limited { .. } => "limited",
+            },
+        )
 }
 
 /// Whether the update shader of `tile`, with the recovery term where `recovery`, fits the
@@ -191,6 +291,106 @@ pub fn launch(
         }
     }
     output
+}
+
+/// Whether the limited update (recovery scaling's limiter fused in, after
+/// `adam_recovery.wgsl`) runs W a×b at rank r under `limits`: in one launch (no row chunks,
+/// one column group, so that one workgroup writes the norm) with its 9 bindings (10 with a
+/// previous norm) within the adapter's.
+pub fn limited_plan(
+    a: usize,
+    r: usize,
+    b: usize,
+    transposed: bool,
+    previous: bool,
+    limits: Limits,
+) -> bool {
+    let term = Term::Limited {
+        partials: super::adam::recovery_partials(b),
+        previous,
+    };
+    plan(a, r, b, transposed, true, limits) == Some(a)
+        && column_groups_of(b, BLOCK, limits).len() == 1
+        && fits(
+            &kernel_with(ProjectionTile::Block64, [BLOCK, 1, 1], false, 0, term),
+            limits,
+        )
+}
+
+/// (W', Λ_prev') of the update with recovery scaling's limiter fused in: ψ = f·φ formed in
+/// each workgroup from `scratch` ([`super::adam::launch_recovery`]'s φ and partial sums) and
+/// `previous` (Λ_prev), by the 64×64 tile (the tuner does not time this variant). `scalars`
+/// is the step's parameter buffer (ζ, α, d, s, k, the flag). The caller has checked the
+/// runtime, the dtypes and [`limited_plan`].
+#[allow(clippy::too_many_arguments)]
+pub fn launch_limited(
+    basis: CubeTensor,
+    normalized: CubeTensor,
+    weight: CubeTensor,
+    scalars: CubeTensor,
+    grad: CubeTensor,
+    scratch: CubeTensor,
+    g_low: CubeTensor,
+    previous: Option<CubeTensor>,
+    transposed: bool,
+    limits: Limits,
+) -> (CubeTensor, CubeTensor) {
+    let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
+    let b = normalized.meta.shape()[1];
+    assert!(
+        limited_plan(a, r, b, transposed, previous.is_some(), limits),
+        "update (limited): sizes or limits the kernel cannot run"
+    );
+    let inputs: Vec<&CubeTensor> = [
+        &basis,
+        &normalized,
+        &weight,
+        &scalars,
+        &grad,
+        &scratch,
+        &g_low,
+    ]
+    .into_iter()
+    .chain(previous.as_ref())
+    .collect();
+    assert_f32_on_wgsl("update", &inputs);
+    let [basis, normalized, weight, scalars, scratch, g_low] =
+        [basis, normalized, weight, scalars, scratch, g_low].map(into_contiguous);
+    // G in W's layout, so that the right case's G = ∇Wᵀ is read in place.
+    let grad = if transposed {
+        contiguous_transpose(grad)
+    } else {
+        into_contiguous(grad)
+    };
+    let output = empty_f32(&weight, Shape::from(weight.meta.shape().to_vec()));
+    let norm = empty_f32(&weight, Shape::from([1]));
+    let term = Term::Limited {
+        partials: super::adam::recovery_partials(b),
+        previous: previous.is_some(),
+    };
+    let mut buffers = vec![
+        basis.handle.clone().binding(),
+        normalized.handle.clone().binding(),
+        weight.handle.clone().binding(),
+        output.handle.clone().binding(),
+        scalars.handle.clone().binding(),
+        grad.handle.clone().binding(),
+        scratch.handle.clone().binding(),
+        g_low.handle.clone().binding(),
+        norm.handle.clone().binding(),
+    ];
+    buffers.extend(previous.map(|p| into_contiguous(p).handle.binding()));
+    crate::launches::count_launch("update", [a, r, b]);
+    crate::launches::count_launch("update: limited", [a, r, b]);
+    launch::launch(
+        &weight.client,
+        kernel_with(ProjectionTile::Block64, [a, r, b], transposed, 0, term),
+        CubeDim::new_2d(16, 16),
+        CubeCount::Static(b.div_ceil(BLOCK) as u32, a.div_ceil(BLOCK) as u32, 1),
+        buffers,
+        limits,
+    );
+    (output, norm)
 }
 
 /// The same update by Burn's own ops (its matmul for S·L, elementwise ops for the rest, the

@@ -111,6 +111,46 @@ pub trait Ops {
         false
     }
 
+    /// Whether this route fuses recovery scaling (§7) into low-rank Adam and the weight
+    /// update for a parameter of `sizes` whose basis did not move, with or without a
+    /// previous norm ([`adam_recovery`](Ops::adam_recovery) then
+    /// [`update_limited`](Ops::update_limited), in place of [`adam`](Ops::adam),
+    /// [`recovery`](Ops::recovery) and [`update`](Ops::update)).
+    fn fuses_recovery(&self, _sizes: Sizes, _previous: bool) -> bool {
+        false
+    }
+
+    /// Low-rank Adam (§2) fused with recovery scaling's column norms and scales (§7), for a
+    /// step whose basis did not move: (M', V', N) and a scratch buffer of φ and partial sums
+    /// for [`update_limited`](Ops::update_limited). `params` is the step's parameter buffer,
+    /// its flag included. Only where [`fuses_recovery`](Ops::fuses_recovery) says so.
+    fn adam_recovery(
+        &self,
+        _moment_1: Tensor<2>,
+        _moment_2: Tensor<2>,
+        _g_low: &Tensor<2>,
+        _grad: &Tensor<2>,
+        _params: &StepParams,
+    ) -> (LowRankAdam, Tensor<1>) {
+        unreachable!("{} fuses no recovery scaling", self.name())
+    }
+
+    /// (W', Λ_prev') of the weight update with recovery scaling's limiter fused in (§2, §7):
+    /// ψ = f·φ from [`adam_recovery`](Ops::adam_recovery)'s `scratch` and `previous`
+    /// (Λ_prev). `inputs.recovery` is `None`: G and G̃ come as `grad` and `g_low`. Only where
+    /// [`fuses_recovery`](Ops::fuses_recovery) says so.
+    fn update_limited(
+        &self,
+        _inputs: UpdateInputs,
+        _grad: &Tensor<2>,
+        _g_low: &Tensor<2>,
+        _scratch: Tensor<1>,
+        _previous: Option<&Tensor<1>>,
+        _params: &StepParams,
+    ) -> (Tensor<2>, Tensor<1>) {
+        unreachable!("{} fuses no recovery scaling", self.name())
+    }
+
     /// Whether this route finds the step flag on the device as it projects, so that a step
     /// may leave its finite check to the device and read nothing back.
     fn checks_on_device(&self) -> bool {
@@ -164,12 +204,13 @@ impl Route {
     /// The fused CPU loops where they run, else the tensor ops.
     pub const CPU: Route = Route::new(false, true);
 
-    /// `wgsl` and `cpu` as given, under WebGPU's default limits ([`Limits::WEBGPU`]).
+    /// `wgsl` and `cpu` as given, under [`Limits::ROUTE`] (WebGPU's binding size and
+    /// workgroup count; what a shader binds and holds as the adapter allows).
     pub const fn new(wgsl: bool, cpu: bool) -> Self {
         Route {
             wgsl,
             cpu,
-            limits: Limits::WEBGPU,
+            limits: Limits::ROUTE,
         }
     }
 

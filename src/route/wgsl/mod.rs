@@ -15,14 +15,14 @@ use super::portable::Portable;
 use super::{Ops, Sizes};
 use crate::config::RecoveryScaling;
 use crate::kernels::{
-    self, Limits, ProjectionTile, SubTrackKernels, TileChoice, UpdateLaunch, projection_splits,
-    projection_tile, recovery_norms,
+    self, Limits, ProjectionTile, SubTrackKernels, TileChoice, Tuned, TunedTile, UpdateLaunch,
+    projection_splits, projection_tile, recovery_norms,
 };
 use crate::moments::AdamParams;
 use crate::ops::{
     LowRankAdam, RecoveryInputs, Rotation, TrackedStep, UpdateCoefficients, UpdateInputs,
 };
-use crate::params::{self, StepFlag};
+use crate::params::{self, StepFlag, StepParams};
 use crate::recovery::{RecoveryScales, kept_weight};
 
 pub use track::track;
@@ -280,6 +280,106 @@ impl Ops for Wgsl {
 
     fn checks_on_device(&self) -> bool {
         true
+    }
+
+    /// Where the adapter offers the 9 and 10 storage buffers of `adam_recovery.wgsl` and
+    /// the limited update, the sizes take one launch each, and the update's tile is the one
+    /// the limited update runs (64×64): pinned, untuned (products under
+    /// [`kernels::TUNED_MIN_MACS`]) or the autotuner's choice for the shape. Until the
+    /// autotuner has chosen, and where it chose another candidate, the step takes the
+    /// unfused, tuned path.
+    fn fuses_recovery(&self, sizes: Sizes, previous: bool) -> bool {
+        let Sizes {
+            a,
+            r,
+            b,
+            transposed,
+        } = sizes;
+        let block64 = ProjectionTile::Block64;
+        let tile_is_block64 = match projection_tile() {
+            TileChoice::Matmul => false,
+            choice => match choice.fixed(a * r * b) {
+                Some(tile) => tile == block64,
+                None => matches!(
+                    kernels::tuned_choice("update", [a, r, b]),
+                    Some(Tuned::Tile(TunedTile { tile, .. })) if tile == block64
+                ),
+            },
+        };
+        tile_is_block64 && kernels::fused_recovery_plan(a, r, b, transposed, previous, self.limits)
+    }
+
+    fn adam_recovery(
+        &self,
+        moment_1: Tensor<2>,
+        moment_2: Tensor<2>,
+        g_low: &Tensor<2>,
+        grad: &Tensor<2>,
+        params: &StepParams,
+    ) -> (LowRankAdam, Tensor<1>) {
+        // One kernel binds the step's buffer for Adam's values (slot 0 on) and the
+        // limiter's (slot 6 on).
+        let [r, b] = g_low.dims();
+        for first in [params::ADAM, params::RECOVERY] {
+            crate::launches::count_launch("params: packed", [first, r, b]);
+        }
+        let (m, v, n, scratch) = Dispatch::wgsl_adam_recovery(
+            grad.clone().into_dispatch(),
+            moment_1.into_dispatch(),
+            moment_2.into_dispatch(),
+            g_low.clone().into_dispatch(),
+            params.buffer.clone().into_dispatch(),
+            self.limits,
+        );
+        let adam = LowRankAdam {
+            moment_1: Tensor::from_dispatch(m),
+            moment_2: Tensor::from_dispatch(v),
+            normalized: Tensor::from_dispatch(n),
+        };
+        (adam, Tensor::from_dispatch(scratch))
+    }
+
+    fn update_limited(
+        &self,
+        inputs: UpdateInputs,
+        grad: &Tensor<2>,
+        g_low: &Tensor<2>,
+        scratch: Tensor<1>,
+        previous: Option<&Tensor<1>>,
+        params: &StepParams,
+    ) -> (Tensor<2>, Tensor<1>) {
+        let UpdateInputs {
+            basis,
+            normalized,
+            weight,
+            transposed,
+            ..
+        } = inputs;
+        let [r, b] = g_low.dims();
+        crate::launches::count_launch("params: packed", [params::UPDATE, r, b]);
+        let d = |t: &Tensor<2>| t.clone().into_dispatch();
+        let (basis, scalars) = (d(basis), params.buffer.clone().into_dispatch());
+        let (normalized, weight) = (normalized.into_dispatch(), weight.into_dispatch());
+        let (grad, g_low, scratch) = (d(grad), d(g_low), scratch.into_dispatch());
+        let limits = self.limits;
+        let (w, norm) = match previous {
+            None => Dispatch::wgsl_update_limited(
+                basis, normalized, weight, scalars, grad, scratch, g_low, transposed, limits,
+            ),
+            Some(p) => Dispatch::wgsl_update_limited_previous(
+                basis,
+                normalized,
+                weight,
+                scalars,
+                grad,
+                scratch,
+                g_low,
+                p.clone().into_dispatch(),
+                transposed,
+                limits,
+            ),
+        };
+        (Tensor::from_dispatch(w), Tensor::from_dispatch(norm))
     }
 
     fn takes_grad_sq(&self) -> bool {

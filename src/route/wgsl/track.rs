@@ -11,8 +11,8 @@ use crate::params::{self, with_flags};
 /// the start vector's error shrinks like (λ2/λ1)^(2^10).
 const SQUARINGS: usize = 10;
 
-/// The geodesic step on the WGSL kernels (see `track_within`), under WebGPU's default limits
-/// lowered to the adapter's where smaller.
+/// The geodesic step on the WGSL kernels (see `track_within`), under [`Limits::ROUTE`]
+/// lowered to the adapter's.
 pub fn track(
     basis: &Tensor<2>,
     g: &Tensor<2>,
@@ -21,7 +21,7 @@ pub fn track(
     tolerance: f64,
 ) -> Option<TrackedStep> {
     let limits = kernels::device_limits(&g.device())
-        .map_or(Limits::WEBGPU, |adapter| Limits::WEBGPU.min(adapter));
+        .map_or(Limits::WEBGPU, |adapter| Limits::ROUTE.min(adapter));
     track_within(basis, g, step_size, max_theta, tolerance, limits)
 }
 

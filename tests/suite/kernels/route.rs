@@ -177,9 +177,11 @@ fn one_route_per_parameter_from_device_dtype_sizes_and_config() {
 }
 
 /// The WGSL launches of one projected SubTrack++ step between subspace updates (untuned
-/// sizes, no row chunks): the projection, Adam, recovery's column norms and limiter, and
-/// the update, one each, and nothing else at these sizes. Sizes 43×6×61 are this test's
-/// alone (the counts are per process).
+/// sizes, no row chunks) on an adapter with more than WebGPU's 8 storage buffers (lavapipe
+/// offers them): the projection, Adam fused with recovery scaling's norms, and the update
+/// with the limiter, one each, and nothing else at these sizes: three. (Under 8 buffers the
+/// step takes five: Adam, the column norms and the limiter apart.) Sizes 43×6×61 are this
+/// test's alone (the counts are per process).
 #[test]
 fn launches_of_one_projected_step() {
     let Some(device) = wgpu_device() else {
@@ -203,6 +205,7 @@ fn launches_of_one_projected_step() {
         ("project", [a, r, b]),
         ("project_reduce", [a, r, b]),
         ("adam", [r, r, b]),
+        ("adam_recovery", [a, r, b]),
         ("recovery", [a, r, b]),
         ("recovery_limit", [a, r, b]),
         ("update", [a, r, b]),
@@ -218,8 +221,8 @@ fn launches_of_one_projected_step() {
     let made: Vec<u64> = after.iter().zip(before).map(|(x, y)| x - y).collect();
     assert_eq!(
         made,
-        [1, 0, 1, 1, 1, 1, 0],
+        [1, 0, 0, 1, 0, 0, 1, 0],
         "launches per kernel of {kernels_at:?}"
     );
-    assert_eq!(made.iter().sum::<u64>(), 5);
+    assert_eq!(made.iter().sum::<u64>(), 3);
 }
