@@ -69,16 +69,12 @@ pub fn shader_expansions() -> Vec<(String, String)> {
         for (tile, transposed, recovery, _) in combinations(TILES, SWITCH, SWITCH, [()]) {
             kernels.push(update::kernel(tile, [a, r, b], transposed, 1, recovery));
         }
-        for (transposed, previous) in SWITCH.into_iter().flat_map(|t| SWITCH.map(|p| (t, p))) {
+        for (tile, transposed, previous, _) in combinations(TILES, SWITCH, SWITCH, [()]) {
             let partials = adam::recovery_partials(b);
             let term = update::Term::Limited { partials, previous };
-            kernels.push(update::kernel_with(
-                ProjectionTile::Block64,
-                [a, r, b],
-                transposed,
-                0,
-                term,
-            ));
+            kernels.push(update::kernel_with(tile, [a, r, b], transposed, 0, term));
+        }
+        for transposed in SWITCH {
             kernels.push(adam::recovery_kernel(a, r, b, transposed));
         }
         kernels.push(tracking::tangent_kernel(a, b, r));

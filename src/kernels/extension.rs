@@ -102,7 +102,7 @@ pub trait SubTrackKernels: Backend {
     /// (W', Λ_prev') of the update with the limiter fused in (§2, §7): ψ = f·φ from
     /// `scratch`, without a previous norm (f = 1). `scalars`: ζ, α, d, s, k, flag.
     #[allow(clippy::too_many_arguments)]
-    #[fusion(meta = |_s, _n, w, _p, _g, _x, _l, _t, _lim| (
+    #[fusion(meta = |_s, _n, w, _p, _g, _x, _l, _h| (
         w.clone(),
         TensorSpec::new(Shape::from([1]), w.dtype),
     ))]
@@ -114,14 +114,13 @@ pub trait SubTrackKernels: Backend {
         grad: FloatTensor<Self>,
         scratch: FloatTensor<Self>,
         g_low: FloatTensor<Self>,
-        transposed: bool,
-        limits: Limits,
+        how: UpdateLaunch,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// [`wgsl_update_limited`](SubTrackKernels::wgsl_update_limited) against `previous` =
     /// Λ_prev (\[1\]).
     #[allow(clippy::too_many_arguments)]
-    #[fusion(meta = |_s, _n, w, _p, _g, _x, _l, _q, _t, _lim| (
+    #[fusion(meta = |_s, _n, w, _p, _g, _x, _l, _q, _h| (
         w.clone(),
         TensorSpec::new(Shape::from([1]), w.dtype),
     ))]
@@ -134,8 +133,7 @@ pub trait SubTrackKernels: Backend {
         scratch: FloatTensor<Self>,
         g_low: FloatTensor<Self>,
         previous: FloatTensor<Self>,
-        transposed: bool,
-        limits: Limits,
+        how: UpdateLaunch,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// Recovery scales (§7) without a previous norm: (ψ 1×b, ‖Λ‖ \[1\]) from G (a×b), G̃ and
@@ -302,11 +300,18 @@ impl SubTrackKernels for CubeBackend {
         grad: FloatTensor<Self>,
         scratch: FloatTensor<Self>,
         g_low: FloatTensor<Self>,
-        transposed: bool,
-        limits: Limits,
+        how: UpdateLaunch,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         update::launch_limited(
-            basis, normalized, weight, scalars, grad, scratch, g_low, None, transposed, limits,
+            basis,
+            normalized,
+            weight,
+            scalars,
+            grad,
+            scratch,
+            g_low,
+            None,
+            how.limited(),
         )
     }
 
@@ -319,8 +324,7 @@ impl SubTrackKernels for CubeBackend {
         scratch: FloatTensor<Self>,
         g_low: FloatTensor<Self>,
         previous: FloatTensor<Self>,
-        transposed: bool,
-        limits: Limits,
+        how: UpdateLaunch,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         update::launch_limited(
             basis,
@@ -331,8 +335,7 @@ impl SubTrackKernels for CubeBackend {
             scratch,
             g_low,
             Some(previous),
-            transposed,
-            limits,
+            how.limited(),
         )
     }
 

@@ -119,19 +119,18 @@ pub fn adam_plan(r: usize, b: usize, rotate: bool, limits: Limits) -> bool {
 }
 
 /// Whether low-rank Adam fused with recovery scaling's norms (`adam_recovery.wgsl`) and the
-/// limited update after it run G a×b at rank r (W stored b×a where `transposed`), with or
-/// without a previous norm: three launches a step instead of five, where the adapter offers
-/// their 9 and 10 storage buffers.
+/// limited update after it, by blocks of `tile`, run G a×b at rank r (W stored b×a where
+/// `transposed`), with or without a previous norm: three launches a step instead of five,
+/// where the adapter offers their 9 and 10 storage buffers.
 pub fn fused_recovery_plan(
-    a: usize,
-    r: usize,
-    b: usize,
+    tile: ProjectionTile,
+    [a, r, b]: [usize; 3],
     transposed: bool,
     previous: bool,
     limits: Limits,
 ) -> bool {
     adam::recovery_plan(a, r, b, limits)
-        && update::limited_plan(a, r, b, transposed, previous, limits)
+        && update::limited_plan(tile, [a, r, b], transposed, previous, limits)
 }
 
 /// Whether the recovery kernels run G a×b with G̃ r×b.

@@ -453,6 +453,15 @@ pub struct UpdateLaunch {
 }
 
 impl UpdateLaunch {
+    /// The limited update's launch: the tile pinned or the autotuner's choice for the shape
+    /// (the caller checked it is a tile), 64×64 where none is known yet.
+    pub(super) fn limited(self) -> update::Launch {
+        self.with(match self.tile {
+            TileChoice::Fixed(tile) => tile,
+            _ => ProjectionTile::Block64,
+        })
+    }
+
     /// This launch with `tile`.
     fn with(self, tile: ProjectionTile) -> update::Launch {
         update::Launch {

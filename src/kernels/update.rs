@@ -298,9 +298,8 @@ pub fn launch(
 /// one column group, so that one workgroup writes the norm) with its 9 bindings (10 with a
 /// previous norm) within the adapter's.
 pub fn limited_plan(
-    a: usize,
-    r: usize,
-    b: usize,
+    tile: ProjectionTile,
+    [a, r, b]: [usize; 3],
     transposed: bool,
     previous: bool,
     limits: Limits,
@@ -310,18 +309,15 @@ pub fn limited_plan(
         previous,
     };
     plan(a, r, b, transposed, true, limits) == Some(a)
-        && column_groups_of(b, BLOCK, limits).len() == 1
-        && fits(
-            &kernel_with(ProjectionTile::Block64, [BLOCK, 1, 1], false, 0, term),
-            limits,
-        )
+        && column_groups_of(b, tile.side(), limits).len() == 1
+        && fits(&kernel_with(tile, [BLOCK, 1, 1], false, 0, term), limits)
 }
 
 /// (W', Λ_prev') of the update with recovery scaling's limiter fused in: ψ = f·φ formed in
 /// each workgroup from `scratch` ([`super::adam::launch_recovery`]'s φ and partial sums) and
-/// `previous` (Λ_prev), by the 64×64 tile (the tuner does not time this variant). `scalars`
-/// is the step's parameter buffer (ζ, α, d, s, k, the flag). The caller has checked the
-/// runtime, the dtypes and [`limited_plan`].
+/// `previous` (Λ_prev), by blocks of `tile` (the tuner's choice for the unfused update).
+/// `scalars` is the step's parameter buffer (ζ, α, d, s, k, the flag). The caller has
+/// checked the runtime, the dtypes and [`limited_plan`].
 #[allow(clippy::too_many_arguments)]
 pub fn launch_limited(
     basis: CubeTensor,
@@ -332,13 +328,17 @@ pub fn launch_limited(
     scratch: CubeTensor,
     g_low: CubeTensor,
     previous: Option<CubeTensor>,
-    transposed: bool,
-    limits: Limits,
+    how: Launch,
 ) -> (CubeTensor, CubeTensor) {
+    let Launch {
+        transposed,
+        tile,
+        limits,
+    } = how;
     let (a, r) = (basis.meta.shape()[0], basis.meta.shape()[1]);
     let b = normalized.meta.shape()[1];
     assert!(
-        limited_plan(a, r, b, transposed, previous.is_some(), limits),
+        limited_plan(tile, [a, r, b], transposed, previous.is_some(), limits),
         "update (limited): sizes or limits the kernel cannot run"
     );
     let inputs: Vec<&CubeTensor> = [
@@ -382,11 +382,18 @@ pub fn launch_limited(
     buffers.extend(previous.map(|p| into_contiguous(p).handle.binding()));
     crate::launches::count_launch("update", [a, r, b]);
     crate::launches::count_launch("update: limited", [a, r, b]);
+    if tile == ProjectionTile::Block128 {
+        crate::launches::count_launch("update: 128×128 tiles", [a, r, b]);
+    }
     launch::launch(
         &weight.client,
-        kernel_with(ProjectionTile::Block64, [a, r, b], transposed, 0, term),
+        kernel_with(tile, [a, r, b], transposed, 0, term),
         CubeDim::new_2d(16, 16),
-        CubeCount::Static(b.div_ceil(BLOCK) as u32, a.div_ceil(BLOCK) as u32, 1),
+        CubeCount::Static(
+            b.div_ceil(tile.side()) as u32,
+            a.div_ceil(tile.side()) as u32,
+            1,
+        ),
         buffers,
         limits,
     );

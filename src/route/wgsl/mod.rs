@@ -283,11 +283,8 @@ impl Ops for Wgsl {
     }
 
     /// Where the adapter offers the 9 and 10 storage buffers of `adam_recovery.wgsl` and
-    /// the limited update, the sizes take one launch each, and the update's tile is the one
-    /// the limited update runs (64×64): pinned, untuned (products under
-    /// [`kernels::TUNED_MIN_MACS`]) or the autotuner's choice for the shape. Until the
-    /// autotuner has chosen, and where it chose another candidate, the step takes the
-    /// unfused, tuned path.
+    /// the limited update, the sizes take one launch each, and the update runs a WGSL tile
+    /// ([`Wgsl::fused_tile`]).
     fn fuses_recovery(&self, sizes: Sizes, previous: bool) -> bool {
         let Sizes {
             a,
@@ -295,18 +292,9 @@ impl Ops for Wgsl {
             b,
             transposed,
         } = sizes;
-        let block64 = ProjectionTile::Block64;
-        let tile_is_block64 = match projection_tile() {
-            TileChoice::Matmul => false,
-            choice => match choice.fixed(a * r * b) {
-                Some(tile) => tile == block64,
-                None => matches!(
-                    kernels::tuned_choice("update", [a, r, b]),
-                    Some(Tuned::Tile(TunedTile { tile, .. })) if tile == block64
-                ),
-            },
-        };
-        tile_is_block64 && kernels::fused_recovery_plan(a, r, b, transposed, previous, self.limits)
+        self.fused_tile([a, r, b]).is_some_and(|tile| {
+            kernels::fused_recovery_plan(tile, [a, r, b], transposed, previous, self.limits)
+        })
     }
 
     fn adam_recovery(
@@ -356,15 +344,23 @@ impl Ops for Wgsl {
             ..
         } = inputs;
         let [r, b] = g_low.dims();
+        let a = basis.dims()[0];
+        let tile = self
+            .fused_tile([a, r, b])
+            .expect("fuses_recovery found the update's tile");
+        let how = UpdateLaunch {
+            transposed,
+            tile: TileChoice::Fixed(tile),
+            limits: self.limits,
+        };
         crate::launches::count_launch("params: packed", [params::UPDATE, r, b]);
         let d = |t: &Tensor<2>| t.clone().into_dispatch();
         let (basis, scalars) = (d(basis), params.buffer.clone().into_dispatch());
         let (normalized, weight) = (normalized.into_dispatch(), weight.into_dispatch());
         let (grad, g_low, scratch) = (d(grad), d(g_low), scratch.into_dispatch());
-        let limits = self.limits;
         let (w, norm) = match previous {
             None => Dispatch::wgsl_update_limited(
-                basis, normalized, weight, scalars, grad, scratch, g_low, transposed, limits,
+                basis, normalized, weight, scalars, grad, scratch, g_low, how,
             ),
             Some(p) => Dispatch::wgsl_update_limited_previous(
                 basis,
@@ -375,8 +371,7 @@ impl Ops for Wgsl {
                 scratch,
                 g_low,
                 p.clone().into_dispatch(),
-                transposed,
-                limits,
+                how,
             ),
         };
         (Tensor::from_dispatch(w), Tensor::from_dispatch(norm))
@@ -419,6 +414,22 @@ impl Ops for Wgsl {
 }
 
 impl Wgsl {
+    /// The tile the limited update runs for W a×b at rank r: the one pinned, the untuned
+    /// 64×64 (products under [`kernels::TUNED_MIN_MACS`]) or the autotuner's choice for the
+    /// shape, so that fusing trades no tuned speed away. `None` where Burn's ops are pinned
+    /// or chosen, and until the autotuner has chosen (the unfused, tuned path runs then).
+    fn fused_tile(&self, [a, r, b]: [usize; 3]) -> Option<ProjectionTile> {
+        match projection_tile() {
+            TileChoice::Matmul => None,
+            choice => choice.fixed(a * r * b).or_else(|| {
+                match kernels::tuned_choice("update", [a, r, b])? {
+                    Tuned::Tile(TunedTile { tile, .. }) => Some(tile),
+                    Tuned::Matmul | Tuned::Norms(_) => None,
+                }
+            }),
+        }
+    }
+
     /// Whether the projection takes Burn's matmul for want of a tile that fits the adapter.
     fn matmul_projects(&self) -> bool {
         !kernels::projection_tiles_fit(self.limits) && kernels::matmul_fits(self.limits)
