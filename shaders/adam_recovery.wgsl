@@ -99,9 +99,8 @@ fn main(
         }
         let phi = sqrt(n_sq) / (sqrt(low_sq) + 1e-8);
         scratch[PHI_AT + j] = phi;
-        if (step) {
-            contribution = max(g_sq - kept * low_sq, 0.0) * phi * phi;
-        }
+        // As recovery_limit.wgsl: on a skipped step φ = 0, and the norm kept is Λ_prev.
+        contribution = max(g_sq - kept * low_sq, 0.0) * phi * phi;
     }
     partial[t] = contribution;
     workgroupBarrier();
