@@ -336,10 +336,12 @@ pub fn tuned_tiles() -> Vec<(TileKey, Tuned)> {
 /// What the autotuner chose for `kernel` at sizes `[a, r, b]`, in any layout or limits:
 /// `None` until a tuned launch of those sizes ran.
 fn tuned(kernel: &str, [a, r, b]: [usize; 3]) -> Option<Tuned> {
-    tuned_tiles()
-        .into_iter()
+    // Searched under the lock, nothing cloned: the fused step asks at every step.
+    let chosen = CHOSEN.lock().unwrap_or_else(|e| e.into_inner());
+    chosen
+        .iter()
         .find(|(k, _)| k.kernel == kernel && [k.a, k.r, k.b] == [a, r, b])
-        .map(|(_, t)| t)
+        .map(|(_, t)| *t)
 }
 
 /// The tile the autotuner chose for `kernel` (`"project"` or `"update"`) at sizes

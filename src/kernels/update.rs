@@ -242,11 +242,7 @@ pub fn launch(
             .as_ref()
             .is_some_and(|(g, _, _)| is_transposed_view(g));
     let recovery = recovery.map(|(g, p, l)| {
-        let g = if transposed {
-            contiguous_transpose(g)
-        } else {
-            into_contiguous(g)
-        };
+        let g = in_weight_layout(g, transposed);
         (g, into_contiguous(p), into_contiguous(l))
     });
     let side = tile.side();
@@ -291,6 +287,16 @@ pub fn launch(
         }
     }
     output
+}
+
+/// G (a×b, canonical) in W's layout, row-major: the right case's G = ∇Wᵀ (a transposed
+/// view) is then ∇W's own buffer, read in place, not a copy.
+fn in_weight_layout(g: CubeTensor, transposed: bool) -> CubeTensor {
+    if transposed {
+        contiguous_transpose(g)
+    } else {
+        into_contiguous(g)
+    }
 }
 
 /// Whether the limited update (recovery scaling's limiter fused in, after
@@ -356,12 +362,7 @@ pub fn launch_limited(
     assert_f32_on_wgsl("update", &inputs);
     let [basis, normalized, weight, scalars, scratch, g_low] =
         [basis, normalized, weight, scalars, scratch, g_low].map(into_contiguous);
-    // G in W's layout, so that the right case's G = ∇Wᵀ is read in place.
-    let grad = if transposed {
-        contiguous_transpose(grad)
-    } else {
-        into_contiguous(grad)
-    };
+    let grad = in_weight_layout(grad, transposed);
     let output = empty_f32(&weight, Shape::from(weight.meta.shape().to_vec()));
     let norm = empty_f32(&weight, Shape::from([1]));
     let term = Term::Limited {
