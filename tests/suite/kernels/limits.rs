@@ -5,14 +5,13 @@
 
 use std::collections::BTreeSet;
 
-use burn::optim::Optimizer;
 use burn::tensor::Device;
 use burn::tensor::wgpu::{WgpuSetup, wgpu as wgpu_api};
 use naga::back::{hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
+use subtrack::SubTrackConfig;
 use subtrack::kernels::{self, Limits, shader_expansions};
 use subtrack::route::{self, Route, Sizes};
-use subtrack::{SubTrackConfig, SubTrackState};
 
 use crate::reference::Rng;
 use crate::{assert_close, download, upload, wgpu_device, wgpu_required};
@@ -220,16 +219,7 @@ fn the_route_runs_on_a_device_at_webgpu_default_limits() {
     let mut rng = Rng::new(29);
     let w0 = rng.mat(29, 43);
     let grads: Vec<_> = (0..12).map(|_| rng.mat(29, 43)).collect();
-    let run = |device: &Device, wgsl: bool| {
-        let optim = config.clone().with_wgsl_kernels(wgsl).build().unwrap();
-        let mut w = upload(&w0, device);
-        let mut state: Option<SubTrackState<2>> = None;
-        for g in &grads {
-            let (nw, ns) = optim.step(1e-2, w, upload(g, device), state);
-            (w, state) = (nw, ns);
-        }
-        download(w)
-    };
+    let run = |device: &Device, wgsl: bool| super::trajectory(&config, &w0, &grads, device, wgsl);
     let on_gpu = run(&device, true);
     let on_cpu = run(&Device::flex(), false);
     assert_close(

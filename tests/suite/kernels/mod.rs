@@ -17,16 +17,37 @@ mod tracking;
 mod tune;
 mod update;
 
+use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor};
 use subtrack::kernels::Limits;
 use subtrack::route::Route;
+use subtrack::{SubTrackConfig, SubTrackState};
 
 use crate::reference::{Mat, Rng};
-use crate::upload;
+use crate::{download, upload};
 
 /// The WGSL route with storage bindings of at most `max_binding_bytes`.
 fn wgsl_within(max_binding_bytes: usize) -> Route {
     Route::WGSL.within(Limits::with_binding_bytes(max_binding_bytes))
+}
+
+/// W after `config`'s optimizer (the WGSL kernels on where `wgsl`) steps from `w0` through
+/// `grads` on `device`, at learning rate 1e-2.
+fn trajectory(
+    config: &SubTrackConfig,
+    w0: &Mat,
+    grads: &[Mat],
+    device: &Device,
+    wgsl: bool,
+) -> Mat {
+    let optim = config.clone().with_wgsl_kernels(wgsl).build().unwrap();
+    let mut w = upload(w0, device);
+    let mut state: Option<SubTrackState<2>> = None;
+    for g in grads {
+        let (nw, ns) = optim.step(1e-2, w, upload(g, device), state);
+        (w, state) = (nw, ns);
+    }
+    download(w)
 }
 
 /// A random a×r matrix with orthonormal columns (Gram–Schmidt in f64).

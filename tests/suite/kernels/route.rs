@@ -246,16 +246,8 @@ fn fused_steps_match_the_cpu_with_either_tile() {
         let mut rng = Rng::new(rows as u64);
         let w0 = rng.mat(rows, cols);
         let grads: Vec<_> = (0..12).map(|_| rng.mat(rows, cols)).collect();
-        let run = |device: &Device, wgsl: bool| {
-            let optim = config.clone().with_wgsl_kernels(wgsl).build().unwrap();
-            let mut w = upload(&w0, device);
-            let mut state: Option<SubTrackState<2>> = None;
-            for g in &grads {
-                let (nw, ns) = optim.step(1e-2, w, upload(g, device), state);
-                (w, state) = (nw, ns);
-            }
-            download(w)
-        };
+        let run =
+            |device: &Device, wgsl: bool| super::trajectory(&config, &w0, &grads, device, wgsl);
         let fused = || {
             [
                 kernels::launches("adam_recovery", [a, 5, b]),
