@@ -29,6 +29,7 @@
 
 pub mod checkpoint;
 mod config;
+mod diagnostics;
 mod error;
 mod host;
 mod launches;
@@ -63,6 +64,7 @@ pub mod route;
 
 pub use checkpoint::{StateBytes, load_checked, save_atomic, state_bytes};
 pub use config::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdate};
+pub use diagnostics::SubspaceDiagnostics;
 pub use error::SubTrackError;
 pub use optimizer::SubTrack;
 pub use report::SubTrackReport;

@@ -157,6 +157,20 @@ fn checked(values: Vec<f64>, vectors: Mat<f64>) -> Option<(Vec<f64>, Vec<f64>)> 
     (drift <= 1e-9).then(|| (values, row_major(vectors.as_ref())))
 }
 
+/// The largest eigenvalue of the symmetric row-major n×n `a` (symmetrised first), by
+/// faer's self-adjoint eigenvalues; NaN where they fail. Not counted in [`host_solves`]: it
+/// serves the diagnostics, read outside the step.
+pub fn largest_eigenvalue(a: &[f64], n: usize) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    symmetrised(a, n)
+        .self_adjoint_eigenvalues(Side::Lower)
+        .ok()
+        .and_then(|values| values.last().copied())
+        .unwrap_or(f64::NAN)
+}
+
 /// Top `r` left singular vectors of a matrix, given its Gram matrix `gram = X·Xᵀ`
 /// (`a×a`, row-major).
 ///

@@ -8,6 +8,7 @@ use burn::tensor::{DType, Device, Tensor};
 use crate::SubTrackError;
 use crate::basis::top_singular_basis;
 use crate::config::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdate};
+use crate::diagnostics::{After, Before, LimiterInputs, Tangent};
 use crate::geodesic::geodesic_step;
 use crate::host;
 use crate::moments::AdamParams;
@@ -222,10 +223,17 @@ impl SubTrack {
         };
         debug_assert_eq!(state.basis.dims(), [a, cfg.rank]);
 
-        // §4 / §6: every T steps, the subspace update S → S' with C = S'ᵀS.
+        // §4 / §6: every T steps, the subspace update S → S' with C = S'ᵀS; with the
+        // diagnostics on, a probe of what it did (device tensors, read when asked).
         let mut change = None;
+        let mut probe = None;
         if state.step > 0 && state.step.is_multiple_of(cfg.update_interval) {
-            change = self.update_subspace(ops, &mut state.basis, &g, on_device);
+            let diagnose = self.report.subspace_diagnostics();
+            let before = diagnose.then(|| Before::new([m, n], state.step, &state.basis, &g));
+            let (moved, tangent) =
+                self.update_subspace(ops, &mut state.basis, &g, on_device, diagnose);
+            change = moved;
+            probe = before.map(|b| b.after(&state.basis, tangent));
         }
 
         // §2: the projection G̃ = SᵀG. With the check on the device, it also makes the
@@ -274,6 +282,7 @@ impl SubTrack {
             transposed,
         };
         let previous = state.limiter_norm.is_some();
+        let previous_norm = probe.as_ref().and(state.limiter_norm.clone());
         if let Some(params) = params
             .as_ref()
             .filter(|_| recovers && rotation.is_none() && ops.fuses_recovery(sizes, previous))
@@ -282,6 +291,13 @@ impl SubTrack {
                 ops.adam_recovery(state.moment_1, state.moment_2, &g_low, &g, params);
             state.moment_1 = adam.moment_1;
             state.moment_2 = adam.moment_2;
+            self.finish_probe(
+                probe,
+                (&g, transposed),
+                &g_low,
+                &adam.normalized,
+                previous_norm.as_ref(),
+            );
             let inputs = UpdateInputs {
                 basis: &state.basis,
                 normalized: adam.normalized,
@@ -313,6 +329,13 @@ impl SubTrack {
         );
         state.moment_1 = adam.moment_1;
         state.moment_2 = adam.moment_2;
+        self.finish_probe(
+            probe,
+            (&g, transposed),
+            &g_low,
+            &adam.normalized,
+            previous_norm.as_ref(),
+        );
 
         // §7: recovery scaling, W' = d·(W − lr·c·(s·S·N + Λ)), with Λ folded into the
         // back-projection: S·L + G⊙ψ where L = s·N − k·G̃⊙ψ.
@@ -353,17 +376,43 @@ impl SubTrack {
         (tensor, state, params.map(|p| p.flag()))
     }
 
+    /// Close an update's diagnostics probe (if any) with the limiter's scale, formed from
+    /// this step's G, G̃ and N and Λ_prev from before it, and keep it in the report.
+    fn finish_probe(
+        &self,
+        probe: Option<After>,
+        (g, transposed): (&Tensor<2>, bool),
+        g_low: &Tensor<2>,
+        normalized: &Tensor<2>,
+        previous: Option<&Tensor<1>>,
+    ) {
+        let Some(probe) = probe else { return };
+        let cfg = &self.config;
+        let limiter = (cfg.recovery_scaling != RecoveryScaling::Off).then(|| LimiterInputs {
+            grad: g,
+            transposed,
+            g_low,
+            normalized,
+            previous,
+            variant: cfg.recovery_scaling,
+            scale: cfg.scale,
+            growth_limit: cfg.norm_growth_limit,
+        });
+        self.report.push_probe(probe.finish(limiter));
+    }
+
     /// The subspace update (§4 geodesic, §6 SVD refresh), in place; returns C = S_newᵀ·S_old
     /// on the device when it moved, with a device flag saying whether it moved where only
     /// the device knows (`on_device`: the route's tracking step, no read-back; it also keeps
-    /// the basis where G is not finite).
+    /// the basis where G is not finite); and, with `diagnose`, σ and θ of a geodesic step.
     fn update_subspace(
         &self,
         ops: &dyn Ops,
         basis: &mut Tensor<2>,
         g: &Tensor<2>,
         on_device: bool,
-    ) -> Option<(Tensor<2>, Option<Tensor<1>>)> {
+        diagnose: bool,
+    ) -> (Option<(Tensor<2>, Option<Tensor<1>>)>, Option<Tangent>) {
         let cfg = &self.config;
         let r = cfg.rank;
         self.report.count_subspace_update();
@@ -381,7 +430,11 @@ impl SubTrack {
                 self.report
                     .count_device_reorthonormalizations(&step.reorthonormalized);
                 *basis = step.basis;
-                Some((step.change_of_basis, Some(step.moved)))
+                let tangent = diagnose.then_some(Tangent {
+                    sigma: step.sigma,
+                    theta: step.theta,
+                });
+                (Some((step.change_of_basis, Some(step.moved))), tangent)
             }
             SubspaceUpdate::Geodesic => {
                 let step = geodesic_step(
@@ -395,14 +448,24 @@ impl SubTrack {
                     self.report.count_reorthonormalization();
                 }
                 *basis = step.basis;
-                step.change_of_basis
-                    .map(|c| (host::upload(c, r, r, basis.dtype(), &basis.device()), None))
+                let (dtype, device) = (basis.dtype(), basis.device());
+                let tangent = diagnose.then(|| {
+                    let scalar = |x: f64| host::upload(vec![x], 1, 1, dtype, &device).reshape([1]);
+                    Tangent {
+                        sigma: scalar(step.sigma),
+                        theta: scalar(step.theta),
+                    }
+                });
+                let change = step
+                    .change_of_basis
+                    .map(|c| (host::upload(c, r, r, dtype, &device), None));
+                (change, tangent)
             }
             SubspaceUpdate::Svd => {
                 let new = top_singular_basis(g, r);
                 let change = new.clone().transpose().matmul(basis.clone());
                 *basis = new;
-                Some((change, None))
+                (Some((change, None)), None)
             }
         }
     }

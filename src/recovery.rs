@@ -57,9 +57,7 @@ pub fn recovery_scales(
             norm,
         },
         Some(previous) => {
-            let factor = (previous.clone().mul_scalar(growth_limit)
-                / norm.clone().clamp_min(1e-30))
-            .clamp_max(1.0);
+            let factor = limiter_factor(previous, &norm, growth_limit);
             RecoveryScales {
                 scaled_phi: phi * factor.clone().unsqueeze::<2>(),
                 kept_weight: k,
@@ -67,6 +65,12 @@ pub fn recovery_scales(
             }
         }
     }
+}
+
+/// The limiter's factor f = min(1, ζ·Λ_prev/‖Λ‖) (shape `[1]`), from the previous norm
+/// Λ_prev and the norm ‖Λ‖ before limiting, without a branch.
+pub fn limiter_factor(previous: &Tensor<1>, norm: &Tensor<1>, growth_limit: f64) -> Tensor<1> {
+    (previous.clone().mul_scalar(growth_limit) / norm.clone().clamp_min(1e-30)).clamp_max(1.0)
 }
 
 /// Σ_i x_ij², shape [1, b], of `x` (a×b). With `transposed`, `x` is the transposed view of

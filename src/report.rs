@@ -1,12 +1,14 @@
 //! [`SubTrackReport`]: what an optimizer's steps did (skips, subspace updates,
 //! re-orthonormalisations, read-backs), counted on the host and, where the step ran on the
-//! device, in device-side totals read only when asked.
+//! device, in device-side totals read only when asked; and, where turned on, the subspace
+//! diagnostics ([`SubspaceDiagnostics`]), likewise read only when asked.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use burn::tensor::Tensor;
 
+use crate::diagnostics::{Probe, SubspaceDiagnostics};
 use crate::host;
 
 /// Counters shared by every clone of one [`SubTrack`](crate::SubTrack); cheap to clone and read at any time.
@@ -26,6 +28,10 @@ struct Counters {
     device_skips: DeviceCount,
     /// Re-orthonormalisations decided on the device.
     device_reorthonormalizations: DeviceCount,
+    /// Whether the steps form subspace diagnostics.
+    diagnose: AtomicBool,
+    /// Diagnostics formed and not yet taken, on their devices, in the order formed.
+    probes: Mutex<Vec<Probe>>,
 }
 
 /// A count kept on the devices, one running total (\[1\], f32) per device, so that adding to
@@ -94,6 +100,35 @@ impl SubTrackReport {
     pub fn reorthonormalizations(&self) -> u64 {
         self.inner.reorthonormalizations.load(Ordering::Relaxed)
             + self.inner.device_reorthonormalizations.read()
+    }
+
+    /// Turn the subspace diagnostics on or off for every clone of this optimizer (off by
+    /// default). While on, each subspace update of a projected matrix also forms its
+    /// [`SubspaceDiagnostics`] on the device: two extra products over G (a×b×r) and a few
+    /// over S (a×r×r), and no read-back in the step.
+    pub fn set_subspace_diagnostics(&self, on: bool) {
+        self.inner.diagnose.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether the subspace diagnostics are on.
+    pub fn subspace_diagnostics(&self) -> bool {
+        self.inner.diagnose.load(Ordering::Relaxed)
+    }
+
+    /// The diagnostics of the subspace updates since the last call, in the order they ran
+    /// (one read-back per update; empty while the diagnostics are off).
+    pub fn take_subspace_diagnostics(&self) -> Vec<SubspaceDiagnostics> {
+        let probes = {
+            let mut probes = self.inner.probes.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *probes)
+        };
+        probes.into_iter().map(Probe::read).collect()
+    }
+
+    /// Keep one update's diagnostics until they are taken.
+    pub(crate) fn push_probe(&self, probe: Probe) {
+        let mut probes = self.inner.probes.lock().unwrap_or_else(|e| e.into_inner());
+        probes.push(probe);
     }
 
     /// Count a step skipped on the host for a non-finite gradient.

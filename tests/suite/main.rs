@@ -7,6 +7,7 @@
 mod bad_input;
 mod checkpoint;
 mod device;
+mod diagnostics;
 mod generate;
 mod kernels;
 mod learner;
