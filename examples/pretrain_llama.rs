@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use clap::builder::PossibleValuesParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
-use subtrack_llama::OptimizerKind;
 use subtrack_llama::alloc::CountingAlloc;
 use subtrack_llama::config::default_out_dir;
 use subtrack_llama::device::{DEVICE_HELP, pick};
@@ -16,7 +15,9 @@ use subtrack_llama::generate::{Sampling, printable};
 use subtrack_llama::model::PRESETS;
 use subtrack_llama::panics::exit_on_background_panic;
 use subtrack_llama::report::human_bytes;
-use subtrack_llama::{PretrainError, RunOptions, TrainConfig, compare, train};
+use subtrack_llama::sweep::DEFAULT_FACTORS;
+use subtrack_llama::{LearningRates, OptimizerKind};
+use subtrack_llama::{PretrainError, RunOptions, TrainConfig, compare, sweep, train};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -36,7 +37,8 @@ struct Cli {
     /// The optimizer.
     #[arg(long, default_value_t = defaults().optimizer, value_parser = PossibleValuesParser::new(OptimizerKind::ALL.map(|k| k.name())))]
     optimizer: String,
-    /// Run all four optimizers on the same data and seed; print a table.
+    /// Run all four optimizers on the same data and seed, each at its own learning rate;
+    /// print a table.
     #[arg(long)]
     compare: bool,
     /// The model: GaLore's llama shapes, or `tiny` (width 64, for tests).
@@ -57,9 +59,25 @@ struct Cli {
     /// Tokens per sequence.
     #[arg(long, value_name = "N", default_value_t = defaults().seq_len)]
     seq_len: usize,
-    /// Peak learning rate.
-    #[arg(long, value_name = "X", default_value_t = defaults().lr)]
-    lr: f64,
+    /// Peak learning rate [default: the optimizer's own: AdamW 2e-3, GaLore, SubTrack-Grad
+    /// and SubTrack++ 8e-3, from a recorded sweep]. With --compare or --sweep, every
+    /// optimizer's.
+    #[arg(long, value_name = "X")]
+    lr: Option<f64>,
+    /// AdamW's peak learning rate (over --lr).
+    #[arg(long, value_name = "X")]
+    lr_dense: Option<f64>,
+    /// GaLore's, SubTrack-Grad's and SubTrack++'s peak learning rate (over --lr).
+    #[arg(long, value_name = "X")]
+    lr_low_rank: Option<f64>,
+    /// A short learning-rate sweep: the optimizer (all four with --compare) at its rate
+    /// times each of --sweep-factors, with every other setting as given (lower --steps for
+    /// a short one); prints each one's best rate and loss.
+    #[arg(long)]
+    sweep: bool,
+    /// The factors the rates are multiplied by in --sweep.
+    #[arg(long, value_name = "X,…", value_delimiter = ',', default_values_t = DEFAULT_FACTORS)]
+    sweep_factors: Vec<f64>,
     /// Steps of linear warmup.
     #[arg(long, value_name = "N", default_value_t = defaults().warmup_steps)]
     warmup_steps: usize,
@@ -99,7 +117,7 @@ struct Cli {
     /// Held-out fraction of the corpus.
     #[arg(long, value_name = "X", default_value_t = defaults().valid_fraction)]
     valid_fraction: f64,
-    /// Output directory [default: runs/<optimizer>, or runs/compare].
+    /// Output directory [default: runs/<optimizer>, runs/compare or runs/sweep].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// Continue from DIR/checkpoint.bin.
@@ -174,6 +192,20 @@ fn generate(args: GenerateArgs) -> Result<(), PretrainError> {
 }
 
 impl Cli {
+    /// The optimizer named (the default where the name is unknown: `validate` says so).
+    fn kind(&self) -> OptimizerKind {
+        OptimizerKind::parse(&self.optimizer).unwrap_or(OptimizerKind::SubTrackPlusPlus)
+    }
+
+    /// Each optimizer's peak learning rate: --lr-dense or --lr-low-rank, else --lr, else
+    /// its own default.
+    fn rates(&self) -> LearningRates {
+        LearningRates {
+            dense: self.lr_dense.or(self.lr),
+            low_rank: self.lr_low_rank.or(self.lr),
+        }
+    }
+
     /// The run's config: the library's defaults with every option applied.
     fn config(&self) -> TrainConfig {
         defaults()
@@ -183,7 +215,7 @@ impl Cli {
             .with_steps(self.steps)
             .with_batch_size(self.batch_size)
             .with_seq_len(self.seq_len)
-            .with_lr(self.lr)
+            .with_lr(self.rates().of(self.kind()))
             .with_warmup_steps(self.warmup_steps)
             .with_min_lr_ratio(self.min_lr_ratio)
             .with_grad_clip(self.grad_clip)
@@ -231,28 +263,68 @@ fn run(cli: Cli) -> Result<(), PretrainError> {
             "loss floor: entropy rate {h:.4} nats/token (the source scores {f:.4} on the held-out split)"
         );
     }
+    let rates = cli.rates();
+    let kinds = if cli.compare {
+        OptimizerKind::ALL.to_vec()
+    } else {
+        vec![kind]
+    };
+    for &k in &kinds {
+        config.clone().with_lr(rates.of(k)).validate()?;
+    }
+    let lr = match (cli.compare || cli.sweep, kinds.as_slice()) {
+        (true, [_, _, ..]) => format!(
+            "lr AdamW {:e}, low-rank {:e}",
+            rates.of(OptimizerKind::AdamW),
+            rates.of(OptimizerKind::SubTrackPlusPlus)
+        ),
+        _ => format!("lr {:e}", config.lr),
+    };
+    let lr = if cli.sweep {
+        format!("{lr} × {:?}", cli.sweep_factors)
+    } else {
+        lr
+    };
     println!(
-        "training: {} steps of {}×{} tokens, lr {} (warmup {}, cosine to ×{}), clip {}, rank {}, T {}",
+        "training: {} steps of {}×{} tokens, {lr} (warmup {}, cosine to ×{}), clip {}, rank {}, T {}",
         config.steps,
         config.batch_size,
         config.seq_len,
-        config.lr,
         config.warmup_steps,
         config.min_lr_ratio,
         config.grad_clip,
         config.rank.unwrap_or_else(|| model.default_rank()),
         config.update_interval
     );
-    let out = cli
-        .out
-        .unwrap_or_else(|| default_out_dir(cli.compare, kind));
+    let out = cli.out.clone().unwrap_or_else(|| {
+        if cli.sweep {
+            PathBuf::from("runs/sweep")
+        } else {
+            default_out_dir(cli.compare, kind)
+        }
+    });
     let opts = RunOptions {
         resume: cli.resume,
         overwrite: cli.overwrite,
         ..RunOptions::new(&out)
     };
-    if cli.compare {
-        let (_, table) = compare(&config, &corpus, &picked, &opts)?;
+    if cli.sweep {
+        let (_, table) = sweep(
+            &config,
+            &kinds,
+            &rates,
+            &cli.sweep_factors,
+            &corpus,
+            &picked,
+            &opts,
+        )?;
+        println!("\n{table}");
+        println!(
+            "wrote {0}/sweep.md, {0}/sweep.csv and one directory per run",
+            out.display()
+        );
+    } else if cli.compare {
+        let (_, table) = compare(&config, &rates, &corpus, &picked, &opts)?;
         println!("\n{table}");
         println!(
             "wrote {0}/compare.md, {0}/compare.csv, {0}/loss.svg and one directory per optimizer",
@@ -283,15 +355,22 @@ fn run(cli: Cli) -> Result<(), PretrainError> {
                 s.skipped_steps
             );
         }
-        println!(
-            "wrote {0}/log.csv, {0}/loss.svg, {0}/checkpoint.bin{1}",
-            out.display(),
-            if config.data.is_some() {
-                format!(", {}/samples.txt", out.display())
-            } else {
-                String::new()
-            }
-        );
+        if let Some(residual) = s.mean_residual_fraction {
+            println!(
+                "subspace: mean residual fraction {residual:.3} over {} updates of projected matrices",
+                s.subspace_updates
+            );
+        }
+        let mut wrote = vec!["log.csv", "loss.svg", "checkpoint.bin"];
+        if config.data.is_some() {
+            wrote.push("samples.txt");
+        }
+        if kind.is_low_rank() {
+            wrote.extend(["subspace.csv", "subspace.svg"]);
+        }
+        let dir = out.display();
+        let wrote: Vec<String> = wrote.iter().map(|f| format!("{dir}/{f}")).collect();
+        println!("wrote {}", wrote.join(", "));
     }
     Ok(())
 }

@@ -68,6 +68,51 @@ impl OptimizerKind {
             Self::SubTrackPlusPlus => "SubTrack++",
         }
     }
+
+    /// Whether it projects the attention and MLP weights (all but AdamW).
+    pub fn is_low_rank(self) -> bool {
+        self != Self::AdamW
+    }
+
+    /// The peak learning rate the job gives this optimizer when none is named: the best of
+    /// the sweep recorded in `benches/RESULTS.md` ("Learning rates"). The low-rank ones
+    /// scale their projected update by `scale` = 0.25, so they want a larger rate.
+    pub fn default_lr(self) -> f64 {
+        match self {
+            Self::AdamW => 2e-3,
+            Self::GaLore | Self::SubTrackGrad | Self::SubTrackPlusPlus => 8e-3,
+        }
+    }
+}
+
+/// The peak learning rate of each optimizer: its [`OptimizerKind::default_lr`] unless a
+/// dense (AdamW) or a low-rank (GaLore, SubTrack-Grad, SubTrack++) rate is given.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LearningRates {
+    /// AdamW's rate, where given.
+    pub dense: Option<f64>,
+    /// The low-rank optimizers' rate, where given.
+    pub low_rank: Option<f64>,
+}
+
+impl LearningRates {
+    /// One rate for every optimizer.
+    pub fn uniform(lr: f64) -> Self {
+        Self {
+            dense: Some(lr),
+            low_rank: Some(lr),
+        }
+    }
+
+    /// The rate `kind` runs at.
+    pub fn of(&self, kind: OptimizerKind) -> f64 {
+        let given = if kind.is_low_rank() {
+            self.low_rank
+        } else {
+            self.dense
+        };
+        given.unwrap_or_else(|| kind.default_lr())
+    }
 }
 
 /// Everything that defines a run. Stored in each checkpoint; a resumed run must match it.
@@ -88,7 +133,8 @@ pub struct TrainConfig {
     /// Tokens per sequence.
     #[config(default = 128)]
     pub seq_len: usize,
-    /// Peak learning rate.
+    /// Peak learning rate. The command line fills in the optimizer's own
+    /// ([`OptimizerKind::default_lr`]) where none is given.
     #[config(default = 2e-3)]
     pub lr: f64,
     /// Linear warmup steps.

@@ -9,8 +9,9 @@
 //! - [`model`]: the network; [`data`]: corpus, tokenizer, batches;
 //! - [`schedule`]: learning rate; [`clip`]: global-norm clipping;
 //! - [`config`]: what defines a run; [`run`]: the training loop; [`mod@compare`]: the
-//!   four-way comparison;
-//! - [`ckpt`]: checkpoint files; [`report`]: CSV, plot, tables;
+//!   four-way comparison; [`mod@sweep`]: the learning-rate sweep;
+//! - [`ckpt`]: checkpoint files; [`report`]: CSV, plot, tables; [`subspace`]: the
+//!   subspace diagnostics' CSV and plot;
 //! - [`device`]: device choice and memory; [`alloc`]: heap accounting; [`panics`]: what a
 //!   panic does to a run.
 
@@ -28,14 +29,17 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod schedule;
+pub mod subspace;
+pub mod sweep;
 
 use std::fmt;
 
 pub use compare::compare;
-pub use config::{OptimizerKind, TrainConfig};
+pub use config::{LearningRates, OptimizerKind, TrainConfig};
 pub use data::Corpus;
 pub use model::{Llama, LlamaConfig, PROJECTED_PARAMS};
 pub use run::{RunOptions, RunSummary, train};
+pub use sweep::sweep;
 
 /// Why a pre-training run could not start or go on. Each message names its cause; nothing
 /// already written (checkpoints, logs) is overwritten on the way out.

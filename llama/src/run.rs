@@ -25,6 +25,7 @@ use super::progress::Progress;
 use super::report::{
     Curve, LogRow, csv_prefix, curves_from_csv, human_bytes, svg_plot, write_text,
 };
+use super::subspace::{self, SUBSPACE_CSV_HEADER};
 
 /// How a run treats its output directory.
 #[derive(Clone, Debug)]
@@ -59,6 +60,8 @@ impl RunOptions {
 pub struct RunSummary {
     /// The optimizer.
     pub optimizer: OptimizerKind,
+    /// Its peak learning rate.
+    pub lr: f64,
     /// Steps completed.
     pub steps: usize,
     /// Held-out loss at the last evaluation (nats/token).
@@ -84,6 +87,10 @@ pub struct RunSummary {
     /// Subspace updates this invocation performed, summed over projected matrices (initial
     /// bases excluded; 0 for AdamW).
     pub subspace_updates: u64,
+    /// The mean over the run's subspace updates (resumed parts included) and projected
+    /// matrices of the gradient's energy outside the basis before the update,
+    /// ‖G − S·SᵀG‖²/‖G‖² (`subspace.csv`); `None` for AdamW or before the first update.
+    pub mean_residual_fraction: Option<f64>,
 }
 
 /// Rough bytes a CPU run needs: weights, gradients and two moments, plus activations kept
@@ -259,6 +266,8 @@ fn train_inner(
     let csv_path = out.join("log.csv");
     let svg_path = out.join("loss.svg");
     let samples_path = out.join("samples.txt");
+    let subspace_path = out.join("subspace.csv");
+    let subspace_svg = out.join("subspace.svg");
     let io = |what: &str, e: std::io::Error| PretrainError::Io(format!("{what}: {e}"));
 
     // Initial weights from the seed alone (Burn's CPU generator is process-wide, so other
@@ -324,6 +333,68 @@ fn train_inner(
         };
         progress.line(&format!("  sample at step {step}: {prompt} → {text}"));
         writeln!(file, "step {step}\t{prompt}\t{text}").map_err(|e| io("writing the samples", e))
+    };
+    // The subspace diagnostics of a low-rank run, in subspace.csv (rows of updates before
+    // the checkpoint's step survive a resume) and subspace.svg, rewritten whenever new
+    // rows are taken: at each evaluation and checkpoint, outside the timed steps.
+    let mut subspace_csv = match &report {
+        None => None,
+        Some(report) => {
+            report.set_subspace_diagnostics(true);
+            let text = if opts.resume {
+                subspace::csv_prefix(
+                    &std::fs::read_to_string(&subspace_path).unwrap_or_default(),
+                    start,
+                )
+            } else {
+                format!("{SUBSPACE_CSV_HEADER}\n")
+            };
+            write_text(&subspace_path, &text)?;
+            Some(text)
+        }
+    };
+    let take_subspace = |csv: &mut Option<String>| -> Result<(), PretrainError> {
+        let (Some(report), Some(text)) = (&report, csv.as_mut()) else {
+            return Ok(());
+        };
+        let taken = report.take_subspace_diagnostics();
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let rows = subspace::csv_rows(&taken, model_config);
+        let header = format!("{SUBSPACE_CSV_HEADER}\n");
+        let latest = subspace::residual_curves(&format!("{header}{rows}"));
+        let parts: Vec<String> = latest
+            .iter()
+            .map(|(matrix, points)| format!("{matrix} {:.3}", points[points.len() - 1].1))
+            .collect();
+        progress.line(&format!(
+            "  subspace update at step {}: residual fraction {}",
+            taken[taken.len() - 1].step,
+            parts.join(", ")
+        ));
+        text.push_str(&rows);
+        write_text(&subspace_path, text)?;
+        let curves = subspace::residual_curves(text);
+        let curves: Vec<Curve> = curves
+            .iter()
+            .map(|(label, points)| Curve {
+                label,
+                points: points.clone(),
+            })
+            .collect();
+        write_text(
+            &subspace_svg,
+            &svg_plot(
+                &format!(
+                    "{} — {}: residual fraction ‖G − S·SᵀG‖²/‖G‖² at each subspace update",
+                    kind.label(),
+                    config.size
+                ),
+                &curves,
+                None,
+            ),
+        )
     };
     let memory_kind = device::memory_kind(picked.is_wgpu);
     device::reset_peak();
@@ -464,11 +535,13 @@ fn train_inner(
             if eval_now {
                 // After the interval's timing: sampling is not training.
                 write_sample(&model, done, &mut samples)?;
+                take_subspace(&mut subspace_csv)?;
             }
             interval_start = Instant::now();
             interval_tokens = 0;
         }
         if done % config.checkpoint_every == 0 || done == stop {
+            take_subspace(&mut subspace_csv)?;
             save(&model, &optim, done)?;
             let curves = [
                 Curve {
@@ -494,8 +567,10 @@ fn train_inner(
     progress.finish();
     peak_memory = peak_memory.max(device::peak_memory(picked.is_wgpu));
     let state = state_bytes(&optim).map_err(|e| PretrainError::Io(e.to_string()))?;
+    let mean_residual_fraction = subspace_csv.as_deref().and_then(subspace::mean_residual);
     Ok(RunSummary {
         optimizer: kind,
+        lr: config.lr,
         steps: stop,
         final_eval_loss: last_eval,
         final_train_loss: last_train,
@@ -508,5 +583,6 @@ fn train_inner(
         eval_curve,
         skipped_steps: skipped,
         subspace_updates: report.map_or(0, |r| r.subspace_updates()),
+        mean_residual_fraction,
     })
 }

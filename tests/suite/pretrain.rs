@@ -15,7 +15,9 @@ use subtrack_llama::data::{Corpus, MarkovSource};
 use subtrack_llama::device::{Picked, pick};
 use subtrack_llama::report::nice_ticks;
 use subtrack_llama::schedule::CosineWarmup;
-use subtrack_llama::{LlamaConfig, PretrainError, RunOptions, TrainConfig, compare, train};
+use subtrack_llama::{
+    LearningRates, LlamaConfig, PretrainError, RunOptions, TrainConfig, compare, train,
+};
 
 use crate::fresh_dir;
 
@@ -187,6 +189,43 @@ fn a_few_steps_make_the_loss_fall() {
         assert_eq!(csv.lines().count(), 1 + 1 + 30 / 5);
         let svg = std::fs::read_to_string(dir.join("loss.svg")).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
+        // The subspace diagnostics: 14 projected matrices at k = 5, 10, 15, 20 and 25.
+        let subspace = std::fs::read_to_string(dir.join("subspace.csv"));
+        if optimizer == "adamw" {
+            assert!(subspace.is_err() && s.mean_residual_fraction.is_none());
+            continue;
+        }
+        let subspace = subspace.unwrap();
+        let rows: Vec<Vec<&str>> = subspace
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').collect())
+            .collect();
+        assert_eq!(rows.len(), 14 * 5);
+        for row in &rows {
+            let residual: f64 = row[7].parse().unwrap();
+            let angle: f64 = row[6].parse().unwrap();
+            let limiter: f64 = row[8].parse().unwrap();
+            assert!(residual > 0.0 && residual < 1.0, "{row:?}");
+            assert!(
+                (0.0..=std::f64::consts::FRAC_PI_2).contains(&angle),
+                "{row:?}"
+            );
+            assert!(limiter > 0.0 && limiter <= 1.0, "{row:?}");
+        }
+        let types: std::collections::BTreeSet<&str> = rows.iter().map(|r| r[1]).collect();
+        assert_eq!(
+            types.into_iter().collect::<Vec<_>>(),
+            ["attention", "mlp down", "mlp gate/up"]
+        );
+        let mean = s.mean_residual_fraction.unwrap();
+        assert!(mean > 0.0 && mean < 1.0, "{mean}");
+        let svg = std::fs::read_to_string(dir.join("subspace.svg")).unwrap();
+        assert_eq!(
+            svg.matches("<polyline").count(),
+            3,
+            "one line per matrix type"
+        );
     }
 }
 
@@ -253,6 +292,12 @@ fn resume_continues_exactly() {
         loss_columns(&split_dir.join("log.csv")),
         loss_columns(&whole_dir.join("log.csv"))
     );
+    // The diagnostics of the update before the interruption survive it, and the resumed
+    // run's match the uninterrupted run's.
+    let subspace = |dir: &Path| std::fs::read_to_string(dir.join("subspace.csv")).unwrap();
+    assert_eq!(subspace(&whole_dir).lines().count(), 1 + 3 * 14);
+    assert_eq!(subspace(&split_dir), subspace(&whole_dir));
+    assert_eq!(resumed.mean_residual_fraction, whole.mean_residual_fraction);
     let weights = |dir: &Path| {
         let ckpt = Checkpoint::load(&dir.join("checkpoint.bin")).unwrap();
         assert_eq!(ckpt.step, 20);
@@ -278,7 +323,18 @@ fn resume_continues_exactly() {
 fn compare_table_is_produced_and_parses() {
     let config = tiny(4).with_eval_every(4);
     let (_dir_tmp, dir) = fresh_dir("compare");
-    let (runs, table) = compare(&config, &config.corpus().unwrap(), &cpu(), &quiet(&dir)).unwrap();
+    let rates = LearningRates {
+        dense: Some(1e-2),
+        low_rank: None,
+    };
+    let (runs, table) = compare(
+        &config,
+        &rates,
+        &config.corpus().unwrap(),
+        &cpu(),
+        &quiet(&dir),
+    )
+    .unwrap();
     assert_eq!(runs.len(), 4);
     let rows =
         parse_compare_csv(&std::fs::read_to_string(dir.join("compare.csv")).unwrap()).unwrap();
@@ -302,6 +358,13 @@ fn compare_table_is_produced_and_parses() {
     );
     let table_rows = table.lines().filter(|l| l.starts_with("| ")).count();
     assert_eq!(table_rows, 1 + 4);
+    // Each at its own rate, named in the table; AdamW has no subspace, the others a mean
+    // residual fraction from their updates at k = 5 … (4 steps: none, so "—" for all).
+    let lrs: Vec<f64> = runs.iter().map(|r| r.lr).collect();
+    assert_eq!(lrs, [1e-2, 8e-3, 8e-3, 8e-3]);
+    assert!(table.contains("| AdamW | 1e-2 |"), "{table}");
+    assert!(table.contains("| SubTrack++ | 8e-3 |"), "{table}");
+    assert!(runs.iter().all(|r| r.mean_residual_fraction.is_none()));
     assert!(
         std::fs::read_to_string(dir.join("loss.svg"))
             .unwrap()
