@@ -106,6 +106,37 @@ pub fn state_bytes(optim: &ModuleOptimizer) -> Result<StateBytes, SubTrackError>
     Ok(out)
 }
 
+/// The optimizer-state bytes each of `devices` devices holds when Burn's
+/// `MultiDeviceOptim::OptimSharded` (burn-train 0.22.1) spreads the parameters of `optim`
+/// over them: each parameter's gradients are summed, and its state kept, on device
+/// `id mod devices` of the strategy's list (`MultiGradientsParams`, where every device
+/// returns a gradient for every parameter), its [`ParamId`](burn::module::ParamId) taken as
+/// a number. Element `i` is device `i`'s share; they add up to [`state_bytes`].
+///
+/// Reads the state back through a record, like [`state_bytes`]. Panics when `devices` is 0.
+pub fn sharded_state_bytes(
+    optim: &ModuleOptimizer,
+    devices: usize,
+) -> Result<Vec<StateBytes>, SubTrackError> {
+    assert!(devices > 0, "sharded_state_bytes: no devices");
+    let bytes = optim
+        .to_record()
+        .into_bytes()
+        .map_err(|e| SubTrackError::Io(e.to_string()))?;
+    let mut out = vec![StateBytes::default(); devices];
+    for (id, entry) in entries(bytes)? {
+        let share = &mut out[(id % devices as u64) as usize];
+        let size: usize = entry.tensors.values().map(|(_, b)| b).sum();
+        if entry.tensors.contains_key(leaf::BASIS) {
+            share.projected += size;
+        } else {
+            share.dense += size;
+        }
+        share.total += size;
+    }
+    Ok(out)
+}
+
 /// Write the optimizer's record to `path` atomically: into a temporary file beside it,
 /// flushed to disk, then renamed over `path`. A crash leaves either the old file or the new.
 pub fn save_atomic(optim: &ModuleOptimizer, path: impl AsRef<Path>) -> Result<(), SubTrackError> {

@@ -62,7 +62,7 @@ pub mod rng;
 #[doc(hidden)]
 pub mod route;
 
-pub use checkpoint::{StateBytes, load_checked, save_atomic, state_bytes};
+pub use checkpoint::{StateBytes, load_checked, save_atomic, sharded_state_bytes, state_bytes};
 pub use config::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdate};
 pub use diagnostics::SubspaceDiagnostics;
 pub use error::SubTrackError;

@@ -1,5 +1,6 @@
 //! SubTrack inside burn-train's `Learner`, with an LR scheduler, gradient accumulation of 2,
-//! the Learner's checkpointer, and a resume.
+//! the Learner's checkpointer, and a resume; on one device and under both `MultiDevice`
+//! strategies, with checkpoints moved between them.
 
 use std::sync::Arc;
 
@@ -8,12 +9,14 @@ use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::InMemDataset;
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::module::{Module, Param};
+use burn::optim::{GradientsParams, MultiGradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::logger::InMemoryMetricLogger;
 use burn::train::metric::LossMetric;
 use burn::train::{
-    InferenceStep, Learner, RegressionOutput, SupervisedTraining, TrainOutput, TrainStep,
+    ExecutionStrategy, InferenceStep, Learner, MultiDeviceOptim, RegressionOutput,
+    SupervisedTraining, TrainOutput, TrainStep,
 };
 use subtrack::SubTrackConfig;
 
@@ -118,6 +121,18 @@ fn run(
     resume_from: Option<usize>,
     device: &Device,
 ) -> (Regressor, Vec<f64>) {
+    run_on(dir, epochs, resume_from, device, None)
+}
+
+/// [`run`], on `devices` under a `MultiDevice` strategy where given (the model starts on
+/// `device`, the first of them).
+fn run_on(
+    dir: &std::path::Path,
+    epochs: usize,
+    resume_from: Option<usize>,
+    device: &Device,
+    multi: Option<(&[Device], MultiDeviceOptim)>,
+) -> (Regressor, Vec<f64>) {
     let (train, valid) = loaders();
     let mut training = SupervisedTraining::new(dir, train, valid)
         .num_epochs(epochs)
@@ -130,6 +145,10 @@ fn run(
         .with_application_logger(None);
     if let Some(epoch) = resume_from {
         training = training.checkpoint(epoch);
+    }
+    if let Some((devices, optim)) = multi {
+        training = training
+            .with_training_strategy(ExecutionStrategy::multi(devices.to_vec(), optim).into());
     }
     let model = training.launch(learner(device)).model;
     let w = weights(&model);
@@ -177,4 +196,119 @@ fn learner_trains_checkpoints_and_resumes() {
         diff <= 1e-6,
         "resumed weights differ from the uninterrupted run by {diff:e}"
     );
+}
+
+/// The devices a `MultiDevice` run can take here: the CPU and, where an adapter exists, the
+/// wgpu device (Burn 0.22.1 accepts devices of different backends in one strategy: the
+/// model is forked to each, the gradients moved between them); else the CPU twice.
+fn multi_devices() -> Vec<Device> {
+    let second = crate::wgpu_device().unwrap_or_else(Device::flex);
+    vec![Device::flex().autodiff(), second.autodiff()]
+}
+
+#[test]
+fn learner_trains_under_both_multi_device_strategies_and_swaps_checkpoints() {
+    let devices = multi_devices();
+    let main = &devices[0];
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (train, _) = loaders();
+    let loss_of = |m: &Regressor| -> f64 {
+        let m = m.clone().fork(&Device::flex().autodiff()).train();
+        train
+            .iter()
+            .map(|b| m.loss(&b.unwrap()).0.into_scalar::<f32>() as f64)
+            .sum()
+    };
+    let start_loss = loss_of(&Regressor::new(main));
+    let modes = [
+        MultiDeviceOptim::OptimMainDevice,
+        MultiDeviceOptim::OptimSharded,
+    ];
+    let mut straight = Vec::new();
+    for mode in modes {
+        let (model, w) = run_on(
+            &root.join(format!("{mode:?}")),
+            4,
+            None,
+            main,
+            Some((&devices, mode)),
+        );
+        let trained = loss_of(&model);
+        assert!(
+            trained < start_loss && w.iter().all(|x| x.is_finite()),
+            "{mode:?} on {devices:?}: loss {start_loss} -> {trained}"
+        );
+        straight.push(w);
+    }
+    // The same gradients summed in the same order on either strategy: the two agree to
+    // round-off (the sums run on different devices).
+    let diff = crate::max_abs_diff(&straight[0], &straight[1]);
+    assert!(
+        diff <= 1e-4,
+        "main-device and sharded runs differ by {diff:e}"
+    );
+    // A checkpoint written under one strategy resumes under the other.
+    for (first, then) in [(modes[0], modes[1]), (modes[1], modes[0])] {
+        let dir = root.join(format!("{first:?}-then-{then:?}"));
+        let _ = run_on(&dir, 2, None, main, Some((&devices, first)));
+        let (_, resumed) = run_on(&dir, 4, Some(2), main, Some((&devices, then)));
+        let diff = crate::max_abs_diff(&resumed, &straight[0]);
+        assert!(
+            diff <= 1e-4,
+            "{first:?} then {then:?} differs from the uninterrupted run by {diff:e}"
+        );
+    }
+}
+
+/// Under `OptimSharded`, each parameter is stepped, and its state kept, on device
+/// `id mod n` of the list: `sharded_state_bytes` splits the state by that rule, and the
+/// shares add up to the whole.
+#[test]
+fn sharded_steps_keep_each_parameter_on_its_device() {
+    let devices = multi_devices();
+    let mut optim = SubTrackConfig::subtrack_plus_plus()
+        .with_rank(2)
+        .with_update_interval(2)
+        .with_step_size(0.05)
+        .init()
+        .unwrap();
+    let mut model = Regressor::new(&devices[0]);
+    // T = 2 and 5 steps: subspace updates at k = 2 and 4, on the parameter's device.
+    for step in 0..5 {
+        let mut grads = MultiGradientsParams::default();
+        for (i, device) in devices.iter().enumerate() {
+            let replica = model.clone().fork(device);
+            let batch = MakeBatch.batch(vec![2 * step + i, 2 * step + i + 4], device);
+            let loss = replica.loss(&batch).0;
+            grads.grads.push((
+                GradientsParams::from_grads(loss.backward(), &replica),
+                device.clone(),
+            ));
+        }
+        model = optim.step_multi(0.05, model, grads);
+    }
+    let n = devices.len() as u64;
+    let weight_device = &devices[(model.weight.id.val() % n) as usize];
+    let bias_device = &devices[(model.bias.id.val() % n) as usize];
+    assert_eq!(&model.weight.val().device(), weight_device);
+    assert_eq!(&model.bias.val().device(), bias_device);
+    assert!(
+        model
+            .weight
+            .val()
+            .into_data()
+            .iter::<f32>()
+            .all(f32::is_finite)
+    );
+
+    let shares = subtrack::sharded_state_bytes(&optim, devices.len()).unwrap();
+    let whole = subtrack::state_bytes(&optim).unwrap();
+    assert_eq!(shares.iter().map(|s| s.total).sum::<usize>(), whole.total);
+    // The weight (12×8 at rank 2: S 8×2, M and V 2×12, the limiter norm) and the bias
+    // (AdamW: two moments of 8).
+    let weight_share = &shares[(model.weight.id.val() % n) as usize];
+    assert!(weight_share.projected == 4 * (8 * 2 + 2 * 2 * 12 + 1));
+    let bias_share = &shares[(model.bias.id.val() % n) as usize];
+    assert!(bias_share.dense == 4 * 2 * 8);
 }

@@ -14,6 +14,7 @@ mod learner;
 mod precision;
 mod pretrain;
 mod reference;
+mod replicas;
 mod subspace;
 mod trajectories;
 
