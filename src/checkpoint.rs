@@ -95,15 +95,22 @@ pub fn state_bytes(optim: &ModuleOptimizer) -> Result<StateBytes, SubTrackError>
         .map_err(|e| SubTrackError::Io(e.to_string()))?;
     let mut out = StateBytes::default();
     for entry in entries(bytes)?.values() {
-        let size: usize = entry.tensors.values().map(|(_, b)| b).sum();
-        if entry.tensors.contains_key(leaf::BASIS) {
-            out.projected += size;
-        } else {
-            out.dense += size;
-        }
-        out.total += size;
+        out.add(entry);
     }
     Ok(out)
+}
+
+impl StateBytes {
+    /// Count one parameter's state tensors.
+    fn add(&mut self, entry: &Entry) {
+        let size: usize = entry.tensors.values().map(|(_, b)| b).sum();
+        if entry.tensors.contains_key(leaf::BASIS) {
+            self.projected += size;
+        } else {
+            self.dense += size;
+        }
+        self.total += size;
+    }
 }
 
 /// The optimizer-state bytes each of `devices` devices holds when Burn's
@@ -125,14 +132,7 @@ pub fn sharded_state_bytes(
         .map_err(|e| SubTrackError::Io(e.to_string()))?;
     let mut out = vec![StateBytes::default(); devices];
     for (id, entry) in entries(bytes)? {
-        let share = &mut out[(id % devices as u64) as usize];
-        let size: usize = entry.tensors.values().map(|(_, b)| b).sum();
-        if entry.tensors.contains_key(leaf::BASIS) {
-            share.projected += size;
-        } else {
-            share.dense += size;
-        }
-        share.total += size;
+        out[(id % devices as u64) as usize].add(&entry);
     }
     Ok(out)
 }

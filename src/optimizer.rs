@@ -388,7 +388,7 @@ impl SubTrack {
     ) {
         let Some(probe) = probe else { return };
         let cfg = &self.config;
-        let limiter = (cfg.recovery_scaling != RecoveryScaling::Off).then(|| LimiterInputs {
+        let limiter = (cfg.recovery_scaling != RecoveryScaling::Off).then_some(LimiterInputs {
             grad: g,
             transposed,
             g_low,
