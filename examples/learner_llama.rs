@@ -41,7 +41,7 @@ use subtrack::{SubTrackConfig, sharded_state_bytes, state_bytes};
 use subtrack_llama::device::{DEVICE_HELP, pick};
 use subtrack_llama::model::PRESETS;
 use subtrack_llama::report::human_bytes;
-use subtrack_llama::{Corpus, Llama, PretrainError, TrainConfig};
+use subtrack_llama::{Corpus, Llama, OptimizerKind, PretrainError, TrainConfig};
 
 /// The model as the `Learner` trains it: the job's LLaMA, its parameters under `llama.`.
 #[derive(Module, Debug)]
@@ -164,8 +164,8 @@ struct Cli {
     /// Tokens per sequence.
     #[arg(long, default_value_t = 64)]
     seq_len: usize,
-    /// Peak learning rate (cosine to zero over the run).
-    #[arg(long, default_value_t = 8e-3)]
+    /// Peak learning rate (cosine to zero over the run) [default: the job's SubTrack++ rate].
+    #[arg(long, default_value_t = OptimizerKind::SubTrackPlusPlus.default_lr())]
     lr: f64,
     /// Output directory (the Learner's checkpoints and logs).
     #[arg(long, default_value = "runs/learner")]

@@ -60,7 +60,7 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = defaults().seq_len)]
     seq_len: usize,
     /// Peak learning rate [default: the optimizer's own: AdamW 2e-3, GaLore, SubTrack-Grad
-    /// and SubTrack++ 8e-3, from a recorded sweep]. With --compare or --sweep, every
+    /// and SubTrack++ 3.2e-2, from a recorded sweep]. With --compare or --sweep, every
     /// optimizer's.
     #[arg(long, value_name = "X")]
     lr: Option<f64>,

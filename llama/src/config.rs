@@ -80,7 +80,7 @@ impl OptimizerKind {
     pub fn default_lr(self) -> f64 {
         match self {
             Self::AdamW => 2e-3,
-            Self::GaLore | Self::SubTrackGrad | Self::SubTrackPlusPlus => 8e-3,
+            Self::GaLore | Self::SubTrackGrad | Self::SubTrackPlusPlus => 3.2e-2,
         }
     }
 }

@@ -16,7 +16,8 @@ use subtrack_llama::device::{Picked, pick};
 use subtrack_llama::report::nice_ticks;
 use subtrack_llama::schedule::CosineWarmup;
 use subtrack_llama::{
-    LearningRates, LlamaConfig, PretrainError, RunOptions, TrainConfig, compare, train,
+    LearningRates, LlamaConfig, OptimizerKind, PretrainError, RunOptions, TrainConfig, compare,
+    train,
 };
 
 use crate::fresh_dir;
@@ -361,9 +362,22 @@ fn compare_table_is_produced_and_parses() {
     // Each at its own rate, named in the table; AdamW has no subspace, the others a mean
     // residual fraction from their updates at k = 5 … (4 steps: none, so "—" for all).
     let lrs: Vec<f64> = runs.iter().map(|r| r.lr).collect();
-    assert_eq!(lrs, [1e-2, 8e-3, 8e-3, 8e-3]);
+    let own = |k: OptimizerKind| k.default_lr();
+    assert_eq!(
+        lrs,
+        [
+            1e-2,
+            own(OptimizerKind::GaLore),
+            own(OptimizerKind::SubTrackGrad),
+            own(OptimizerKind::SubTrackPlusPlus)
+        ]
+    );
     assert!(table.contains("| AdamW | 1e-2 |"), "{table}");
-    assert!(table.contains("| SubTrack++ | 8e-3 |"), "{table}");
+    let subtrack_row = format!(
+        "| SubTrack++ | {:e} |",
+        own(OptimizerKind::SubTrackPlusPlus)
+    );
+    assert!(table.contains(&subtrack_row), "{table}");
     assert!(runs.iter().all(|r| r.mean_residual_fraction.is_none()));
     assert!(
         std::fs::read_to_string(dir.join("loss.svg"))
