@@ -1,6 +1,7 @@
 //! Determinism for data-parallel training: optimizer replicas fed the same gradients, each
 //! stepped from its own thread, stay bit-identical (weights, bases, moments, limiter norms)
-//! across subspace updates, on every device and route. DDP never re-broadcasts parameters,
+//! across subspace updates, on every device and route (the device's kernels and the
+//! portable tensor ops). DDP never re-broadcasts parameters,
 //! so any difference between replicas would grow into drift.
 
 use std::sync::Barrier;
@@ -69,13 +70,20 @@ fn replicas_stepped_from_threads_stay_bit_identical() {
     // Left and right projected layouts and a dense parameter; T = 3 and 8 steps put
     // subspace updates at k = 3 and 6.
     let shapes = [[24, 40], [40, 24], [1, 40]];
-    for device in devices() {
+    // Each device's own route (flex's fused loops, the WGSL kernels) and the portable one.
+    let routes = devices()
+        .into_iter()
+        .flat_map(|device| [(device.clone(), true), (device, false)]);
+    for (device, kernels) in routes {
         for (name, preset) in presets() {
             let config = preset
                 .with_rank(4)
                 .with_update_interval(3)
                 .with_step_size(0.05)
-                .with_weight_decay(0.01);
+                .with_weight_decay(0.01)
+                .with_wgsl_kernels(kernels)
+                .with_cpu_kernels(kernels);
+            let name = format!("{name} (kernels {kernels})");
             let barrier = Barrier::new(REPLICAS);
             let traces: Vec<Vec<Vec<u64>>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = (0..REPLICAS)
