@@ -154,36 +154,3 @@ pub fn sweep_table(
     }
     s
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn best_skips_diverged_runs_and_flags_the_edges() {
-        let p = |optimizer, lr, final_eval_loss| SweepPoint {
-            optimizer,
-            lr,
-            final_eval_loss,
-        };
-        let points = [
-            p(OptimizerKind::AdamW, 1e-3, 2.0),
-            p(OptimizerKind::AdamW, 2e-3, 1.9),
-            p(OptimizerKind::AdamW, 4e-3, 1.95),
-            p(OptimizerKind::GaLore, 4e-3, 2.1),
-            p(OptimizerKind::GaLore, 8e-3, 2.0),
-            p(OptimizerKind::GaLore, 1.6e-2, f64::NAN),
-        ];
-        let (b, edge) = best(&points, OptimizerKind::AdamW).unwrap();
-        assert_eq!((b.lr, edge), (2e-3, false));
-        let (b, edge) = best(&points, OptimizerKind::GaLore).unwrap();
-        assert_eq!(
-            (b.lr, edge),
-            (8e-3, false),
-            "the diverged 1.6e-2 is not best"
-        );
-        assert!(best(&points, OptimizerKind::SubTrackGrad).is_none());
-        let (_, edge) = best(&points[..2], OptimizerKind::AdamW).unwrap();
-        assert!(edge, "2e-3 is the highest of two");
-    }
-}

@@ -8,6 +8,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Tensor};
+use subtrack::SubspaceDiagnostics;
 use subtrack_llama::ckpt::Checkpoint;
 use subtrack_llama::clip::{clip_to, global_norm};
 use subtrack_llama::compare::parse_compare_csv;
@@ -15,6 +16,10 @@ use subtrack_llama::data::{Corpus, MarkovSource};
 use subtrack_llama::device::{Picked, pick};
 use subtrack_llama::report::nice_ticks;
 use subtrack_llama::schedule::CosineWarmup;
+use subtrack_llama::subspace::{
+    SUBSPACE_CSV_HEADER, csv_prefix as subspace_prefix, csv_rows, mean_residual, residual_curves,
+};
+use subtrack_llama::sweep::{SweepPoint, best};
 use subtrack_llama::{
     LearningRates, LlamaConfig, OptimizerKind, PretrainError, RunOptions, TrainConfig, compare,
     train,
@@ -732,4 +737,64 @@ fn plot_ticks_are_round_and_cover_the_data() {
             assert!((pair[1] - pair[0] - step).abs() <= 1e-9 * step.max(1.0) * 10.0);
         }
     }
+}
+
+#[test]
+fn subspace_rows_round_trip_into_curves_and_means() {
+    let model = LlamaConfig::new(256, 8, 20, 2, 1);
+    let d = |shape, step, residual| SubspaceDiagnostics {
+        shape,
+        step,
+        sigma: Some(2.0),
+        theta: Some(0.02),
+        principal_angle: 0.02,
+        residual_fraction: residual,
+        limiter_scale: None,
+    };
+    let rows = csv_rows(
+        &[
+            d([8, 8], 10, 0.5),
+            d([8, 8], 10, 0.7),
+            d([8, 20], 10, 0.2),
+            d([20, 8], 20, 0.4),
+        ],
+        &model,
+    );
+    let text = format!("{SUBSPACE_CSV_HEADER}\n{rows}");
+    let curves = residual_curves(&text);
+    let names: Vec<&str> = curves.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(names, ["attention", "mlp down", "mlp gate/up"]);
+    assert!((curves[0].1[0].1 - 0.6).abs() < 1e-12);
+    assert_eq!(curves[1].1, [(20.0, 0.4)]);
+    assert!((mean_residual(&text).unwrap() - 0.45).abs() < 1e-12);
+    assert_eq!(subspace_prefix(&text, 20).lines().count(), 1 + 3);
+    assert_eq!(mean_residual(SUBSPACE_CSV_HEADER), None);
+}
+
+#[test]
+fn sweep_best_skips_diverged_runs_and_flags_the_edges() {
+    let p = |optimizer, lr, final_eval_loss| SweepPoint {
+        optimizer,
+        lr,
+        final_eval_loss,
+    };
+    let points = [
+        p(OptimizerKind::AdamW, 1e-3, 2.0),
+        p(OptimizerKind::AdamW, 2e-3, 1.9),
+        p(OptimizerKind::AdamW, 4e-3, 1.95),
+        p(OptimizerKind::GaLore, 4e-3, 2.1),
+        p(OptimizerKind::GaLore, 8e-3, 2.0),
+        p(OptimizerKind::GaLore, 1.6e-2, f64::NAN),
+    ];
+    let (b, edge) = best(&points, OptimizerKind::AdamW).unwrap();
+    assert_eq!((b.lr, edge), (2e-3, false));
+    let (b, edge) = best(&points, OptimizerKind::GaLore).unwrap();
+    assert_eq!(
+        (b.lr, edge),
+        (8e-3, false),
+        "the diverged 1.6e-2 is not best"
+    );
+    assert!(best(&points, OptimizerKind::SubTrackGrad).is_none());
+    let (_, edge) = best(&points[..2], OptimizerKind::AdamW).unwrap();
+    assert!(edge, "2e-3 is the highest of two");
 }
