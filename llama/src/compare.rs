@@ -25,7 +25,7 @@ pub fn compare(
             .with_optimizer(kind.name().to_string())
             .with_lr(rates.of(kind));
         let run_opts = RunOptions {
-            out_dir: opts.out_dir.join(kind.name().replace("++", "pp")),
+            out_dir: opts.out_dir.join(kind.dir_name()),
             ..opts.clone()
         };
         summaries.push(train(&run_config, corpus, picked, &run_opts)?);

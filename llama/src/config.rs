@@ -69,6 +69,11 @@ impl OptimizerKind {
         }
     }
 
+    /// The folder its runs go to inside an output directory (`subtrack++` as `subtrackpp`).
+    pub fn dir_name(self) -> String {
+        self.name().replace("++", "pp")
+    }
+
     /// Whether it projects the attention and MLP weights (all but AdamW).
     pub fn is_low_rank(self) -> bool {
         self != Self::AdamW
@@ -346,6 +351,6 @@ pub fn default_out_dir(compare: bool, kind: OptimizerKind) -> PathBuf {
     if compare {
         PathBuf::from("runs/compare")
     } else {
-        PathBuf::from("runs").join(kind.name().replace("++", "pp"))
+        PathBuf::from("runs").join(kind.dir_name())
     }
 }

@@ -68,7 +68,7 @@ pub fn sweep(
             let run_opts = RunOptions {
                 out_dir: opts
                     .out_dir
-                    .join(kind.name().replace("++", "pp"))
+                    .join(kind.dir_name())
                     .join(format!("lr-{lr:e}")),
                 ..opts.clone()
             };
