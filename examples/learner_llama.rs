@@ -24,8 +24,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::InMemDataset;
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::module::{Module, ParamGroup};
@@ -59,6 +59,9 @@ struct Windows {
     inputs: Tensor<2, Int>,
     targets: Tensor<2, Int>,
 }
+
+/// A loader of [`Windows`] batches.
+type Loader = Arc<dyn DataLoader<Windows>>;
 
 /// Builds [`Windows`] from window start positions in one of the corpus's streams.
 #[derive(Clone)]
@@ -202,33 +205,8 @@ fn run(cli: Cli) -> Result<(), PretrainError> {
         .with_rank(model_config.default_rank())
         .with_update_interval(50);
     let config = config.clone().with_step_size(config.step_size / n as f64);
-    let invalid = |e: subtrack::SubTrackError| PretrainError::InvalidArgument(e.to_string());
-    let projected = ParamGroup::from_regex(PROJECTED).expect("a valid pattern");
-    let optim = ModuleOptimizer::from(config.adamw().map_err(invalid)?).with_group(
-        projected.clone(),
-        config.build().map_err(invalid)?,
-        None,
-    );
-
-    let mut rng = subtrack::rng::SplitMix::new(7);
-    let span = corpus.train.len() - cli.seq_len - 1;
-    let starts: Vec<usize> = (0..cli.windows).map(|_| rng.below(span)).collect();
-    let valid_starts: Vec<usize> = (0..(corpus.valid.len() - 1) / cli.seq_len)
-        .take(64)
-        .map(|i| i * cli.seq_len)
-        .collect();
-    let train = DataLoaderBuilder::new(WindowBatcher {
-        tokens: Arc::new(corpus.train.clone()),
-        seq_len: cli.seq_len,
-    })
-    .batch_size(cli.batch_size)
-    .build(InMemDataset::new(starts));
-    let valid = DataLoaderBuilder::new(WindowBatcher {
-        tokens: Arc::new(corpus.valid.clone()),
-        seq_len: cli.seq_len,
-    })
-    .batch_size(cli.batch_size)
-    .build(InMemDataset::new(valid_starts));
+    let optim = optimizer(&config)?;
+    let (train, valid) = loaders(&cli, &corpus);
 
     let steps = cli.epochs * cli.windows.div_ceil(cli.batch_size * n);
     let scheduler = CosineAnnealingLrSchedulerConfig::new(cli.lr, steps.max(1))
@@ -261,19 +239,55 @@ fn run(cli: Cli) -> Result<(), PretrainError> {
         .summary();
     let result = training.launch(Learner::new(model, optim, scheduler));
     let _ = result.model;
+    print_state(&cli, &config, n)
+}
 
-    // The optimizer state each device held: read from the Learner's last optimizer
-    // checkpoint, split as OptimSharded places it (all on the first device otherwise).
+/// SubTrack++ (`config`) on the attention and MLP weights, AdamW on the rest.
+fn optimizer(config: &SubTrackConfig) -> Result<ModuleOptimizer, PretrainError> {
+    let invalid = |e: subtrack::SubTrackError| PretrainError::InvalidArgument(e.to_string());
+    let projected = ParamGroup::from_regex(PROJECTED).expect("a valid pattern");
+    Ok(
+        ModuleOptimizer::from(config.adamw().map_err(invalid)?).with_group(
+            projected,
+            config.build().map_err(invalid)?,
+            None,
+        ),
+    )
+}
+
+/// The training loader (`cli.windows` windows at seeded random starts) and the held-out
+/// one (up to 64 windows side by side), batched as `cli` says.
+fn loaders(cli: &Cli, corpus: &Corpus) -> (Loader, Loader) {
+    let mut rng = subtrack::testing::rng::SplitMix::new(7);
+    let span = corpus.train.len() - cli.seq_len - 1;
+    let starts: Vec<usize> = (0..cli.windows).map(|_| rng.below(span)).collect();
+    let valid_starts: Vec<usize> = (0..(corpus.valid.len() - 1) / cli.seq_len)
+        .take(64)
+        .map(|i| i * cli.seq_len)
+        .collect();
+    let loader = |tokens: &[u32], starts: Vec<usize>| {
+        DataLoaderBuilder::new(WindowBatcher {
+            tokens: Arc::new(tokens.to_vec()),
+            seq_len: cli.seq_len,
+        })
+        .batch_size(cli.batch_size)
+        .build(InMemDataset::new(starts))
+    };
+    (
+        loader(&corpus.train, starts),
+        loader(&corpus.valid, valid_starts),
+    )
+}
+
+/// The optimizer state each of the `n` devices held: read from the Learner's last
+/// optimizer checkpoint, split as OptimSharded places it (all on the first device
+/// otherwise).
+fn print_state(cli: &Cli, config: &SubTrackConfig, n: usize) -> Result<(), PretrainError> {
     let record = cli
         .out
         .join("checkpoint")
         .join(format!("optim-{}.bpk", cli.epochs));
-    let fresh = ModuleOptimizer::from(config.adamw().map_err(invalid)?).with_group(
-        projected,
-        config.build().map_err(invalid)?,
-        None,
-    );
-    let saved = fresh
+    let saved = optimizer(config)?
         .load(&record)
         .map_err(|e| PretrainError::Checkpoint(format!("{}: {e}", record.display())))?;
     let whole = state_bytes(&saved).map_err(|e| PretrainError::Io(e.to_string()))?;

@@ -3,21 +3,23 @@
 //!
 //! `cargo run --release --example pretrain_llama -- --help`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::builder::PossibleValuesParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use subtrack_llama::alloc::CountingAlloc;
 use subtrack_llama::config::default_out_dir;
-use subtrack_llama::device::{DEVICE_HELP, pick};
+use subtrack_llama::device::{DEVICE_HELP, Picked, pick};
 use subtrack_llama::generate::{Sampling, printable};
 use subtrack_llama::model::PRESETS;
 use subtrack_llama::panics::exit_on_background_panic;
 use subtrack_llama::report::human_bytes;
 use subtrack_llama::sweep::DEFAULT_FACTORS;
+use subtrack_llama::{
+    Corpus, LlamaConfig, PretrainError, RunOptions, RunSummary, TrainConfig, compare, sweep, train,
+};
 use subtrack_llama::{LearningRates, OptimizerKind};
-use subtrack_llama::{PretrainError, RunOptions, TrainConfig, compare, sweep, train};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -241,28 +243,6 @@ fn run(cli: Cli) -> Result<(), PretrainError> {
     let corpus = config.corpus()?;
     let picked = pick(&cli.device)?;
     let model = config.model(corpus.vocab)?;
-    println!("device: {}", picked.description);
-    println!(
-        "model: llama {} ({} layers, width {}, {} heads, MLP {}), vocab {}, {:.2} M parameters",
-        config.size,
-        model.num_layers,
-        model.hidden_size,
-        model.num_heads,
-        model.intermediate_size,
-        model.vocab_size,
-        model.num_params() as f64 / 1e6
-    );
-    println!(
-        "data: {}; {} training / {} held-out tokens",
-        corpus.description,
-        corpus.train.len(),
-        corpus.valid.len()
-    );
-    if let (Some(h), Some(f)) = (corpus.entropy_rate, corpus.valid_floor) {
-        println!(
-            "loss floor: entropy rate {h:.4} nats/token (the source scores {f:.4} on the held-out split)"
-        );
-    }
     let rates = cli.rates();
     let kinds = if cli.compare {
         OptimizerKind::ALL.to_vec()
@@ -272,30 +252,7 @@ fn run(cli: Cli) -> Result<(), PretrainError> {
     for &k in &kinds {
         config.clone().with_lr(rates.of(k)).validate()?;
     }
-    let lr = match (cli.compare || cli.sweep, kinds.as_slice()) {
-        (true, [_, _, ..]) => format!(
-            "lr AdamW {:e}, low-rank {:e}",
-            rates.of(OptimizerKind::AdamW),
-            rates.of(OptimizerKind::SubTrackPlusPlus)
-        ),
-        _ => format!("lr {:e}", config.lr),
-    };
-    let lr = if cli.sweep {
-        format!("{lr} × {:?}", cli.sweep_factors)
-    } else {
-        lr
-    };
-    println!(
-        "training: {} steps of {}×{} tokens, {lr} (warmup {}, cosine to ×{}), clip {}, rank {}, T {}",
-        config.steps,
-        config.batch_size,
-        config.seq_len,
-        config.warmup_steps,
-        config.min_lr_ratio,
-        config.grad_clip,
-        config.rank.unwrap_or_else(|| model.default_rank()),
-        config.update_interval
-    );
+    print_setup(&cli, &config, &corpus, &picked, &model, &kinds);
     let out = cli.out.clone().unwrap_or_else(|| {
         if cli.sweep {
             PathBuf::from("runs/sweep")
@@ -331,48 +288,113 @@ fn run(cli: Cli) -> Result<(), PretrainError> {
             out.display()
         );
     } else {
-        let s = train(&config, &corpus, &picked, &opts)?;
-        println!(
-            "\n{}: final eval loss {:.4} (perplexity {:.2}), train loss {:.4}, {:.1} s, {:.0} tokens/s",
-            kind.label(),
-            s.final_eval_loss,
-            s.final_eval_loss.exp(),
-            s.final_train_loss,
-            s.wall_s,
-            s.tokens_per_s
-        );
-        println!(
-            "optimizer state: {} ({} projected, {} dense); peak memory: {} ({})",
-            human_bytes(s.state.total as u64),
-            human_bytes(s.state.projected as u64),
-            human_bytes(s.state.dense as u64),
-            s.peak_memory.map_or("n/a".into(), human_bytes),
-            s.memory_kind
-        );
-        if s.skipped_steps > 0 {
-            println!(
-                "skipped steps (non-finite loss or gradient): {}",
-                s.skipped_steps
-            );
-        }
-        if let Some(residual) = s.mean_residual_fraction {
-            println!(
-                "subspace: mean residual fraction {residual:.3} over {} updates of projected matrices",
-                s.subspace_updates
-            );
-        }
-        let mut wrote = vec!["log.csv", "loss.svg", "checkpoint.bin"];
-        if config.data.is_some() {
-            wrote.push("samples.txt");
-        }
-        if kind.is_low_rank() {
-            wrote.extend(["subspace.csv", "subspace.svg"]);
-        }
-        let dir = out.display();
-        let wrote: Vec<String> = wrote.iter().map(|f| format!("{dir}/{f}")).collect();
-        println!("wrote {}", wrote.join(", "));
+        let summary = train(&config, &corpus, &picked, &opts)?;
+        print_summary(&summary, &config, &out);
     }
     Ok(())
+}
+
+/// What the run will do: the device, the model, the data and its loss floor, the training
+/// settings of `kinds` (their rates from `cli`).
+fn print_setup(
+    cli: &Cli,
+    config: &TrainConfig,
+    corpus: &Corpus,
+    picked: &Picked,
+    model: &LlamaConfig,
+    kinds: &[OptimizerKind],
+) {
+    let rates = cli.rates();
+    println!("device: {}", picked.description);
+    println!(
+        "model: llama {} ({} layers, width {}, {} heads, MLP {}), vocab {}, {:.2} M parameters",
+        config.size,
+        model.num_layers,
+        model.hidden_size,
+        model.num_heads,
+        model.intermediate_size,
+        model.vocab_size,
+        model.num_params() as f64 / 1e6
+    );
+    println!(
+        "data: {}; {} training / {} held-out tokens",
+        corpus.description,
+        corpus.train.len(),
+        corpus.valid.len()
+    );
+    if let (Some(h), Some(f)) = (corpus.entropy_rate, corpus.valid_floor) {
+        println!(
+            "loss floor: entropy rate {h:.4} nats/token (the source scores {f:.4} on the held-out split)"
+        );
+    }
+    let lr = match (cli.compare || cli.sweep, kinds) {
+        (true, [_, _, ..]) => format!(
+            "lr AdamW {:e}, low-rank {:e}",
+            rates.of(OptimizerKind::AdamW),
+            rates.of(OptimizerKind::SubTrackPlusPlus)
+        ),
+        _ => format!("lr {:e}", config.lr),
+    };
+    let lr = if cli.sweep {
+        format!("{lr} × {:?}", cli.sweep_factors)
+    } else {
+        lr
+    };
+    println!(
+        "training: {} steps of {}×{} tokens, {lr} (warmup {}, cosine to ×{}), clip {}, rank {}, T {}",
+        config.steps,
+        config.batch_size,
+        config.seq_len,
+        config.warmup_steps,
+        config.min_lr_ratio,
+        config.grad_clip,
+        config.rank.unwrap_or_else(|| model.default_rank()),
+        config.update_interval
+    );
+}
+
+/// What a single run achieved and the files it wrote into `out`.
+fn print_summary(s: &RunSummary, config: &TrainConfig, out: &Path) {
+    let kind = s.optimizer;
+    println!(
+        "\n{}: final eval loss {:.4} (perplexity {:.2}), train loss {:.4}, {:.1} s, {:.0} tokens/s",
+        kind.label(),
+        s.final_eval_loss,
+        s.final_eval_loss.exp(),
+        s.final_train_loss,
+        s.wall_s,
+        s.tokens_per_s
+    );
+    println!(
+        "optimizer state: {} ({} projected, {} dense); peak memory: {} ({})",
+        human_bytes(s.state.total as u64),
+        human_bytes(s.state.projected as u64),
+        human_bytes(s.state.dense as u64),
+        s.peak_memory.map_or("n/a".into(), human_bytes),
+        s.memory_kind
+    );
+    if s.skipped_steps > 0 {
+        println!(
+            "skipped steps (non-finite loss or gradient): {}",
+            s.skipped_steps
+        );
+    }
+    if let Some(residual) = s.mean_residual_fraction {
+        println!(
+            "subspace: mean residual fraction {residual:.3} over {} updates of projected matrices",
+            s.subspace_updates
+        );
+    }
+    let mut wrote = vec!["log.csv", "loss.svg", "checkpoint.bin"];
+    if config.data.is_some() {
+        wrote.push("samples.txt");
+    }
+    if kind.is_low_rank() {
+        wrote.extend(["subspace.csv", "subspace.svg"]);
+    }
+    let dir = out.display();
+    let wrote: Vec<String> = wrote.iter().map(|f| format!("{dir}/{f}")).collect();
+    println!("wrote {}", wrote.join(", "));
 }
 
 fn main() -> ExitCode {

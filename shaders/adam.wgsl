@@ -19,7 +19,7 @@
 //   @binding(3) out_m     M', r×b                    (written)
 //   @binding(4) out_v     V', r×b                    (written)
 //   @binding(5) out_n     N, r×b                     (written)
-//   @binding(6) params    the parameter buffer (read; layout in src/params.rs):
+//   @binding(6) params    the parameter buffer (read; layout in src/route/step_buffer.rs):
 //                         β1, 1−β1, β2, 1−β2, ε, v_scale in slots 0–5, moved in 12 (1 =
 //                         the basis changed: rotate), the flag in 13 (1 = step, 0 = skip)
 //   @binding(7) change    C, r×r                     (read; bound only with {{rotate}})

@@ -19,7 +19,7 @@
 //   @binding(4) out_m     M', r×b                             (written)
 //   @binding(5) out_v     V', r×b                             (written)
 //   @binding(6) out_n     N, r×b                              (written)
-//   @binding(7) params    the parameter buffer (read; src/params.rs): β1, 1−β1, β2, 1−β2,
+//   @binding(7) params    the parameter buffer (read; src/route/step_buffer.rs): β1, 1−β1, β2, 1−β2,
 //                         ε in slots 0–4, 2k − k² in 6, the flag in 13
 //   @binding(8) scratch   φ_j at {{phi_at}} + j, the workgroups' Σ c_j at {{phi_at}} + b
 //                         + workgroup (written)

@@ -12,7 +12,7 @@
 //   @binding(3) flag   slot {{flag_at}}: set to 0 where G holds NaN or ±∞, else left as the
 //                      caller filled it (1): the step flag, found without a pass of its
 //                      own; either a [1] of its own or the last slot of the optimizer's
-//                      parameter buffer (src/params.rs), whose other slots it keeps
+//                      parameter buffer (src/route/step_buffer.rs), whose other slots it keeps
 //
 // Template values (part of the kernel id): {{a}}, {{r}}, {{b}} the sizes, {{accumulate}}
 // (true: add to G̃ instead of writing it, for the row chunks a tensor over one storage

@@ -15,7 +15,7 @@
 //                         (recovery_norms.wgsl: one block each, 3·b) (read)
 //   @binding(1) psi       ψ, 1×b (φ first, then scaled)             (written)
 //   @binding(2) norm      [Λ_prev']                                  (written)
-//   @binding(3) params    the parameter buffer (read; layout in src/params.rs):
+//   @binding(3) params    the parameter buffer (read; layout in src/route/step_buffer.rs):
 //                         2k − k², ζ in slots 6–7, the flag in 13 (1 = step, 0 = skip)
 //   @binding(4) previous  [Λ_prev]                                   (read; bound only
 //                         with {{has_previous}})

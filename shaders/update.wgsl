@@ -15,7 +15,7 @@
 //   @binding(1) normalized  N, r×b                         (read)
 //   @binding(2) weight      W, a×b, or b×a if transposed    (read)
 //   @binding(3) output      W', the layout of W             (written)
-//   @binding(4) scalars     the parameter buffer (read; layout in src/params.rs):
+//   @binding(4) scalars     the parameter buffer (read; layout in src/route/step_buffer.rs):
 //                           α, d, s, k in slots 8–11, the flag in slot 13 (1 = step,
 //                           0 = skip)
 //   @binding(5) grad        G in W's layout: a×b, or b×a    (read; only with recovery)
@@ -69,7 +69,7 @@ fn main(
     let i0 = wid.y * BM;
     let j0 = (wid.x + J_BLOCK) * BN;
     let t = lid.y * 16u + lid.x;
-    // The parameter buffer's slots (src/params.rs): α, d, s, k at 8–11, flag at 13.
+    // The parameter buffer's slots (src/route/step_buffer.rs): α, d, s, k at 8–11, flag at 13.
     let alpha = scalars[8];
     let decay = scalars[9];
     let scale = scalars[10];

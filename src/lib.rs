@@ -34,33 +34,23 @@ mod error;
 mod host;
 mod launches;
 mod limits;
-mod ops;
 mod optimizer;
-mod params;
+mod plan;
 mod report;
 mod simd;
 mod state;
 
-// The building blocks below are public for the crate's tests, benchmark and example job
-// (launch counters, tile, split and norm pins, tuning hooks, the host solver), not as API:
-// they are hidden from the documentation and may change in any release.
-#[doc(hidden)]
-pub mod basis;
-#[doc(hidden)]
-pub mod geodesic;
+mod basis;
+mod geodesic;
 #[cfg(feature = "wgpu")]
+mod kernels;
+mod linalg;
+mod moments;
+mod recovery;
+mod rng;
+mod route;
 #[doc(hidden)]
-pub mod kernels;
-#[doc(hidden)]
-pub mod linalg;
-#[doc(hidden)]
-pub mod moments;
-#[doc(hidden)]
-pub mod recovery;
-#[doc(hidden)]
-pub mod rng;
-#[doc(hidden)]
-pub mod route;
+pub mod testing;
 
 pub use checkpoint::{StateBytes, load_checked, save_atomic, sharded_state_bytes, state_bytes};
 pub use config::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdate};

@@ -36,7 +36,7 @@ impl Limits {
         max_invocations: 256,
     };
 
-    /// The route's own limits before the adapter's lower them ([`crate::route::Route`]):
+    /// The route's own limits before the adapter's lower them ([`crate::route::RouteRequest`]):
     /// WebGPU's binding size and workgroup count, which the launches are planned and tested
     /// for, and no cap of their own on what a shader binds or holds, which the adapter
     /// decides (a fused kernel with more than WebGPU's 8 storage buffers runs where the

@@ -7,15 +7,16 @@ use burn::tensor::{DType, Device, Tensor};
 
 use crate::SubTrackError;
 use crate::basis::top_singular_basis;
-use crate::config::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdate};
+use crate::config::{ProjectionAware, RecoveryScaling, SubTrackConfig};
 use crate::diagnostics::{After, Before, LimiterInputs, Tangent};
 use crate::geodesic::geodesic_step;
 use crate::host;
 use crate::moments::AdamParams;
+use crate::plan::{Check, ProjectedPlan, Recovery, StepPlan, SubspaceMove};
 use crate::report::SubTrackReport;
 use crate::route::{
-    self, Ops, ParamValues, RecoveryInputs, RecoveryTerm, Rotation, Sizes, StepFlag,
-    UpdateCoefficients, UpdateInputs, keep_on_skip,
+    self, Fused, LimitedInputs, LowRankAdam, Ops, ParamValues, RecoveryInputs, RecoveryTerm,
+    Rotation, Sizes, StepFlag, StepParams, UpdateCoefficients, UpdateInputs, keep_on_skip,
 };
 use crate::state::{
     DenseState, ProjectedState, SubTrackState, canonical_gradient, canonical_layout,
@@ -36,12 +37,33 @@ impl SubTrackConfig {
     ///
     /// Every 2-D parameter whose smaller side exceeds `rank` is projected; every other
     /// parameter gets AdamW with the same β, ε and weight decay.
+    ///
+    /// The optimizer's counters and diagnostics stay reachable through
+    /// [`init_with_report`](Self::init_with_report).
     pub fn init(&self) -> Result<ModuleOptimizer, SubTrackError> {
-        let mut optim = ModuleOptimizer::from(self.build()?);
+        Ok(self.init_with_report()?.0)
+    }
+
+    /// [`init`](Self::init), with a handle on the optimizer's [`SubTrackReport`]: its skip,
+    /// subspace-update and read-back counts, and the subspace diagnostics it turns on. The
+    /// handle is shared with the optimizer inside the `ModuleOptimizer`, so it sees every
+    /// step that optimizer takes, on any thread.
+    ///
+    /// ```no_run
+    /// let (optim, report) = subtrack::SubTrackConfig::new().init_with_report().unwrap();
+    /// report.set_subspace_diagnostics(true);
+    /// // ... optim.step(lr, model, grads) ...
+    /// println!("{} subspace updates", report.subspace_updates());
+    /// # drop(optim);
+    /// ```
+    pub fn init_with_report(&self) -> Result<(ModuleOptimizer, SubTrackReport), SubTrackError> {
+        let optim = self.build()?;
+        let report = optim.report();
+        let mut optim = ModuleOptimizer::from(optim);
         if let Some(clipping) = &self.grad_clipping {
             optim = optim.with_grad_clipping(clipping.init());
         }
-        Ok(optim)
+        Ok((optim, report))
     }
 }
 
@@ -107,17 +129,21 @@ impl SubTrack {
         }
     }
 
-    /// AdamW of the same form as the projected step; `decay` = 1 − lr·wd. `flag` is the
+    /// AdamW of the same form as the projected step, with d = 1 − lr·wd. `flag` is the
     /// device-side step flag when the finite check was left to the device.
     fn dense_step<const D: usize>(
         &self,
-        lr: LearningRate,
-        decay: f64,
-        tensor: Tensor<D>,
-        grad: Tensor<D>,
+        param: Param<D>,
         state: Option<DenseState<D>>,
         flag: Option<&Tensor<1>>,
     ) -> (Tensor<D>, DenseState<D>) {
+        let Param {
+            lr,
+            decay,
+            weight: tensor,
+            grad,
+            ..
+        } = param;
         let (moment_1, moment_2, step) = match state {
             Some(s) => (s.moment_1, s.moment_2, s.step),
             None => (grad.zeros_like(), grad.zeros_like(), 0),
@@ -151,95 +177,38 @@ impl SubTrack {
         )
     }
 
-    /// Whether this step's finite check is left to the device: the route finds the step
-    /// flag as it projects (the WGSL kernels), and the step reads nothing back anyway. Steps
-    /// that find the first basis, a GaLore refresh (host eigensolver) and a tracking step the
-    /// route cannot run on the device read back and check on the host; so does a projected
-    /// step that would start the limiter's norm. (The portable route checks on the host:
-    /// on a GPU its device-side selects would cost more than the read-back they save.)
-    fn checks_on_device<const D: usize>(
-        &self,
-        ops: &dyn Ops,
-        sizes: Option<Sizes>,
-        state: Option<&SubTrackState<D>>,
-    ) -> bool {
-        let cfg = &self.config;
-        if !ops.checks_on_device() {
-            return false;
-        }
-        match (sizes, state) {
-            (None, _) => true,
-            (Some(sizes), Some(SubTrackState::Projected(s))) => {
-                let refreshes_on_device =
-                    || cfg.subspace_update == SubspaceUpdate::Geodesic && ops.tracks(sizes);
-                s.step > 0
-                    && (!s.step.is_multiple_of(cfg.update_interval) || refreshes_on_device())
-                    && (cfg.recovery_scaling == RecoveryScaling::Off || s.limiter_norm.is_some())
-            }
-            _ => false,
-        }
-    }
-
-    /// One projected step (docs/algorithm.md §2) on the route `ops`: subspace update,
-    /// projection, moment rotation and low-rank Adam, recovery scaling, weight update.
-    /// `decay` = 1 − lr·wd is applied with the update. With [`FiniteCheck::Device`] the
-    /// projection finds the step flag while it reads G, and the flag is returned for the
-    /// skip count.
-    #[allow(clippy::too_many_arguments)]
+    /// One projected step (docs/algorithm.md §2) as `plan` says, on the route `ops`:
+    /// subspace update, projection, moment rotation and low-rank Adam, recovery scaling,
+    /// weight update. With [`Check::Device`] the projection finds the step flag while it
+    /// reads G, and the flag is returned for the skip count.
     fn projected_step(
         &self,
         ops: &dyn Ops,
-        lr: LearningRate,
-        decay: f64,
-        tensor: Tensor<2>,
-        grad: Tensor<2>,
+        plan: &ProjectedPlan,
+        check: Check,
+        param: Param<2>,
         state: Option<ProjectedState>,
-        check: FiniteCheck,
     ) -> (Tensor<2>, ProjectedState, Option<Tensor<1>>) {
         let cfg = &self.config;
-        let (on_device, g_sq) = match check {
-            FiniteCheck::Device => (true, None),
-            FiniteCheck::Host { grad_sq } => (false, grad_sq),
-        };
-        let [m, n] = tensor.dims();
+        let Param {
+            lr,
+            decay,
+            weight,
+            grad,
+            grad_sq,
+        } = param;
+        let shape = weight.dims();
         // §1: G is the gradient with the smaller side first (a transposed view where W is
         // wide), so that the basis spans the smaller side.
         let (g, transposed) = canonical_gradient(grad);
-        let [a, b] = g.dims();
-        let mut state = match state {
-            Some(s) => {
-                check_fits(&s, [m, n], cfg.rank);
-                s
-            }
-            // §3: the initial basis.
-            None => ProjectedState {
-                basis: top_singular_basis(&g, cfg.rank),
-                moment_1: Tensor::zeros([cfg.rank, b], (&g.device(), g.dtype())),
-                moment_2: Tensor::zeros([cfg.rank, b], (&g.device(), g.dtype())),
-                step: 0,
-                limiter_norm: None,
-                transposed,
-            },
-        };
-        debug_assert_eq!(state.basis.dims(), [a, cfg.rank]);
+        let mut state = self.projected_state(state, &g, shape, transposed);
 
         // §4 / §6: every T steps, the subspace update S → S' with C = S'ᵀS; with the
         // diagnostics on, a probe of what it did (device tensors, read when asked).
-        let mut change = None;
-        let mut probe = None;
-        if state.step > 0 && state.step.is_multiple_of(cfg.update_interval) {
-            let diagnose = self.report.subspace_diagnostics();
-            let before = diagnose.then(|| Before::new([m, n], state.step, &state.basis, &g));
-            let (moved, tangent) =
-                self.update_subspace(ops, &mut state.basis, &g, on_device, diagnose);
-            change = moved;
-            probe = before.map(|b| b.after(&state.basis, tangent));
-        }
-
-        // §2: the projection G̃ = SᵀG. With the check on the device, it also makes the
-        // step's parameter buffer (every later kernel's values, and the flag it finds while
-        // reading G), which the later operations bind as it is.
-        let recovers = cfg.recovery_scaling != RecoveryScaling::Off;
+        let (change, probe) = match plan.subspace {
+            Some(how) => self.update_subspace(ops, how, &mut state, &g, shape),
+            None => (None, None),
+        };
         let rotation = change
             .as_ref()
             .filter(|_| cfg.projection_aware != ProjectionAware::Off)
@@ -253,190 +222,296 @@ impl SubTrack {
             decay,
             scale: cfg.scale,
         };
-        let (g_low, params) = if on_device {
-            let mut values = ParamValues::new()
-                .with_adam(&self.adam, rotation.map(|rot| rot.variant))
-                .with_update(
-                    coefficients,
-                    recovers.then_some((cfg.recovery_scaling, cfg.scale)),
-                );
-            if recovers {
-                values =
-                    values.with_recovery(cfg.recovery_scaling, cfg.scale, cfg.norm_growth_limit);
-            }
-            let (g_low, params) = route::project_packed_on(ops, &state.basis, &g, values);
-            (g_low, Some(params))
-        } else {
-            (ops.project(&state.basis, &g, &[]).0, None)
-        };
-        let flag = params.as_ref().map(StepFlag::Packed);
-        state.step += 1;
 
-        // §2 and §7 fused, where the route offers it and the basis did not move: Adam with
-        // recovery scaling's norms and scales, then the update with the limiter, in place of
-        // Adam, recovery scaling and the update (three launches a step instead of five).
-        let sizes = Sizes {
-            a,
-            r: cfg.rank,
-            b,
+        // §2: the projection G̃ = SᵀG.
+        let variant = rotation.map(|rot| rot.variant);
+        let (g_low, params) = self.project(ops, check, &state.basis, &g, variant, coefficients);
+        let step_flag = params.as_ref().map(StepParams::flag);
+        state.step += 1;
+        let projected = Projected {
+            g,
             transposed,
+            grad_sq,
+            g_low,
+            params,
         };
-        let previous = state.limiter_norm.is_some();
-        let previous_norm = probe.as_ref().and(state.limiter_norm.clone());
-        if let Some(params) = params
-            .as_ref()
-            .filter(|_| recovers && rotation.is_none() && ops.fuses_recovery(sizes, previous))
-        {
-            let (adam, scratch) =
-                ops.adam_recovery(state.moment_1, state.moment_2, &g_low, &g, params);
-            state.moment_1 = adam.moment_1;
-            state.moment_2 = adam.moment_2;
-            self.finish_probe(
-                probe,
-                (&g, transposed),
-                &g_low,
-                &adam.normalized,
-                previous_norm.as_ref(),
-            );
-            let inputs = UpdateInputs {
-                basis: &state.basis,
-                normalized: adam.normalized,
-                weight: tensor,
-                transposed,
-                recovery: None,
-            };
-            let (tensor, norm) = ops.update_limited(
-                inputs,
-                &g,
-                &g_low,
-                scratch,
-                state.limiter_norm.as_ref(),
-                params,
-            );
-            state.limiter_norm = Some(norm);
-            return (tensor, state, Some(params.flag()));
+
+        // §5 and §2: the moments rotated into the new basis, then low-rank Adam.
+        let moments = (state.moment_1, state.moment_2);
+        let (adam, tail) = self.low_rank_adam(ops, plan, moments, &projected, rotation);
+        (state.moment_1, state.moment_2) = (adam.moment_1, adam.moment_2);
+        let normalized = adam.normalized;
+        let previous = state.limiter_norm.clone();
+        if let Some(probe) = probe {
+            let g = (&projected.g, transposed);
+            let limiter = self.limiter_inputs(g, &projected.g_low, &normalized, &previous);
+            self.report.push_probe(probe.finish(limiter));
         }
 
-        // §5 and §2: the moments rotated into the new basis, then low-rank Adam:
-        // N = M' ⊘ (sqrt(V') + ε).
-        let adam = ops.adam(
-            state.moment_1,
-            state.moment_2,
-            &g_low,
-            &self.adam,
-            rotation,
-            flag,
+        // §7 and §2: recovery scaling, the back-projection and the weight update.
+        let inputs = UpdateInputs {
+            basis: &state.basis,
+            normalized,
+            weight,
+            transposed,
+            recovery: None,
+        };
+        let (weight, norm) = self.weight_update(
+            ops,
+            inputs,
+            projected,
+            tail,
+            previous.as_ref(),
+            coefficients,
         );
-        state.moment_1 = adam.moment_1;
-        state.moment_2 = adam.moment_2;
-        self.finish_probe(
-            probe,
-            (&g, transposed),
-            &g_low,
-            &adam.normalized,
-            previous_norm.as_ref(),
-        );
+        if norm.is_some() {
+            state.limiter_norm = norm;
+        }
+        (weight, state, step_flag)
+    }
 
-        // §7: recovery scaling, W' = d·(W − lr·c·(s·S·N + Λ)), with Λ folded into the
-        // back-projection: S·L + G⊙ψ where L = s·N − k·G̃⊙ψ.
-        let recovery = recovers.then(|| {
-            let inputs = RecoveryInputs {
+    /// The projection G̃ = SᵀG (§2). Checked on the device, it also makes the step's
+    /// parameter buffer (every later kernel's values, `rotation` the projection-aware variant
+    /// of a step that rotates the moments, and the flag it finds while reading G), which the
+    /// later operations bind as it is.
+    fn project(
+        &self,
+        ops: &dyn Ops,
+        check: Check,
+        basis: &Tensor<2>,
+        g: &Tensor<2>,
+        rotation: Option<ProjectionAware>,
+        coefficients: UpdateCoefficients,
+    ) -> (Tensor<2>, Option<StepParams>) {
+        match check {
+            Check::Device => {
+                let values = self.step_values(rotation, coefficients);
+                let (g_low, params) = route::project_packed_on(ops, basis, g, values);
+                (g_low, Some(params))
+            }
+            Check::Host { .. } => (ops.project(basis, g, &[]).0, None),
+        }
+    }
+
+    /// Low-rank Adam (§5, §2) on the moments (M, V): rotated into the new basis where
+    /// `rotation` is given, then M', V' and N = M' ⊘ (sqrt(V') + ε). Where the plan fuses
+    /// recovery scaling (the projection made the step's buffer), it also forms the recovery
+    /// norms and scales, for the limited update.
+    fn low_rank_adam(
+        &self,
+        ops: &dyn Ops,
+        plan: &ProjectedPlan,
+        (moment_1, moment_2): (Tensor<2>, Tensor<2>),
+        projected: &Projected,
+        rotation: Option<Rotation>,
+    ) -> (LowRankAdam, Tail) {
+        let Projected { g, g_low, .. } = projected;
+        match (plan.recovery, &projected.params) {
+            (Recovery::Fused(fused), Some(params)) => {
+                let (adam, scratch) = ops.adam_recovery(moment_1, moment_2, g_low, g, params);
+                let tail = Tail::Limited {
+                    fused,
+                    params: params.clone(),
+                    scratch,
+                };
+                (adam, tail)
+            }
+            (recovery, _) => {
+                let flag = projected.flag();
+                let adam = ops.adam(moment_1, moment_2, g_low, &self.adam, rotation, flag);
+                (adam, Tail::Plain(!matches!(recovery, Recovery::Off)))
+            }
+        }
+    }
+
+    /// Recovery scaling (§7), W' = d·(W − lr·c·(s·S·N + Λ)) with Λ folded into the
+    /// back-projection, S·L + G⊙ψ where L = s·N − k·G̃⊙ψ; then the back-projection and the
+    /// weight update (§2) in W's own layout. Returns W' and, with recovery scaling, the
+    /// limiter's new norm Λ_prev' (`previous` is Λ_prev).
+    fn weight_update(
+        &self,
+        ops: &dyn Ops,
+        mut inputs: UpdateInputs,
+        projected: Projected,
+        tail: Tail,
+        previous: Option<&Tensor<1>>,
+        coefficients: UpdateCoefficients,
+    ) -> (Tensor<2>, Option<Tensor<1>>) {
+        let cfg = &self.config;
+        let Projected {
+            g,
+            transposed,
+            grad_sq,
+            g_low,
+            params,
+        } = projected;
+        let flag = params.as_ref().map(StepFlag::Packed);
+        let (recovers, limited) = match tail {
+            Tail::Plain(recovers) => (recovers, None),
+            Tail::Limited {
+                fused,
+                params,
+                scratch,
+            } => (true, Some((fused, params, scratch))),
+        };
+        if let Some((fused, params, scratch)) = limited {
+            let limited = LimitedInputs {
+                grad: &g,
+                g_low: &g_low,
+                scratch,
+                previous,
+            };
+            let (weight, norm) = ops.update_limited(inputs, limited, &params, fused);
+            return (weight, Some(norm));
+        }
+        let mut norm = None;
+        if recovers {
+            let recovery = RecoveryInputs {
                 grad: &g,
                 transposed,
-                grad_sq: g_sq,
+                grad_sq,
                 g_low: &g_low,
-                normalized: &adam.normalized,
-                previous: state.limiter_norm.as_ref(),
+                normalized: &inputs.normalized,
+                previous,
             };
-            let scales = ops.recovery(
-                inputs,
-                cfg.recovery_scaling,
-                cfg.scale,
-                cfg.norm_growth_limit,
-                flag,
-            );
-            state.limiter_norm = Some(scales.norm);
-            RecoveryTerm {
+            let (variant, scale) = (cfg.recovery_scaling, cfg.scale);
+            let scales = ops.recovery(recovery, variant, scale, cfg.norm_growth_limit, flag);
+            norm = Some(scales.norm);
+            inputs.recovery = Some(RecoveryTerm {
                 grad: g,
                 psi: scales.scaled_phi,
                 g_low,
                 kept_weight: scales.kept_weight,
-            }
-        });
-
-        // §2: the back-projection and the weight update, in W's own layout.
-        let inputs = UpdateInputs {
-            basis: &state.basis,
-            normalized: adam.normalized,
-            weight: tensor,
-            transposed,
-            recovery,
-        };
-        let tensor = ops.update(inputs, coefficients, flag);
-        (tensor, state, params.map(|p| p.flag()))
+            });
+        }
+        (ops.update(inputs, coefficients, flag), norm)
     }
 
-    /// Close an update's diagnostics probe (if any) with the limiter's scale, formed from
-    /// this step's G, G̃ and N and Λ_prev from before it, and keep it in the report.
-    fn finish_probe(
+    /// The loaded state, checked against the parameter (m×n, G a×b), or the first one: the
+    /// initial basis (§3) and zero moments.
+    fn projected_state(
         &self,
-        probe: Option<After>,
-        (g, transposed): (&Tensor<2>, bool),
-        g_low: &Tensor<2>,
-        normalized: &Tensor<2>,
-        previous: Option<&Tensor<1>>,
-    ) {
-        let Some(probe) = probe else { return };
+        state: Option<ProjectedState>,
+        g: &Tensor<2>,
+        [m, n]: [usize; 2],
+        transposed: bool,
+    ) -> ProjectedState {
+        let rank = self.config.rank;
+        let Some(state) = state else {
+            let (b, options) = (g.dims()[1], (&g.device(), g.dtype()));
+            return ProjectedState {
+                basis: top_singular_basis(g, rank),
+                moment_1: Tensor::zeros([rank, b], options),
+                moment_2: Tensor::zeros([rank, b], options),
+                step: 0,
+                limiter_norm: None,
+                transposed,
+            };
+        };
+        let [a, b] = g.dims();
+        let fits = state.basis.dims() == [a, rank]
+            && state.moment_1.dims() == [rank, b]
+            && state.moment_2.dims() == [rank, b]
+            && state.transposed == transposed;
+        assert!(
+            fits,
+            "SubTrack state does not fit a {m}x{n} parameter at rank {rank}: basis {:?}, moments {:?}, transposed {}",
+            state.basis.dims(),
+            state.moment_1.dims(),
+            state.transposed
+        );
+        state
+    }
+
+    /// The step's parameter-buffer values: low-rank Adam's (`rotation`: the projection-aware
+    /// variant of a step that rotates the moments), the update's, and, with recovery scaling,
+    /// the limiter's.
+    fn step_values(
+        &self,
+        rotation: Option<ProjectionAware>,
+        coefficients: UpdateCoefficients,
+    ) -> ParamValues {
         let cfg = &self.config;
-        let limiter = (cfg.recovery_scaling != RecoveryScaling::Off).then_some(LimiterInputs {
+        let recovers = cfg.recovery_scaling != RecoveryScaling::Off;
+        let values = ParamValues::new()
+            .with_adam(&self.adam, rotation)
+            .with_update(
+                coefficients,
+                recovers.then_some((cfg.recovery_scaling, cfg.scale)),
+            );
+        if recovers {
+            values.with_recovery(cfg.recovery_scaling, cfg.scale, cfg.norm_growth_limit)
+        } else {
+            values
+        }
+    }
+
+    /// What a diagnostics probe needs to form the limiter's scale at this step: this step's
+    /// G, G̃ and N and Λ_prev from before it; `None` without recovery scaling.
+    fn limiter_inputs<'a>(
+        &self,
+        (g, transposed): (&'a Tensor<2>, bool),
+        g_low: &'a Tensor<2>,
+        normalized: &'a Tensor<2>,
+        previous: &'a Option<Tensor<1>>,
+    ) -> Option<LimiterInputs<'a>> {
+        let cfg = &self.config;
+        (cfg.recovery_scaling != RecoveryScaling::Off).then_some(LimiterInputs {
             grad: g,
             transposed,
             g_low,
             normalized,
-            previous,
+            previous: previous.as_ref(),
             variant: cfg.recovery_scaling,
             scale: cfg.scale,
             growth_limit: cfg.norm_growth_limit,
-        });
-        self.report.push_probe(probe.finish(limiter));
+        })
     }
 
-    /// The subspace update (§4 geodesic, §6 SVD refresh), in place; returns C = S_newᵀ·S_old
-    /// on the device when it moved, with a device flag saying whether it moved where only
-    /// the device knows (`on_device`: the route's tracking step, no read-back; it also keeps
-    /// the basis where G is not finite); and, with `diagnose`, σ and θ of a geodesic step.
+    /// The subspace update `how` (§4 geodesic, §6 SVD refresh) of `state`'s basis, in
+    /// place, for the `shape` parameter: C = S_newᵀ·S_old on the device where it moved,
+    /// with a device flag saying whether it moved where only the device knows (the route's
+    /// tracking step, which also keeps the basis where G is not finite); and, with the
+    /// diagnostics on, the probe of what it did.
     fn update_subspace(
         &self,
         ops: &dyn Ops,
-        basis: &mut Tensor<2>,
+        how: SubspaceMove,
+        state: &mut ProjectedState,
         g: &Tensor<2>,
-        on_device: bool,
-        diagnose: bool,
-    ) -> (Option<(Tensor<2>, Option<Tensor<1>>)>, Option<Tangent>) {
+        shape: [usize; 2],
+    ) -> (Option<(Tensor<2>, Option<Tensor<1>>)>, Option<After>) {
         let cfg = &self.config;
         let r = cfg.rank;
+        let basis = &mut state.basis;
+        let before = self
+            .report
+            .subspace_diagnostics()
+            .then(|| Before::new(shape, state.step, basis, g));
         self.report.count_subspace_update();
-        match cfg.subspace_update {
-            SubspaceUpdate::Geodesic if on_device => {
-                let step = ops
-                    .track(
-                        basis,
-                        g,
-                        cfg.step_size,
-                        cfg.max_theta,
-                        cfg.orthonormality_tolerance,
-                    )
-                    .expect("checks_on_device chose the device route for this update");
+        let (change, tangent) = match how {
+            SubspaceMove::Track(tracking) => {
+                let step = ops.track(
+                    basis,
+                    g,
+                    cfg.step_size,
+                    cfg.max_theta,
+                    cfg.orthonormality_tolerance,
+                    tracking,
+                );
                 self.report
                     .count_device_reorthonormalizations(&step.reorthonormalized);
                 *basis = step.basis;
-                let tangent = diagnose.then_some(Tangent {
+                let tangent = Tangent {
                     sigma: step.sigma,
                     theta: step.theta,
-                });
-                (Some((step.change_of_basis, Some(step.moved))), tangent)
+                };
+                (
+                    Some((step.change_of_basis, Some(step.moved))),
+                    Some(tangent),
+                )
             }
-            SubspaceUpdate::Geodesic => {
+            SubspaceMove::Geodesic => {
                 let step = geodesic_step(
                     basis,
                     g,
@@ -449,7 +524,7 @@ impl SubTrack {
                 }
                 *basis = step.basis;
                 let (dtype, device) = (basis.dtype(), basis.device());
-                let tangent = diagnose.then(|| {
+                let tangent = before.is_some().then(|| {
                     let scalar = |x: f64| host::upload(vec![x], 1, 1, dtype, &device).reshape([1]);
                     Tangent {
                         sigma: scalar(step.sigma),
@@ -461,43 +536,146 @@ impl SubTrack {
                     .map(|c| (host::upload(c, r, r, dtype, &device), None));
                 (change, tangent)
             }
-            SubspaceUpdate::Svd => {
+            SubspaceMove::Refresh => {
                 let new = top_singular_basis(g, r);
                 let change = new.clone().transpose().matmul(basis.clone());
                 *basis = new;
                 (Some((change, None)), None)
             }
-        }
+        };
+        let probe = before.map(|b| b.after(basis, tangent));
+        (change, probe)
     }
 }
 
-/// How a projected step learns that its gradient is finite.
-// Made once per step and taken apart at once, so the size of `Host` costs nothing; a box
-// would add an allocation.
-#[allow(clippy::large_enum_variant)]
-enum FiniteCheck {
-    /// The host has checked it (it was finite). `grad_sq`: G's column sums of squares, where
-    /// the check formed them (the portable recovery scaling takes them, see
-    /// [`Ops::recovery`]).
-    Host { grad_sq: Option<Tensor<2>> },
-    /// Left to the device: the projection kernel finds the step flag while it reads G.
-    Device,
+/// One parameter's step inputs: W and its gradient (f32), the learning rate and
+/// d = 1 − lr·wd, and G's column sums of squares where the host check formed them (the
+/// portable recovery scaling takes them, see [`Ops::recovery`]).
+struct Param<const D: usize> {
+    lr: LearningRate,
+    decay: f64,
+    weight: Tensor<D>,
+    grad: Tensor<D>,
+    grad_sq: Option<Tensor<2>>,
 }
 
-/// Panic with the reason when a loaded state does not fit the parameter it is applied to.
-fn check_fits(state: &ProjectedState, [m, n]: [usize; 2], rank: usize) {
-    let (a, b, transposed) = canonical_layout(m, n);
-    let fits = state.basis.dims() == [a, rank]
-        && state.moment_1.dims() == [rank, b]
-        && state.moment_2.dims() == [rank, b]
-        && state.transposed == transposed;
-    assert!(
-        fits,
-        "SubTrack state does not fit a {m}x{n} parameter at rank {rank}: basis {:?}, moments {:?}, transposed {}",
-        state.basis.dims(),
-        state.moment_1.dims(),
-        state.transposed
-    );
+/// A projected step's gradient after the projection: G (a×b, a transposed view where
+/// `transposed`), its column sums of squares where the host check formed them, G̃ = SᵀG
+/// (r×b), and the step's parameter buffer where the check is left to the device.
+struct Projected {
+    g: Tensor<2>,
+    transposed: bool,
+    grad_sq: Option<Tensor<2>>,
+    g_low: Tensor<2>,
+    params: Option<StepParams>,
+}
+
+impl Projected {
+    /// The device-side step flag the later operations select on, where there is one.
+    fn flag(&self) -> Option<StepFlag<'_>> {
+        self.params.as_ref().map(StepFlag::Packed)
+    }
+}
+
+/// How the step ends after low-rank Adam.
+// Made once per step and taken apart at once: a box would add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Tail {
+    /// Recovery scaling (where `true`) as its own operation, then the update.
+    Plain(bool),
+    /// The limited update, recovery scaling fused in as the route chose: its parameter
+    /// buffer and the scratch of φ and partial sums that Adam formed.
+    Limited {
+        fused: Fused,
+        params: StepParams,
+        scratch: Tensor<1>,
+    },
+}
+
+impl SubTrack {
+    /// The finite check of `plan`'s host kind: `None` where G holds NaN or ±∞ (the step is
+    /// skipped), else `Some` of G's column sums of squares where the check formed them. A
+    /// check left to the device passes here.
+    ///
+    /// Recovery scaling on the portable and CPU routes (SubTrack++) needs G's column sums
+    /// of squares, and their total carries any NaN or ±∞ of G: one pass over G serves both.
+    fn host_check<const D: usize>(
+        &self,
+        ops: &dyn Ops,
+        check: Check,
+        grad: &Tensor<D>,
+    ) -> Option<Option<Tensor<2>>> {
+        match check {
+            Check::Device => Some(None),
+            Check::Host { column_sq: true } => {
+                let [m, n] = [grad.dims()[0], grad.dims()[1]];
+                let (g, transposed) = canonical_gradient(grad.clone().reshape([m, n]));
+                let sq = ops.column_sq(&g, transposed);
+                host::all_finite_given(sq.clone().sum(), grad.clone()).then_some(Some(sq))
+            }
+            Check::Host { column_sq: false } => host::read_all_finite(grad.clone()).then_some(None),
+        }
+    }
+
+    /// [`projected_step`](Self::projected_step) for a parameter of any rank D = 2, with its
+    /// state checked to be a projected one, and the device skips counted.
+    fn step_projected<const D: usize>(
+        &self,
+        ops: &dyn Ops,
+        plan: &ProjectedPlan,
+        check: Check,
+        param: Param<D>,
+        state: Option<SubTrackState<D>>,
+    ) -> (Tensor<D>, SubTrackState<D>) {
+        let dims = param.weight.dims();
+        let state = match state {
+            Some(SubTrackState::Projected(s)) => Some(s),
+            Some(SubTrackState::Dense(_)) => panic!(
+                "SubTrack: a dense (AdamW) state was loaded for a {dims:?} parameter that is projected at rank {}",
+                self.config.rank
+            ),
+            None => None,
+        };
+        let [m, n] = [dims[0], dims[1]];
+        let param = Param {
+            weight: param.weight.reshape([m, n]),
+            grad: param.grad.reshape([m, n]),
+            lr: param.lr,
+            decay: param.decay,
+            grad_sq: param.grad_sq,
+        };
+        let (weight, state, flag) = self.projected_step(ops, plan, check, param, state);
+        if let Some(flag) = flag {
+            self.report.count_device_skips(&flag);
+        }
+        (weight.reshape(dims), SubTrackState::Projected(state))
+    }
+
+    /// [`dense_step`](Self::dense_step) with its state checked to be a dense one, the step
+    /// flag found on the device where the check is left to it, and the device skips counted.
+    fn step_dense<const D: usize>(
+        &self,
+        check: Check,
+        param: Param<D>,
+        state: Option<SubTrackState<D>>,
+    ) -> (Tensor<D>, SubTrackState<D>) {
+        let dims = param.weight.dims();
+        let state = match state {
+            Some(SubTrackState::Dense(s)) => Some(s),
+            Some(SubTrackState::Projected(s)) => panic!(
+                "SubTrack: a projected state (basis {:?}) was loaded for a {dims:?} parameter that is not projected at rank {}",
+                s.basis.dims(),
+                self.config.rank
+            ),
+            None => None,
+        };
+        let flag = (check == Check::Device).then(|| route::step_flag(&param.grad));
+        if let Some(flag) = &flag {
+            self.report.count_device_skips(flag);
+        }
+        let (weight, state) = self.dense_step(param, state, flag.as_ref());
+        (weight, SubTrackState::Dense(state))
+    }
 }
 
 impl Optimizer for SubTrack {
@@ -528,6 +706,9 @@ impl Optimizer for SubTrack {
             lr.is_finite() && lr >= 0.0,
             "SubTrack: the learning rate must be finite and >= 0, got {lr}"
         );
+        // A gradient registered by hand on the model's autodiff device steps as Burn's own
+        // gradients do, on the inner device (the fused routes' custom ops take no autodiff).
+        let (tensor, grad) = (tensor.inner(), grad.inner());
         if matches!(
             tensor.dtype(),
             DType::F16 | DType::BF16 | DType::Flex32 | DType::F64
@@ -536,8 +717,7 @@ impl Optimizer for SubTrack {
         }
         let reads = host::reads_on_this_thread();
         let dims = tensor.dims();
-        let projected = self.is_projected(&dims);
-        let sizes = projected.then(|| {
+        let sizes = self.is_projected(&dims).then(|| {
             let (a, b, transposed) = canonical_layout(dims[0], dims[1]);
             Sizes {
                 a,
@@ -547,85 +727,41 @@ impl Optimizer for SubTrack {
             }
         });
         let ops = route::choose(&self.config, &tensor.device(), tensor.dtype(), sizes);
-        let on_device = self.checks_on_device(&*ops, sizes, state.as_ref());
-        let count_reads = || {
-            self.report
-                .count_host_reads(host::reads_on_this_thread() - reads);
-        };
-        // Recovery scaling on the portable and CPU routes (SubTrack++) needs G's column sums
-        // of squares, and their total carries any NaN or ±∞ of G: one pass over G serves both.
-        let recovers = self.config.recovery_scaling != RecoveryScaling::Off;
-        let g_sq = (projected && !on_device && recovers && ops.takes_grad_sq()).then(|| {
-            let (g, transposed) = canonical_gradient(grad.clone().reshape([dims[0], dims[1]]));
-            ops.column_sq(&g, transposed)
-        });
-        let finite = on_device
-            || match &g_sq {
-                Some(sq) => host::all_finite_given(sq.clone().sum(), grad.clone()),
-                None => host::read_all_finite(grad.clone()),
-            };
-        let check = if on_device {
-            FiniteCheck::Device
-        } else {
-            FiniteCheck::Host { grad_sq: g_sq }
-        };
-        if !finite {
-            self.report.count_host_skip();
-            log::warn!(
-                "SubTrack: non-finite gradient for a {:?} parameter at step {}; step skipped",
-                tensor.dims(),
-                state.as_ref().map_or(0, |s| s.step())
-            );
-            count_reads();
-            return (tensor, state);
-        }
-
-        let decay = 1.0 - lr * self.config.weight_decay;
-        let (tensor, state) = if projected {
-            let [m, n] = [dims[0], dims[1]];
-            let state = match state {
-                Some(SubTrackState::Projected(s)) => Some(s),
-                Some(SubTrackState::Dense(_)) => panic!(
-                    "SubTrack: a dense (AdamW) state was loaded for a {dims:?} parameter that is projected at rank {}",
-                    self.config.rank
-                ),
-                None => None,
-            };
-            let (w, s, flag) = self.projected_step(
-                &*ops,
-                lr,
-                decay,
-                tensor.reshape([m, n]),
-                grad.reshape([m, n]),
-                state,
-                check,
-            );
-            if let Some(flag) = flag {
-                self.report.count_device_skips(&flag);
+        let plan = StepPlan::new(&self.config, &*ops, sizes, state.as_ref());
+        let stepped = match self.host_check(&*ops, plan.check, &grad) {
+            Some(grad_sq) => {
+                let param = Param {
+                    lr,
+                    decay: 1.0 - lr * self.config.weight_decay,
+                    weight: tensor,
+                    grad,
+                    grad_sq,
+                };
+                let (tensor, state) = match &plan.projected {
+                    Some(projected) => {
+                        self.step_projected(&*ops, projected, plan.check, param, state)
+                    }
+                    None => self.step_dense(plan.check, param, state),
+                };
+                (tensor, Some(state))
             }
-            (w.reshape(dims), SubTrackState::Projected(s))
-        } else {
-            let state = match state {
-                Some(SubTrackState::Dense(s)) => Some(s),
-                Some(SubTrackState::Projected(s)) => panic!(
-                    "SubTrack: a projected state (basis {:?}) was loaded for a {dims:?} parameter that is not projected at rank {}",
-                    s.basis.dims(),
-                    self.config.rank
-                ),
-                None => None,
-            };
-            let flag = on_device.then(|| route::step_flag(&grad));
-            if let Some(flag) = &flag {
-                self.report.count_device_skips(flag);
+            None => {
+                self.report.count_host_skip();
+                log::warn!(
+                    "SubTrack: non-finite gradient for a {dims:?} parameter at step {}; step skipped",
+                    state.as_ref().map_or(0, |s| s.step())
+                );
+                (tensor, state)
             }
-            let (w, s) = self.dense_step(lr, decay, tensor, grad, state, flag.as_ref());
-            (w, SubTrackState::Dense(s))
         };
-        count_reads();
-        (tensor, Some(state))
+        self.report
+            .count_host_reads(host::reads_on_this_thread() - reads);
+        stepped
     }
 
+    /// Moves the state to `device`'s inner device: the state never records autodiff, also
+    /// where Burn's `ModuleOptimizer` hands the gradient's autodiff device.
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        state.to_device(device)
+        state.to_device(&device.clone().inner())
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::builder::PossibleValuesParser;
 use clap::{ArgAction, Parser};
-use subtrack::kernels::{ColumnNorms, NormsChoice, ProjectionTile, TileChoice};
+use subtrack::testing::kernels::{ColumnNorms, NormsChoice, ProjectionTile, TileChoice};
 use subtrack_llama::OptimizerKind;
 use subtrack_llama::device::DEVICE_HELP;
 use subtrack_llama::model::PRESETS;

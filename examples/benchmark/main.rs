@@ -12,9 +12,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use burn::tensor::Tensor;
-use subtrack::kernels;
+use subtrack::testing::kernels;
 use subtrack_llama::alloc::CountingAlloc;
-use subtrack_llama::device::pick;
+use subtrack_llama::device::{Picked, pick};
 use subtrack_llama::panics::exit_on_background_panic;
 
 mod amortised;
@@ -71,7 +71,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let dev = picked.device.clone();
     kernels::set_projection_splits(args.projection_splits);
     kernels::set_projection_tile(args.projection_tile);
     kernels::set_recovery_norms(args.recovery_norms);
@@ -81,49 +80,16 @@ fn main() -> ExitCode {
         "device: {}; mode {mode}; {} reps",
         picked.description, args.reps
     );
-
-    let update_shapes: Vec<(usize, usize, usize)> = if args.full {
-        vec![
-            (512, 1376, 128),
-            (768, 2048, 256),
-            (1024, 2736, 256),
-            (2048, 5461, 512),
-            (4096, 11008, 1024),
-        ]
-    } else {
-        vec![(512, 1376, 128), (768, 2048, 256)]
-    };
-    let update_shapes: Vec<_> = update_shapes
-        .into_iter()
-        .filter(|&(a, _, _)| args.update_max.is_none_or(|max| a <= max))
-        .collect();
-    let (step_size, interval) = if args.full {
-        ("60m", 200)
-    } else {
-        ("20m", 200)
-    };
-    let mut train_sizes: Vec<(&str, usize, usize)> = if args.full {
-        vec![("20m", 16, 256), ("60m", 16, 256)]
-    } else {
-        vec![("tiny", 8, 64), ("9m", 8, 128)]
-    };
-    if let Some(sizes) = &args.train_sizes {
-        let (batch, seq) = if args.full { (16, 256) } else { (8, 128) };
-        train_sizes = sizes.iter().map(|s| (s.as_str(), batch, seq)).collect();
-    }
-
-    // Each repetition is a window of T steps per optimizer: 3 at most, 2 at full size (one
-    // in each order).
-    let amortised_reps = if args.full { 2 } else { args.reps.min(3) };
+    let shapes = Shapes::of(&args);
     let mut results = Results::default();
     let setup = Setup {
         args: &args,
         picked: &picked,
         mode,
         started,
-        step_size,
-        interval,
-        amortised_reps,
+        step_size: shapes.step_size,
+        interval: shapes.interval,
+        amortised_reps: shapes.amortised_reps,
     };
     // The files are rewritten after each section, so a run stopped part-way keeps what it
     // measured.
@@ -142,44 +108,7 @@ fn main() -> ExitCode {
     // numbers).
     for section in args.sections() {
         let (section_start, solves_before) = (Instant::now(), solved());
-        match section {
-            1 => {
-                eprintln!("1. subspace update");
-                results.updates = bench_updates(&dev, &update_shapes, &args);
-            }
-            2 => {
-                eprintln!(
-                    "2. amortised optimizer step (llama {step_size} layer stack, T = {interval})"
-                );
-                results.steps = bench_amortised(
-                    &picked,
-                    step_size,
-                    interval,
-                    amortised_reps,
-                    args.wgsl_kernels,
-                    args.cpu_kernels,
-                    &args.optimizers(),
-                );
-            }
-            3 => {
-                eprintln!("3. training step");
-                for &shape in &train_sizes {
-                    results.training.extend(bench_training(
-                        &picked,
-                        shape,
-                        args.reps.max(4),
-                        interval,
-                        args.wgsl_kernels,
-                        args.cpu_kernels,
-                        &args.optimizers(),
-                    ));
-                }
-            }
-            _ => {
-                eprintln!("4. WGSL kernels against the portable path on the same device");
-                results.kernel_rows = bench_kernels(&picked, args.full, args.reps, args.batch);
-            }
-        }
+        run_section(section, &picked, &args, &shapes, &mut results);
         let solves = solved();
         let time = SectionTime {
             section,
@@ -209,6 +138,99 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The sizes each section measures, reduced or full (`--full`).
+struct Shapes {
+    /// Section 1: (m, n, r) of the subspace updates, within `--update-max`.
+    updates: Vec<(usize, usize, usize)>,
+    /// Section 2: the llama size of the amortised step and its window T.
+    step_size: &'static str,
+    interval: usize,
+    /// Section 2's repetitions: each a window of T steps per optimizer, 3 at most, 2 at
+    /// full size (one in each order).
+    amortised_reps: usize,
+    /// Section 3: (llama size, batch, sequence length) of the training steps.
+    train: Vec<(String, usize, usize)>,
+}
+
+impl Shapes {
+    fn of(args: &Args) -> Self {
+        let updates = if args.full {
+            vec![
+                (512, 1376, 128),
+                (768, 2048, 256),
+                (1024, 2736, 256),
+                (2048, 5461, 512),
+                (4096, 11008, 1024),
+            ]
+        } else {
+            vec![(512, 1376, 128), (768, 2048, 256)]
+        };
+        let updates = updates
+            .into_iter()
+            .filter(|&(a, _, _)| args.update_max.is_none_or(|max| a <= max))
+            .collect();
+        let mut train: Vec<(String, usize, usize)> = if args.full {
+            vec![("20m".into(), 16, 256), ("60m".into(), 16, 256)]
+        } else {
+            vec![("tiny".into(), 8, 64), ("9m".into(), 8, 128)]
+        };
+        if let Some(sizes) = &args.train_sizes {
+            let (batch, seq) = if args.full { (16, 256) } else { (8, 128) };
+            train = sizes.iter().map(|s| (s.clone(), batch, seq)).collect();
+        }
+        Shapes {
+            updates,
+            step_size: if args.full { "60m" } else { "20m" },
+            interval: 200,
+            amortised_reps: if args.full { 2 } else { args.reps.min(3) },
+            train,
+        }
+    }
+}
+
+/// Run section `section` (1–4) into `results`.
+fn run_section(section: u32, picked: &Picked, args: &Args, shapes: &Shapes, results: &mut Results) {
+    let (step_size, interval) = (shapes.step_size, shapes.interval);
+    match section {
+        1 => {
+            eprintln!("1. subspace update");
+            results.updates = bench_updates(&picked.device, &shapes.updates, args);
+        }
+        2 => {
+            eprintln!(
+                "2. amortised optimizer step (llama {step_size} layer stack, T = {interval})"
+            );
+            results.steps = bench_amortised(
+                picked,
+                step_size,
+                interval,
+                shapes.amortised_reps,
+                args.wgsl_kernels,
+                args.cpu_kernels,
+                &args.optimizers(),
+            );
+        }
+        3 => {
+            eprintln!("3. training step");
+            for (size, batch, seq) in &shapes.train {
+                results.training.extend(bench_training(
+                    picked,
+                    (size.as_str(), *batch, *seq),
+                    args.reps.max(4),
+                    interval,
+                    args.wgsl_kernels,
+                    args.cpu_kernels,
+                    &args.optimizers(),
+                ));
+            }
+        }
+        _ => {
+            eprintln!("4. WGSL kernels against the portable path on the same device");
+            results.kernel_rows = bench_kernels(picked, args.full, args.reps, args.batch);
+        }
+    }
+}
+
 /// Everything measured so far.
 #[derive(Default)]
 struct Results {
@@ -230,7 +252,7 @@ struct SectionTime {
 
 /// (calls, seconds) of the host eigensolver so far, all sides together.
 fn solved() -> (u64, f64) {
-    subtrack::linalg::host_solves()
+    subtrack::testing::linalg::host_solves()
         .iter()
         .fold((0, 0.0), |(c, s), x| (c + x.calls, s + x.seconds))
 }

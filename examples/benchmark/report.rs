@@ -4,14 +4,18 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use subtrack::basis::POWER_ITERATIONS;
 use subtrack::checkpoint::write_atomic;
-use subtrack::kernels;
-use subtrack::kernels::{ColumnNorms, NormsChoice, TileChoice, Tuned};
+use subtrack::testing::basis::POWER_ITERATIONS;
+use subtrack::testing::kernels;
+use subtrack::testing::kernels::{ColumnNorms, NormsChoice, TileChoice, TileKey, Tuned};
 use subtrack_llama::OptimizerKind;
 use subtrack_llama::device::{self, Picked};
 use subtrack_llama::report::human_bytes;
 
+use crate::amortised::StepRow;
+use crate::training::TrainRow;
+use crate::updates::UpdateRow;
+use crate::wgsl::KernelRow;
 use crate::{Args, Results};
 
 /// `x / base` as "1.23×", or "–" where the baseline was not run.
@@ -32,23 +36,27 @@ pub(crate) struct Setup<'a> {
 
 /// The markdown tables and the JSON document of `results`.
 pub(crate) fn render(setup: &Setup, results: &Results) -> (String, String) {
+    let mut md = String::new();
+    header(&mut md, setup, results);
+    updates_table(&mut md, &results.updates);
+    steps_table(&mut md, setup, &results.steps);
+    training_table(&mut md, setup, &results.training);
+    kernels_table(&mut md, setup, &results.kernel_rows);
+    let tuned = kernels::tuned_tiles();
+    tuned_list(&mut md, &tuned);
+    (md, json_document(setup, results, &tuned))
+}
+
+/// The device, the mode, the sections' times and the pins of the run.
+fn header(md: &mut String, setup: &Setup, results: &Results) {
     let Setup {
         args,
         picked,
         mode,
         started,
-        step_size,
-        interval,
-        amortised_reps,
+        ..
     } = *setup;
-    let Results {
-        updates,
-        steps,
-        training,
-        kernel_rows,
-        sections,
-    } = results;
-    let mut md = String::new();
+    let sections = &results.sections;
     let _ = writeln!(
         md,
         "Device: {} · backend {} · mode {mode} · medians of {} timed reps after warm-up · total {:.0} s\n",
@@ -99,70 +107,87 @@ pub(crate) fn render(setup: &Setup, results: &Results) -> (String, String) {
             "Projections and weight updates of the optimizer steps: Burn's matmul (not tuned).\n"
         );
     }
-    if !updates.is_empty() {
-        let _ = writeln!(md, "### 1. One subspace update\n");
+}
+
+/// Section 1: one subspace update.
+fn updates_table(md: &mut String, updates: &[UpdateRow]) {
+    if updates.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "### 1. One subspace update\n");
+    let _ = writeln!(
+        md,
+        "| shape (m×n) | r | SubTrack geodesic step (ms) | GaLore SVD refresh, exact (ms) | SVD / geodesic | randomized SVD, q = {POWER_ITERATIONS} (ms) | randomized / geodesic |\n|---|---|---|---|---|---|---|"
+    );
+    for u in updates {
         let _ = writeln!(
             md,
-            "| shape (m×n) | r | SubTrack geodesic step (ms) | GaLore SVD refresh, exact (ms) | SVD / geodesic | randomized SVD, q = {POWER_ITERATIONS} (ms) | randomized / geodesic |\n|---|---|---|---|---|---|---|"
-        );
-        for u in updates {
-            let _ = writeln!(
-                md,
-                "| {}×{} | {} | {:.2} | {} | {} | {:.1}{} | {:.1}× |",
-                u.m,
-                u.n,
-                u.r,
-                u.geodesic_ms,
-                u.svd_ms.map_or("skipped (--svd-max)".into(), |s| {
-                    if u.svd_reps == 1 {
-                        format!("{s:.1} (1 run)")
-                    } else {
-                        format!("{s:.1}")
-                    }
-                }),
-                u.svd_ms
-                    .map_or("–".into(), |s| format!("{:.1}×", s / u.geodesic_ms)),
-                u.randomized_ms,
-                if u.randomized_reps == 1 {
-                    " (1 run)"
+            "| {}×{} | {} | {:.2} | {} | {} | {:.1}{} | {:.1}× |",
+            u.m,
+            u.n,
+            u.r,
+            u.geodesic_ms,
+            u.svd_ms.map_or("skipped (--svd-max)".into(), |s| {
+                if u.svd_reps == 1 {
+                    format!("{s:.1} (1 run)")
                 } else {
-                    ""
-                },
-                u.randomized_ms / u.geodesic_ms
-            );
-        }
+                    format!("{s:.1}")
+                }
+            }),
+            u.svd_ms
+                .map_or("–".into(), |s| format!("{:.1}×", s / u.geodesic_ms)),
+            u.randomized_ms,
+            if u.randomized_reps == 1 {
+                " (1 run)"
+            } else {
+                ""
+            },
+            u.randomized_ms / u.geodesic_ms
+        );
     }
-    if !steps.is_empty() {
+}
+
+/// Section 2: the amortised optimizer step.
+fn steps_table(md: &mut String, setup: &Setup, steps: &[StepRow]) {
+    let (step_size, interval, amortised_reps) =
+        (setup.step_size, setup.interval, setup.amortised_reps);
+    if steps.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n### 2. Amortised optimizer step: llama {step_size} weights, {interval} steps including one subspace update (median of {amortised_reps})\n"
+    );
+    let _ = writeln!(
+        md,
+        "| optimizer | ms/step | vs AdamW | vs GaLore | subspace updates in window | optimizer state | projected part |\n|---|---|---|---|---|---|---|"
+    );
+    let base = |kind| {
+        steps
+            .iter()
+            .find(|s| s.optimizer == kind)
+            .map(|s| s.per_step_ms)
+    };
+    let (adamw_step, galore_step) = (base(OptimizerKind::AdamW), base(OptimizerKind::GaLore));
+    for s in steps {
         let _ = writeln!(
             md,
-            "\n### 2. Amortised optimizer step: llama {step_size} weights, {interval} steps including one subspace update (median of {amortised_reps})\n"
+            "| {} | {:.2} | {} | {} | {} | {} | {} |",
+            s.optimizer.label(),
+            s.per_step_ms,
+            ratio(s.per_step_ms, adamw_step),
+            ratio(s.per_step_ms, galore_step),
+            s.updates,
+            human_bytes(s.state_bytes as u64),
+            human_bytes(s.projected_bytes as u64)
         );
-        let _ = writeln!(
-            md,
-            "| optimizer | ms/step | vs AdamW | vs GaLore | subspace updates in window | optimizer state | projected part |\n|---|---|---|---|---|---|---|"
-        );
-        let base = |kind| {
-            steps
-                .iter()
-                .find(|s| s.optimizer == kind)
-                .map(|s| s.per_step_ms)
-        };
-        let (adamw_step, galore_step) = (base(OptimizerKind::AdamW), base(OptimizerKind::GaLore));
-        for s in steps {
-            let _ = writeln!(
-                md,
-                "| {} | {:.2} | {} | {} | {} | {} | {} |",
-                s.optimizer.label(),
-                s.per_step_ms,
-                ratio(s.per_step_ms, adamw_step),
-                ratio(s.per_step_ms, galore_step),
-                s.updates,
-                human_bytes(s.state_bytes as u64),
-                human_bytes(s.projected_bytes as u64)
-            );
-        }
     }
-    let mem_kind = device::memory_kind(picked.is_wgpu);
+}
+
+/// Section 3: the training step.
+fn training_table(md: &mut String, setup: &Setup, training: &[TrainRow]) {
+    let interval = setup.interval;
+    let mem_kind = device::memory_kind(setup.picked.is_wgpu);
     if !training.is_empty() {
         let _ = writeln!(
             md,
@@ -195,48 +220,76 @@ pub(crate) fn render(setup: &Setup, results: &Results) -> (String, String) {
             }
         }
     }
-    if !kernel_rows.is_empty() {
-        let _ = writeln!(
-            md,
-            "\n### 4. WGSL kernels against the portable path (Burn tensor ops) on the same device ({} back-to-back calls per rep, one sync)\n",
-            args.batch
-        );
-        let _ = writeln!(
-            md,
-            "| what | WGSL (ms) | portable (ms) | WGSL / portable time | WGSL GFLOP/s | portable GFLOP/s |\n|---|---|---|---|---|---|"
-        );
-        for k in kernel_rows {
-            let gflops = |ms: f64| {
-                if k.flops.is_nan() {
-                    "–".to_string()
-                } else {
-                    format!("{:.1}", k.flops / ms / 1e6)
-                }
-            };
-            let _ = writeln!(
-                md,
-                "| {} | {:.3} | {:.3} | {:.2}× | {} | {} |",
-                k.what,
-                k.kernel_ms,
-                k.portable_ms,
-                k.kernel_ms / k.portable_ms,
-                gflops(k.kernel_ms),
-                gflops(k.portable_ms)
-            );
-        }
+}
+
+/// Section 4: the WGSL kernels against the portable path.
+fn kernels_table(md: &mut String, setup: &Setup, kernel_rows: &[KernelRow]) {
+    let args = setup.args;
+    if kernel_rows.is_empty() {
+        return;
     }
-    let tuned = kernels::tuned_tiles();
+    let _ = writeln!(
+        md,
+        "\n### 4. WGSL kernels against the portable path (Burn tensor ops) on the same device ({} back-to-back calls per rep, one sync)\n",
+        args.batch
+    );
+    let _ = writeln!(
+        md,
+        "| what | WGSL (ms) | portable (ms) | WGSL / portable time | WGSL GFLOP/s | portable GFLOP/s |\n|---|---|---|---|---|---|"
+    );
+    for k in kernel_rows {
+        let gflops = |ms: f64| {
+            if k.flops.is_nan() {
+                "–".to_string()
+            } else {
+                format!("{:.1}", k.flops / ms / 1e6)
+            }
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {:.3} | {:.3} | {:.2}× | {} | {} |",
+            k.what,
+            k.kernel_ms,
+            k.portable_ms,
+            k.kernel_ms / k.portable_ms,
+            gflops(k.kernel_ms),
+            gflops(k.portable_ms)
+        );
+    }
+}
+
+/// What the autotuner chose in this run.
+fn tuned_list(md: &mut String, tuned: &[(TileKey, Tuned)]) {
     if !tuned.is_empty() {
         let _ = writeln!(
             md,
             "\nWhat the autotuner chose in this run (products of at least {} multiply-adds; smaller ones run 64×64 with per-column norms):\n",
             kernels::TUNED_MIN_MACS
         );
-        for (key, tile) in &tuned {
+        for (key, tile) in tuned {
             let _ = writeln!(md, "- {key}: {tile}");
         }
     }
+}
 
+/// The JSON document: every section's rows and the tuner's choices. Non-finite figures (a
+/// section not run) become null.
+fn json_document(setup: &Setup, results: &Results, tuned: &[(TileKey, Tuned)]) -> String {
+    let Setup {
+        args,
+        picked,
+        mode,
+        step_size,
+        interval,
+        ..
+    } = *setup;
+    let Results {
+        updates,
+        steps,
+        training,
+        kernel_rows,
+        sections,
+    } = results;
     let sections: Vec<Value> = sections
         .iter()
         .map(|t| {
@@ -326,7 +379,6 @@ pub(crate) fn render(setup: &Setup, results: &Results) -> (String, String) {
             row
         })
         .collect();
-    // Non-finite figures (a section not run) become null.
     let json = json!({
         "device": picked.description,
         "backend": if picked.is_wgpu { "wgpu" } else { "flex" },
@@ -339,8 +391,7 @@ pub(crate) fn render(setup: &Setup, results: &Results) -> (String, String) {
         "wgsl_kernels": kernels,
         "tuned_tiles": tuned,
     });
-    let json = serde_json::to_string_pretty(&json).expect("a JSON value serialises") + "\n";
-    (md, json)
+    serde_json::to_string_pretty(&json).expect("a JSON value serialises") + "\n"
 }
 
 /// Write `benchmark.md` and `benchmark.json` into `--out`, each atomically.

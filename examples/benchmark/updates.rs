@@ -3,11 +3,11 @@
 
 use burn::tensor::{Device, Distribution, Tensor};
 use subtrack::SubTrackConfig;
-use subtrack::basis::{
+use subtrack::testing::basis::{
     EXACT_SVD_MAX_SIDE, POWER_ITERATIONS, exact_singular_basis, randomized_singular_basis,
     top_singular_basis,
 };
-use subtrack::geodesic::geodesic_step;
+use subtrack::testing::geodesic::geodesic_step;
 
 use crate::{Args, median, sync, time};
 

@@ -5,7 +5,7 @@ use super::PretrainError;
 use super::config::{LearningRates, OptimizerKind, TrainConfig};
 use super::data::Corpus;
 use super::device::Picked;
-use super::report::{Curve, human_bytes, svg_plot, write_text};
+use super::report::{Axis, Curve, human_bytes, svg_plot, write_text};
 use super::run::{RunOptions, RunSummary, train};
 
 /// Run all four optimizers on the same corpus, seed and config, each at its own peak
@@ -48,6 +48,7 @@ pub fn compare(
                 "held-out loss, llama {} on {}",
                 config.size, picked.description
             ),
+            &Axis::loss("held-out loss (nats/token)", config.steps as f64),
             &curves,
             floor,
         ),

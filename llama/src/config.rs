@@ -262,12 +262,20 @@ impl TrainConfig {
                 self.valid_fraction
             ));
         }
+        // Evaluation takes 10 windows of seq-len + 1 tokens from the held-out part.
         let need = 10 * (self.seq_len + 1);
-        if self.data.is_none() && (self.synthetic_tokens as f64 * self.valid_fraction) < need as f64
-        {
+        let held_out = self.synthetic_tokens as f64 * self.valid_fraction;
+        if self.data.is_none() && held_out < need as f64 {
+            let enough = (need as f64 / self.valid_fraction).ceil();
             return bad(format!(
-                "--synthetic-tokens {} leaves fewer than {need} validation tokens",
-                self.synthetic_tokens
+                "--seq-len {} needs {need} held-out tokens (10 windows of seq-len + 1), but the \
+                 synthetic corpus holds {} ({} tokens × --valid-fraction {}): lower --seq-len \
+                 to at most {}, or raise --synthetic-tokens to at least {enough}",
+                self.seq_len,
+                held_out as usize,
+                self.synthetic_tokens,
+                self.valid_fraction,
+                (held_out as usize / 10).saturating_sub(1),
             ));
         }
         let model = LlamaConfig::preset(&self.size, 2)?;

@@ -10,7 +10,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::PretrainError;
 
 /// The generator behind the corpus and the batch positions: the optimizer crate's one.
-pub use subtrack::rng::SplitMix;
+pub use subtrack::testing::rng::SplitMix;
 
 /// A second-order Markov source over `vocab` symbols. Each token b has a set of `branching`
 /// successors; after the pair (a, b) the next token is one of b's successors with

@@ -8,7 +8,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
-use subtrack::rng::SplitMix;
+use subtrack::testing::rng::SplitMix;
 
 use super::PretrainError;
 use super::ckpt::Checkpoint;

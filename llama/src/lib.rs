@@ -8,7 +8,8 @@
 //! One module per job:
 //! - [`model`]: the network; [`data`]: corpus, tokenizer, batches;
 //! - [`schedule`]: learning rate; [`clip`]: global-norm clipping;
-//! - [`config`]: what defines a run; [`run`]: the training loop; [`mod@compare`]: the
+//! - [`config`]: what defines a run; [`run`]: the training loop over small steps (its
+//!   files in `files.rs`, its time, tokens and memory in `meter.rs`); [`mod@compare`]: the
 //!   four-way comparison; [`mod@sweep`]: the learning-rate sweep;
 //! - [`ckpt`]: checkpoint files; [`report`]: CSV, plot, tables; [`subspace`]: the
 //!   subspace diagnostics' CSV and plot;
@@ -22,7 +23,9 @@ pub mod compare;
 pub mod config;
 pub mod data;
 pub mod device;
+mod files;
 pub mod generate;
+mod meter;
 pub mod model;
 pub mod panics;
 pub mod progress;

@@ -211,7 +211,7 @@ impl ModuleMapper for SeededNormal {
         let std = self.std;
         param.map(|tensor| {
             let shape = tensor.shape();
-            let values: Vec<f32> = subtrack::rng::gaussian(shape.num_elements(), seed)
+            let values: Vec<f32> = subtrack::testing::rng::gaussian(shape.num_elements(), seed)
                 .into_iter()
                 .map(|x| (x * std) as f32)
                 .collect();

@@ -92,11 +92,11 @@ pub fn curves_from_csv(text: &str) -> (Points, Points) {
     (train, eval)
 }
 
-/// A curve for the plot: label and (step, loss) points.
+/// A curve for the plot: label and (step, value) points.
 pub struct Curve<'a> {
     /// Legend text.
     pub label: &'a str,
-    /// Points (x = step, y = loss in nats/token).
+    /// Points (x = step, y in the plot's unit).
     pub points: Points,
 }
 
@@ -104,39 +104,138 @@ const COLORS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
 ];
 
-/// Render curves as an SVG line plot with axes, ticks, a legend and an optional dashed
-/// horizontal line (the loss floor).
-pub fn svg_plot(title: &str, curves: &[Curve], floor: Option<(f64, &str)>) -> String {
-    let (w, h) = (720.0, 440.0);
-    let (left, right, top, bottom) = (70.0, 20.0, 40.0, 50.0);
-    let all = curves
-        .iter()
-        .flat_map(|c| c.points.iter())
-        .filter(|p| p.1.is_finite());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in all {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
+/// The unit of a plot's y axis and the part of the run its range covers.
+pub struct Axis<'a> {
+    /// What the y axis plots, with its unit, e.g. "held-out loss (nats/token)".
+    pub label: &'a str,
+    /// The y range fits the points from this step on (the part of a run a person studies:
+    /// past the first steps' fall from the random model's loss); earlier points outside it
+    /// are clipped at the frame, and the plot says so. 0 fits every point.
+    pub fit_from: f64,
+}
+
+impl Axis<'_> {
+    /// A loss axis fitted from a tenth of the run (`steps`) on.
+    pub fn loss(label: &str, steps: f64) -> Axis<'_> {
+        Axis {
+            label,
+            fit_from: steps / 10.0,
+        }
     }
-    if let Some((f, _)) = floor {
-        y0 = y0.min(f);
+}
+
+/// The plot's frame: SVG size, margins, and the data ranges its ticks span.
+struct Frame {
+    w: f64,
+    h: f64,
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+    x: (f64, f64),
+    y: (f64, f64),
+}
+
+impl Frame {
+    fn sx(&self, x: f64) -> f64 {
+        self.left + (x - self.x.0) / (self.x.1 - self.x.0) * (self.w - self.left - self.right)
     }
-    if x0 > x1 {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+
+    fn sy(&self, y: f64) -> f64 {
+        self.top + (self.y.1 - y) / (self.y.1 - self.y.0) * (self.h - self.top - self.bottom)
     }
+
+    /// The plot area: (x0, x1, y0, y1) in SVG units.
+    fn area(&self) -> (f64, f64, f64, f64) {
+        (
+            self.left,
+            self.w - self.right,
+            self.top,
+            self.h - self.bottom,
+        )
+    }
+}
+
+/// Render curves as an SVG line plot: a title, the x axis in steps, the y axis as `axis`
+/// says, ticks at round values, a legend and an optional dashed horizontal line (the loss
+/// floor) labelled above itself.
+pub fn svg_plot(title: &str, axis: &Axis, curves: &[Curve], floor: Option<(f64, &str)>) -> String {
+    let points = || {
+        curves
+            .iter()
+            .flat_map(|c| c.points.iter())
+            .filter(|p| p.1.is_finite())
+    };
+    let (x0, x1) = min_max(points().map(|p| p.0));
+    // Fitted from `fit_from` on, or to every point where none lies there.
+    let fit_from = if points().any(|p| p.0 >= axis.fit_from) {
+        axis.fit_from
+    } else {
+        f64::MIN
+    };
+    let fitted = points().filter(|p| p.0 >= fit_from).map(|p| p.1);
+    let (mut y0, mut y1) = min_max(fitted.chain(floor.map(|f| f.0)));
+    if y0 > y1 {
+        (y0, y1) = (0.0, 1.0);
+    }
+    let clipped = points().any(|p| p.1 < y0 || p.1 > y1);
+    let (x0, x1) = if x0 > x1 { (0.0, 1.0) } else { (x0, x1) };
     // Both axes span whole tick steps of 1, 2 or 5 × 10^k.
     let (x_ticks, x_step) = nice_ticks(x0, x1, 6);
     let (y_ticks, y_step) = nice_ticks(y0, y1, 5);
-    (x0, x1) = (x_ticks[0], x_ticks[x_ticks.len() - 1]);
-    (y0, y1) = (y_ticks[0], y_ticks[y_ticks.len() - 1]);
-    let sx = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
-    let sy = |y: f64| top + (y1 - y) / (y1 - y0) * (h - top - bottom);
+    let frame = Frame {
+        w: 720.0,
+        h: 440.0,
+        left: 70.0,
+        right: 20.0,
+        top: 40.0,
+        bottom: 50.0,
+        x: (x_ticks[0], x_ticks[x_ticks.len() - 1]),
+        y: (y_ticks[0], y_ticks[y_ticks.len() - 1]),
+    };
     let mut s = String::new();
+    head(&mut s, &frame, title);
+    ticks(
+        &mut s,
+        &frame,
+        (&x_ticks, decimals(x_step)),
+        (&y_ticks, decimals(y_step)),
+    );
+    labels(&mut s, &frame, axis, clipped);
+    if let Some((f, label)) = floor {
+        let (px0, px1, ..) = frame.area();
+        let _ = writeln!(
+            s,
+            r##"<line x1="{px0}" y1="{0:.1}" x2="{px1}" y2="{0:.1}" stroke="#555" stroke-dasharray="6 4"/><text x="{1}" y="{2:.1}" text-anchor="end" fill="#555">{3}</text>"##,
+            frame.sy(f),
+            px1 - 4.0,
+            frame.sy(f) - 5.0,
+            escape(label)
+        );
+    }
+    lines(&mut s, &frame, curves);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// (min, max) of `values`; (MAX, MIN) where there are none.
+fn min_max(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
+}
+
+/// The SVG's opening, background, title, frame and the clip path of the plot area.
+fn head(s: &mut String, frame: &Frame, title: &str) {
+    let (w, h) = (frame.w, frame.h);
+    let (px0, px1, py0, py1) = frame.area();
     let _ = writeln!(
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<defs><clipPath id="area"><rect x="{px0}" y="{py0}" width="{}" height="{}"/></clipPath></defs>"#,
+        px1 - px0,
+        py1 - py0
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
@@ -145,70 +244,92 @@ pub fn svg_plot(title: &str, curves: &[Curve], floor: Option<(f64, &str)>) -> St
         w / 2.0,
         escape(title)
     );
-    let (px0, px1, py0, py1) = (left, w - right, top, h - bottom);
     let _ = writeln!(
         s,
         r#"<rect x="{px0}" y="{py0}" width="{}" height="{}" fill="none" stroke="black"/>"#,
         px1 - px0,
         py1 - py0
     );
-    let (x_decimals, y_decimals) = (decimals(x_step), decimals(y_step));
-    for &fx in &x_ticks {
+}
+
+/// Grid lines and tick labels, each axis's ticks with the decimals its step needs.
+fn ticks(s: &mut String, frame: &Frame, (x, x_dec): (&[f64], usize), (y, y_dec): (&[f64], usize)) {
+    let (px0, px1, py0, py1) = frame.area();
+    for &fx in x {
         let _ = writeln!(
             s,
             r##"<line x1="{0:.1}" y1="{py0}" x2="{0:.1}" y2="{py1}" stroke="#ddd"/><text x="{0:.1}" y="{1}" text-anchor="middle">{2:.3$}</text>"##,
-            sx(fx),
+            frame.sx(fx),
             py1 + 16.0,
             fx,
-            x_decimals
+            x_dec
         );
     }
-    for &fy in &y_ticks {
+    for &fy in y {
         let _ = writeln!(
             s,
             r##"<line x1="{px0}" y1="{0:.1}" x2="{px1}" y2="{0:.1}" stroke="#ddd"/><text x="{1}" y="{2:.1}" text-anchor="end">{3:.4$}</text>"##,
-            sy(fy),
+            frame.sy(fy),
             px0 - 6.0,
-            sy(fy) + 4.0,
+            frame.sy(fy) + 4.0,
             fy,
-            y_decimals
+            y_dec
         );
     }
+}
+
+/// The axes' names; with `clipped`, a note that earlier points lie outside the y range.
+fn labels(s: &mut String, frame: &Frame, axis: &Axis, clipped: bool) {
+    let (px0, px1, py0, py1) = frame.area();
     let _ = writeln!(
         s,
         r#"<text x="{}" y="{}" text-anchor="middle">step</text>"#,
         (px0 + px1) / 2.0,
-        h - 12.0
+        frame.h - 12.0
     );
+    let mid = (py0 + py1) / 2.0;
     let _ = writeln!(
         s,
-        r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">loss (nats/token)</text>"#,
-        (py0 + py1) / 2.0,
-        (py0 + py1) / 2.0
+        r#"<text x="16" y="{mid}" text-anchor="middle" transform="rotate(-90 16 {mid})">{}</text>"#,
+        escape(axis.label)
     );
-    if let Some((f, label)) = floor {
+    if clipped {
         let _ = writeln!(
             s,
-            r##"<line x1="{px0}" y1="{0:.1}" x2="{px1}" y2="{0:.1}" stroke="#555" stroke-dasharray="6 4"/><text x="{1}" y="{2:.1}" text-anchor="end" fill="#555">{3}</text>"##,
-            sy(f),
-            px1 - 4.0,
-            sy(f) + 15.0,
-            escape(label)
+            r##"<text x="{}" y="{}" text-anchor="start" fill="#555">y axis fitted to the points from step {} on; earlier ones run outside it</text>"##,
+            px0 + 6.0,
+            py0 - 6.0,
+            axis.fit_from.round()
         );
     }
+}
+
+/// The curves, clipped to the plot area, and their legend over them.
+fn lines(s: &mut String, frame: &Frame, curves: &[Curve]) {
+    let (_, px1, py0, _) = frame.area();
     for (i, c) in curves.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let pts: Vec<String> = c
             .points
             .iter()
             .filter(|p| p.1.is_finite())
-            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .map(|&(x, y)| format!("{:.1},{:.1}", frame.sx(x), frame.sy(y)))
             .collect();
         let _ = writeln!(
             s,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" clip-path="url(#area)" points="{}"/>"#,
             pts.join(" ")
         );
+    }
+    let _ = writeln!(
+        s,
+        r#"<rect x="{}" y="{}" width="150" height="{}" fill="white" fill-opacity="0.85"/>"#,
+        px1 - 156.0,
+        py0 + 6.0,
+        16.0 * curves.len() as f64 + 4.0
+    );
+    for (i, c) in curves.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
         let ly = py0 + 16.0 + 16.0 * i as f64;
         let _ = writeln!(
             s,
@@ -220,8 +341,6 @@ pub fn svg_plot(title: &str, curves: &[Curve], floor: Option<(f64, &str)>) -> St
             escape(c.label)
         );
     }
-    s.push_str("</svg>\n");
-    s
 }
 
 /// Ticks at whole multiples of a round step (1, 2 or 5 × 10^k) that cover [lo, hi] with

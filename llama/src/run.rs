@@ -1,8 +1,6 @@
 //! The training loop: one run of one optimizer.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use burn::config::{Config, config_to_json};
 use burn::module::Module;
@@ -10,6 +8,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Int, Tensor};
 
+use subtrack::SubTrackReport;
 use subtrack::checkpoint::{StateBytes, load_checked, state_bytes};
 
 use super::PretrainError;
@@ -18,14 +17,14 @@ use super::clip::{clip_to, squared_norm};
 use super::config::{OptimizerKind, TrainConfig};
 use super::data::Corpus;
 use super::device::{self, Picked};
+use super::files::{Log, Opening, Samples, SubspaceLog, io};
 use super::generate::{Sampling, continue_tokens, escape, token_bytes};
+use super::meter::Meter;
 use super::model::{Llama, LlamaConfig};
 use super::panics;
 use super::progress::Progress;
-use super::report::{
-    Curve, LogRow, csv_prefix, curves_from_csv, human_bytes, svg_plot, write_text,
-};
-use super::subspace::{self, SUBSPACE_CSV_HEADER};
+use super::report::{LogRow, human_bytes};
+use super::schedule::CosineWarmup;
 
 /// How a run treats its output directory.
 #[derive(Clone, Debug)]
@@ -130,20 +129,6 @@ fn evaluate(model: &Llama, batches: &[(Tensor<2, Int>, Tensor<2, Int>)]) -> f64 
         total += model.loss(x.clone(), y.clone()).into_scalar::<f32>() as f64;
     }
     total / batches.len().max(1) as f64
-}
-
-/// The lines of `path` (samples.txt) for steps up to `step`; empty where it is missing.
-fn samples_prefix(path: &Path, step: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .filter(|line| {
-            line.strip_prefix("step ")
-                .and_then(|rest| rest.split('\t').next())
-                .and_then(|n| n.parse::<usize>().ok())
-                .is_some_and(|n| n <= step)
-        })
-        .map(|line| format!("{line}\n"))
-        .collect()
 }
 
 /// Bytes of the held-out stream that every evaluation's sample continues.
@@ -251,6 +236,241 @@ fn resume(
     Ok((model, optim, start))
 }
 
+/// The optimizer and what a training step needs of the run. The model passes through each
+/// step by value, so that the optimizer can update its weights in place.
+struct Trainer<'a> {
+    config: &'a TrainConfig,
+    corpus: &'a Corpus,
+    /// The autodiff device the batches go to.
+    autodiff: Device,
+    schedule: CosineWarmup,
+    optim: ModuleOptimizer,
+    /// Skipped steps in a row, and in all.
+    consecutive_bad: u32,
+    skipped: u64,
+}
+
+/// What one training step did.
+struct Stepped {
+    /// The learning rate it used.
+    lr: f64,
+    /// The training loss (nats/token) and the global gradient norm before clipping.
+    loss: f64,
+    grad_norm: f64,
+    /// Whether the step was skipped: the loss or the norm was not finite.
+    skipped: bool,
+}
+
+impl Trainer<'_> {
+    /// Training step `step`: the batch, forward, backward, global-norm clipping and the
+    /// optimizer step. It waits on one read-back, the loss and the gradient norm together,
+    /// which the log prints and the clipping needs. A non-finite loss or norm skips the
+    /// step; ten in a row end the run with [`PretrainError::Diverged`].
+    fn step(&mut self, model: Llama, step: usize) -> Result<(Llama, Stepped), PretrainError> {
+        let config = self.config;
+        let lr = self.schedule.lr(step);
+        let (x, y) = self.corpus.train_batch(
+            config.seed,
+            step as u64,
+            config.batch_size,
+            config.seq_len,
+            &self.autodiff,
+        );
+        let loss = model.loss(x, y);
+        let loss_inner = loss.clone().detach().inner();
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let (loss, grad_norm) = read_loss_and_norm(loss_inner, &grads, &model);
+        let skipped = !(loss.is_finite() && grad_norm.is_finite());
+        if skipped {
+            self.skipped += 1;
+            self.consecutive_bad += 1;
+            if self.consecutive_bad >= 10 {
+                return Err(PretrainError::Diverged(format!(
+                    "10 steps in a row with a non-finite loss or gradient (last at step {step}); lower --lr. The last checkpoint is intact"
+                )));
+            }
+            return Ok((
+                model,
+                Stepped {
+                    lr,
+                    loss,
+                    grad_norm,
+                    skipped,
+                },
+            ));
+        }
+        clip_to(&mut grads, &model, grad_norm, config.grad_clip);
+        let model = self.optim.step(lr, model, grads);
+        self.consecutive_bad = 0;
+        Ok((
+            model,
+            Stepped {
+                lr,
+                loss,
+                grad_norm,
+                skipped,
+            },
+        ))
+    }
+
+    /// Write the checkpoint of `model` at `step` done to `path`, atomically.
+    fn save(&self, model: &Llama, path: &Path, step: usize) -> Result<(), PretrainError> {
+        let model_bytes = model
+            .clone()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| PretrainError::Checkpoint(format!("model record: {e}")))?;
+        let optim_bytes = self
+            .optim
+            .into_bytes()
+            .map_err(|e| PretrainError::Checkpoint(format!("optimizer record: {e}")))?;
+        Checkpoint {
+            config_json: config_to_json(self.config),
+            step: step as u64,
+            model: model_bytes.to_vec(),
+            optimizer: optim_bytes.to_vec(),
+        }
+        .save(path)
+    }
+}
+
+/// What a run writes and prints beside its steps: evaluations, the log, samples, the
+/// subspace diagnostics and the plots.
+struct Outputs<'a> {
+    config: &'a TrainConfig,
+    corpus: &'a Corpus,
+    model_config: &'a LlamaConfig,
+    kind: OptimizerKind,
+    device: Device,
+    valid: Vec<(Tensor<2, Int>, Tensor<2, Int>)>,
+    progress: Progress,
+    log: Log,
+    samples: Option<Samples>,
+    /// The low-rank optimizer's report and its subspace log (`None` for AdamW).
+    subspace: Option<(SubTrackReport, SubspaceLog)>,
+    last_eval: f64,
+    last_train: f64,
+}
+
+impl Outputs<'_> {
+    /// The held-out loss after `done` steps, kept as the last evaluation.
+    fn evaluate(&mut self, model: &Llama) -> f64 {
+        self.last_eval = evaluate(model, &self.valid);
+        self.last_eval
+    }
+
+    /// Log the state after `done` steps: the CSV row and the progress line.
+    fn log(
+        &mut self,
+        done: usize,
+        stepped: &Stepped,
+        eval_loss: Option<f64>,
+        memory: Option<u64>,
+        meter: &Meter,
+        stop: usize,
+    ) -> Result<(), PretrainError> {
+        let tokens_per_step = (self.config.batch_size * self.config.seq_len) as u64;
+        let row = LogRow {
+            step: done as u64,
+            tokens: done as u64 * tokens_per_step,
+            train_loss: stepped.loss,
+            eval_loss,
+            lr: stepped.lr,
+            grad_norm: stepped.grad_norm,
+            tokens_per_s: meter.interval_rate(),
+            elapsed_s: meter.elapsed(),
+            memory_bytes: memory,
+        };
+        self.log.write(&row)?;
+        let loss = stepped.loss;
+        let eval = eval_loss.map_or(String::new(), |l| {
+            format!("  eval {l:.4} (ppl {:.2})", l.exp())
+        });
+        let short = format!("loss {loss:.4}  {:.0} tok/s", row.tokens_per_s);
+        let line = format!(
+            "[{}] step {done:>6}/{}  loss {loss:.4}  lr {:.2e}  {:.0} tok/s{eval}",
+            self.kind.name(),
+            self.config.steps,
+            stepped.lr,
+            row.tokens_per_s
+        );
+        let keep = eval_loss.is_some() || done == stop;
+        self.progress.step(done as u64, &line, &short, keep);
+        Ok(())
+    }
+
+    /// The first evaluation of a fresh run, before any step: its row, line and sample.
+    fn log_start(&mut self, model: &Llama, memory: Option<u64>) -> Result<(), PretrainError> {
+        let l = self.evaluate(model);
+        self.log.write(&LogRow {
+            step: 0,
+            tokens: 0,
+            train_loss: f64::NAN,
+            eval_loss: Some(l),
+            lr: 0.0,
+            grad_norm: f64::NAN,
+            tokens_per_s: 0.0,
+            elapsed_s: 0.0,
+            memory_bytes: memory,
+        })?;
+        self.progress.line(&format!(
+            "[{}] step      0  eval {l:.4} (ppl {:.2})",
+            self.kind.name(),
+            l.exp()
+        ));
+        self.sample(model, 0)
+    }
+
+    /// On a text corpus, what the model writes after the held-out prompt at step `step`:
+    /// printed and kept in `samples.txt`.
+    fn sample(&mut self, model: &Llama, step: usize) -> Result<(), PretrainError> {
+        let Some(samples) = self.samples.as_mut() else {
+            return Ok(());
+        };
+        let Some((prompt, text)) = sample(model, self.config, self.corpus, &self.device) else {
+            return Ok(());
+        };
+        self.progress
+            .line(&format!("  sample at step {step}: {prompt} → {text}"));
+        samples.write(step, &prompt, &text)
+    }
+
+    /// Take the subspace diagnostics formed since the last call into `subspace.csv` and
+    /// its plot, and print the latest residual fractions.
+    fn take_subspace(&mut self) -> Result<(), PretrainError> {
+        let Some((report, log)) = self.subspace.as_mut() else {
+            return Ok(());
+        };
+        let taken = report.take_subspace_diagnostics();
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let title = format!(
+            "{} — {}: residual fraction ‖G − S·SᵀG‖²/‖G‖² at each subspace update",
+            self.kind.label(),
+            self.config.size
+        );
+        let latest = log.write(&taken, self.model_config, &title)?;
+        let parts: Vec<String> = latest
+            .iter()
+            .map(|(matrix, fraction)| format!("{matrix} {fraction:.3}"))
+            .collect();
+        self.progress.line(&format!(
+            "  subspace update at step {}: residual fraction {}",
+            taken[taken.len() - 1].step,
+            parts.join(", ")
+        ));
+        Ok(())
+    }
+
+    /// Redraw `loss.svg`.
+    fn plot_loss(&self) -> Result<(), PretrainError> {
+        let title = format!("{} — {}", self.kind.label(), self.config.size);
+        self.log
+            .plot(&title, self.config.steps, self.corpus.plot_floor())
+    }
+}
+
 fn train_inner(
     config: &TrainConfig,
     corpus: &Corpus,
@@ -258,22 +478,85 @@ fn train_inner(
     opts: &RunOptions,
     model_config: &LlamaConfig,
 ) -> Result<RunSummary, PretrainError> {
-    let kind = config.optimizer_kind()?;
-    let dev = picked.device.clone();
-    let ad: Device = dev.clone().autodiff();
-    let out = &opts.out_dir;
-    let ckpt_path = out.join("checkpoint.bin");
-    let csv_path = out.join("log.csv");
-    let svg_path = out.join("loss.svg");
-    let samples_path = out.join("samples.txt");
-    let subspace_path = out.join("subspace.csv");
-    let subspace_svg = out.join("subspace.svg");
-    let io = |what: &str, e: std::io::Error| PretrainError::Io(format!("{what}: {e}"));
+    let (mut trainer, mut model, report, start) =
+        start_run(config, corpus, picked, opts, model_config)?;
+    let mut outputs = open_outputs(config, corpus, picked, opts, model_config, report, start)?;
+    let mut meter = Meter::start(&picked.device, picked.is_wgpu);
+    let stop = opts.stop_after.unwrap_or(config.steps).min(config.steps);
+    if start == 0 {
+        let memory = meter.memory();
+        outputs.log_start(&model, memory)?;
+    }
+    let tokens_per_step = (config.batch_size * config.seq_len) as u64;
+    for step in start..stop {
+        let stepped;
+        (model, stepped) = meter.step(tokens_per_step, || trainer.step(model, step))?;
+        if stepped.skipped {
+            let (loss, norm) = (stepped.loss, stepped.grad_norm);
+            outputs.progress.suspend(|| {
+                eprintln!("warning: step {step}: loss {loss}, gradient norm {norm}; step skipped")
+            });
+        }
+        outputs.last_train = stepped.loss;
+        let (done, memory) = (step + 1, meter.memory());
+        let eval_now = done % config.eval_every == 0 || done == config.steps;
+        let eval_loss = eval_now.then(|| outputs.evaluate(&model));
+        if done % config.log_every == 0 || eval_now || done == stop {
+            outputs.log(done, &stepped, eval_loss, memory, &meter, stop)?;
+            if eval_now {
+                // After the interval's timing: sampling is not training.
+                outputs.sample(&model, done)?;
+                outputs.take_subspace()?;
+            }
+            meter.new_interval();
+        }
+        if done % config.checkpoint_every == 0 || done == stop {
+            outputs.take_subspace()?;
+            trainer.save(&model, &opts.out_dir.join("checkpoint.bin"), done)?;
+            outputs.plot_loss()?;
+        }
+    }
+    outputs.progress.finish();
+    let state = state_bytes(&trainer.optim).map_err(|e| PretrainError::Io(e.to_string()))?;
+    let (subspace_updates, mean_residual_fraction) = match &outputs.subspace {
+        Some((report, log)) => (report.subspace_updates(), log.mean_residual()),
+        None => (0, None),
+    };
+    Ok(RunSummary {
+        optimizer: outputs.kind,
+        lr: config.lr,
+        steps: stop,
+        final_eval_loss: outputs.last_eval,
+        final_train_loss: outputs.last_train,
+        wall_s: meter.elapsed(),
+        tokens_per_s: meter.tokens_per_s(),
+        state,
+        peak_memory: meter.peak(),
+        memory_kind: device::memory_kind(picked.is_wgpu),
+        train_curve: outputs.log.train,
+        eval_curve: outputs.log.eval,
+        skipped_steps: trainer.skipped,
+        subspace_updates,
+        mean_residual_fraction,
+    })
+}
 
+/// The run's trainer and model, fresh from the seed or resumed from the checkpoint, with
+/// the low-rank optimizer's report and the step to start from. A fresh run refuses an
+/// output directory that holds a checkpoint unless told to overwrite it.
+fn start_run<'a>(
+    config: &'a TrainConfig,
+    corpus: &'a Corpus,
+    picked: &Picked,
+    opts: &RunOptions,
+    model_config: &LlamaConfig,
+) -> Result<(Trainer<'a>, Llama, Option<SubTrackReport>, usize), PretrainError> {
+    let autodiff: Device = picked.device.clone().autodiff();
+    let ckpt_path = opts.out_dir.join("checkpoint.bin");
     // Initial weights from the seed alone (Burn's CPU generator is process-wide, so other
     // threads drawing from it would otherwise change them); the device is seeded too.
-    ad.seed(config.seed);
-    let mut model = model_config.init_seeded(&ad, config.seed)?;
+    autodiff.seed(config.seed);
+    let mut model = model_config.init_seeded(&autodiff, config.seed)?;
     let (mut optim, report) = config.build_optimizer(model_config)?;
     let mut start = 0usize;
     if opts.resume {
@@ -284,305 +567,65 @@ fn train_inner(
             ckpt_path.display()
         )));
     }
+    let trainer = Trainer {
+        config,
+        corpus,
+        autodiff,
+        schedule: config.schedule(),
+        optim,
+        consecutive_bad: 0,
+        skipped: 0,
+    };
+    Ok((trainer, model, report, start))
+}
+
+/// The run's outputs: its files in the output directory, opened for a fresh run or one
+/// resumed at `start`, the held-out batches and the progress display. With a low-rank
+/// optimizer's `report`, turns its subspace diagnostics on.
+fn open_outputs<'a>(
+    config: &'a TrainConfig,
+    corpus: &'a Corpus,
+    picked: &Picked,
+    opts: &RunOptions,
+    model_config: &'a LlamaConfig,
+    report: Option<SubTrackReport>,
+    start: usize,
+) -> Result<Outputs<'a>, PretrainError> {
+    let out = &opts.out_dir;
     std::fs::create_dir_all(out).map_err(|e| io(&format!("creating {}", out.display()), e))?;
-
-    // The CSV log: rows up to the checkpoint's step survive a resume.
-    let csv_text = if opts.resume {
-        csv_prefix(&csv_path, start as u64)
+    let opening = if opts.resume {
+        Opening::Resumed(start)
     } else {
-        format!("{}\n", super::report::CSV_HEADER)
+        Opening::Fresh
     };
-    let (mut train_curve, mut eval_curve) = curves_from_csv(&csv_text);
-    write_text(&csv_path, &csv_text)?;
-    let mut csv = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&csv_path)
-        .map_err(|e| io("opening the CSV log", e))?;
-
-    let schedule = config.schedule();
-    let valid = corpus.valid_batches(config.batch_size, config.seq_len, config.eval_batches, &dev);
-    let tokens_per_step = (config.batch_size * config.seq_len) as u64;
-    let progress = Progress::new(opts.verbose, kind.name(), start as u64, config.steps as u64);
-    // Each evaluation's sample on a text corpus, in samples.txt beside the CSV log: one line
-    // per evaluation, "step N", the prompt and the continuation, tab-separated and escaped.
-    // A resumed run keeps the lines up to its checkpoint's step.
-    let mut samples = match config.data {
+    let log = Log::open(out, opening)?;
+    let samples = match config.data {
+        Some(_) => Some(Samples::open(out, opening)?),
         None => None,
-        Some(_) => {
-            let kept = if opts.resume {
-                samples_prefix(&samples_path, start)
-            } else {
-                String::new()
-            };
-            write_text(&samples_path, &kept)?;
-            let file = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&samples_path)
-                .map_err(|e| io("opening the samples", e))?;
-            Some(file)
-        }
     };
-    let write_sample = |model: &Llama,
-                        step: usize,
-                        samples: &mut Option<std::fs::File>|
-     -> Result<(), PretrainError> {
-        let (Some(file), Some((prompt, text))) =
-            (samples.as_mut(), sample(model, config, corpus, &dev))
-        else {
-            return Ok(());
-        };
-        progress.line(&format!("  sample at step {step}: {prompt} → {text}"));
-        writeln!(file, "step {step}\t{prompt}\t{text}").map_err(|e| io("writing the samples", e))
-    };
-    // The subspace diagnostics of a low-rank run, in subspace.csv (rows of updates before
-    // the checkpoint's step survive a resume) and subspace.svg, rewritten whenever new
-    // rows are taken: at each evaluation and checkpoint, outside the timed steps.
-    let mut subspace_csv = match &report {
-        None => None,
+    let subspace = match report {
         Some(report) => {
             report.set_subspace_diagnostics(true);
-            let text = if opts.resume {
-                subspace::csv_prefix(
-                    &std::fs::read_to_string(&subspace_path).unwrap_or_default(),
-                    start,
-                )
-            } else {
-                format!("{SUBSPACE_CSV_HEADER}\n")
-            };
-            write_text(&subspace_path, &text)?;
-            Some(text)
+            Some((report, SubspaceLog::open(out, opening)?))
         }
+        None => None,
     };
-    let take_subspace = |csv: &mut Option<String>| -> Result<(), PretrainError> {
-        let (Some(report), Some(text)) = (&report, csv.as_mut()) else {
-            return Ok(());
-        };
-        let taken = report.take_subspace_diagnostics();
-        if taken.is_empty() {
-            return Ok(());
-        }
-        let rows = subspace::csv_rows(&taken, model_config);
-        let header = format!("{SUBSPACE_CSV_HEADER}\n");
-        let latest = subspace::residual_curves(&format!("{header}{rows}"));
-        let parts: Vec<String> = latest
-            .iter()
-            .map(|(matrix, points)| format!("{matrix} {:.3}", points[points.len() - 1].1))
-            .collect();
-        progress.line(&format!(
-            "  subspace update at step {}: residual fraction {}",
-            taken[taken.len() - 1].step,
-            parts.join(", ")
-        ));
-        text.push_str(&rows);
-        write_text(&subspace_path, text)?;
-        let curves = subspace::residual_curves(text);
-        let curves: Vec<Curve> = curves
-            .iter()
-            .map(|(label, points)| Curve {
-                label,
-                points: points.clone(),
-            })
-            .collect();
-        write_text(
-            &subspace_svg,
-            &svg_plot(
-                &format!(
-                    "{} — {}: residual fraction ‖G − S·SᵀG‖²/‖G‖² at each subspace update",
-                    kind.label(),
-                    config.size
-                ),
-                &curves,
-                None,
-            ),
-        )
-    };
-    let memory_kind = device::memory_kind(picked.is_wgpu);
-    device::reset_peak();
-    let mut peak_memory = device::memory_in_use(&dev, picked.is_wgpu);
-    let started = Instant::now();
-    let mut interval_start = Instant::now();
-    let mut interval_tokens = 0u64;
-    let mut train_seconds = 0.0;
-    let mut trained_tokens = 0u64;
-    let mut last_train = f64::NAN;
-    let mut last_eval = eval_curve.last().map_or(f64::NAN, |p: &(f64, f64)| p.1);
-    let mut skipped = 0u64;
-    let mut consecutive_bad = 0u32;
-    let stop = opts.stop_after.unwrap_or(config.steps).min(config.steps);
-    if start == 0 {
-        let l = evaluate(&model, &valid);
-        eval_curve.push((0.0, l));
-        last_eval = l;
-        let row = LogRow {
-            step: 0,
-            tokens: 0,
-            train_loss: f64::NAN,
-            eval_loss: Some(l),
-            lr: 0.0,
-            grad_norm: f64::NAN,
-            tokens_per_s: 0.0,
-            elapsed_s: 0.0,
-            memory_bytes: peak_memory,
-        };
-        writeln!(csv, "{}", row.to_csv()).map_err(|e| io("writing the CSV log", e))?;
-        progress.line(&format!(
-            "[{}] step      0  eval {l:.4} (ppl {:.2})",
-            kind.name(),
-            l.exp()
-        ));
-        write_sample(&model, 0, &mut samples)?;
-    }
-
-    let save = |model: &Llama, optim: &ModuleOptimizer, step: usize| -> Result<(), PretrainError> {
-        let model_bytes = model
-            .clone()
-            .into_record()
-            .into_bytes()
-            .map_err(|e| PretrainError::Checkpoint(format!("model record: {e}")))?;
-        let optim_bytes = optim
-            .into_bytes()
-            .map_err(|e| PretrainError::Checkpoint(format!("optimizer record: {e}")))?;
-        Checkpoint {
-            config_json: config_to_json(config),
-            step: step as u64,
-            model: model_bytes.to_vec(),
-            optimizer: optim_bytes.to_vec(),
-        }
-        .save(&ckpt_path)
-    };
-
-    for step in start..stop {
-        let step_start = Instant::now();
-        let lr = schedule.lr(step);
-        let (x, y) = corpus.train_batch(
-            config.seed,
-            step as u64,
-            config.batch_size,
-            config.seq_len,
-            &ad,
-        );
-        let loss = model.loss(x, y);
-        let loss_inner = loss.clone().detach().inner();
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        let (loss_value, norm) = read_loss_and_norm(loss_inner, &grads, &model);
-        if loss_value.is_finite() && norm.is_finite() {
-            clip_to(&mut grads, &model, norm, config.grad_clip);
-            model = optim.step(lr, model, grads);
-            consecutive_bad = 0;
-        } else {
-            skipped += 1;
-            consecutive_bad += 1;
-            progress.suspend(|| {
-                eprintln!(
-                    "warning: step {step}: loss {loss_value}, gradient norm {norm}; step skipped"
-                )
-            });
-            if consecutive_bad >= 10 {
-                return Err(PretrainError::Diverged(format!(
-                    "10 steps in a row with a non-finite loss or gradient (last at step {step}); lower --lr. The last checkpoint is intact"
-                )));
-            }
-        }
-        let done = step + 1;
-        last_train = loss_value;
-        train_seconds += step_start.elapsed().as_secs_f64();
-        trained_tokens += tokens_per_step;
-        interval_tokens += tokens_per_step;
-        let memory = device::memory_in_use(&dev, picked.is_wgpu);
-        peak_memory = peak_memory.max(memory);
-
-        let eval_now = done % config.eval_every == 0 || done == config.steps;
-        let eval_loss = if eval_now {
-            let l = evaluate(&model, &valid);
-            last_eval = l;
-            eval_curve.push((done as f64, l));
-            Some(l)
-        } else {
-            None
-        };
-        let log_now = done % config.log_every == 0 || eval_now || done == stop;
-        if log_now {
-            let secs = interval_start.elapsed().as_secs_f64().max(1e-9);
-            let row = LogRow {
-                step: done as u64,
-                tokens: done as u64 * tokens_per_step,
-                train_loss: loss_value,
-                eval_loss,
-                lr,
-                grad_norm: norm,
-                tokens_per_s: interval_tokens as f64 / secs,
-                elapsed_s: started.elapsed().as_secs_f64(),
-                memory_bytes: memory,
-            };
-            writeln!(csv, "{}", row.to_csv()).map_err(|e| io("writing the CSV log", e))?;
-            train_curve.push((done as f64, loss_value));
-            let eval = eval_loss.map_or(String::new(), |l| {
-                format!("  eval {l:.4} (ppl {:.2})", l.exp())
-            });
-            let short = format!("loss {loss_value:.4}  {:.0} tok/s", row.tokens_per_s);
-            let line = format!(
-                "[{}] step {done:>6}/{}  loss {loss_value:.4}  lr {lr:.2e}  {:.0} tok/s{eval}",
-                kind.name(),
-                config.steps,
-                row.tokens_per_s
-            );
-            progress.step(
-                done as u64,
-                &line,
-                &short,
-                eval_loss.is_some() || done == stop,
-            );
-            if eval_now {
-                // After the interval's timing: sampling is not training.
-                write_sample(&model, done, &mut samples)?;
-                take_subspace(&mut subspace_csv)?;
-            }
-            interval_start = Instant::now();
-            interval_tokens = 0;
-        }
-        if done % config.checkpoint_every == 0 || done == stop {
-            take_subspace(&mut subspace_csv)?;
-            save(&model, &optim, done)?;
-            let curves = [
-                Curve {
-                    label: "train",
-                    points: train_curve.clone(),
-                },
-                Curve {
-                    label: "eval",
-                    points: eval_curve.clone(),
-                },
-            ];
-            let floor = corpus.plot_floor();
-            write_text(
-                &svg_path,
-                &svg_plot(
-                    &format!("{} — {}", kind.label(), config.size),
-                    &curves,
-                    floor,
-                ),
-            )?;
-        }
-    }
-    progress.finish();
-    peak_memory = peak_memory.max(device::peak_memory(picked.is_wgpu));
-    let state = state_bytes(&optim).map_err(|e| PretrainError::Io(e.to_string()))?;
-    let mean_residual_fraction = subspace_csv.as_deref().and_then(subspace::mean_residual);
-    Ok(RunSummary {
-        optimizer: kind,
-        lr: config.lr,
-        steps: stop,
-        final_eval_loss: last_eval,
-        final_train_loss: last_train,
-        wall_s: started.elapsed().as_secs_f64(),
-        tokens_per_s: trained_tokens as f64 / train_seconds.max(1e-9),
-        state,
-        peak_memory,
-        memory_kind,
-        train_curve,
-        eval_curve,
-        skipped_steps: skipped,
-        subspace_updates: report.map_or(0, |r| r.subspace_updates()),
-        mean_residual_fraction,
+    let kind = config.optimizer_kind()?;
+    let dev = &picked.device;
+    let valid = corpus.valid_batches(config.batch_size, config.seq_len, config.eval_batches, dev);
+    let last_eval = log.eval.last().map_or(f64::NAN, |p| p.1);
+    Ok(Outputs {
+        config,
+        corpus,
+        model_config,
+        kind,
+        device: dev.clone(),
+        valid,
+        progress: Progress::new(opts.verbose, kind.name(), start as u64, config.steps as u64),
+        log,
+        samples,
+        subspace,
+        last_eval,
+        last_train: f64::NAN,
     })
 }

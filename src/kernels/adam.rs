@@ -38,8 +38,9 @@ pub fn plan(r: usize, b: usize, rotate: bool, limits: Limits) -> bool {
 }
 
 /// (M', V', N) from M, V, G̃ (r×b), the parameter buffer `params` (β1, 1−β1, β2, 1−β2, ε,
-/// v_scale, moved, flag; `params.rs`) and, when rotating, C (r×r). The caller ([`crate::route::adam`]) has checked the runtime, the dtypes
-/// and [`plan`].
+/// v_scale, moved, flag; `step_buffer.rs`) and, when rotating, C (r×r). The caller (the WGSL
+/// route's `Ops::adam`, `route/wgsl/mod.rs`) has checked the runtime, the dtypes and
+/// [`plan`].
 pub fn launch(
     moment_1: CubeTensor,
     moment_2: CubeTensor,

@@ -15,7 +15,7 @@ use super::tune::{self, NormsChoice, TileChoice, UpdateLaunch};
 use super::{adam, project, tracking, update};
 
 /// Operations with a WGSL implementation. The `params` of Adam and recovery and the
-/// `scalars` of the update are the parameter buffer (\[14\], layout in `params.rs`), whose
+/// `scalars` of the update are the parameter buffer (\[14\], layout in `step_buffer.rs`), whose
 /// last slot is the step flag (1 = step, 0 = skip), so that a skip decided on the device
 /// needs no read-back; the tracking ops' `params` are their own, flag last.
 #[backend_extension(Cube, Fusion)]

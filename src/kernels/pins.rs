@@ -12,7 +12,7 @@ thread_local! {
     static RECOVERY_NORMS: Cell<NormsChoice> = const { Cell::new(NormsChoice::Tuned) };
 }
 
-/// Tuning hook: from now on, the WGSL recovery column norms on this thread ([`recovery()`](crate::route::recovery),
+/// Tuning hook: from now on, the WGSL recovery column norms on this thread ([`recovery()`](crate::testing::route::recovery),
 /// so the optimizer's SubTrack++ steps run here) use `norms`: a [`ColumnNorms`](super::ColumnNorms) pins one
 /// kernel (`benchmark --recovery-norms per-column|tiled`), [`NormsChoice::Tuned`] (the
 /// default) lets the autotuner time both per shape. The per-column kernel
@@ -28,8 +28,8 @@ pub fn recovery_norms() -> NormsChoice {
     RECOVERY_NORMS.with(Cell::get)
 }
 
-/// Tuning hook: from now on, the WGSL projections on this thread ([`project()`](crate::route::project),
-/// [`project_checked`](crate::route::project_checked), [`project_packed`](crate::route::project_packed), so the optimizer's steps run here) use
+/// Tuning hook: from now on, the WGSL projections on this thread ([`project()`](crate::testing::route::project),
+/// [`project_checked`](crate::testing::route::project_checked), [`project_packed`](crate::testing::route::project_packed), so the optimizer's steps run here) use
 /// [`project_split`](crate::route::project_split) with `splits` partial sums, by the tile [`set_projection_tile`] pins
 /// (64×64 where it is tuned). 1, the default, leaves split-K to the autotuner, which
 /// weighs it per shape (`tune.rs`). For measuring (`benchmark --projection-splits N`).
@@ -37,9 +37,9 @@ pub fn set_projection_splits(splits: usize) {
     PROJECTION_SPLITS.with(|s| s.set(splits.max(1)));
 }
 
-/// Tuning hook: from now on, the WGSL projections on this thread ([`project()`](crate::route::project),
-/// [`project_checked`](crate::route::project_checked), [`project_packed`](crate::route::project_packed), [`track`](crate::route::track)'s A = SᵀG) and back-projections
-/// fused with the weight update ([`update()`](crate::route::update)), so the optimizer's steps run here, compute
+/// Tuning hook: from now on, the WGSL projections on this thread ([`project()`](crate::testing::route::project),
+/// [`project_checked`](crate::testing::route::project_checked), [`project_packed`](crate::testing::route::project_packed), [`track`](crate::route::track)'s A = SᵀG) and back-projections
+/// fused with the weight update ([`update()`](crate::testing::route::update)), so the optimizer's steps run here, compute
 /// blocks of `tile`: a [`ProjectionTile`](super::ProjectionTile) pins one (`benchmark --projection-tile 64|128`),
 /// [`TileChoice::Tuned`] (the default) lets the autotuner pick per shape.
 pub fn set_projection_tile(tile: impl Into<TileChoice>) {

@@ -31,12 +31,12 @@ const SHADER_FLAG: &str = include_str!("../../shaders/finite_flag.wgsl");
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ProjectionTile {
     /// 64×64, a 4×4 block per invocation (`project.wgsl`, and `update.wgsl` for the
-    /// back-projection): measured on an H200; the tile of products too small to tune.
+    /// back-projection): the tile of products too small to tune.
     #[default]
     Block64,
     /// 128×128, an 8×8 block per invocation (`project_wide.wgsl`, and `update_wide.wgsl`
     /// for the back-projection): twice the multiply-adds per workgroup-memory read, a
-    /// quarter of the workgroups. For large products; not yet measured on a GPU.
+    /// quarter of the workgroups. For large products.
     Block128,
 }
 

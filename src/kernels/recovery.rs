@@ -16,7 +16,7 @@ use super::launch::{
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ColumnNorms {
     /// `recovery_norms.wgsl`: one invocation per column over all rows, ⌈b/256⌉ workgroups;
-    /// the faster on lavapipe, and the kernel of products too small to tune.
+    /// the kernel of products too small to tune.
     #[default]
     PerColumn,
     /// `recovery_norms_tiled.wgsl`: partial sums over 64×64 tiles on a 2-D grid, which the
@@ -141,7 +141,7 @@ pub fn plan(a: usize, r: usize, b: usize, limits: Limits) -> Option<usize> {
 }
 
 /// (ψ 1×b, Λ_prev' \[1\]) from G (a×b), G̃ and N (r×b), the parameter buffer `params`
-/// (2k − k², ζ, flag; `params.rs`) and the previous limiter norm, with the column-norm
+/// (2k − k², ζ, flag; `step_buffer.rs`) and the previous limiter norm, with the column-norm
 /// kernel `norms`. The caller has checked the runtime, the dtypes and [`plan`]. Writes only
 /// ψ, Λ_prev' and partial sums of its own, so the autotuner can time it on the same inputs
 /// more than once.

@@ -205,9 +205,9 @@ pub fn plan(
 }
 
 /// W' = d·(W − α·(S·L + G⊙ψ)), L = s·N − k·G̃⊙ψ, from the parameter buffer
-/// `scalars` (α, d, s, k, flag; `params.rs`);
+/// `scalars` (α, d, s, k, flag; `step_buffer.rs`);
 /// `recovery` holds (G, ψ, G̃) when recovery scaling is on. S, W and G over the binding
-/// limit are updated in row chunks (left layout only). The caller ([`crate::route::update`]) has
+/// limit are updated in row chunks (left layout only). The caller (the WGSL route's `Ops::update`) has
 /// checked the runtime, the dtypes and [`plan`]. W's layout, the tile and the limits come
 /// from `how`.
 pub fn launch(
@@ -423,7 +423,7 @@ pub fn launch_matmul(
     assert_f32_on_wgsl("update: Burn matmul", &inputs);
     crate::launches::count_launch("update: Burn matmul", [a, r, b]);
     let bool_dtype = get_device_settings::<B>(&weight.device).bool_dtype;
-    // The parameter buffer's slot `i` as a 1×1 tensor (src/params.rs: α, d, s, k at 8–11,
+    // The parameter buffer's slot `i` as a 1×1 tensor (src/route/step_buffer.rs: α, d, s, k at 8–11,
     // the flag at 13).
     let slot = |i: usize| {
         let one = B::float_slice(

@@ -7,9 +7,9 @@ use super::{Ops, keep_on_skip};
 use crate::basis;
 use crate::config::RecoveryScaling;
 use crate::moments::{AdamParams, rotate_moments};
-use crate::ops::{LowRankAdam, RecoveryInputs, Rotation, UpdateCoefficients, UpdateInputs};
-use crate::params::StepFlag;
 use crate::recovery::{RecoveryScales, column_sq, recovery_scales};
+use crate::route::step_buffer::StepFlag;
+use crate::route::{LowRankAdam, RecoveryInputs, Rotation, UpdateCoefficients, UpdateInputs};
 
 /// Burn's tensor ops.
 #[derive(Clone, Copy, Debug, Default)]

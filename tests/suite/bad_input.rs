@@ -70,7 +70,8 @@ fn non_finite_gradients_are_skipped(device: &Device, config: SubTrackConfig, wha
             // here, the tracking kernels run these sizes, GaLore's refresh does not) and
             // the skipped step still counts toward k; elsewhere the host check keeps k.
             let svd_refresh = svd && rows == 6 && s_before.step().is_multiple_of(interval);
-            let on_device = optim_wgsl && subtrack::kernels::wgsl_available(device) && !svd_refresh;
+            let on_device =
+                optim_wgsl && subtrack::testing::kernels::wgsl_available(device) && !svd_refresh;
             assert_eq!(
                 ns.step(),
                 s_before.step() + usize::from(on_device),

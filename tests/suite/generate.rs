@@ -2,7 +2,7 @@
 //! the escaping, the samples a text run writes at each evaluation, and `generate` from a
 //! run's checkpoint, deterministic for a seed and refusing what it cannot continue. CPU only.
 
-use subtrack::rng::SplitMix;
+use subtrack::testing::rng::SplitMix;
 use subtrack_llama::device::pick;
 use subtrack_llama::generate::{Sampling, draw, escape, generate, printable};
 use subtrack_llama::run::SAMPLE_PROMPT_BYTES;

@@ -9,6 +9,7 @@ mod checkpoint;
 mod device;
 mod diagnostics;
 mod generate;
+mod hand_gradients;
 mod kernels;
 mod learner;
 mod precision;

@@ -3,7 +3,7 @@
 
 use burn::optim::Optimizer;
 use burn::tensor::{DType, Device, DeviceKind, Distribution, FloatDType, Tensor, TensorData};
-use subtrack::basis::EXACT_SVD_MAX_SIDE;
+use subtrack::testing::basis::EXACT_SVD_MAX_SIDE;
 use subtrack::{SubTrack, SubTrackConfig, SubTrackState};
 use subtrack_llama::device::wgpu_adapter;
 

@@ -446,6 +446,14 @@ fn bad_configs_are_refused() {
         (tiny(10).with_seq_len(1), "--seq-len"),
         (tiny(10).with_grad_clip(0.0), "--grad-clip"),
         (tiny(10).with_valid_fraction(0.9), "--valid-fraction"),
+        // The flag the person gave, not the default one beside it.
+        (
+            TrainConfig::new()
+                .with_seq_len(100_000)
+                .with_steps(1)
+                .with_warmup_steps(0),
+            "--seq-len 100000 needs 1000010 held-out tokens",
+        ),
     ];
     for (config, expected) in cases {
         match config.validate() {
@@ -565,7 +573,7 @@ fn trains_on_wgpu_when_an_adapter_exists() {
         // The MLP's 64×176 weights at rank 16 (the only run at these sizes with kernels).
         let launched = || {
             ["update", "adam", "recovery"].map(|k| {
-                subtrack::kernels::launches(
+                subtrack::testing::kernels::launches(
                     k,
                     if k == "adam" {
                         [16, 16, 176]

@@ -2,9 +2,9 @@
 //!
 //! It calls nothing of the crate's math: its own matrices, its own Jacobi eigen-solver, and
 //! the right-projected case written out with right multiplications (not via the transpose).
-//! Only the test inputs ([`Rng`]) come from the crate's generator, `subtrack::rng`.
+//! Only the test inputs ([`Rng`]) come from the crate's generator, `subtrack::testing::rng`.
 
-use subtrack::rng::SplitMix;
+use subtrack::testing::rng::SplitMix;
 
 /// Row-major dense matrix.
 #[derive(Clone, Debug, PartialEq)]

@@ -4,8 +4,8 @@ use burn::optim::Optimizer;
 use burn::tensor::Device;
 use subtrack::SubTrackConfig;
 use subtrack::SubTrackState;
-use subtrack::basis::{orthonormality_drift, top_singular_basis};
-use subtrack::geodesic::{geodesic_step, tangent};
+use subtrack::testing::basis::{orthonormality_drift, top_singular_basis};
+use subtrack::testing::geodesic::{geodesic_step, tangent};
 
 use crate::reference::{Mat, Rng, jacobi_eigen, top_eigvecs};
 use crate::{devices, download, upload};
@@ -248,16 +248,21 @@ fn randomized_basis_matches_the_exact_one_on_a_gapped_spectrum() {
     let (a, b, r) = (120, 200, 6);
     let (g, _) = gapped(&mut rng, a, b, r, 0.05);
     let g_dev = upload(&g, &device);
-    let exact = download(subtrack::basis::exact_singular_basis(&g_dev, r));
-    let randomized = download(subtrack::basis::randomized_singular_basis(&g_dev, r, 4));
+    let exact = download(subtrack::testing::basis::exact_singular_basis(&g_dev, r));
+    let randomized = download(subtrack::testing::basis::randomized_singular_basis(
+        &g_dev, r, 4,
+    ));
     // Both have canonical signs, so the columns themselves agree.
     let err = max_abs_diff(&randomized, &exact);
     assert!(err < 1e-4, "randomized vs exact singular vectors: {err}");
     let (drift, _) = orthonormality_drift(&upload(&randomized, &device));
     assert!(drift < 1e-5, "drift {drift}");
     // A zero gradient falls back to the exact path and still gives orthonormal columns.
-    let zero =
-        subtrack::basis::randomized_singular_basis(&upload(&Mat::zeros(a, b), &device), r, 2);
+    let zero = subtrack::testing::basis::randomized_singular_basis(
+        &upload(&Mat::zeros(a, b), &device),
+        r,
+        2,
+    );
     let (drift, _) = orthonormality_drift(&zero);
     assert!(drift < 1e-5, "zero gradient: drift {drift}");
 }
@@ -283,7 +288,9 @@ fn randomized_basis_is_accurate_on_a_decaying_spectrum() {
     let g = u.mul(&sigma).mul(&v.t());
     let expected = top_eigvecs(&g.mul(&g.t()), r);
     let g_dev = upload(&g, &device);
-    let randomized = download(subtrack::basis::randomized_singular_basis(&g_dev, r, 6));
+    let randomized = download(subtrack::testing::basis::randomized_singular_basis(
+        &g_dev, r, 6,
+    ));
     let captured = randomized.t().mul(&expected).norm().powi(2);
     assert!(
         (captured - r as f64).abs() < 1e-5,
@@ -293,7 +300,7 @@ fn randomized_basis_is_accurate_on_a_decaying_spectrum() {
     let err = max_abs_diff(&randomized, &expected);
     assert!(err < 1e-4, "randomized vs f64 singular vectors: {err}");
     // It did not fall back to the exact path, whose f32 result differs in the last bits.
-    let exact = download(subtrack::basis::exact_singular_basis(&g_dev, r));
+    let exact = download(subtrack::testing::basis::exact_singular_basis(&g_dev, r));
     assert!(
         max_abs_diff(&randomized, &exact) > 0.0,
         "fell back to the exact SVD"
@@ -308,11 +315,11 @@ fn top_singular_basis_goes_randomized_past_the_exact_limit() {
     // (the noise moves them off U's by about 0.05 rad, the same for both).
     let device = Device::flex();
     let mut rng = Rng::new(67);
-    let (a, b, r) = (subtrack::basis::EXACT_SVD_MAX_SIDE + 76, 1200, 8);
+    let (a, b, r) = (subtrack::testing::basis::EXACT_SVD_MAX_SIDE + 76, 1200, 8);
     let (g, u) = gapped(&mut rng, a, b, r, 0.01);
     let g_dev = upload(&g, &device);
     let s = download(top_singular_basis(&g_dev, r));
-    let exact = download(subtrack::basis::exact_singular_basis(&g_dev, r));
+    let exact = download(subtrack::testing::basis::exact_singular_basis(&g_dev, r));
     let err = max_abs_diff(&s, &exact);
     assert!(err < 1e-4, "randomized vs exact singular vectors: {err}");
     // ‖SᵀU‖²_F ≈ r: the subspace is U's up to the noise.

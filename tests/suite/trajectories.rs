@@ -2,7 +2,8 @@
 
 use burn::optim::Optimizer;
 use burn::tensor::Device;
-use subtrack::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdate, kernels};
+use subtrack::testing::kernels;
+use subtrack::{ProjectionAware, RecoveryScaling, SubTrackConfig, SubspaceUpdate};
 
 use crate::reference::{self, Hyper, Mat, Rng, Update, Variant};
 use crate::{assert_close, devices, download, upload};

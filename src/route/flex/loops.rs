@@ -28,16 +28,15 @@ use rayon::prelude::*;
 
 use crate::simd::wide;
 
-/// Elements from which a pass runs on several threads (on a 2-core VM, 256×688 passes ran
-/// faster on one thread, 512×512 and larger on two).
+/// Elements from which a pass runs on several threads: below it, the hand-off to rayon's
+/// pool costs more than the pass (benches/RESULTS.md has the measurements).
 const PARALLEL_ELEMENTS: usize = 1 << 18;
 /// Row blocks of a parallel pass (fixed, so that sums do not depend on the thread count).
 const BLOCKS: usize = 16;
-/// m·n·k from which a gemm runs on several threads. Burn flex's own threshold is 192³
-/// (7.1 M); on a 2-core VM the 20m GaLore step (256×688×64, 11.3 M) ran 8–23 % faster
-/// with its products on one thread (three alternated pairs), since each hand-off to
-/// rayon's pool from the caller's thread wakes a sleeping worker and then the caller; the
-/// 512-wide 60m products (33.6 M and up) keep both threads.
+/// m·n·k from which a gemm runs on several threads, above Burn flex's own threshold of
+/// 192³: each hand-off to rayon's pool from the caller's thread wakes a sleeping worker and
+/// then the caller, which products of the 20m shapes (256×688×64) do not repay and the
+/// 512-wide 60m ones do (benches/RESULTS.md has the measurements).
 const PARALLEL_GEMM: usize = 1 << 25;
 
 /// Operations with a fused implementation on `flex`.

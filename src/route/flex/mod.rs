@@ -13,20 +13,20 @@ use super::portable::{self, Portable};
 use crate::config::RecoveryScaling;
 use crate::launches::count_launch;
 use crate::moments::AdamParams;
-use crate::ops::{LowRankAdam, RecoveryInputs, Rotation, UpdateCoefficients, UpdateInputs};
-use crate::params::StepFlag;
 use crate::recovery::RecoveryScales;
+use crate::route::step_buffer::StepFlag;
+use crate::route::{LowRankAdam, RecoveryInputs, Rotation, UpdateCoefficients, UpdateInputs};
 
 /// The fused loops on `flex`.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Flex;
+pub struct FusedLoops;
 
 /// Whether `device` is a `flex` device.
 pub(super) fn runs_on(device: &Device) -> bool {
     matches!(device.as_dispatch(), DispatchDevice::Flex(_))
 }
 
-impl Ops for Flex {
+impl Ops for FusedLoops {
     fn name(&self) -> &'static str {
         "fused CPU loops (flex)"
     }
@@ -84,7 +84,7 @@ impl Ops for Flex {
         }
     }
 
-    /// The tensor ops, with G's, G̃'s and N's column sums of squares by [`Flex::column_sq`].
+    /// The tensor ops, with G's, G̃'s and N's column sums of squares by [`FusedLoops::column_sq`].
     fn recovery(
         &self,
         inputs: RecoveryInputs,

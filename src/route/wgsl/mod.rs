@@ -12,21 +12,21 @@ use burn::backend::Dispatch;
 use burn::tensor::{DType, Device, Tensor};
 
 use super::portable::Portable;
-use super::{Ops, Sizes};
+use super::{Fused, LimitedInputs, Ops, Sizes, Tracking};
 use crate::config::RecoveryScaling;
 use crate::kernels::{
     self, Limits, ProjectionTile, SubTrackKernels, TileChoice, Tuned, TunedTile, UpdateLaunch,
     projection_splits, projection_tile, recovery_norms,
 };
 use crate::moments::AdamParams;
-use crate::ops::{
+use crate::recovery::{RecoveryScales, kept_weight};
+use crate::route::step_buffer::{self as buffer, StepFlag, StepParams};
+use crate::route::{
     LowRankAdam, RecoveryInputs, Rotation, TrackedStep, UpdateCoefficients, UpdateInputs,
 };
-use crate::params::{self, StepFlag, StepParams};
-use crate::recovery::{RecoveryScales, kept_weight};
 
+use track::launch_tracking;
 pub use track::track;
-use track::track_within;
 
 /// The WGSL kernels, planned for `limits`.
 #[derive(Clone, Copy, Debug)]
@@ -109,14 +109,14 @@ impl Ops for Wgsl {
             [&moment_1, &moment_2, g_low]
                 .into_iter()
                 .chain(rotation.map(|rot| rot.change_of_basis)),
-        ) && kernels::adam_plan(r, b, rotation.is_some(), self.limits);
+        ) && self.adam_runs(r, b, rotation.is_some());
         if !runs {
             report_fallback(&device);
             return Portable.adam(moment_1, moment_2, g_low, adam, rotation, flag);
         }
-        let values = params::adam_values(adam, rotation.map(|rot| rot.variant));
+        let values = buffer::adam_values(adam, rotation.map(|rot| rot.variant));
         let moved = rotation.and_then(|rot| rot.moved);
-        let params = params::params_for(params::ADAM, &values, moved, flag, [r, b], &device);
+        let params = buffer::params_for(buffer::ADAM, &values, moved, flag, [r, b], &device);
         let params = params.into_dispatch();
         let (m, v, g) = (
             moment_1.into_dispatch(),
@@ -158,14 +158,14 @@ impl Ops for Wgsl {
         let ([a, b], r) = (g.dims(), g_low.dims()[0]);
         let runs = all_f32([g, g_low, normalized])
             && previous.is_none_or(|p| p.dtype() == DType::F32)
-            && kernels::recovery_plan(a, r, b, self.limits);
+            && self.recovery_runs(a, r, b);
         if !runs {
             report_fallback(&device);
             return Portable.recovery(inputs, variant, scale, growth_limit, flag);
         }
         let limits = self.limits;
-        let values = params::recovery_values(variant, scale, growth_limit);
-        let params = params::params_for(params::RECOVERY, &values, None, flag, [r, b], &device);
+        let values = buffer::recovery_values(variant, scale, growth_limit);
+        let params = buffer::params_for(buffer::RECOVERY, &values, None, flag, [r, b], &device);
         let params = params.into_dispatch();
         let (gd, ld, nd) = (
             g.clone().into_dispatch(),
@@ -215,14 +215,9 @@ impl Ops for Wgsl {
                 ),
         );
         let recovering = inputs.recovery.is_some();
-        let tile = if !f32s {
-            None
-        } else if kernels::update_plan(a, r, b, inputs.transposed, recovering, self.limits) {
-            Some(projection_tile())
-        } else {
-            // No tile fits the adapter: Burn's ops, reading nothing back.
-            (!kernels::update_tiles_fit(recovering, self.limits)).then_some(TileChoice::Matmul)
-        };
+        let tile = f32s
+            .then(|| self.update_tile([a, r, b], inputs.transposed, recovering))
+            .flatten();
         let Some(tile) = tile else {
             report_fallback(&device);
             return Portable.update(inputs, coefficients, flag);
@@ -235,8 +230,8 @@ impl Ops for Wgsl {
             recovery,
         } = inputs;
         let kept = recovery.as_ref().map_or(0.0, |t| t.kept_weight);
-        let values = params::update_values(coefficients, kept);
-        let scalars = params::params_for(params::UPDATE, &values, None, flag, [r, b], &device);
+        let values = buffer::update_values(coefficients, kept);
+        let scalars = buffer::params_for(buffer::UPDATE, &values, None, flag, [r, b], &device);
         let scalars = scalars.into_dispatch();
         let (basis, normalized, weight) = (
             basis.clone().into_dispatch(),
@@ -263,6 +258,10 @@ impl Ops for Wgsl {
         })
     }
 
+    fn tracking(&self, Sizes { a, r, b, .. }: Sizes) -> Option<Tracking> {
+        kernels::tracking_plan(a, r, b, self.limits).then_some(Tracking(()))
+    }
+
     fn track(
         &self,
         basis: &Tensor<2>,
@@ -270,12 +269,9 @@ impl Ops for Wgsl {
         step_size: f64,
         max_theta: Option<f64>,
         tolerance: f64,
-    ) -> Option<TrackedStep> {
-        track_within(basis, g, step_size, max_theta, tolerance, self.limits)
-    }
-
-    fn tracks(&self, Sizes { a, r, b, .. }: Sizes) -> bool {
-        kernels::tracking_plan(a, r, b, self.limits)
+        _tracking: Tracking,
+    ) -> TrackedStep {
+        launch_tracking(basis, g, step_size, max_theta, tolerance, self.limits)
     }
 
     fn checks_on_device(&self) -> bool {
@@ -285,16 +281,16 @@ impl Ops for Wgsl {
     /// Where the adapter offers the 9 and 10 storage buffers of `adam_recovery.wgsl` and
     /// the limited update, the sizes take one launch each, and the update runs a WGSL tile
     /// ([`Wgsl::fused_tile`]).
-    fn fuses_recovery(&self, sizes: Sizes, previous: bool) -> bool {
+    fn fused_recovery(&self, sizes: Sizes, previous: bool) -> Option<Fused> {
         let Sizes {
             a,
             r,
             b,
             transposed,
         } = sizes;
-        self.fused_tile([a, r, b]).is_some_and(|tile| {
-            kernels::fused_recovery_plan(tile, [a, r, b], transposed, previous, self.limits)
-        })
+        let tile = self.fused_tile([a, r, b])?;
+        kernels::fused_recovery_plan(tile, [a, r, b], transposed, previous, self.limits)
+            .then_some(Fused { tile })
     }
 
     fn adam_recovery(
@@ -308,7 +304,7 @@ impl Ops for Wgsl {
         // One kernel binds the step's buffer for Adam's values (slot 0 on) and the
         // limiter's (slot 6 on).
         let [r, b] = g_low.dims();
-        for first in [params::ADAM, params::RECOVERY] {
+        for first in [buffer::ADAM, buffer::RECOVERY] {
             crate::launches::count_launch("params: packed", [first, r, b]);
         }
         let (m, v, n, scratch) = Dispatch::wgsl_adam_recovery(
@@ -330,11 +326,9 @@ impl Ops for Wgsl {
     fn update_limited(
         &self,
         inputs: UpdateInputs,
-        grad: &Tensor<2>,
-        g_low: &Tensor<2>,
-        scratch: Tensor<1>,
-        previous: Option<&Tensor<1>>,
+        limited: LimitedInputs,
         params: &StepParams,
+        Fused { tile }: Fused,
     ) -> (Tensor<2>, Tensor<1>) {
         let UpdateInputs {
             basis,
@@ -343,17 +337,19 @@ impl Ops for Wgsl {
             transposed,
             ..
         } = inputs;
+        let LimitedInputs {
+            grad,
+            g_low,
+            scratch,
+            previous,
+        } = limited;
         let [r, b] = g_low.dims();
-        let a = basis.dims()[0];
-        let tile = self
-            .fused_tile([a, r, b])
-            .expect("fuses_recovery found the update's tile");
         let how = UpdateLaunch {
             transposed,
             tile: TileChoice::Fixed(tile),
             limits: self.limits,
         };
-        crate::launches::count_launch("params: packed", [params::UPDATE, r, b]);
+        crate::launches::count_launch("params: packed", [buffer::UPDATE, r, b]);
         let d = |t: &Tensor<2>| t.clone().into_dispatch();
         let (basis, scalars) = (d(basis), params.buffer.clone().into_dispatch());
         let (normalized, weight) = (normalized.into_dispatch(), weight.into_dispatch());
@@ -388,23 +384,20 @@ impl Ops for Wgsl {
             b,
             transposed,
         } = sizes;
-        let limits = self.limits;
-        // Where no tile fits the adapter, Burn's matmul runs on this route instead.
-        let update_runs = |recovery| {
-            kernels::update_plan(a, r, b, transposed, recovery, limits)
-                || !kernels::update_tiles_fit(recovery, limits)
-        };
         [
+            ("project", self.projection([a, r, b]).is_some()),
+            ("adam", self.adam_runs(r, b, false)),
+            ("adam with rotation", self.adam_runs(r, b, true)),
+            ("recovery", self.recovery_runs(a, r, b)),
             (
-                "project",
-                kernels::projection_plan(a, r, b, limits) || self.matmul_projects(),
+                "update",
+                self.update_tile([a, r, b], transposed, false).is_some(),
             ),
-            ("adam", kernels::adam_plan(r, b, false, limits)),
-            ("adam with rotation", kernels::adam_plan(r, b, true, limits)),
-            ("recovery", kernels::recovery_plan(a, r, b, limits)),
-            ("update", update_runs(false)),
-            ("update with recovery", update_runs(true)),
-            ("tracking step", self.tracks(sizes)),
+            (
+                "update with recovery",
+                self.update_tile([a, r, b], transposed, true).is_some(),
+            ),
+            ("tracking step", self.tracking(sizes).is_some()),
         ]
         .into_iter()
         .filter(|(_, runs)| !runs)
@@ -413,7 +406,56 @@ impl Ops for Wgsl {
     }
 }
 
+/// How the projection runs where it runs on this route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Projection {
+    /// By a WGSL tile.
+    Tiles,
+    /// By Burn's matmul, for want of a tile that fits the adapter (the flag still on the
+    /// device).
+    Matmul,
+}
+
+/// Each operation's one decision whether it runs at these sizes (f32 tensors assumed),
+/// asked by the operation itself and by [`Ops::fallbacks`].
 impl Wgsl {
+    /// How the projection of S a×r and G a×b runs, or `None` where it takes the portable
+    /// path.
+    fn projection(&self, [a, r, b]: [usize; 3]) -> Option<Projection> {
+        if kernels::projection_plan(a, r, b, self.limits) {
+            Some(Projection::Tiles)
+        } else {
+            self.matmul_projects().then_some(Projection::Matmul)
+        }
+    }
+
+    /// Whether low-rank Adam's kernel runs r×b moments, with the rotation where `rotate`.
+    fn adam_runs(&self, r: usize, b: usize, rotate: bool) -> bool {
+        kernels::adam_plan(r, b, rotate, self.limits)
+    }
+
+    /// Whether recovery scaling's kernels run G a×b at rank r.
+    fn recovery_runs(&self, a: usize, r: usize, b: usize) -> bool {
+        kernels::recovery_plan(a, r, b, self.limits)
+    }
+
+    /// The tile the weight update of W a×b (b×a where `transposed`) at rank r runs, with
+    /// the recovery term where `recovering`: the pinned or tuned tile where a tile's plan
+    /// fits, Burn's ops (reading nothing back) where no tile fits the adapter, or `None`
+    /// where it takes the portable path.
+    fn update_tile(
+        &self,
+        [a, r, b]: [usize; 3],
+        transposed: bool,
+        recovering: bool,
+    ) -> Option<TileChoice> {
+        if kernels::update_plan(a, r, b, transposed, recovering, self.limits) {
+            Some(projection_tile())
+        } else {
+            (!kernels::update_tiles_fit(recovering, self.limits)).then_some(TileChoice::Matmul)
+        }
+    }
+
     /// The tile the limited update runs for W a×b at rank r: the one pinned, the untuned
     /// 64×64 (products under [`kernels::TUNED_MIN_MACS`]) or the autotuner's choice for the
     /// shape, so that fusing trades no tuned speed away. `None` where Burn's ops are pinned
@@ -445,13 +487,13 @@ impl Wgsl {
         head: &[f32],
     ) -> (Tensor<2>, Option<Tensor<1>>) {
         let ([a, r], b) = (basis.dims(), g.dims()[1]);
-        let tile = if !all_f32([basis, g]) {
-            None
-        } else if kernels::projection_plan(a, r, b, self.limits) {
-            Some(tile)
-        } else {
-            // No tile fits the adapter: Burn's matmul, still with the flag on the device.
-            self.matmul_projects().then_some(TileChoice::Matmul)
+        let tile = match all_f32([basis, g])
+            .then(|| self.projection([a, r, b]))
+            .flatten()
+        {
+            Some(Projection::Tiles) => Some(tile),
+            Some(Projection::Matmul) => Some(TileChoice::Matmul),
+            None => None,
         };
         let Some(tile) = tile else {
             report_fallback(&g.device());

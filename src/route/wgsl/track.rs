@@ -4,8 +4,8 @@ use burn::backend::Dispatch;
 use burn::tensor::{DType, Tensor};
 
 use crate::kernels::{self, Limits, ProjectionTile, SubTrackKernels, TileChoice, UpdateLaunch};
-use crate::ops::TrackedStep;
-use crate::params::{self, with_flags};
+use crate::route::TrackedStep;
+use crate::route::step_buffer::{self as buffer, with_flags};
 
 /// Squarings of the normalised ∇Fᵀ∇F before the power iterations of `top_singular.wgsl`:
 /// the start vector's error shrinks like (λ2/λ1)^(2^10).
@@ -35,7 +35,7 @@ pub fn track(
 /// or shaders past their plan under `limits`): the caller takes the host path.
 /// The step flag of G comes from the first projection (A = SᵀG); where G holds NaN or ±∞
 /// the basis stays, and [`TrackedStep::flag`] carries the flag on to the rest of the step.
-pub fn track_within(
+fn track_within(
     basis: &Tensor<2>,
     g: &Tensor<2>,
     step_size: f64,
@@ -44,13 +44,26 @@ pub fn track_within(
     limits: Limits,
 ) -> Option<TrackedStep> {
     let ([a, r], b) = (basis.dims(), g.dims()[1]);
-    let device = g.device();
     let runs = [basis, g].iter().all(|t| t.dtype() == DType::F32)
         && kernels::tracking_plan(a, r, b, limits)
-        && kernels::wgsl_available(&device);
-    if !runs {
-        return None;
-    }
+        && kernels::wgsl_available(&g.device());
+    runs.then(|| launch_tracking(basis, g, step_size, max_theta, tolerance, limits))
+}
+
+/// [`track_within`]'s kernels, for f32 tensors on a WGSL device whose sizes fit
+/// [`kernels::tracking_plan`] under `limits` (what the route's [`Tracking`] says).
+///
+/// [`Tracking`]: crate::route::Tracking
+pub(super) fn launch_tracking(
+    basis: &Tensor<2>,
+    g: &Tensor<2>,
+    step_size: f64,
+    max_theta: Option<f64>,
+    tolerance: f64,
+    limits: Limits,
+) -> TrackedStep {
+    let r = basis.dims()[1];
+    let device = g.device();
     let limit = limits.max_binding_bytes;
     let d = |t: &Tensor<2>| t.clone().into_dispatch();
     let product = |x: &Tensor<2>, y: &Tensor<2>| {
@@ -82,7 +95,7 @@ pub fn track_within(
     // ∇F = −2·(G·Aᵀ − S·(A·Aᵀ)): the update kernel's d·(W − α·S·(s·N)) with W = G·Aᵀ,
     // N = A·Aᵀ, α = s = 1 and d = −2.
     let values = [1.0, -2.0, 1.0, 0.0];
-    let scalars = params::params_for(params::UPDATE, &values, None, None, [r, r], &device);
+    let scalars = buffer::params_for(buffer::UPDATE, &values, None, None, [r, r], &device);
     let tangent = Tensor::<2>::from_dispatch(Dispatch::wgsl_update(
         d(basis),
         d(&a_at),
@@ -121,7 +134,7 @@ pub fn track_within(
     let (factor, status) =
         Dispatch::wgsl_reorthonormalize(gram(&moved_basis).into_dispatch(), tol.into_dispatch());
     let factor = Tensor::<2>::from_dispatch(factor);
-    Some(TrackedStep {
+    TrackedStep {
         // S'·Fᵀ and F·C (C is symmetric): exact copies where F = I.
         basis: product(&moved_basis, &factor),
         change_of_basis: product(&factor, &change),
@@ -130,5 +143,5 @@ pub fn track_within(
         sigma: triplet.clone().narrow(0, r, 1),
         theta: triplet.narrow(0, r + 1, 1),
         flag,
-    })
+    }
 }

@@ -2,9 +2,9 @@
 
 use burn::tensor::{Device, Tensor};
 use subtrack::ProjectionAware;
-use subtrack::kernels;
-use subtrack::moments::AdamParams;
-use subtrack::route::{self, Rotation, Route, StepFlag};
+use subtrack::testing::kernels;
+use subtrack::testing::moments::AdamParams;
+use subtrack::testing::route::{self, Rotation, RouteRequest, StepFlag};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};
@@ -93,7 +93,7 @@ fn adam_kernel_matches_the_portable_path() {
                         moved: moved.as_ref(),
                     }),
                     flag.as_ref().map(StepFlag::from),
-                    Route::WGSL,
+                    RouteRequest::WGSL,
                 );
                 [out.moment_1, out.moment_2, out.normalized].map(download)
             };

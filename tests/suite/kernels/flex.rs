@@ -2,9 +2,9 @@
 
 use burn::tensor::Device;
 use subtrack::ProjectionAware;
-use subtrack::kernels;
-use subtrack::moments::AdamParams;
-use subtrack::route::{self, Rotation, Route, UpdateCoefficients, UpdateInputs};
+use subtrack::testing::kernels;
+use subtrack::testing::moments::AdamParams;
+use subtrack::testing::route::{self, Rotation, RouteRequest, UpdateCoefficients, UpdateInputs};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload};
@@ -38,13 +38,13 @@ fn fused_cpu_update_matches_the_portable_path() {
                         "{a}×{r}×{b}, transposed {transposed} (G a view {grad_view}), recovery {recovery}, decay {decay}"
                     );
                     let before = kernels::launches("update: flex", [a, r, b]);
-                    let fused = case.run_on(c, recovery, None, &cpu, Route::CPU);
+                    let fused = case.run_on(c, recovery, None, &cpu, RouteRequest::CPU);
                     assert_eq!(
                         kernels::launches("update: flex", [a, r, b]),
                         before + 1,
                         "{name}: the fused loop did not run"
                     );
-                    let portable = case.run_on(c, recovery, None, &cpu, Route::PORTABLE);
+                    let portable = case.run_on(c, recovery, None, &cpu, RouteRequest::PORTABLE);
                     let expected = case.expected(c, recovery);
                     assert_close(&fused, &portable, 1e-6, format_args!("{name}: vs portable"));
                     assert_close(&fused, &expected, 1e-5, format_args!("{name}: vs f64"));
@@ -78,7 +78,7 @@ fn fused_cpu_update_leaves_a_shared_weight_intact() {
                 transposed,
                 recovery: recovery.then(|| case.recovery(&cpu)),
             };
-            let stepped = download(route::update(inputs, c, None, Route::CPU));
+            let stepped = download(route::update(inputs, c, None, RouteRequest::CPU));
             let name = format!("transposed {transposed}, recovery {recovery}");
             assert_eq!(
                 download(kept).data,
@@ -126,9 +126,13 @@ fn fused_cpu_column_sums_match_the_portable_path() {
         ];
         for (what, x, transposed, expected) in cases {
             let before = kernels::launches("column_sq: flex", [a, 0, b]);
-            let fused = download(route::column_sq_fused(&x, transposed, Route::CPU));
+            let fused = download(route::column_sq_fused(&x, transposed, RouteRequest::CPU));
             assert_eq!(kernels::launches("column_sq: flex", [a, 0, b]), before + 1);
-            let portable = download(route::column_sq_fused(&x, transposed, Route::PORTABLE));
+            let portable = download(route::column_sq_fused(
+                &x,
+                transposed,
+                RouteRequest::PORTABLE,
+            ));
             let expected = Mat {
                 rows: 1,
                 cols: b,
@@ -201,20 +205,20 @@ fn fused_cpu_projection_matches_the_portable_path() {
         for (what, basis, s_ref, grad, g_ref) in cases {
             let expected = round(s_ref).t().mul(&round(g_ref));
             let before = kernels::launches("project: flex", [a, r, b]);
-            let fused = download(route::project(&basis, &grad, Route::CPU));
+            let fused = download(route::project(&basis, &grad, RouteRequest::CPU));
             assert_eq!(
                 kernels::launches("project: flex", [a, r, b]),
                 before + 1,
                 "{a}×{r}×{b} {what}: the fused projection did not run"
             );
-            let portable = download(route::project(&basis, &grad, Route::PORTABLE));
+            let portable = download(route::project(&basis, &grad, RouteRequest::PORTABLE));
             assert_eq!((fused.rows, fused.cols), (r, b));
             let case = format!("{a}×{r}×{b} {what}");
             assert_close(&fused, &portable, 1e-6, format_args!("{case}: vs portable"));
             assert_close(&fused, &expected, 1e-5, format_args!("{case}: vs f64"));
             // With the step flag: the same fused projection, and G's flag from a pass of its
             // own (1 here: every element is finite).
-            let (checked, flag) = route::project_checked(&basis, &grad, Route::CPU);
+            let (checked, flag) = route::project_checked(&basis, &grad, RouteRequest::CPU);
             assert_eq!(
                 kernels::launches("project: flex", [a, r, b]),
                 before + 2,
@@ -233,8 +237,11 @@ fn fused_cpu_projection_matches_the_portable_path() {
     for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
         let mut g_bad = g.clone();
         g_bad.data[39 * 70 + 69] = bad;
-        let (_, flag) =
-            route::project_checked(&upload(&basis, &cpu), &upload(&g_bad, &cpu), Route::CPU);
+        let (_, flag) = route::project_checked(
+            &upload(&basis, &cpu),
+            &upload(&g_bad, &cpu),
+            RouteRequest::CPU,
+        );
         assert_eq!(flag.into_scalar::<f32>(), 0.0, "{bad} in G");
     }
 }
@@ -276,7 +283,11 @@ fn fused_cpu_adam_matches_the_portable_path() {
                         moved: None,
                     }),
                     None,
-                    if fused { Route::CPU } else { Route::PORTABLE },
+                    if fused {
+                        RouteRequest::CPU
+                    } else {
+                        RouteRequest::PORTABLE
+                    },
                 );
                 assert_eq!(
                     download(kept.0).data,

@@ -3,9 +3,9 @@
 
 use burn::tensor::Device;
 use subtrack::ProjectionAware;
-use subtrack::kernels::{self, Limits};
-use subtrack::moments::AdamParams;
-use subtrack::route::{self, Rotation, Route, UpdateCoefficients};
+use subtrack::testing::kernels::{self, Limits};
+use subtrack::testing::moments::AdamParams;
+use subtrack::testing::route::{self, Rotation, RouteRequest, UpdateCoefficients};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};
@@ -127,7 +127,7 @@ fn wide_matrices_take_several_launches_past_the_workgroup_limit() {
     let got = download(route::project(
         &upload(&s, &device),
         &upload(&g, &device),
-        Route::WGSL.within(narrow),
+        RouteRequest::WGSL.within(narrow),
     ));
     assert_eq!(
         kernels::launches("project", [a, r, b]),
@@ -144,7 +144,7 @@ fn wide_matrices_take_several_launches_past_the_workgroup_limit() {
     let (m, g_low) = (rng.mat(r, b), rng.mat(r, b));
     let v = Mat::from_fn(r, b, |i, j| m.at(i, j).powi(2) + 0.1);
     let c = Mat::from_fn(r, r, |i, j| if i == j { 0.9 } else { 0.05 });
-    let run = |dev: &Device, route: Route| {
+    let run = |dev: &Device, route: RouteRequest| {
         let c_dev = upload(&c, dev);
         let rotation = Rotation {
             change_of_basis: &c_dev,
@@ -163,13 +163,13 @@ fn wide_matrices_take_several_launches_past_the_workgroup_limit() {
         [out.moment_1, out.moment_2, out.normalized].map(download)
     };
     let before = kernels::launches("adam", [r, r, b]);
-    let got = run(&device, Route::WGSL.within(narrow));
+    let got = run(&device, RouteRequest::WGSL.within(narrow));
     assert_eq!(
         kernels::launches("adam", [r, r, b]),
         before + 3,
         "three column groups"
     );
-    let portable = run(&cpu, Route::PORTABLE);
+    let portable = run(&cpu, RouteRequest::PORTABLE);
     for k in 0..3 {
         assert_close(
             &got[k],
@@ -192,7 +192,7 @@ fn wide_matrices_take_several_launches_past_the_workgroup_limit() {
             true,
             None,
             &device,
-            Route::WGSL.within(narrow),
+            RouteRequest::WGSL.within(narrow),
         );
         assert_eq!(
             kernels::launches("update", [a, r, b]),

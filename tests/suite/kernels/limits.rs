@@ -10,8 +10,8 @@ use burn::tensor::wgpu::{WgpuSetup, wgpu as wgpu_api};
 use naga::back::{hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use subtrack::SubTrackConfig;
-use subtrack::kernels::{self, Limits, shader_expansions};
-use subtrack::route::{self, Route, Sizes};
+use subtrack::testing::kernels::{self, Limits, shader_expansions};
+use subtrack::testing::route::{self, RouteRequest, Sizes};
 
 use crate::reference::Rng;
 use crate::{assert_close, download, upload, wgpu_device, wgpu_required};
@@ -195,7 +195,7 @@ fn the_route_runs_on_a_device_at_webgpu_default_limits() {
     assert_eq!(adapter.max_storage_buffers, 8, "{adapter:?}");
     assert_eq!(adapter.max_workgroup_bytes, 16 << 10, "{adapter:?}");
     assert_eq!(adapter.max_binding_bytes, 128 << 20, "{adapter:?}");
-    let chosen = route::resolve(Route::WGSL, &device);
+    let chosen = route::resolve(RouteRequest::WGSL, &device);
     let sizes = Sizes {
         a: 29,
         r: 4,
@@ -257,14 +257,14 @@ fn kernels_past_the_limits_are_never_launched() {
         b,
         transposed: false,
     };
-    let chosen = route::resolve(Route::WGSL.within(small), &device);
+    let chosen = route::resolve(RouteRequest::WGSL.within(small), &device);
     assert_eq!(
         chosen.fallbacks(sizes),
         ["adam", "adam with rotation", "recovery", "tracking step"],
         "the update's tiles (5 and 8 bindings) do not fit, so Burn's ops run it on this route"
     );
     assert!(
-        route::resolve(Route::WGSL, &device)
+        route::resolve(RouteRequest::WGSL, &device)
             .fallbacks(sizes)
             .is_empty()
     );
@@ -276,8 +276,8 @@ fn kernels_past_the_limits_are_never_launched() {
         kernels::launches("project", [a, r, b]),
         kernels::launches("adam", [r, r, b]),
     );
-    let on_small = download(route::project(&s, &g, Route::WGSL.within(small)));
-    let portable = download(route::project(&s, &g, Route::PORTABLE));
+    let on_small = download(route::project(&s, &g, RouteRequest::WGSL.within(small)));
+    let portable = download(route::project(&s, &g, RouteRequest::PORTABLE));
     assert_close(&on_small, &portable, 1e-5, "projection within 4 bindings");
     assert_eq!(kernels::launches("project", [a, r, b]), project_before + 1);
     let three = Limits {
@@ -285,7 +285,7 @@ fn kernels_past_the_limits_are_never_launched() {
         ..Limits::WEBGPU
     };
     let matmul_before = kernels::launches("project: Burn matmul", [a, r, b]);
-    let (by_matmul, flag) = route::project_checked(&s, &g, Route::WGSL.within(three));
+    let (by_matmul, flag) = route::project_checked(&s, &g, RouteRequest::WGSL.within(three));
     assert_close(
         &download(by_matmul),
         &portable,
@@ -301,7 +301,7 @@ fn kernels_past_the_limits_are_never_launched() {
 
     // The update with recovery by Burn's ops on the WGSL route, no tile launched.
     let case = super::update::UpdateCase::new(a, r, b, false, &mut rng);
-    let coefficients = subtrack::route::UpdateCoefficients {
+    let coefficients = subtrack::testing::route::UpdateCoefficients {
         alpha: 0.03,
         decay: 0.999,
         scale: 0.25,
@@ -314,7 +314,7 @@ fn kernels_past_the_limits_are_never_launched() {
         true,
         Some(1.0),
         &device,
-        Route::WGSL.within(small),
+        RouteRequest::WGSL.within(small),
     );
     assert_close(
         &updated,
@@ -324,9 +324,9 @@ fn kernels_past_the_limits_are_never_launched() {
     );
     assert_eq!(counts(), [update_before[0], update_before[1] + 1]);
 
-    let g_low = route::project(&s, &g, Route::PORTABLE);
+    let g_low = route::project(&s, &g, RouteRequest::PORTABLE);
     let zeros = || burn::tensor::Tensor::<2>::zeros([r, b], &device);
-    let adam = subtrack::moments::AdamParams {
+    let adam = subtrack::testing::moments::AdamParams {
         beta_1: 0.9,
         beta_2: 0.999,
         epsilon: 1e-8,
@@ -338,9 +338,17 @@ fn kernels_past_the_limits_are_never_launched() {
         &adam,
         None,
         None,
-        Route::WGSL.within(small),
+        RouteRequest::WGSL.within(small),
     );
-    let portable_adam = route::adam(zeros(), zeros(), &g_low, &adam, None, None, Route::PORTABLE);
+    let portable_adam = route::adam(
+        zeros(),
+        zeros(),
+        &g_low,
+        &adam,
+        None,
+        None,
+        RouteRequest::PORTABLE,
+    );
     assert_close(
         &download(small_adam.normalized),
         &download(portable_adam.normalized),

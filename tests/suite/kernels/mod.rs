@@ -19,16 +19,16 @@ mod update;
 
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor};
-use subtrack::kernels::Limits;
-use subtrack::route::Route;
+use subtrack::testing::kernels::Limits;
+use subtrack::testing::route::RouteRequest;
 use subtrack::{SubTrackConfig, SubTrackState};
 
 use crate::reference::{Mat, Rng};
 use crate::{download, upload};
 
 /// The WGSL route with storage bindings of at most `max_binding_bytes`.
-fn wgsl_within(max_binding_bytes: usize) -> Route {
-    Route::WGSL.within(Limits::with_binding_bytes(max_binding_bytes))
+fn wgsl_within(max_binding_bytes: usize) -> RouteRequest {
+    RouteRequest::WGSL.within(Limits::with_binding_bytes(max_binding_bytes))
 }
 
 /// W after `config`'s optimizer (the WGSL kernels on where `wgsl`) steps from `w0` through

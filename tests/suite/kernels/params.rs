@@ -4,10 +4,10 @@
 
 use burn::tensor::Device;
 use subtrack::RecoveryScaling;
-use subtrack::kernels;
-use subtrack::moments::AdamParams;
-use subtrack::route::{
-    self, ParamValues, RecoveryInputs, RecoveryTerm, Route, StepFlag, UpdateCoefficients,
+use subtrack::testing::kernels;
+use subtrack::testing::moments::AdamParams;
+use subtrack::testing::route::{
+    self, ParamValues, RecoveryInputs, RecoveryTerm, RouteRequest, StepFlag, UpdateCoefficients,
     UpdateInputs,
 };
 
@@ -52,7 +52,7 @@ fn run(
     case: &Step,
     g: &Mat,
     dev: &Device,
-    route: Route,
+    route: RouteRequest,
     packed: Option<ParamValues>,
 ) -> ([Vec<f64>; 3], f32) {
     let (s, g) = (upload(&case.basis, dev), upload(g, dev));
@@ -133,8 +133,11 @@ fn packed_parameters_match_separate_flags() {
     };
     let g = rng.mat(a, b);
     let cpu = Device::flex();
-    for (dev, route) in [(&device, Route::WGSL), (&cpu, Route::PORTABLE)] {
-        let wgsl = route == Route::WGSL;
+    for (dev, route) in [
+        (&device, RouteRequest::WGSL),
+        (&cpu, RouteRequest::PORTABLE),
+    ] {
+        let wgsl = route == RouteRequest::WGSL;
         let bare = run(&case, &g, dev, route, None);
         let (packed_before, uploaded_before) = (
             counts("params: packed", [r, b]),

@@ -4,9 +4,9 @@
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor, TensorData};
 use subtrack::SubTrackConfig;
-use subtrack::basis;
-use subtrack::kernels::{self, Limits, ProjectionTile, TileChoice};
-use subtrack::route::{self, Route};
+use subtrack::testing::basis;
+use subtrack::testing::kernels::{self, Limits, ProjectionTile, TileChoice};
+use subtrack::testing::route::{self, RouteRequest};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};
@@ -42,7 +42,7 @@ fn projection_kernel_matches_the_portable_path() {
             let g_dev = stored(&g, view, &device);
             let before = kernels::launches("project", [a, r, b]);
             let in_place = kernels::launches("project: Gᵀ in place", [a, r, b]);
-            let (got, flag) = route::project_checked(&s_dev, &g_dev, Route::WGSL);
+            let (got, flag) = route::project_checked(&s_dev, &g_dev, RouteRequest::WGSL);
             let got = download(got);
             assert_eq!(
                 kernels::launches("project", [a, r, b]),
@@ -70,8 +70,11 @@ fn projection_kernel_matches_the_portable_path() {
             for bad in [f64::NAN, f64::INFINITY] {
                 let mut g_bad = g.clone();
                 g_bad.data[a * b - 1] = bad;
-                let (_, flag) =
-                    route::project_checked(&s_dev, &stored(&g_bad, view, &device), Route::WGSL);
+                let (_, flag) = route::project_checked(
+                    &s_dev,
+                    &stored(&g_bad, view, &device),
+                    RouteRequest::WGSL,
+                );
                 assert_eq!(flag.into_scalar::<f32>(), 0.0, "{case}: {bad}");
             }
         }
@@ -218,7 +221,7 @@ fn wide_tile_projection_matches_the_portable_path() {
     };
     let mut rng = Rng::new(41);
     let cpu = Device::flex();
-    let narrow = Route::WGSL.within(Limits {
+    let narrow = RouteRequest::WGSL.within(Limits {
         max_workgroups: 2,
         ..Limits::WEBGPU
     });
@@ -226,9 +229,9 @@ fn wide_tile_projection_matches_the_portable_path() {
     // 46,080-byte binding take chunks of 128, 128 and 44 rows; b = 300 is three 128-column
     // blocks, two and one under a limit of 2 workgroups.
     for (a, r, b, route, launches, in_place) in [
-        (37, 5, 59, Route::WGSL, 1, true),
-        (129, 128, 129, Route::WGSL, 1, true),
-        (300, 130, 270, Route::WGSL, 1, true),
+        (37, 5, 59, RouteRequest::WGSL, 1, true),
+        (129, 128, 129, RouteRequest::WGSL, 1, true),
+        (300, 130, 270, RouteRequest::WGSL, 1, true),
         (300, 20, 90, wgsl_within(46_080), 3, false),
         (70, 6, 300, narrow, 2, true),
     ] {
@@ -286,7 +289,7 @@ fn projection_falls_back_off_wgsl() {
         TensorData::new((0..12).map(|x| x as f32).collect::<Vec<_>>(), [3, 4]),
         &device,
     );
-    let got: Vec<f32> = route::project(&s, &g, Route::WGSL)
+    let got: Vec<f32> = route::project(&s, &g, RouteRequest::WGSL)
         .into_data()
         .try_into_vec()
         .unwrap();

@@ -2,8 +2,8 @@
 
 use burn::tensor::{Device, Tensor};
 use subtrack::RecoveryScaling;
-use subtrack::kernels::{self, ColumnNorms, NormsChoice};
-use subtrack::route::{self, RecoveryInputs, StepFlag};
+use subtrack::testing::kernels::{self, ColumnNorms, NormsChoice};
+use subtrack::testing::route::{self, RecoveryInputs, StepFlag};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};

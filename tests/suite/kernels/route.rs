@@ -3,8 +3,8 @@
 
 use burn::optim::Optimizer;
 use burn::tensor::{DType, Device, Tensor};
-use subtrack::kernels::{self, ProjectionTile, TileChoice};
-use subtrack::route::{self, Sizes};
+use subtrack::testing::kernels::{self, ProjectionTile, TileChoice};
+use subtrack::testing::route::{self, Sizes};
 use subtrack::{SubTrackConfig, SubTrackState};
 
 use crate::reference::Rng;
@@ -145,7 +145,7 @@ fn one_route_per_parameter_from_device_dtype_sizes_and_config() {
     };
     let chosen = route::choose(&config, &device, DType::F32, Some(sizes));
     assert_eq!(chosen.name(), "WGSL kernels");
-    assert!(chosen.checks_on_device() && chosen.tracks(sizes));
+    assert!(chosen.checks_on_device() && chosen.tracking(sizes).is_some());
     assert!(
         chosen.fallbacks(sizes).is_empty(),
         "{:?}",
@@ -173,7 +173,7 @@ fn one_route_per_parameter_from_device_dtype_sizes_and_config() {
         chosen.fallbacks(large),
         ["update", "update with recovery", "tracking step"]
     );
-    assert!(!chosen.tracks(large));
+    assert!(chosen.tracking(large).is_none());
 }
 
 /// The WGSL launches of one projected SubTrack++ step between subspace updates (untuned

@@ -2,9 +2,9 @@
 //! `reorthonormalize.wgsl`).
 
 use burn::tensor::{Device, Tensor};
-use subtrack::geodesic;
-use subtrack::kernels;
-use subtrack::route::{self};
+use subtrack::testing::geodesic;
+use subtrack::testing::kernels;
+use subtrack::testing::route::{self};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};

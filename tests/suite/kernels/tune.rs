@@ -3,11 +3,12 @@
 //! below it they run the 64×64 tile untimed.
 
 use burn::tensor::{Device, Tensor};
-use subtrack::kernels::{
+use subtrack::RecoveryScaling;
+use subtrack::testing::basis;
+use subtrack::testing::kernels::{
     self, ColumnNorms, Limits, ProjectionTile, TUNED_MIN_MACS, TileChoice, Tuned, TunedTile,
 };
-use subtrack::route::{self, RecoveryInputs, Route, UpdateCoefficients};
-use subtrack::{RecoveryScaling, basis};
+use subtrack::testing::route::{self, RecoveryInputs, RouteRequest, UpdateCoefficients};
 
 use crate::reference::Rng;
 use crate::{assert_close, download, upload, wgpu_device};
@@ -113,10 +114,10 @@ fn tuned_projection_runs_the_chosen_tile() {
     let (s_dev, g_dev) = (upload(&s, &device), stored(&g, true, &device));
     let sizes = [a, r, b];
     // The first call tunes (unless CubeCL's persistent cache already knows the shape).
-    let first = download(route::project(&s_dev, &g_dev, Route::WGSL));
+    let first = download(route::project(&s_dev, &g_dev, RouteRequest::WGSL));
     let chosen = kernels::tuned_choice("project", sizes).expect("a candidate was chosen");
     let before = launches("project", sizes);
-    let again = download(route::project(&s_dev, &g_dev, Route::WGSL));
+    let again = download(route::project(&s_dev, &g_dev, RouteRequest::WGSL));
     assert_eq!(
         launches("project", sizes),
         after_one(before, chosen),
@@ -135,7 +136,7 @@ fn tuned_projection_runs_the_chosen_tile() {
     let got = download(route::project(
         &upload(&short, &device),
         &upload(&g, &device),
-        Route::WGSL,
+        RouteRequest::WGSL,
     ));
     assert_close(
         &got,
@@ -153,7 +154,11 @@ fn tuned_projection_runs_the_chosen_tile() {
     let g = rng.mat(a, b);
     let before = launches("project", [a, r, b]);
     // Read back: with fusion on, the launch runs when the stream is flushed.
-    download(route::project(&s_dev, &upload(&g, &device), Route::WGSL));
+    download(route::project(
+        &s_dev,
+        &upload(&g, &device),
+        RouteRequest::WGSL,
+    ));
     let untuned = TunedTile {
         tile: ProjectionTile::Block64,
         splits: 1,
@@ -232,7 +237,7 @@ fn tuned_recovery_runs_the_chosen_norms() {
                 normalized: &n,
                 previous: Some(&prev),
             };
-            let out = route::recovery(inputs, variant, scale, zeta, None, Route::WGSL);
+            let out = route::recovery(inputs, variant, scale, zeta, None, RouteRequest::WGSL);
             let norm = out.norm.into_scalar::<f32>() as f64;
             (download(out.scaled_phi), norm)
         };
@@ -291,7 +296,8 @@ fn pinned_burn_matmul_matches_the_portable_path() {
     let (project_before, update_before) = (counts("project"), counts("update"));
     kernels::set_projection_tile(TileChoice::Matmul);
     let s_dev = upload(&s, &device);
-    let (g_low, flag) = route::project_checked(&s_dev, &stored(&g, true, &device), Route::WGSL);
+    let (g_low, flag) =
+        route::project_checked(&s_dev, &stored(&g, true, &device), RouteRequest::WGSL);
     let portable = download(basis::project(
         &upload(&s, &Device::flex()),
         &upload(&g, &Device::flex()),
@@ -310,7 +316,7 @@ fn pinned_burn_matmul_matches_the_portable_path() {
     );
     assert_eq!(flag.into_data().try_to_vec::<f32>().unwrap(), [1.0]);
     g.data[5 * b + 7] = f64::NAN;
-    let (_, flag) = route::project_checked(&s_dev, &stored(&g, true, &device), Route::WGSL);
+    let (_, flag) = route::project_checked(&s_dev, &stored(&g, true, &device), RouteRequest::WGSL);
     assert_eq!(
         flag.into_data().try_to_vec::<f32>().unwrap(),
         [0.0],

@@ -2,8 +2,10 @@
 //! for the 128×128 tile).
 
 use burn::tensor::{Device, Tensor};
-use subtrack::kernels::{self, Limits, ProjectionTile, TileChoice};
-use subtrack::route::{self, RecoveryTerm, Route, StepFlag, UpdateCoefficients, UpdateInputs};
+use subtrack::testing::kernels::{self, Limits, ProjectionTile, TileChoice};
+use subtrack::testing::route::{
+    self, RecoveryTerm, RouteRequest, StepFlag, UpdateCoefficients, UpdateInputs,
+};
 
 use crate::reference::{Mat, Rng};
 use crate::{assert_close, download, upload, wgpu_device};
@@ -87,7 +89,7 @@ impl UpdateCase {
         flag: Option<f32>,
         device: &Device,
     ) -> Mat {
-        self.run_on(c, recovery, flag, device, Route::WGSL)
+        self.run_on(c, recovery, flag, device, RouteRequest::WGSL)
     }
 
     pub(super) fn run_on(
@@ -96,7 +98,7 @@ impl UpdateCase {
         recovery: bool,
         flag: Option<f32>,
         device: &Device,
-        route: Route,
+        route: RouteRequest,
     ) -> Mat {
         let flag = flag.map(|f| Tensor::<1>::from_floats([f], device));
         let basis = upload(&self.basis, device);
@@ -190,7 +192,7 @@ fn wide_tile_update_matches_the_portable_path() {
         scale: 0.25,
     };
     let cpu = Device::flex();
-    let narrow = Route::WGSL.within(Limits {
+    let narrow = RouteRequest::WGSL.within(Limits {
         max_workgroups: 2,
         ..Limits::WEBGPU
     });
@@ -198,15 +200,15 @@ fn wide_tile_update_matches_the_portable_path() {
     // binding take chunks of 128, 128 and 44 rows (a transposed W is not chunked: the tensor
     // ops run); b = 300 is three 128-column blocks, two and one under 2 workgroups.
     for (a, r, b, route, launches) in [
-        (37, 5, 59, Route::WGSL, 1),
-        (260, 70, 290, Route::WGSL, 1),
+        (37, 5, 59, RouteRequest::WGSL, 1),
+        (260, 70, 290, RouteRequest::WGSL, 1),
         (300, 20, 90, wgsl_within(46_080), 3),
         (70, 6, 300, narrow, 2),
     ] {
         let chunked = launches == 3;
         // The chunked and column-group cases test launch geometry: with recovery only (each
         // variant is a shader compiled anew on lavapipe, seconds each when cold).
-        let recoveries: &[bool] = if route == Route::WGSL {
+        let recoveries: &[bool] = if route == RouteRequest::WGSL {
             &[false, true]
         } else {
             &[true]

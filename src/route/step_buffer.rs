@@ -1,6 +1,6 @@
 //! The parameter buffer of the WGSL kernels: one small f32 tensor per projected step that
 //! holds every kernel's host values and the device-side flags. The optimizer has it made by
-//! the projection ([`project_packed`](crate::route::project_packed)), whose kernel writes the step flag into it, so
+//! the projection ([`project_packed`](crate::testing::route::project_packed)), whose kernel writes the step flag into it, so
 //! a step uploads one buffer and concatenates nothing; a kernel called on its own builds
 //! one.
 //!
@@ -19,8 +19,8 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 use crate::config::{ProjectionAware, RecoveryScaling};
 
 use crate::moments::AdamParams;
-use crate::ops::UpdateCoefficients;
 use crate::recovery::kept_weight;
+use crate::route::UpdateCoefficients;
 
 /// First slot of low-rank Adam's values.
 pub(crate) const ADAM: usize = 0;
@@ -131,7 +131,7 @@ pub(crate) fn update_values(c: UpdateCoefficients, kept: f64) -> [f64; 4] {
 }
 
 /// A step's parameter buffer on the device (\[14\], the layout above), with the host values
-/// it holds. Made by [`project_packed`](crate::route::project_packed).
+/// it holds. Made by [`project_packed`](crate::testing::route::project_packed).
 #[derive(Clone, Debug)]
 pub struct StepParams {
     pub(crate) buffer: Tensor<1>,
@@ -150,7 +150,7 @@ impl StepParams {
 /// The step flag as the kernels take it.
 #[derive(Clone, Copy, Debug)]
 pub enum StepFlag<'a> {
-    /// A device flag \[1\] of its own ([`step_flag`](crate::route::step_flag), [`project_checked`](crate::route::project_checked)).
+    /// A device flag \[1\] of its own ([`step_flag`](crate::route::step_flag), [`project_checked`](crate::testing::route::project_checked)).
     Bare(&'a Tensor<1>),
     /// The last slot of a step's parameter buffer: a kernel whose values it holds binds it as
     /// it is, with no upload.
