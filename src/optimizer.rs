@@ -209,14 +209,7 @@ impl SubTrack {
             Some(how) => self.update_subspace(ops, how, &mut state, &g, shape),
             None => (None, None),
         };
-        let rotation = change
-            .as_ref()
-            .filter(|_| cfg.projection_aware != ProjectionAware::Off)
-            .map(|(c, moved)| Rotation {
-                change_of_basis: c,
-                variant: cfg.projection_aware,
-                moved: moved.as_ref(),
-            });
+        let rotation = self.rotation(change.as_ref());
         let coefficients = UpdateCoefficients {
             alpha: lr * self.adam.bias_correction(state.step + 1),
             decay,
@@ -268,6 +261,22 @@ impl SubTrack {
             state.limiter_norm = norm;
         }
         (weight, state, step_flag)
+    }
+
+    /// The projection-aware rotation (§5) of the moments by an update's change of basis C
+    /// (and its device flag "moved"), where the config rotates them.
+    fn rotation<'c>(
+        &self,
+        change: Option<&'c (Tensor<2>, Option<Tensor<1>>)>,
+    ) -> Option<Rotation<'c>> {
+        let variant = self.config.projection_aware;
+        change
+            .filter(|_| variant != ProjectionAware::Off)
+            .map(|(c, moved)| Rotation {
+                change_of_basis: c,
+                variant,
+                moved: moved.as_ref(),
+            })
     }
 
     /// The projection G̃ = SᵀG (§2). Checked on the device, it also makes the step's

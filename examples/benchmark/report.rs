@@ -330,7 +330,26 @@ fn json_document(setup: &Setup, results: &Results, tuned: &[(TileKey, Tuned)]) -
             })
         })
         .collect();
-    let training: Vec<Value> = training
+    let (training, kernels) = (training_json(training), kernels_json(kernel_rows));
+    let tuned = tuned_json(tuned);
+    let json = json!({
+        "device": picked.description,
+        "backend": if picked.is_wgpu { "wgpu" } else { "flex" },
+        "mode": mode,
+        "reps": args.reps,
+        "sections": sections,
+        "subspace_update": updates,
+        "amortised_step": steps,
+        "training_step": training,
+        "wgsl_kernels": kernels,
+        "tuned_tiles": tuned,
+    });
+    serde_json::to_string_pretty(&json).expect("a JSON value serialises") + "\n"
+}
+
+/// Section 3's rows as JSON.
+fn training_json(training: &[TrainRow]) -> Vec<Value> {
+    training
         .iter()
         .map(|t| {
             json!({
@@ -344,8 +363,12 @@ fn json_document(setup: &Setup, results: &Results, tuned: &[(TileKey, Tuned)]) -
                 "peak_memory_bytes": t.peak_memory,
             })
         })
-        .collect();
-    let kernels: Vec<Value> = kernel_rows
+        .collect()
+}
+
+/// Section 4's rows as JSON.
+fn kernels_json(kernel_rows: &[KernelRow]) -> Vec<Value> {
+    kernel_rows
         .iter()
         .map(|k| {
             json!({
@@ -355,8 +378,12 @@ fn json_document(setup: &Setup, results: &Results, tuned: &[(TileKey, Tuned)]) -
                 "flops": k.flops,
             })
         })
-        .collect();
-    let tuned: Vec<Value> = tuned
+        .collect()
+}
+
+/// What the autotuner chose, as JSON.
+fn tuned_json(tuned: &[(TileKey, Tuned)]) -> Vec<Value> {
+    tuned
         .iter()
         .map(|(k, tile)| {
             let mut row = json!({
@@ -378,20 +405,7 @@ fn json_document(setup: &Setup, results: &Results, tuned: &[(TileKey, Tuned)]) -
             }
             row
         })
-        .collect();
-    let json = json!({
-        "device": picked.description,
-        "backend": if picked.is_wgpu { "wgpu" } else { "flex" },
-        "mode": mode,
-        "reps": args.reps,
-        "sections": sections,
-        "subspace_update": updates,
-        "amortised_step": steps,
-        "training_step": training,
-        "wgsl_kernels": kernels,
-        "tuned_tiles": tuned,
-    });
-    serde_json::to_string_pretty(&json).expect("a JSON value serialises") + "\n"
+        .collect()
 }
 
 /// Write `benchmark.md` and `benchmark.json` into `--out`, each atomically.

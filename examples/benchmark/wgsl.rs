@@ -285,28 +285,7 @@ type StepVariant = (&'static str, bool, usize, TileChoice);
 fn optimizer_steps(timer: &Timer, size: &str, floor_ms: f64) -> Vec<KernelRow> {
     let (reps, batch) = (timer.reps, timer.batch);
     let (splits, tile) = (kernels::projection_splits(), kernels::projection_tile());
-    let variants: [StepVariant; 5] = [
-        ("kernels", true, splits, tile),
-        (
-            "kernels, 64×64 tiles",
-            true,
-            1,
-            ProjectionTile::Block64.into(),
-        ),
-        (
-            "kernels, 128×128 tiles",
-            true,
-            1,
-            ProjectionTile::Block128.into(),
-        ),
-        (
-            "kernels, split-K ×2 projections",
-            true,
-            2,
-            ProjectionTile::Block64.into(),
-        ),
-        ("portable", false, 1, TileChoice::Tuned),
-    ];
+    let variants = step_variants(splits, tile);
     let mut runs = step_runs(timer.picked, size, &variants);
     let steps = |k: usize, n: usize, runs: &mut [StepRun]| {
         let (_, _, splits, tile) = variants[k];
@@ -350,6 +329,43 @@ fn optimizer_steps(timer: &Timer, size: &str, floor_ms: f64) -> Vec<KernelRow> {
     );
     eprintln!("  SubTrack++ step, llama {size}, kernels: {dispatch}");
     let step_ms: Vec<f64> = runs.into_iter().map(|r| median(r.times)).collect();
+    step_rows(&variants, &step_ms, size, &dispatch)
+}
+
+/// The variants of the optimizer step: the kernels as the command line pinned them
+/// (`splits`, `tile`), each experimental projection, and the portable path, last.
+fn step_variants(splits: usize, tile: TileChoice) -> [StepVariant; 5] {
+    [
+        ("kernels", true, splits, tile),
+        (
+            "kernels, 64×64 tiles",
+            true,
+            1,
+            ProjectionTile::Block64.into(),
+        ),
+        (
+            "kernels, 128×128 tiles",
+            true,
+            1,
+            ProjectionTile::Block128.into(),
+        ),
+        (
+            "kernels, split-K ×2 projections",
+            true,
+            2,
+            ProjectionTile::Block64.into(),
+        ),
+        ("portable", false, 1, TileChoice::Tuned),
+    ]
+}
+
+/// One row per kernel variant, each against the portable step (the last median).
+fn step_rows(
+    variants: &[StepVariant],
+    step_ms: &[f64],
+    size: &str,
+    dispatch: &str,
+) -> Vec<KernelRow> {
     let portable_ms = step_ms[variants.len() - 1];
     let kernel_variants = variants.iter().enumerate().filter(|(_, v)| v.1);
     kernel_variants

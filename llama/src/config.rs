@@ -262,22 +262,7 @@ impl TrainConfig {
                 self.valid_fraction
             ));
         }
-        // Evaluation takes 10 windows of seq-len + 1 tokens from the held-out part.
-        let need = 10 * (self.seq_len + 1);
-        let held_out = self.synthetic_tokens as f64 * self.valid_fraction;
-        if self.data.is_none() && held_out < need as f64 {
-            let enough = (need as f64 / self.valid_fraction).ceil();
-            return bad(format!(
-                "--seq-len {} needs {need} held-out tokens (10 windows of seq-len + 1), but the \
-                 synthetic corpus holds {} ({} tokens × --valid-fraction {}): lower --seq-len \
-                 to at most {}, or raise --synthetic-tokens to at least {enough}",
-                self.seq_len,
-                held_out as usize,
-                self.synthetic_tokens,
-                self.valid_fraction,
-                (held_out as usize / 10).saturating_sub(1),
-            ));
-        }
+        self.check_held_out()?;
         let model = LlamaConfig::preset(&self.size, 2)?;
         if let Some(r) = self.rank
             && (r == 0 || r >= model.hidden_size)
@@ -286,6 +271,27 @@ impl TrainConfig {
                 "--rank {r} must be in 1..{} (below the model width)",
                 model.hidden_size
             ));
+        }
+        Ok(())
+    }
+
+    /// On the synthetic corpus, whether its held-out part holds the 10 windows of
+    /// seq-len + 1 tokens that evaluation takes; the refusal names `--seq-len` and both fixes.
+    fn check_held_out(&self) -> Result<(), PretrainError> {
+        let need = 10 * (self.seq_len + 1);
+        let held_out = self.synthetic_tokens as f64 * self.valid_fraction;
+        if self.data.is_none() && held_out < need as f64 {
+            let enough = (need as f64 / self.valid_fraction).ceil();
+            return Err(PretrainError::invalid(format!(
+                "--seq-len {} needs {need} held-out tokens (10 windows of seq-len + 1), but the \
+                 synthetic corpus holds {} ({} tokens × --valid-fraction {}): lower --seq-len \
+                 to at most {}, or raise --synthetic-tokens to at least {enough}",
+                self.seq_len,
+                held_out as usize,
+                self.synthetic_tokens,
+                self.valid_fraction,
+                (held_out as usize / 10).saturating_sub(1),
+            )));
         }
         Ok(())
     }
