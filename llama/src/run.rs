@@ -280,8 +280,13 @@ impl Trainer<'_> {
         let loss_inner = loss.clone().detach().inner();
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
         let (loss, grad_norm) = read_loss_and_norm(loss_inner, &grads, &model);
-        let skipped = !(loss.is_finite() && grad_norm.is_finite());
-        if skipped {
+        let stepped = Stepped {
+            lr,
+            loss,
+            grad_norm,
+            skipped: !(loss.is_finite() && grad_norm.is_finite()),
+        };
+        if stepped.skipped {
             self.skipped += 1;
             self.consecutive_bad += 1;
             if self.consecutive_bad >= 10 {
@@ -289,28 +294,12 @@ impl Trainer<'_> {
                     "10 steps in a row with a non-finite loss or gradient (last at step {step}); lower --lr. The last checkpoint is intact"
                 )));
             }
-            return Ok((
-                model,
-                Stepped {
-                    lr,
-                    loss,
-                    grad_norm,
-                    skipped,
-                },
-            ));
+            return Ok((model, stepped));
         }
         clip_to(&mut grads, &model, grad_norm, config.grad_clip);
         let model = self.optim.step(lr, model, grads);
         self.consecutive_bad = 0;
-        Ok((
-            model,
-            Stepped {
-                lr,
-                loss,
-                grad_norm,
-                skipped,
-            },
-        ))
+        Ok((model, stepped))
     }
 
     /// Write the checkpoint of `model` at `step` done to `path`, atomically.
