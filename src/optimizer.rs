@@ -325,10 +325,10 @@ impl SubTrack {
                 };
                 (adam, tail)
             }
-            (recovery, _) => {
+            _ => {
                 let flag = projected.flag();
                 let adam = ops.adam(moment_1, moment_2, g_low, &self.adam, rotation, flag);
-                (adam, Tail::Plain(!matches!(recovery, Recovery::Off)))
+                (adam, Tail::Plain)
             }
         }
     }
@@ -355,15 +355,12 @@ impl SubTrack {
             params,
         } = projected;
         let flag = params.as_ref().map(StepFlag::Packed);
-        let (recovers, limited) = match tail {
-            Tail::Plain(recovers) => (recovers, None),
-            Tail::Limited {
-                fused,
-                params,
-                scratch,
-            } => (true, Some((fused, params, scratch))),
-        };
-        if let Some((fused, params, scratch)) = limited {
+        if let Tail::Limited {
+            fused,
+            params,
+            scratch,
+        } = tail
+        {
             let limited = LimitedInputs {
                 grad: &g,
                 g_low: &g_low,
@@ -374,7 +371,7 @@ impl SubTrack {
             return (weight, Some(norm));
         }
         let mut norm = None;
-        if recovers {
+        if cfg.recovery_scaling != RecoveryScaling::Off {
             let recovery = RecoveryInputs {
                 grad: &g,
                 transposed,
@@ -590,8 +587,8 @@ impl Projected {
 // Made once per step and taken apart at once: a box would add an allocation.
 #[allow(clippy::large_enum_variant)]
 enum Tail {
-    /// Recovery scaling (where `true`) as its own operation, then the update.
-    Plain(bool),
+    /// Recovery scaling (where the config has it) as its own operation, then the update.
+    Plain,
     /// The limited update, recovery scaling fused in as the route chose: its parameter
     /// buffer and the scratch of φ and partial sums that Adam formed.
     Limited {
